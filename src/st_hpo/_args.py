@@ -1,0 +1,252 @@
+"""Training arguments: the base arguments of a study, and a trial's clone of them with its sampled values.
+
+Arguments are rebuilt, never mutated: :func:`clone_args` makes a new object with ``dataclasses.replace``,
+so ``__post_init__`` validation and derived fields run again for every trial.
+
+``warmup_ratio`` works on both stacks users have: on transformers 5 (sentence-transformers 6) the ratio
+lives in ``warmup_steps`` as a float in [0, 1) and ``warmup_ratio`` is a deprecated alias that reads back
+as None; on transformers 4 ``warmup_ratio`` is the field itself. A sampled ratio is written where the
+installed transformers reads it, so it reaches the scheduler (the trap ``Trainer.hyperparameter_search``
+falls into on transformers 5 is a ``setattr`` after validation, which the scheduler never sees).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import json
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
+
+__all__ = [
+    "FACTORY_PREFIXES",
+    "RESERVED_ARGS",
+    "args_to_dict",
+    "build_base_args",
+    "check_arg_value",
+    "clone_args",
+    "suggest_name",
+    "split_params",
+    "training_arg_names",
+    "uses_warmup_steps_for_ratio",
+]
+
+#: Space names with these prefixes go to the model and loss factories, not to the training arguments.
+FACTORY_PREFIXES = ("loss.", "model.")
+
+#: Fields st-hpo sets for every trial; a space that samples them is an error.
+RESERVED_ARGS = {
+    "output_dir": "st-hpo gives every trial its own output_dir under the study's output directory",
+    "run_name": "st-hpo names each trial's run 'trial-<number>'",
+    "report_to": "st-hpo logs to MLflow itself, one child run per trial",
+}
+
+
+def _args_class() -> type:
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainingArguments
+
+
+def training_arg_names() -> set[str]:
+    """Names of the ``SentenceTransformerTrainingArguments`` fields a user can set."""
+    return {f.name for f in dataclasses.fields(_args_class()) if f.init and not f.name.startswith("_")}
+
+
+def uses_warmup_steps_for_ratio() -> bool:
+    """True on transformers 5+, where a warmup ratio is given as a float ``warmup_steps``."""
+    import transformers
+
+    return "warmup_ratio" not in {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+
+
+def suggest_name(name: str, known: set[str]) -> str:
+    """' did you mean ...?' text for an unknown name, or ''."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Split sampled values into (training-argument overrides, loss params, model params).
+
+    Loss and model params lose their prefix: ``{"loss.scale": 20}`` gives loss params ``{"scale": 20}``.
+    """
+    overrides: dict[str, Any] = {}
+    loss_params: dict[str, Any] = {}
+    model_params: dict[str, Any] = {}
+    for key, value in params.items():
+        if key.startswith("loss."):
+            loss_params[key[len("loss.") :]] = value
+        elif key.startswith("model."):
+            model_params[key[len("model.") :]] = value
+        else:
+            overrides[key] = value
+    return overrides, loss_params, model_params
+
+
+def _warmup_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Write a sampled ``warmup_ratio`` where the installed transformers reads it."""
+    if "warmup_ratio" not in overrides:
+        return overrides
+    out = dict(overrides)
+    ratio = out.pop("warmup_ratio")
+    ratio = 0.0 if ratio is None else float(ratio)
+    if uses_warmup_steps_for_ratio():
+        out["warmup_steps"] = ratio  # a float in [0, 1) is a ratio on transformers 5
+        out["warmup_ratio"] = None
+    else:
+        out["warmup_ratio"] = ratio
+        out["warmup_steps"] = 0  # on transformers 4 any warmup_steps > 0 would override the ratio
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def build_base_args(args: Any, *, output_dir: str) -> Any:
+    """The study's base arguments as a ``SentenceTransformerTrainingArguments``.
+
+    ``args`` is an arguments object or a dict of its fields; reporting to other trackers is switched
+    off (st-hpo logs to MLflow itself) and ``output_dir`` defaults to the study's trial folder.
+    """
+    cls = _args_class()
+    if isinstance(args, Mapping):
+        fields = dict(args)
+        unknown = sorted(set(fields) - training_arg_names())
+        if unknown:
+            name = unknown[0]
+            raise StudyDefinitionError(
+                f"unknown training argument {name!r} in Study(args=...)"
+                f"{suggest_name(name, training_arg_names())}"
+            )
+        fields = _warmup_overrides(fields)
+        fields.setdefault("output_dir", output_dir)
+        fields["report_to"] = "none"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return cls(**fields)
+        except (ValueError, TypeError) as exc:
+            raise StudyDefinitionError(f"Study(args=...) is not valid: {exc}") from None
+    if not isinstance(args, cls):
+        raise StudyDefinitionError(
+            f"Study(args=...) must be a SentenceTransformerTrainingArguments or a dict of its fields, "
+            f"not {type(args).__name__}"
+        )
+    return clone_args(args, {}, output_dir=output_dir, run_name=args.run_name)
+
+
+def clone_args(base: Any, overrides: Mapping[str, Any], *, output_dir: str, run_name: str | None) -> Any:
+    """A new arguments object: ``base`` with ``overrides`` applied, validated again; ``base`` is untouched.
+
+    Raises ``ValueError``/``TypeError`` from the arguments' own validation when a value is not allowed.
+    """
+    changes = _warmup_overrides({k: _plain(v) for k, v in overrides.items()})
+    changes.update(output_dir=output_dir, run_name=run_name, report_to="none")
+    with warnings.catch_warnings():
+        # the deprecated-alias warning is about how the ratio is stored, which clone_args handles
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*warmup_ratio.*")
+        return dataclasses.replace(base, **changes)
+
+
+def effective_warmup_ratio(args: Any) -> float:
+    """The warmup ratio the scheduler will use (0.0 when warmup is a step count or absent)."""
+    steps = getattr(args, "warmup_steps", 0) or 0
+    if isinstance(steps, float) and 0.0 <= steps < 1.0:
+        return steps
+    ratio = getattr(args, "warmup_ratio", None)
+    return float(ratio) if ratio else 0.0
+
+
+def args_to_dict(args: Any) -> dict[str, Any]:
+    """The arguments as plain JSON values, secrets redacted by the arguments' own serialisation."""
+    data = json.loads(args.to_json_string())
+    if "warmup_ratio" in data and data["warmup_ratio"] is None:
+        data["warmup_ratio"] = effective_warmup_ratio(args)
+    return data
+
+
+# --- value rules, checked before any training ---------------------------------------------------------
+
+
+def _enum_values(name: str) -> tuple[str, ...] | None:
+    if name == "batch_sampler":
+        from sentence_transformers.training_args import BatchSamplers
+
+        return tuple(v.value for v in BatchSamplers)
+    if name == "multi_dataset_batch_sampler":
+        from sentence_transformers.training_args import MultiDatasetBatchSamplers
+
+        return tuple(v.value for v in MultiDatasetBatchSamplers)
+    if name == "lr_scheduler_type":
+        from transformers import SchedulerType
+
+        return tuple(v.value for v in SchedulerType)
+    if name == "optim":
+        from transformers.training_args import OptimizerNames
+
+        return tuple(v.value for v in OptimizerNames)
+    return None
+
+
+_POSITIVE = {"learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+             "gradient_accumulation_steps", "adam_epsilon"}
+_NON_NEGATIVE = {"weight_decay", "max_grad_norm", "label_smoothing_factor", "warmup_steps"}
+_INTEGER = {"per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+            "max_steps", "seed", "eval_steps", "logging_steps", "save_steps"}
+_UNIT_INTERVAL = {"adam_beta1", "adam_beta2"}
+
+
+def check_arg_value(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be given to training argument ``name`` (the rule and the fix), or None."""
+    value = _plain(value)
+    allowed = _enum_values(name)
+    if allowed is not None:
+        if value not in allowed:
+            return f"{name}={value!r} is not one of the allowed values ({', '.join(allowed)})"
+        return None
+    if name == "warmup_ratio":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+            return f"warmup_ratio={value!r} must be a ratio in [0, 1), e.g. 0.1 for 10% of the steps"
+        return None
+    numeric = name in _POSITIVE | _NON_NEGATIVE | _INTEGER | _UNIT_INTERVAL
+    if numeric and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        return f"{name}={value!r} must be a number"
+    if name in _INTEGER and isinstance(value, float) and not value.is_integer():
+        return f"{name}={value!r} must be a whole number; use an IntDistribution"
+    if name in _POSITIVE and value <= 0:
+        return f"{name}={value!r} must be greater than 0"
+    if name in _NON_NEGATIVE and value < 0:
+        return f"{name}={value!r} must not be negative"
+    if name in _UNIT_INTERVAL and not 0.0 <= value < 1.0:
+        return f"{name}={value!r} must lie in [0, 1)"
+    return None
+
+
+def check_clone(base: Any, name: str, value: Any) -> str | None:
+    """Let the arguments' own validation judge ``name=value`` on a clone of ``base``; the reason or None."""
+    try:
+        clone_args(base, {name: value}, output_dir=base.output_dir, run_name=None)
+    except (ValueError, TypeError) as exc:
+        return f"{name}={value!r} is rejected by SentenceTransformerTrainingArguments: {exc}"
+    return None
+
+
+def check_space_name(name: str) -> None:
+    """Raise SearchSpaceError when ``name`` is not a settable training argument (loss./model. excepted)."""
+    if name.startswith(FACTORY_PREFIXES):
+        return
+    if name in RESERVED_ARGS:
+        raise SearchSpaceError(f"the space samples {name!r}, but {RESERVED_ARGS[name]}; remove it from the space")
+    known = training_arg_names()
+    if name not in known:
+        raise SearchSpaceError(
+            f"unknown training argument {name!r} in the space{suggest_name(name, known)} "
+            "(names with a 'loss.' or 'model.' prefix go to the loss and model factories)"
+        )

@@ -1,0 +1,127 @@
+"""The study loop of one worker process: ask, run one trial, tell, track; until the budget is met.
+
+The budget is global: the study stops when ``n_trials`` trials have finished (COMPLETE or PRUNED),
+whatever the number of workers sharing the storage; failed trials do not count. A worker does not start
+a trial that the budget cannot use (finished + running elsewhere already cover it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from st_hpo._execution._recovery import ERROR_ATTR, recover_stale_trials
+from st_hpo._execution._session import StudySession
+from st_hpo._progress import Progress
+from st_hpo._storage import HeartbeatThread
+from st_hpo._trial import TrialContext, TrialOutcome, WorkerInfo, run_trial
+from st_hpo.exceptions import TrackingError
+
+__all__ = ["LoopResult", "work"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between looks at the storage while other workers finish the last trials.
+POLL_SECONDS = 2.0
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What one worker's loop did."""
+
+    trials_run: int = 0
+    interrupted: bool = False
+    budget_met: bool = False
+    timed_out: bool = False
+
+
+def _counts(study: Any) -> tuple[int, int]:
+    """(finished, running) over all workers; cancelled trials do not count."""
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name in ("COMPLETE", "PRUNED"):
+            finished += 1
+        elif t.state.name == "RUNNING":
+            running += 1
+    return finished, running
+
+
+def _surplus(study: Any, number: int, budget: int) -> bool:
+    """True when trial ``number`` would take the study past its budget (several workers asked at once)."""
+    finished, _ = _counts(study)
+    running = sorted(t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING")
+    return number not in running[: max(budget - finished, 0)]
+
+
+def work(session: StudySession, *, budget: int, timeout: float | None, worker: WorkerInfo,
+         progress: Progress) -> LoopResult:
+    """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C."""
+    study = session.study
+    ctx = TrialContext(session.validated, session.resources, session.tracker, session.output_dir, worker)
+    result = LoopResult()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        recover_stale_trials(study)
+        finished, running = _counts(study)
+        progress.set_finished(finished)
+        if finished >= budget:
+            result.budget_met = True
+            return result
+        if deadline is not None and time.monotonic() >= deadline:
+            result.timed_out = True
+            return result
+        if finished + running >= budget:
+            time.sleep(POLL_SECONDS)  # others run the last trials; take over if one of them fails
+            continue
+        trial = study.ask()
+        if _surplus(study, trial.number, budget):
+            trial.set_user_attr("st_hpo.cancelled", True)
+            trial.set_user_attr(ERROR_ATTR, "not needed: other workers filled the budget")
+            study.tell(trial, state=_state("FAIL"))
+            continue
+        trial.set_user_attr("st_hpo.pid", worker.pid)
+        trial.set_user_attr("st_hpo.tag.host", worker.host)
+        try:
+            with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
+                outcome = run_trial(ctx, trial)
+        except KeyboardInterrupt:
+            _finish(session, trial, TrialOutcome(trial.number, "FAIL", error="interrupted (Ctrl-C or SIGTERM)"),
+                    killed=True)
+            result.interrupted = True
+            return result
+        _finish(session, trial, outcome)
+        result.trials_run += 1
+        progress.trial_done(outcome, study)
+
+
+def _state(name: str) -> Any:
+    import optuna
+
+    return optuna.trial.TrialState[name]
+
+
+def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed: bool = False) -> None:
+    """Tell Optuna how the trial ended, then close its MLflow run and update the parent."""
+    study = session.study
+    if outcome.error:
+        trial.set_user_attr(ERROR_ATTR, outcome.error[:2000])
+    trial.set_user_attr("st_hpo.trial_seconds", round(outcome.seconds, 3))
+    trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))
+    if outcome.state == "COMPLETE":
+        study.tell(trial, outcome.value)
+    else:
+        study.tell(trial, state=_state(outcome.state))
+    tracker = session.tracker
+    if tracker is None:
+        return
+    run_id = trial.user_attrs.get("st_hpo.mlflow_run_id")
+    try:
+        if run_id:
+            tracker.end_trial(run_id, outcome.state, value=outcome.value, error=outcome.error,
+                              step=outcome.step, status="KILLED" if killed else None)
+        session.update_parent()
+    except TrackingError as exc:
+        logger.warning("%s; `st-hpo sync` will bring MLflow up to date", exc)
+

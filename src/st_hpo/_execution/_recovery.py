@@ -1,0 +1,81 @@
+"""Finding trials whose worker died: heartbeats on RDB storages, a liveness record elsewhere.
+
+The journal file storage has no heartbeat, so every trial records its worker's host and pid
+(``st_hpo.tag.host``, ``st_hpo.pid``); a RUNNING trial whose worker on this host is gone is failed with
+the reason. On RDB storages with a heartbeat Optuna's own ``fail_stale_trials`` does it (and re-queues the
+parameters through ``RetryFailedTrialCallback``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from st_hpo._storage import uses_heartbeat
+
+__all__ = ["fail_trial", "pid_alive", "recover_stale_trials"]
+
+logger = logging.getLogger(__name__)
+
+ERROR_ATTR = "st_hpo.error"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (zombies count as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def fail_trial(study: Any, trial: Any, reason: str) -> None:
+    """Mark a RUNNING trial (a FrozenTrial) FAIL with ``reason``; a no-op if it already ended."""
+    import optuna
+
+    storage = study._storage  # noqa: SLF001 - the storage API is public, the attribute is not
+    try:
+        storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, reason)  # noqa: SLF001
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+    except RuntimeError:
+        return  # finished meanwhile (another worker got there first)
+    logger.warning("trial %d marked FAIL: %s", trial.number, reason)
+
+
+def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None) -> list[int]:
+    """Fail RUNNING trials whose worker is gone; returns their numbers.
+
+    ``exit_codes`` maps pids of workers this process supervised to how they ended (negative: a signal),
+    so the reason can say "worker killed by signal 9".
+    """
+    import optuna
+
+    failed: list[int] = []
+    if uses_heartbeat(study._storage):  # noqa: SLF001
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+        failed.extend(sorted(before - after))
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("st_hpo.pid")
+        if pid is None or trial.user_attrs.get("st_hpo.tag.host") != host or pid_alive(int(pid)):
+            continue
+        code = (exit_codes or {}).get(int(pid))
+        if code is not None and code < 0:
+            reason = f"worker killed by signal {-code}"
+        elif code is not None:
+            reason = f"worker exited with code {code} during the trial"
+        else:
+            reason = f"worker (pid {pid} on {host}) died during the trial"
+        fail_trial(study, trial, reason)
+        failed.append(trial.number)
+    return failed

@@ -1,0 +1,234 @@
+"""A study session: the validated study, its Optuna study in the storage, its MLflow parent run.
+
+Opening a session validates first and creates nothing until validation passed (no output directory,
+no storage, no MLflow run). It then creates or attaches to the Optuna study (whichever process comes
+first creates it), attaches to the study's one MLflow parent run (its id kept in the study's user
+attrs), fails trials whose worker died, and brings MLflow up to date with the storage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from st_hpo import _args
+from st_hpo._execution._recovery import recover_stale_trials
+from st_hpo._resources import StudyResources
+from st_hpo._space import space_defaults
+from st_hpo._storage import default_storage_url, open_storage
+from st_hpo._study import Study
+from st_hpo._trial import BASELINE_ATTR, UNSAMPLED_ATTR
+from st_hpo._validate import ValidatedStudy, validate_study
+from st_hpo.exceptions import StorageError, StudyDefinitionError
+
+__all__ = ["SessionOptions", "StudySession", "make_pruner", "make_sampler"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SessionOptions:
+    """Where a study lives and how it is tracked (all optional: embedded defaults under output_dir)."""
+
+    output_dir: str | Path | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    study_name: str | None = None
+    pruner: str | None = None
+    baseline: bool | None = None
+    track: bool = True
+
+
+def make_sampler(spec: Any, seed: int | None) -> Any:
+    import optuna
+
+    if spec is None or spec == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if spec == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    return spec
+
+
+def make_pruner(spec: Any) -> Any:
+    import optuna
+
+    if spec is None or spec == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    if spec == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if spec == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if spec == "patient":
+        return optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(n_startup_trials=4), patience=1)
+    if spec == "none":
+        return optuna.pruners.NopPruner()
+    return spec
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str) or value is None:
+        return str(value)
+    return type(value).__name__ if not hasattr(value, "__name__") else value.__name__
+
+
+class StudySession:
+    """An open study: storage, Optuna study, tracker, resources. Build with :meth:`open`."""
+
+    def __init__(self, *, definition: Study, validated: ValidatedStudy, resources: StudyResources,
+                 study: Any, tracker: Any, output_dir: Path, storage_url: str, tracking_uri: str | None) -> None:
+        self.definition = definition
+        self.validated = validated
+        self.resources = resources
+        self.study = study
+        self.tracker = tracker
+        self.output_dir = output_dir
+        self.storage_url = storage_url
+        self.tracking_uri = tracking_uri
+
+    @classmethod
+    def open(cls, definition: Study, options: SessionOptions, *,
+             resources: StudyResources | None = None) -> StudySession:
+        if options.study_name:
+            definition = definition.replace(name=options.study_name)
+        if options.pruner:
+            definition = definition.replace(pruner=options.pruner)
+        if options.baseline is not None:
+            definition = definition.replace(baseline=options.baseline)
+        output_dir = Path(options.output_dir or Path("st-hpo-runs") / definition.name).resolve()
+        resources = resources or StudyResources(definition)
+        validated = validate_study(definition, resources, output_dir=str(output_dir / "trials"))
+        storage_url = options.storage or default_storage_url(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        study = _create_or_load(definition, storage_url)
+        tracker = None
+        tracking_uri = None
+        if options.track:
+            from st_hpo._tracking import MlflowTracker, default_tracking_uri
+
+            tracking_uri = options.tracking_uri or default_tracking_uri(output_dir)
+            artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
+            tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
+            tracker.ensure_parent(study, _settings(definition, validated, storage_url))
+        session = cls(definition=definition, validated=validated, resources=resources, study=study,
+                      tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
+        session.prepare()
+        return session
+
+    def prepare(self) -> None:
+        """Fail dead workers' trials, sync MLflow, queue the baseline and warm-start trials once."""
+        recover_stale_trials(self.study)
+        if self.tracker is not None:
+            self.tracker.set_parent_status("RUNNING")
+            fixed = self.tracker.sync(self.study, self.definition.objective)
+            if fixed:
+                logger.info("brought %d MLflow run(s) up to date with the storage", fixed)
+        if not self.study.user_attrs.get("st_hpo.queued"):
+            self.study.set_user_attr("st_hpo.queued", True)
+            self._queue_first_trials()
+        if "st_hpo.base_model_value" not in self.study.user_attrs:
+            self._score_base_model()
+
+    def _queue_first_trials(self) -> None:
+        base = self.validated.base_args
+        if self.definition.baseline:
+            values = space_defaults(self.definition.space, base)
+            attrs: dict[str, Any] = {BASELINE_ATTR: True}
+            if values is None:
+                attrs[UNSAMPLED_ATTR] = True
+            self.study.enqueue_trial(values or {}, user_attrs=attrs, skip_if_exists=False)
+        for params in self.definition.enqueue:
+            self.study.enqueue_trial(dict(params), skip_if_exists=True)
+
+    def _score_base_model(self) -> None:
+        """The objective of the model before any fine-tuning: the bar every trial should clear."""
+        if self.validated.needs_eval_loss or callable(self.definition.model):
+            return
+        try:
+            metrics = self.resources.evaluator(self.resources.base_model())
+        except Exception as exc:  # noqa: BLE001 - informative only
+            logger.warning("could not score the base model: %s", exc)
+            return
+        key = self.validated.objective_metric[len("eval_") :]
+        value = metrics.get(key) if isinstance(metrics, dict) else None
+        if value is None:
+            return
+        self.study.set_user_attr("st_hpo.base_model_value", float(value))
+        if self.tracker is not None:
+            self.tracker.log_parent({"base_model_objective": float(value)})
+
+    def update_parent(self) -> None:
+        """Best value so far (a curve over trial numbers), best trial and counts on the parent run."""
+        if self.tracker is None:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+        metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
+        metrics["gpu_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
+        metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
+        step = max((t.number for t in trials), default=0)
+        if counts["COMPLETE"]:
+            best = self.study.best_trial
+            metrics.update(best_value=best.value, best_trial_number=best.number)
+            self.tracker.log_parent(metrics, step, tags={"st_hpo.best_trial": str(best.number)})
+        else:
+            self.tracker.log_parent(metrics, step)
+
+    def close(self, status: str) -> None:
+        """Sync MLflow once more and set the parent run's status (FINISHED or KILLED)."""
+        if self.tracker is None:
+            return
+        self.tracker.sync(self.study, self.definition.objective)
+        self.update_parent()
+        self.tracker.set_parent_status(status)
+
+
+def _create_or_load(definition: Study, storage_url: str) -> Any:
+    import optuna
+
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.create_study(
+            study_name=definition.name, storage=storage, load_if_exists=True,
+            direction=definition.direction, sampler=make_sampler(definition.sampler, definition.seed),
+            pruner=make_pruner(definition.pruner),
+        )
+    except Exception as exc:  # noqa: BLE001 - storage errors of every kind
+        raise StorageError(f"could not create or load study {definition.name!r} in {storage_url}: {exc}") from None
+    wanted = optuna.study.StudyDirection.MAXIMIZE if definition.direction == "maximize" else (
+        optuna.study.StudyDirection.MINIMIZE)
+    if study.direction != wanted:
+        raise StudyDefinitionError(
+            f"study {definition.name!r} in {storage_url} was created to {study.direction.name.lower()}, but the "
+            f"study file says direction={definition.direction!r}; use another --study-name"
+        )
+    if "st_hpo.objective" not in study.user_attrs:
+        study.set_user_attr("st_hpo.objective", definition.objective)
+        study.set_user_attr("st_hpo.n_trials", definition.n_trials)
+    return study
+
+
+def _settings(definition: Study, validated: ValidatedStudy, storage_url: str) -> dict[str, Any]:
+    space = definition.space
+    described = ({k: repr(v) for k, v in space.items()} if isinstance(space, dict)
+                 else getattr(space, "__name__", "define-by-run"))
+    return {
+        "study": definition.name,
+        "objective": definition.objective,
+        "direction": definition.direction,
+        "n_trials": definition.n_trials,
+        "model": _describe(definition.model),
+        "loss": _describe(definition.loss),
+        "sampler": _describe(definition.sampler or "tpe"),
+        "pruner": _describe(definition.pruner or "median"),
+        "seed": definition.seed,
+        "baseline": definition.baseline,
+        "space": json.dumps(described),
+        "storage": storage_url if "@" not in storage_url else storage_url.split("@")[-1],
+        "base_args": json.dumps({k: v for k, v in _args.args_to_dict(validated.base_args).items()
+                                 if k not in ("output_dir", "logging_dir")})[:6000],
+    }

@@ -1,0 +1,63 @@
+"""Loading a study file: a Python file that defines ``study = st_hpo.Study(...)`` at module level."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+from st_hpo._study import Study
+from st_hpo.exceptions import StudyDefinitionError
+
+__all__ = ["StudyFileError", "load_study_file"]
+
+
+class StudyFileError(StudyDefinitionError):
+    """The study file raised while it was imported; ``user_traceback`` is the file's own traceback."""
+
+    def __init__(self, message: str, user_traceback: str) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
+def load_study_file(path: str | Path) -> Study:
+    """Run the study file and return its module-level ``study``.
+
+    Raises StudyFileError (with the file's own traceback) when the file raises, and StudyDefinitionError
+    when it is missing or defines no ``Study``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudyDefinitionError(f"study file {str(path)!r} does not exist; pass the path of a .py file")
+    resolved = str(path.resolve())
+    sys.path.insert(0, str(path.resolve().parent))  # let the file import its neighbours
+    try:
+        namespace = runpy.run_path(resolved, run_name="__st_hpo_study__")
+    except StudyDefinitionError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - anything the user's file raises, SystemExit included
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != resolved:
+            tb = tb.tb_next  # drop runpy's frames: show the user's file first
+        text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+        raise StudyFileError(
+            f"study file {str(path)!r} failed to import: {type(exc).__name__}: {exc}", text
+        ) from exc
+    finally:
+        try:
+            sys.path.remove(str(path.resolve().parent))
+        except ValueError:
+            pass
+    study = namespace.get("study")
+    if study is None:
+        raise StudyDefinitionError(
+            f"study file {str(path)!r} defines no 'study'; add `study = st_hpo.Study(...)` at module level"
+        )
+    if not isinstance(study, Study):
+        raise StudyDefinitionError(
+            f"'study' in {str(path)!r} is a {type(study).__name__}, not an st_hpo.Study"
+        )
+    return study

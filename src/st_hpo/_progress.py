@@ -1,0 +1,82 @@
+"""Progress on the terminal: one line per finished trial with state, value, best so far, elapsed, ETA."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+__all__ = ["Progress"]
+
+_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
+
+
+class Progress:
+    """Prints a line per trial to stderr (rich markup when stderr is a terminal); ``enabled=False`` is silent."""
+
+    def __init__(self, *, budget: int, enabled: bool = True, worker: str | None = None) -> None:
+        self.budget = budget
+        self.enabled = enabled
+        self.worker = worker
+        self.started = time.monotonic()
+        self.finished_at_start: int | None = None
+        self.finished = 0
+        self._console: Any = None
+
+    def _print(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._console.print(text)
+
+    def set_finished(self, finished: int) -> None:
+        if self.finished_at_start is None:
+            self.finished_at_start = finished
+        self.finished = finished
+
+    def _eta(self) -> str:
+        done_here = self.finished - (self.finished_at_start or 0)
+        left = self.budget - self.finished
+        if done_here <= 0 or left <= 0:
+            return "-"
+        return _clock((time.monotonic() - self.started) / done_here * left)
+
+    def trial_done(self, outcome: Any, study: Any) -> None:
+        if outcome.state in ("COMPLETE", "PRUNED"):
+            self.finished += 1
+        value = "-" if outcome.value is None else f"{outcome.value:.4f}"
+        try:
+            best = study.best_trial
+            best_text = f"{best.value:.4f} (#{best.number})"
+        except ValueError:
+            best_text = "-"
+        style = _STYLE.get(outcome.state, "white")
+        who = f"[{self.worker}] " if self.worker else ""
+        line = (f"{who}trial {outcome.number:>3}  [{style}]{outcome.state:<8}[/{style}]  value {value:>8}  "
+                f"best {best_text}  {outcome.seconds:6.1f}s  "
+                f"[{min(self.finished, self.budget)}/{self.budget} finished, elapsed "
+                f"{_clock(time.monotonic() - self.started)}, ETA {self._eta()}]")
+        if outcome.error and outcome.state == "FAIL":
+            line += f"\n      [red]{_escape(outcome.error.splitlines()[0][:300])}[/red]"
+        self._print(line)
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

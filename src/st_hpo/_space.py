@@ -1,0 +1,174 @@
+"""Search spaces: a declarative dict of Optuna distributions, or a define-by-run callable.
+
+Names are ``SentenceTransformerTrainingArguments`` fields, or carry a ``loss.``/``model.`` prefix for the
+factories. A space is checked before any training (:func:`check_space`): names against the arguments,
+and the values each distribution can produce against the fields' rules and the arguments' validation.
+A define-by-run space is checked by sampling it a number of times in a throw-away in-memory study.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from st_hpo import _args
+from st_hpo.exceptions import SearchSpaceError
+
+__all__ = ["check_space", "extreme_values", "sample", "space_defaults"]
+
+#: How many times a define-by-run space is sampled to check what it can produce.
+DRY_SAMPLES = 16
+
+
+def _normalize(dist: Any) -> Any:
+    """Enum choices (e.g. ``BatchSamplers.NO_DUPLICATES``) become their string values."""
+    import optuna
+
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        choices = tuple(c.value if isinstance(c, enum.Enum) else c for c in dist.choices)
+        return optuna.distributions.CategoricalDistribution(choices)
+    return dist
+
+
+def sample(space: Mapping[str, Any] | Callable[..., dict[str, Any]], trial: Any) -> dict[str, Any]:
+    """The trial's values: every distribution of a dict space suggested, or the callable's dict."""
+    if callable(space) and not isinstance(space, Mapping):
+        values = space(trial)
+        if not isinstance(values, Mapping):
+            raise SearchSpaceError(
+                f"the space callable returned {type(values).__name__}; it must return a dict of names to values"
+            )
+        return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in values.items()}
+    return {name: _suggest(trial, name, _normalize(dist)) for name, dist in space.items()}
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    import optuna
+
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise SearchSpaceError(f"space[{name!r}]: unsupported distribution {type(dist).__name__}")
+
+
+def extreme_values(dist: Any) -> list[Any]:
+    """The values that bound what ``dist`` can produce: low and high, or every choice."""
+    import optuna
+
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(_normalize(dist).choices)
+    if isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+        return [dist.low, dist.high]
+    raise SearchSpaceError(
+        f"{type(dist).__name__} is not a distribution st-hpo can check; use optuna.distributions."
+        "FloatDistribution, IntDistribution or CategoricalDistribution"
+    )
+
+
+def _check_value(base_args: Any, name: str, value: Any) -> None:
+    if name.startswith(_args.FACTORY_PREFIXES):
+        return
+    reason = _args.check_arg_value(name, value) or _args.check_clone(base_args, name, value)
+    if reason:
+        raise SearchSpaceError(f"search space: {reason}")
+
+
+def _check_conflicts(base_args: Any, names: set[str]) -> None:
+    if "warmup_ratio" in names and "warmup_steps" in names:
+        raise SearchSpaceError(
+            "the space samples both 'warmup_ratio' and 'warmup_steps'; they set the same warmup, keep one"
+        )
+    steps = getattr(base_args, "warmup_steps", 0) or 0
+    if "warmup_ratio" in names and isinstance(steps, int) and steps >= 1:
+        raise SearchSpaceError(
+            f"the space samples 'warmup_ratio' but the base args fix warmup_steps={steps}, which would "
+            "override every sampled ratio; remove warmup_steps from the base args"
+        )
+    if "per_device_train_batch_size" in names and getattr(base_args, "auto_find_batch_size", False):
+        raise SearchSpaceError(
+            "the space samples 'per_device_train_batch_size' but the base args set auto_find_batch_size=True, "
+            "which changes it behind the sampler's back; set auto_find_batch_size=False"
+        )
+
+
+def check_space(space: Mapping[str, Any] | Callable[..., dict[str, Any]], base_args: Any) -> set[str]:
+    """Check every name and the values the space can produce; the names the space can sample."""
+    import optuna
+
+    if isinstance(space, Mapping):
+        if not space:
+            raise SearchSpaceError("the search space is empty; add at least one distribution, e.g. learning_rate")
+        for name, dist in space.items():
+            _args.check_space_name(name)
+            if not isinstance(dist, optuna.distributions.BaseDistribution):
+                raise SearchSpaceError(
+                    f"space[{name!r}] is a {type(dist).__name__}, not an Optuna distribution; write e.g. "
+                    f"FloatDistribution(1e-5, 1e-4, log=True) or CategoricalDistribution([{dist!r}])"
+                )
+            for value in extreme_values(dist):
+                _check_value(base_args, name, value)
+        names = set(space)
+    else:
+        names = _dry_sample(space, base_args)
+    _check_conflicts(base_args, names)
+    return names
+
+
+def _dry_sample(space: Callable[..., dict[str, Any]], base_args: Any) -> set[str]:
+    import optuna
+
+    dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    names: set[str] = set()
+    for _ in range(DRY_SAMPLES):
+        trial = dry.ask()
+        try:
+            values = sample(space, trial)
+        except SearchSpaceError:
+            raise
+        except Exception as exc:
+            raise SearchSpaceError(f"the space callable raised {type(exc).__name__}: {exc}") from exc
+        for name, value in values.items():
+            _args.check_space_name(name)
+            _check_value(base_args, name, value)
+            names.add(name)
+        dry.tell(trial, 0.0)
+    return names
+
+
+def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any) -> dict[str, Any] | None:
+    """The base arguments' values for every name of a dict space (the baseline trial), or None.
+
+    None when a name has no value in the base arguments that the distribution can take (a ``loss.`` or
+    ``model.`` name, or a base value outside the space) or when the space is define-by-run.
+    """
+    import optuna
+
+    if not isinstance(space, Mapping):
+        return None
+    values: dict[str, Any] = {}
+    for name, dist in space.items():
+        if name.startswith(_args.FACTORY_PREFIXES):
+            return None
+        if name == "warmup_ratio":
+            value: Any = _args.effective_warmup_ratio(base_args)
+        else:
+            value = getattr(base_args, name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        dist = _normalize(dist)
+        if isinstance(dist, optuna.distributions.FloatDistribution):
+            value = float(value)
+            if dist.log and value <= 0 or not (dist.low <= value <= dist.high) or math.isnan(value):
+                return None
+        elif isinstance(dist, optuna.distributions.IntDistribution):
+            if not (dist.low <= value <= dist.high):
+                return None
+        elif value not in dist.choices:
+            return None
+        values[name] = value
+    return values

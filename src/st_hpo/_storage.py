@@ -1,0 +1,111 @@
+"""Storage URLs -> Optuna storages: the embedded journal file, SQLite, or PostgreSQL with heartbeats.
+
+The default is Optuna's journal file storage in the study's output directory: safe for several worker
+processes on one machine (Optuna advises against SQLite for parallel workers). PostgreSQL (for several
+machines) gets Optuna's heartbeat, so that a trial whose worker vanished is failed by the others, and
+``RetryFailedTrialCallback`` so that its parameters are tried again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from st_hpo.exceptions import StorageError
+
+__all__ = ["HeartbeatThread", "default_storage_url", "open_storage", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
+
+#: Seconds between heartbeats of a running trial (RDB storages).
+HEARTBEAT_INTERVAL = int(os.environ.get("ST_HPO_HEARTBEAT_INTERVAL", "30"))
+#: Seconds without a heartbeat after which another worker fails the trial.
+GRACE_PERIOD = int(os.environ.get("ST_HPO_GRACE_PERIOD", "120"))
+#: How often the parameters of a trial failed by a vanished worker are tried again.
+MAX_RETRY = 1
+
+
+def default_storage_url(output_dir: str | Path) -> str:
+    """The embedded storage: a journal file in the study's output directory."""
+    return str(Path(output_dir).resolve() / "optuna.journal")
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage for ``url``: ``*.journal`` path, ``sqlite:///...`` or ``postgresql://...``."""
+    import optuna
+
+    if url.endswith(".journal") and "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    if url.startswith("sqlite:"):
+        return _rdb(url, heartbeat=False, engine_kwargs={"connect_args": {"timeout": 60}})
+    if url.startswith(("postgresql", "mysql")):
+        return _rdb(url, heartbeat=True, engine_kwargs={"pool_pre_ping": True})
+    raise StorageError(
+        f"storage {url!r} is not supported; use a path ending in .journal, sqlite:///FILE or "
+        "postgresql://USER@HOST/DB"
+    )
+
+
+def _rdb(url: str, *, heartbeat: bool, engine_kwargs: dict[str, Any]) -> Any:
+    import optuna
+
+    kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
+    if heartbeat:
+        kwargs.update(
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=GRACE_PERIOD,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY),
+        )
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds
+        safe = _redact(url)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StorageError(f"could not open the Optuna storage {safe}: {reason}") from None
+
+
+def _redact(url: str) -> str:
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def uses_heartbeat(storage: Any) -> bool:
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+
+
+class HeartbeatThread:
+    """Records heartbeats for a running trial while it trains (RDB storages with a heartbeat only)."""
+
+    def __init__(self, storage: Any, trial_id: int) -> None:
+        self._storage, self._trial_id = storage, trial_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> HeartbeatThread:
+        if uses_heartbeat(self._storage):
+            self._storage.record_heartbeat(self._trial_id)
+            self._thread = threading.Thread(target=self._beat, name="st-hpo-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        interval = self._storage.get_heartbeat_interval()
+        while not self._stop.wait(interval):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                pass
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

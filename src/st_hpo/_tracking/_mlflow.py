@@ -1,0 +1,255 @@
+"""MLflow logging with the client API: one parent run per study, one child run per trial.
+
+Optuna's storage is the source of truth; MLflow is the review surface. Every write is retried; a write
+that still fails is left for :meth:`MlflowTracker.sync`, which reconciles MLflow with the storage (a run
+for every trial, in the state of its trial) and runs at the start and end of every ``st-hpo run`` and as
+``st-hpo sync``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from st_hpo.exceptions import TrackingError
+
+__all__ = ["MlflowTracker", "RUN_STATUS", "default_tracking_uri"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Optuna trial state name -> MLflow run status.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
+#: Run statuses that agree with a finished trial's state (an interrupted FAIL trial's run is KILLED).
+_ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}}
+PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
+RUN_ATTR = "st_hpo.mlflow_run_id"
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+def default_tracking_uri(output_dir: str | Path) -> str:
+    """The embedded tracking store: a SQLite file in the study's output directory."""
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
+
+
+class MlflowTracker:
+    """Writes a study's runs to one MLflow tracking store (``tracking_uri``)."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, *, artifact_root: str | None = None) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self._artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = self._call("open the experiment", self._ensure_experiment, retries=2)
+        self.parent_run_id: str | None = None
+
+    # --- plumbing -------------------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, retries: int | None = None, **kw: Any) -> T:
+        delays = RETRY_DELAYS if retries is None else RETRY_DELAYS[:retries]
+        for attempt in range(len(delays) + 1):
+            try:
+                return fn(*args, **kw)
+            except Exception as exc:  # noqa: BLE001 - the client raises many kinds
+                if attempt == len(delays):
+                    raise TrackingError(
+                        f"MLflow at {self.tracking_uri} could not {what}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                logger.debug("MLflow %s failed (%s); retrying", what, exc)
+                time.sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+    def _ensure_experiment(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root)
+        except Exception:
+            exp = self.client.get_experiment_by_name(self.experiment_name)  # another worker created it
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # --- the parent run -------------------------------------------------------------------------------
+
+    def ensure_parent(self, study: Any, settings: Mapping[str, Any]) -> str:
+        """The study's parent run, created once and its id kept in the Optuna study's user attrs."""
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        if run_id and self._run_exists(run_id):
+            self.parent_run_id = run_id
+            return run_id
+        found = self._find_parent(study.study_name)
+        if found is None:
+            tags = {"st_hpo.kind": "study", "st_hpo.study": study.study_name, "mlflow.runName": study.study_name}
+            run = self._call("create the parent run", self.client.create_run, self.experiment_id, tags=tags,
+                             run_name=study.study_name)
+            found = run.info.run_id
+            params = {k: _param_value(v) for k, v in settings.items()}
+            self._log_params(found, params)
+            again = self._find_parent(study.study_name)  # two workers may have raced: keep the oldest
+            if again is not None and again != found:
+                self.client.delete_run(found)
+                found = again
+        study.set_user_attr(PARENT_ATTR, found)
+        self.parent_run_id = found
+        return found
+
+    def _run_exists(self, run_id: str) -> bool:
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - not found, or another store
+            return False
+        return run.info.experiment_id == self.experiment_id and run.info.lifecycle_stage == "active"
+
+    def _find_parent(self, study_name: str) -> str | None:
+        runs = self._call(
+            "search runs", self.client.search_runs, [self.experiment_id],
+            filter_string=f"tags.`st_hpo.kind` = 'study' and tags.`st_hpo.study` = '{study_name}'",
+            order_by=["attributes.start_time ASC"], max_results=10,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def _log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._call("log params", self.client.log_batch, run_id, params=items[i : i + 100])
+
+    def set_parent_status(self, status: str) -> None:
+        if self.parent_run_id:
+            self._call("update the parent run", self.client.update_run, self.parent_run_id, status=status)
+
+    def log_parent(self, metrics: Mapping[str, float], step: int = 0, tags: Mapping[str, str] | None = None) -> None:
+        """Metrics (and tags) on the parent run."""
+        if not self.parent_run_id:
+            return
+        self.log_metrics(self.parent_run_id, metrics, step)
+        for key, value in (tags or {}).items():
+            self._call("set a tag", self.client.set_tag, self.parent_run_id, key, value)
+
+    # --- child runs -----------------------------------------------------------------------------------
+
+    def start_trial(self, study_name: str, number: int, params: Mapping[str, Any],
+                    extra_params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Create the child run of trial ``number``; returns its run id."""
+        all_tags = {
+            "mlflow.parentRunId": self.parent_run_id or "",
+            "st_hpo.kind": "trial",
+            "st_hpo.study": study_name,
+            "st_hpo.trial_number": str(number),
+            "st_hpo.trial_state": "RUNNING",
+            **tags,
+        }
+        run = self._call("create a trial run", self.client.create_run, self.experiment_id,
+                         tags=all_tags, run_name=f"trial-{number}")
+        run_id = run.info.run_id
+        logged = {k: _param_value(v) for k, v in extra_params.items()}
+        logged.update({k: _param_value(v) for k, v in params.items()})
+        self._log_params(run_id, logged)
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_metric_key(k), float(v), now, int(step)) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if items:
+            self._call("log metrics", self.client.log_batch, run_id, metrics=items)
+
+    def log_dict(self, run_id: str, data: Any, path: str) -> None:
+        self._call(f"log {path}", self.client.log_dict, run_id, data, path)
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        self._call(f"log {local_path}", self.client.log_artifact, run_id, local_path, artifact_path)
+
+    def end_trial(self, run_id: str, state: str, *, value: float | None = None,
+                  error: str | None = None, step: int | None = None, status: str | None = None) -> None:
+        """Close a trial's run with the status of its Optuna state (COMPLETE/PRUNED/FAIL).
+
+        ``status`` overrides the MLflow status: an interrupted trial is FAIL in Optuna and KILLED here.
+        """
+        self._call("tag the trial state", self.client.set_tag, run_id, "st_hpo.trial_state", state)
+        if error:
+            self._call("tag the error", self.client.set_tag, run_id, "st_hpo.error", error[:5000])
+        if value is not None:
+            self.log_metrics(run_id, {"objective": value}, step or 0)
+        self._call("end the run", self.client.set_terminated, run_id, status=status or RUN_STATUS[state])
+
+    # --- reconciliation -------------------------------------------------------------------------------
+
+    def trial_runs(self, study_name: str) -> dict[int, Any]:
+        """The child runs of the study by trial number (the oldest when a trial has several)."""
+        out: dict[int, Any] = {}
+        token = None
+        while True:
+            page = self._call(
+                "search runs", self.client.search_runs, [self.experiment_id],
+                filter_string=f"tags.`st_hpo.kind` = 'trial' and tags.`st_hpo.study` = '{study_name}'",
+                order_by=["attributes.start_time ASC"], max_results=1000, page_token=token,
+            )
+            for run in page:
+                out.setdefault(int(run.data.tags["st_hpo.trial_number"]), run)
+            token = page.token
+            if not token:
+                return out
+
+    def sync(self, study: Any, objective_name: str) -> int:
+        """Make MLflow agree with the Optuna storage; returns how many runs were created or fixed."""
+        runs = self.trial_runs(study.study_name)
+        fixed = 0
+        for trial in study.get_trials(deepcopy=False):
+            if trial.user_attrs.get("st_hpo.cancelled"):
+                continue
+            state = trial.state.name
+            run = runs.get(trial.number)
+            if run is None:
+                if state == "WAITING":
+                    continue
+                self._recreate(study.study_name, trial, objective_name)
+                fixed += 1
+            elif state in ("COMPLETE", "PRUNED", "FAIL") and (
+                run.info.status not in _ACCEPTED[state] or run.data.tags.get("st_hpo.trial_state") != state
+            ):
+                error = trial.system_attrs.get("fail_reason") or trial.user_attrs.get("st_hpo.error")
+                self.end_trial(run.info.run_id, state, value=trial.value, error=error,
+                               step=max(trial.intermediate_values, default=0))
+                fixed += 1
+        return fixed
+
+    def _recreate(self, study_name: str, trial: Any, objective_name: str) -> None:
+        tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith("st_hpo.tag.")}
+        tags = {k.replace("st_hpo.tag.", "st_hpo."): v for k, v in tags.items()}
+        tags["st_hpo.synced"] = "true"
+        run_id = self.start_trial(study_name, trial.number, trial.params, {}, tags)
+        for step, value in sorted(trial.intermediate_values.items()):
+            self.log_metrics(run_id, {objective_name: value, "objective": value}, step)
+        state = trial.state.name
+        if state == "RUNNING":
+            return
+        error = trial.system_attrs.get("fail_reason") or trial.user_attrs.get("st_hpo.error")
+        self.end_trial(run_id, state, value=trial.value, error=error,
+                       step=max(trial.intermediate_values, default=0))
+
+
+def _metric_key(key: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /")
+    return "".join(ch if ch in allowed else "_" for ch in key)
+

@@ -1,0 +1,213 @@
+"""One trial: sample, clone the arguments, build a fresh model and loss, train, report, clean up.
+
+Nothing of one trial reaches another: the arguments are a new object (``dataclasses.replace``), the
+model a fresh copy of the base weights, the loss and the reporting callback new instances; the trainer,
+model, optimizer and CUDA cache are released in a ``finally``, whether the trial completed, was pruned
+or failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from st_hpo import _args, _space
+from st_hpo._callbacks import TrialReporter
+from st_hpo._resources import StudyResources, pick_device
+from st_hpo._validate import ValidatedStudy
+from st_hpo.exceptions import TrackingError
+
+__all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
+
+logger = logging.getLogger(__name__)
+
+BASELINE_ATTR = "st_hpo.baseline"
+#: Set on a baseline whose base values lie outside the space: it runs the base arguments unsampled.
+UNSAMPLED_ATTR = "st_hpo.unsampled"
+#: Fields that differ between trials by construction, left out of the "differs from base" params.
+_PER_TRIAL_FIELDS = {"output_dir", "run_name", "logging_dir", "report_to"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """Who runs the trial: tagged on every trial's run and kept in the trial's attributes."""
+
+    name: str = "main"
+    host: str = dataclasses.field(default_factory=socket.gethostname)
+    pid: int = dataclasses.field(default_factory=os.getpid)
+    gpu: str = dataclasses.field(default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+
+
+@dataclasses.dataclass
+class TrialContext:
+    """What every trial of one worker process shares (read-only for the trials)."""
+
+    validated: ValidatedStudy
+    resources: StudyResources
+    tracker: Any  # MlflowTracker or None
+    output_dir: Path
+    worker: WorkerInfo
+
+
+@dataclasses.dataclass
+class TrialOutcome:
+    """How a trial ended: ``state`` is COMPLETE, PRUNED or FAIL."""
+
+    number: int
+    state: str
+    value: float | None = None
+    error: str | None = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    step: int = 0
+    run_id: str | None = None
+
+
+class _RunLog:
+    """The trial's MLflow run; a failing write is logged once and left for ``st-hpo sync``."""
+
+    def __init__(self, tracker: Any, run_id: str | None) -> None:
+        self.tracker, self.run_id, self.failed = tracker, run_id, False
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._do(self.tracker.log_metrics if self.tracker else None, metrics, step)
+
+    def _do(self, fn: Any, *args: Any) -> None:
+        if fn is None or self.run_id is None or self.failed:
+            return
+        try:
+            fn(self.run_id, *args)
+        except TrackingError as exc:
+            self.failed = True
+            logger.warning("%s; the trial goes on and `st-hpo sync` will fill MLflow in later", exc)
+
+
+def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
+    if trial.user_attrs.get(UNSAMPLED_ATTR):
+        return {}  # a baseline whose base values lie outside the space: run the base arguments as they are
+    return _space.sample(ctx.validated.study.space, trial)
+
+
+def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any) -> _RunLog:
+    baseline = str(bool(trial.user_attrs.get(BASELINE_ATTR))).lower()
+    tags = {"st_hpo.worker": ctx.worker.name, "st_hpo.host": ctx.worker.host,
+            "st_hpo.gpu": ctx.worker.gpu or "none", "st_hpo.baseline": baseline}
+    for key, value in tags.items():
+        trial.set_user_attr(key.replace("st_hpo.", "st_hpo.tag."), value)
+    if ctx.tracker is None:
+        return _RunLog(None, None)
+    base = _args.args_to_dict(ctx.validated.base_args)
+    effective = _args.args_to_dict(args)
+    differs = {k: v for k, v in effective.items() if k not in _PER_TRIAL_FIELDS and base.get(k) != v}
+    if "warmup_ratio" in params:
+        differs.pop("warmup_steps", None)  # transformers 5 stores the sampled ratio there
+    try:
+        run_id = ctx.tracker.start_trial(trial.study.study_name, trial.number, params, differs, tags)
+        trial.set_user_attr("st_hpo.mlflow_run_id", run_id)
+        ctx.tracker.log_dict(run_id, effective, "training_args.json")
+    except TrackingError as exc:
+        logger.warning("%s; the trial goes on and `st-hpo sync` will create its run later", exc)
+        return _RunLog(None, None)
+    return _RunLog(ctx.tracker, run_id)
+
+
+def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
+    """Run one asked trial to its end and return how it ended (the caller tells Optuna).
+
+    ``KeyboardInterrupt`` is not absorbed: the caller marks the trial FAIL and stops.
+    """
+    import optuna
+
+    started = time.perf_counter()
+    outcome = TrialOutcome(number=trial.number, state="FAIL")
+    run = _RunLog(None, None)
+    try:
+        params = _trial_params(ctx, trial)
+        outcome.params = params
+        overrides, loss_params, model_params = _args.split_params(params)
+        args = _args.clone_args(ctx.validated.base_args, overrides,
+                                output_dir=str(ctx.output_dir / "trials" / f"trial-{trial.number}"),
+                                run_name=f"trial-{trial.number}")
+        run = _start_run(ctx, trial, params, args)
+        outcome.run_id = run.run_id
+        outcome.value, outcome.step, outcome.train_seconds = _train(ctx, trial, params, args,
+                                                                    loss_params, model_params, run)
+        outcome.state = "COMPLETE"
+    except optuna.TrialPruned as exc:
+        outcome.state, outcome.error = "PRUNED", str(exc)
+    except KeyboardInterrupt:
+        outcome.state, outcome.error = "FAIL", "interrupted (Ctrl-C or SIGTERM)"
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's code, a CUDA OOM: the study goes on
+        outcome.state = "FAIL"
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        logger.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
+    finally:
+        outcome.seconds = time.perf_counter() - started
+        _release_memory()
+        timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds}
+        timings.update(_peak_gpu_memory())
+        run.metrics(timings, outcome.step)
+    return outcome
+
+
+def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, loss_params: dict[str, Any],
+           model_params: dict[str, Any], run: _RunLog) -> tuple[float, int, float]:
+    """Build model, loss and trainer; train; return (objective, final step, seconds in train())."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    validated, resources = ctx.validated, ctx.resources
+    model = resources.new_model(params, model_params)
+    loss = resources.new_loss(model, params, loss_params)
+    reporter = TrialReporter(trial, validated.objective_metric, run.metrics)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=resources.train_dataset,
+        eval_dataset=resources.eval_dataset if validated.needs_eval_loss else None,
+        loss=loss, evaluator=resources.evaluator, callbacks=[reporter],
+    )
+    for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
+        trainer.remove_callback(noisy)
+    try:
+        t0 = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - t0
+        step = int(trainer.state.global_step)
+        if reporter.last_step != step:  # the last evaluation was not at the end of training
+            reporter.allow_prune = False
+            trainer.evaluate()
+        if reporter.last_value is None:
+            raise RuntimeError(f"the evaluation reported no {validated.objective_metric!r}")
+        return reporter.last_value, step, train_seconds
+    finally:
+        trainer.model = None
+        del trainer, model, loss, reporter
+
+
+def _release_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _peak_gpu_memory() -> dict[str, float]:
+    import torch
+
+    if not torch.cuda.is_available() or pick_device() != "cuda":
+        return {}
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    torch.cuda.reset_peak_memory_stats()
+    return {"peak_gpu_memory_mb": peak}
+

@@ -1,0 +1,156 @@
+"""Validation before any training: every mistake that can be found without spending a GPU second.
+
+:func:`validate_study` checks the base arguments, the search space (names, the values it can produce,
+conflicts with fixed arguments), the loss's parameters and dataset columns (one loss evaluation on two
+rows), and that the evaluator really reports the objective metric (the evaluator run on a few rows).
+Each problem is one :class:`~st_hpo.exceptions.StudyDefinitionError` naming the value, the rule and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import tempfile
+from typing import Any
+
+from st_hpo import _args, _space
+from st_hpo._resources import StudyResources
+from st_hpo._study import Study
+from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
+
+__all__ = ["ValidatedStudy", "validate_study", "objective_key"]
+
+logger = logging.getLogger(__name__)
+
+#: Rows of the eval set the evaluator runs on to prove it reports the objective.
+PROBE_ROWS = 16
+#: Losses that regress a similarity score and need a 'score' or 'label' column.
+LABELLED_LOSSES = {"CoSENTLoss", "CosineSimilarityLoss", "AnglELoss", "SoftmaxLoss", "ContrastiveLoss",
+                   "OnlineContrastiveLoss", "BatchAllTripletLoss", "BatchHardTripletLoss",
+                   "BatchSemiHardTripletLoss", "BatchHardSoftMarginTripletLoss", "MSELoss"}
+LABEL_COLUMNS = ("label", "score")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidatedStudy:
+    """A study that passed validation, with what validation worked out."""
+
+    study: Study
+    base_args: Any
+    objective_metric: str  #: the key in the trainer's metrics, e.g. 'eval_sts-dev_spearman_cosine'
+    space_names: frozenset[str]
+    needs_eval_loss: bool
+    evaluates_during_training: bool
+
+
+def objective_key(objective: str) -> str:
+    """The trainer's metric key for a study objective (the trainer prefixes metrics with 'eval_')."""
+    return objective if objective.startswith("eval_") else f"eval_{objective}"
+
+
+def validate_study(study: Study, resources: StudyResources, *, output_dir: str) -> ValidatedStudy:
+    """Check everything about ``study`` that can be checked without training; raise on the first problem."""
+    base_args = _args.build_base_args(study.args, output_dir=output_dir)
+    names = _space.check_space(study.space, base_args)
+    _check_loss_params(study, names)
+    key = objective_key(study.objective)
+    needs_eval_loss = key == "eval_loss"
+    train = resources.train_dataset
+    if len(train) == 0:
+        raise StudyDefinitionError("train_dataset is empty; give it at least one row")
+    if needs_eval_loss and resources.eval_dataset is None:
+        raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
+    model = resources.new_model(_probe_params(study), _probe_params(study, prefix="model."))
+    _check_loss_on_rows(study, resources, model, base_args)
+    if not needs_eval_loss:
+        _check_objective(study, resources, model, key)
+    evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
+    if not evaluates and study.pruner not in (None, "none"):
+        logger.warning(
+            "the study has a pruner but its base args never evaluate during training "
+            "(eval_strategy='no'), so no trial can be pruned; set eval_strategy='steps' and eval_steps"
+        )
+    del model
+    return ValidatedStudy(study, base_args, key, frozenset(names), needs_eval_loss, evaluates)
+
+
+def _probe_params(study: Study, prefix: str | None = None) -> dict[str, Any]:
+    """One sample of the space (from a throw-away study), to build a model for the checks."""
+    import optuna
+
+    dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    params = _space.sample(study.space, dry.ask())
+    if prefix is None:
+        return params
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _check_loss_params(study: Study, names: set[str]) -> None:
+    loss_names = {n[len("loss.") :] for n in names if n.startswith("loss.")}
+    if not loss_names or not inspect.isclass(study.loss):
+        return
+    accepted = set(inspect.signature(study.loss.__init__).parameters) - {"self", "model"}
+    for name in sorted(loss_names - accepted):
+        raise SearchSpaceError(
+            f"the space samples 'loss.{name}' but {study.loss.__name__} takes no parameter {name!r}"
+            f"{_args.suggest_name(name, accepted)} (it takes: {', '.join(sorted(accepted))})"
+        )
+
+
+def _loss_name(study: Study, loss: Any) -> str:
+    return study.loss.__name__ if inspect.isclass(study.loss) else type(loss).__name__
+
+
+def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: Any) -> None:
+    """Build the loss and evaluate it on two training rows, so missing columns fail here."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    train = resources.train_dataset
+    columns = list(train.column_names)
+    params = _probe_params(study)
+    loss = resources.new_loss(model, params, _probe_params(study, prefix="loss."))
+    name = _loss_name(study, loss)
+    if name in LABELLED_LOSSES and not any(c in columns for c in LABEL_COLUMNS):
+        raise StudyDefinitionError(
+            f"{name} needs a label column ('score' or 'label') in train_dataset, which has columns "
+            f"{columns}; rename the score column to 'score'"
+        )
+    rows = train.select(range(min(2, len(train))))
+    with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
+        probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False}
+        args = _args.clone_args(base_args, probe, output_dir=tmp, run_name=None)
+        try:
+            trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)
+            batch = next(iter(trainer.get_train_dataloader()))
+            trainer.compute_loss(model, batch)
+        except Exception as exc:
+            raise StudyDefinitionError(
+                f"{name} failed on 2 rows of train_dataset (columns {columns}): {type(exc).__name__}: {exc}; "
+                "check that the dataset has the columns this loss needs, in the order it needs them"
+            ) from exc
+
+
+def _check_objective(study: Study, resources: StudyResources, model: Any, key: str) -> None:
+    """Run the evaluator on a few rows and check that it reports the objective."""
+    eval_ds = resources.eval_dataset
+    if eval_ds is not None and callable(study.evaluator) and not hasattr(study.evaluator, "primary_metric"):
+        evaluator = resources.build_evaluator(eval_ds.select(range(min(PROBE_ROWS, len(eval_ds)))))
+    else:
+        evaluator = resources.evaluator
+    try:
+        metrics = evaluator(model)
+    except Exception as exc:
+        raise StudyDefinitionError(
+            f"the evaluator raised {type(exc).__name__} on the base model: {exc}"
+        ) from exc
+    if not isinstance(metrics, dict):
+        metrics = {"evaluator": metrics}
+    produced = {objective_key(k) for k in metrics}
+    if key not in produced:
+        bare = sorted(k[len("eval_") :] for k in produced)
+        hint = _args.suggest_name(key[len("eval_") :], set(bare))
+        raise StudyDefinitionError(
+            f"objective {study.objective!r} is not a metric the evaluator reports{hint} "
+            f"(it reports: {', '.join(bare)})"
+        )

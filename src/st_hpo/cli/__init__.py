@@ -1,0 +1,5 @@
+"""The ``st-hpo`` command: thin commands over the library; the only place that configures logging."""
+
+from st_hpo.cli._main import main
+
+__all__ = ["main"]

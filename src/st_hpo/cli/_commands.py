@@ -1,0 +1,149 @@
+"""The ``st-hpo`` commands: each parses nothing and decides nothing that the library does not."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from st_hpo.cli._main import EXIT_INTERRUPTED
+
+__all__ = ["cmd_run", "cmd_status", "cmd_sync", "cmd_validate"]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _load(ns: argparse.Namespace) -> Any:
+    from st_hpo._loading import load_study_file
+
+    if ns.verbose < 2:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    study = load_study_file(ns.study_file)
+    if getattr(ns, "study_name", None):
+        study = study.replace(name=ns.study_name)
+    return study
+
+
+def _output_dir(ns: argparse.Namespace, study: Any) -> Path:
+    return Path(ns.output_dir or Path("st-hpo-runs") / study.name).resolve()
+
+
+def cmd_validate(ns: argparse.Namespace) -> int:
+    from st_hpo._api import validate_study
+
+    study = _load(ns)
+    validate_study(study)
+    space = study.space if isinstance(study.space, dict) else {"(define-by-run)": study.space}
+    _console().print(f"[green]ok[/green] study {study.name!r}: objective {study.objective!r} "
+                     f"({study.direction}), {len(space)} searched name(s): {', '.join(map(str, space))}")
+    return 0
+
+
+def _resume_line(argv: list[str]) -> str:
+    return "st-hpo " + " ".join(shlex.quote(a) for a in argv)
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from st_hpo._api import run_study
+
+    study = _load(ns)
+    result = run_study(
+        study, n_trials=ns.n_trials, timeout=ns.timeout, output_dir=ns.output_dir, storage=ns.storage,
+        tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,
+    )
+    out = _console()
+    if result.interrupted:
+        sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(sys.argv[1:])}\n")
+        return EXIT_INTERRUPTED
+    budget = ns.n_trials or study.n_trials
+    out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
+              f"{result.n_fail} failed (budget {budget} finished trials"
+              f"{', met' if result.budget_met else ', not met: timeout'})")
+    if result.best_value is not None:
+        gain = ""
+        if result.base_model_value is not None:
+            gain = f" (base model before fine-tuning: {result.base_model_value:.4f})"
+        out.print(f"best: trial {result.best_trial_number}, {study.objective} = {result.best_value:.4f}{gain}")
+        out.print(f"      {json.dumps(result.best_params)}")
+    if result.tracking_uri:
+        out.print(f"review in MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0
+
+
+def _rows(ns: argparse.Namespace) -> list[dict[str, Any]]:
+    import optuna
+
+    from st_hpo._storage import default_storage_url, open_storage
+
+    study_def = _load(ns)
+    url = ns.storage or default_storage_url(_output_dir(ns, study_def))
+    if not ns.storage and not Path(url).exists():
+        from st_hpo.exceptions import StorageError
+
+        raise StorageError(f"no study {study_def.name!r} at {url}; run it first (st-hpo run {ns.study_file})")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name=study_def.name, storage=open_storage(url))
+    except KeyError:
+        from st_hpo.exceptions import StorageError
+
+        raise StorageError(f"no study {study_def.name!r} in {url}; run it first") from None
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if (
+            t.datetime_complete and t.datetime_start) else None
+        rows.append({
+            "number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+            "duration_seconds": duration, "baseline": bool(t.user_attrs.get("st_hpo.baseline")),
+            "error": t.user_attrs.get("st_hpo.error"), "mlflow_run_id": t.user_attrs.get("st_hpo.mlflow_run_id"),
+        })
+    return rows
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    rows = _rows(ns)
+    if ns.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} trial(s)")
+    for col in ("#", "state", "value", "params", "seconds"):
+        table.add_column(col)
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        secs = "" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}"
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
+        table.add_row(label, r["state"], value, params or ("(base arguments)" if r["baseline"] else ""), secs)
+    _console().print(table)
+    return 0
+
+
+def cmd_sync(ns: argparse.Namespace) -> int:
+    import optuna
+
+    from st_hpo._storage import default_storage_url, open_storage
+    from st_hpo._tracking import MlflowTracker, default_tracking_uri
+
+    study_def = _load(ns)
+    out_dir = _output_dir(ns, study_def)
+    study = optuna.load_study(study_name=study_def.name,
+                              storage=open_storage(ns.storage or default_storage_url(out_dir)))
+    uri = ns.tracking_uri or default_tracking_uri(out_dir)
+    tracker = MlflowTracker(uri, study_def.experiment,
+                            artifact_root=None if ns.tracking_uri else (out_dir / "mlartifacts").as_uri())
+    tracker.ensure_parent(study, {"study": study_def.name})
+    fixed = tracker.sync(study, study_def.objective)
+    _console().print(f"MLflow at {uri}: {fixed} run(s) created or closed; every trial has its run")
+    return 0

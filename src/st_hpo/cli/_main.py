@@ -1,0 +1,145 @@
+"""``st-hpo``: argument parsing, logging set-up, and the mapping of errors to one line and exit code 1.
+
+Heavy libraries (torch, transformers, sentence-transformers, mlflow) are imported only by the commands
+that need them, so ``st-hpo --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from st_hpo.exceptions import StHpoError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+RUN_HELP = """\
+Run a study: validate it, then run trials until N trials have finished (complete or pruned) in total.
+
+The budget is the total for the study, not for this command: re-running the same command resumes
+(after a crash only the missing trials run; a finished study says so and does nothing), and a larger
+--n-trials extends the study. Failed trials do not count towards it.
+
+Everything goes to the output directory (default st-hpo-runs/<study name>/): the Optuna storage
+(optuna.journal), the MLflow store (mlflow.db, mlartifacts/) and each trial's output (trials/).
+"""
+
+
+def _add_location(p: argparse.ArgumentParser, *, tracking: bool = True) -> None:
+    p.add_argument("--output-dir", help="study folder (default: st-hpo-runs/<study name>)")
+    p.add_argument("--storage", help="Optuna storage: a path ending in .journal, sqlite:///FILE or "
+                   "postgresql://USER@HOST/DB (default: <output-dir>/optuna.journal)")
+    p.add_argument("--study-name", help="run under another name than the study file's")
+    if tracking:
+        p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "
+                       "(default: sqlite:///<output-dir>/mlflow.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="st-hpo", description="Hyperparameter search for sentence-transformers training "
+        "(Optuna trials, MLflow review).")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"st-hpo {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check a study file without training",
+                       description="Check a study file without training: arguments, space, loss columns, "
+                       "objective metric. Exit code 1 with a one-line reason when something is wrong.")
+    p.add_argument("study_file")
+
+    p = sub.add_parser("run", help="run (or resume) a study", description=RUN_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study_file")
+    p.add_argument("--n-trials", type=int, help="total finished trials to reach (default: the study's n_trials)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"],
+                   help="override the study's pruner")
+    p.add_argument("--no-baseline", action="store_true", help="do not run the base arguments as trial 0")
+    _add_location(p)
+
+    p = sub.add_parser("status", help="list a study's trials",
+                       description="Every trial: number, state, value, params, duration.")
+    p.add_argument("study_file")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {number, state, params, value, ...}")
+    _add_location(p, tracking=False)
+
+    p = sub.add_parser("sync", help="bring MLflow up to date with the Optuna storage",
+                       description="Create or close MLflow runs so that every trial has exactly one run "
+                       "in the state of its trial (also done at the start and end of every run).")
+    p.add_argument("study_file")
+    _add_location(p)
+    return parser
+
+
+def _version() -> str:
+    from st_hpo import __version__
+
+    return __version__
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("st_hpo")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if not quiet and verbose == 0 else level)
+    root.propagate = False
+    if verbose < 2:
+        for noisy in ("transformers", "sentence_transformers", "mlflow", "alembic", "optuna", "datasets"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+        warnings.filterwarnings("ignore", message=".*pin_memory.*")
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``st-hpo``; returns the exit code."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    _configure_logging(ns.verbose, ns.quiet)
+    from st_hpo.cli import _commands
+
+    command = getattr(_commands, f"cmd_{ns.command}")
+    try:
+        if ns.command == "run":
+            _sigterm_as_interrupt()
+        return command(ns)
+    except StHpoError as exc:
+        if ns.debug:
+            raise
+        user_tb = getattr(exc, "user_traceback", None)
+        if user_tb:
+            sys.stderr.write(user_tb)
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
