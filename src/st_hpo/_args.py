@@ -176,14 +176,11 @@ def args_to_dict(args: Any) -> dict[str, Any]:
 
 
 def _enum_values(name: str) -> tuple[str, ...] | None:
-    if name == "batch_sampler":
-        from sentence_transformers.training_args import BatchSamplers
+    if name in ("batch_sampler", "multi_dataset_batch_sampler"):
+        from st_hpo._compat import batch_sampler_enums
 
-        return tuple(v.value for v in BatchSamplers)
-    if name == "multi_dataset_batch_sampler":
-        from sentence_transformers.training_args import MultiDatasetBatchSamplers
-
-        return tuple(v.value for v in MultiDatasetBatchSamplers)
+        enum_cls = batch_sampler_enums()[name == "multi_dataset_batch_sampler"]
+        return tuple(v.value for v in enum_cls)
     if name == "lr_scheduler_type":
         from transformers import SchedulerType
 

@@ -71,8 +71,9 @@ class StudyResources:
 
     def build_evaluator(self, eval_dataset: Any) -> Any:
         """The study's evaluator, built from ``eval_dataset`` when the study gives a factory."""
-        from sentence_transformers.evaluation import SentenceEvaluator
+        from st_hpo._compat import evaluator_base
 
+        SentenceEvaluator = evaluator_base()  # noqa: N806
         evaluator = self.study.evaluator
         if isinstance(evaluator, SentenceEvaluator):
             return evaluator

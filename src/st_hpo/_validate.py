@@ -109,7 +109,10 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
     train = resources.train_dataset
     columns = list(train.column_names)
     params = _probe_params(study)
-    loss = resources.new_loss(model, params, _probe_params(study, prefix="loss."))
+    try:
+        loss = resources.new_loss(model, params, _probe_params(study, prefix="loss."))
+    except Exception as exc:
+        raise StudyDefinitionError(f"building the loss raised {type(exc).__name__}: {exc}") from exc
     name = _loss_name(study, loss)
     if name in LABELLED_LOSSES and not any(c in columns for c in LABEL_COLUMNS):
         raise StudyDefinitionError(
@@ -134,7 +137,9 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
 def _check_objective(study: Study, resources: StudyResources, model: Any, key: str) -> None:
     """Run the evaluator on a few rows and check that it reports the objective."""
     eval_ds = resources.eval_dataset
-    if eval_ds is not None and callable(study.evaluator) and not hasattr(study.evaluator, "primary_metric"):
+    from st_hpo._compat import evaluator_base
+
+    if eval_ds is not None and not isinstance(study.evaluator, evaluator_base()):
         evaluator = resources.build_evaluator(eval_ds.select(range(min(PROBE_ROWS, len(eval_ds)))))
     else:
         evaluator = resources.evaluator

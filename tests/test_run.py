@@ -1,0 +1,165 @@
+"""Running studies in-process on the tiny model: real journal storage, real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+import st_hpo
+from tests.helpers import load_trials, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_three_trials_three_child_runs_under_one_parent(make_study, tmp_path):
+    study = make_study(space={
+        "learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
+        "warmup_ratio": FloatDistribution(0.0, 0.5),
+        "batch_sampler": CategoricalDistribution(["batch_sampler", "no_duplicates"]),
+    }, pruner="none")
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert (result.n_complete, result.n_pruned, result.n_fail) == (3, 0, 0)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    client, parents, runs = mlflow_runs(tmp_path, "tiny")
+    assert len(parents) == 1 and parents[0].info.run_name == "tiny"
+    assert len(runs) == 3
+    for trial, run in zip(trials, runs):
+        assert run.info.run_name == f"trial-{trial.number}"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["st_hpo.trial_state"] == "COMPLETE"
+        assert run.info.status == "FINISHED"
+        for name in ("learning_rate", "warmup_ratio", "batch_sampler"):
+            assert name in run.data.params
+        assert float(run.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+        assert run.data.params["batch_sampler"] == trial.params["batch_sampler"]
+        assert run.data.metrics["objective"] == pytest.approx(trial.value)
+        curve = client.get_metric_history(run.info.run_id, "objective")
+        assert len(curve) >= 2, "the objective is logged at every evaluation"
+        assert client.get_metric_history(run.info.run_id, "train_loss"), "the training loss curve is logged"
+        assert run.data.metrics["trial_seconds"] >= run.data.metrics["train_seconds"] > 0
+        art = client.download_artifacts(run.info.run_id, "training_args.json", str(tmp_path / f"a{trial.number}"))
+        args = json.load(open(art))
+        assert args["learning_rate"] == pytest.approx(trial.params["learning_rate"])
+        assert args["warmup_ratio"] == pytest.approx(trial.params["warmup_ratio"])
+    best = parents[0].data.metrics["best_value"]
+    assert best == pytest.approx(max(t.value for t in trials))
+
+
+def test_sampled_warmup_ratio_reaches_the_scheduler(make_study, tmp_path):
+    study = make_study(space={"warmup_ratio": FloatDistribution(0.2, 0.6)}, n_trials=2, pruner="none")
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    client, _, runs = mlflow_runs(tmp_path, "tiny")
+    for run in runs:
+        ratio = float(run.data.params["warmup_ratio"])
+        total = int(run.data.metrics["max_steps"])
+        warmup = int(run.data.metrics["warmup_steps_effective"])
+        assert warmup == math.ceil(ratio * total) and warmup > 0
+        history = sorted(client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)
+        peak = max(history, key=lambda m: m.value)
+        rising = [m for m in history if m.step < peak.step]  # the logged rate is the one used for that step
+        assert len(rising) == warmup, f"the learning rate must rise for {warmup} steps, not {len(rising)}"
+        assert history[0].value == 0.0
+
+
+def test_args_are_cloned_not_mutated_and_losses_are_fresh(make_study, tmp_path):
+    seen_losses = []
+
+    def loss(model, params):
+        from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+        module = CoSENTLoss(model)
+        seen_losses.append((module, model))
+        return module
+
+    def space(trial):
+        values = {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)}
+        if trial.number == 0:
+            values["max_grad_norm"] = 0.25  # set in one trial only
+        return values
+
+    study = make_study(space=space, loss=loss, n_trials=2, pruner="none")
+    base_args = dict(study.args)
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert dict(study.args) == base_args
+    client, _, runs = mlflow_runs(tmp_path, "tiny")
+    effective = [json.load(open(client.download_artifacts(r.info.run_id, "training_args.json", str(tmp_path / r.info.run_id))))
+                 for r in runs]
+    assert effective[0]["max_grad_norm"] == 0.25
+    assert effective[1]["max_grad_norm"] == 1.0, "a value set in one trial must not leak into the next"
+    assert effective[0]["output_dir"] != effective[1]["output_dir"]
+    ids = {id(module) for module, _ in seen_losses[-2:]}
+    models = {id(model) for _, model in seen_losses[-2:]}
+    assert len(ids) == 2 and len(models) == 2, "every trial gets a new loss and a new model"
+
+
+class _PruneAfterFirstReport(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return trial.number == 1 and len(trial.intermediate_values) >= 1
+
+
+def test_pruned_trial_is_pruned_in_optuna_and_killed_in_mlflow(make_study, tmp_path):
+    study = make_study(pruner=_PruneAfterFirstReport(), n_trials=3)
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    _, _, runs = mlflow_runs(tmp_path, "tiny")
+    assert [r.info.status for r in runs] == ["FINISHED", "KILLED", "FINISHED"]
+    assert runs[1].data.tags["st_hpo.trial_state"] == "PRUNED"
+
+
+def test_failing_trial_is_recorded_and_the_study_goes_on(make_study, tmp_path):
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    class FailsAtStep3(CoSENTLoss):
+        calls = 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("simulated CUDA out of memory")
+            return super().forward(*args, **kwargs)
+
+    def loss(model, params):
+        return FailsAtStep3(model) if params["learning_rate"] > 1e-4 else CoSENTLoss(model)
+
+    study = make_study(loss=loss, space={"learning_rate": CategoricalDistribution([1e-5, 5e-4])},
+                       sampler="random", seed=3, pruner="none")
+    result = st_hpo.run_study(study, n_trials=2, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert result.n_complete == 2 and failed, "the study reaches its budget despite failures"
+    assert "simulated CUDA out of memory" in failed[0].user_attrs["st_hpo.error"]
+    _, _, runs = mlflow_runs(tmp_path, "tiny")
+    by_number = {int(r.data.tags["st_hpo.trial_number"]): r for r in runs}
+    assert len(runs) == len(trials)
+    assert by_number[failed[0].number].info.status == "FAILED"
+    assert "simulated CUDA out of memory" in by_number[failed[0].number].data.tags["st_hpo.error"]
+
+
+def test_resume_reaches_a_larger_budget_under_the_same_parent(make_study, tmp_path):
+    study = make_study(n_trials=2, pruner="none")
+    first = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    again = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert again.n_complete == 2, "a finished study does nothing"
+    more = st_hpo.run_study(study, n_trials=3, output_dir=tmp_path, progress=False)
+    assert more.n_complete == 3 and more.parent_run_id == first.parent_run_id
+    assert len(load_trials(tmp_path, "tiny")) == 3
+    _, parents, runs = mlflow_runs(tmp_path, "tiny")
+    assert len(parents) == 1 and len(runs) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {first.parent_run_id}
+    assert parents[0].info.status == "FINISHED"
+
+
+def test_baseline_trial_runs_the_base_arguments_first(make_study, tmp_path):
+    study = make_study(baseline=True, n_trials=2, pruner="none")
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert trials[0].user_attrs.get("st_hpo.baseline") is True
+    assert trials[0].params == {"learning_rate": 5e-5, "warmup_ratio": 0.0}
+    _, _, runs = mlflow_runs(tmp_path, "tiny")
+    assert runs[0].data.tags["st_hpo.baseline"] == "true"

@@ -1,0 +1,128 @@
+"""Validation catches each mistake before any training, with a message naming the value, rule and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+import st_hpo
+from st_hpo import SearchSpaceError, StudyDefinitionError
+
+
+def test_valid_study_passes(make_study):
+    st_hpo.validate_study(make_study())
+
+
+def test_unknown_argument_suggests_the_right_name(make_study):
+    study = make_study(space={"learnig_rate": FloatDistribution(1e-5, 1e-3)})
+    with pytest.raises(SearchSpaceError, match=r"unknown training argument 'learnig_rate'.*did you mean 'learning_rate'"):
+        st_hpo.validate_study(study)
+
+
+def test_unknown_argument_in_base_args(make_study):
+    with pytest.raises(StudyDefinitionError, match=r"'num_train_epoch'.*did you mean 'num_train_epochs'"):
+        st_hpo.validate_study(make_study(args={"num_train_epoch": 1}))
+
+
+def test_batch_sampler_choice_must_be_a_batch_sampler(make_study):
+    study = make_study(space={"batch_sampler": CategoricalDistribution(["no_duplicates", "shuffled"])})
+    with pytest.raises(SearchSpaceError, match=r"batch_sampler='shuffled' is not one of the allowed values.*no_duplicates"):
+        st_hpo.validate_study(study)
+
+
+def test_negative_learning_rate_bound(make_study):
+    study = make_study(space={"learning_rate": FloatDistribution(-1e-4, 1e-3)})
+    with pytest.raises(SearchSpaceError, match=r"learning_rate=-0.0001 must be greater than 0"):
+        st_hpo.validate_study(study)
+
+
+def test_warmup_ratio_outside_unit_interval(make_study):
+    study = make_study(space={"warmup_ratio": FloatDistribution(0.0, 1.5)})
+    with pytest.raises(SearchSpaceError, match=r"warmup_ratio=1.5 must be a ratio in \[0, 1\)"):
+        st_hpo.validate_study(study)
+
+
+def test_space_conflicting_with_fixed_warmup_steps(make_study):
+    args = dict(num_train_epochs=1, warmup_steps=10, eval_strategy="no", use_cpu=True)
+    study = make_study(args=args, space={"warmup_ratio": FloatDistribution(0.0, 0.2)})
+    with pytest.raises(SearchSpaceError, match=r"fix warmup_steps=10.*remove warmup_steps"):
+        st_hpo.validate_study(study)
+
+
+def test_reserved_argument_in_space(make_study):
+    study = make_study(space={"output_dir": CategoricalDistribution(["a", "b"])})
+    with pytest.raises(SearchSpaceError, match=r"samples 'output_dir'.*remove it from the space"):
+        st_hpo.validate_study(study)
+
+
+def test_objective_the_evaluator_does_not_report(make_study):
+    study = make_study(objective="sts-dev_spearman_cosin")
+    with pytest.raises(StudyDefinitionError, match=r"not a metric the evaluator reports; did you mean 'sts-dev_spearman_cosine'"):
+        st_hpo.validate_study(study)
+
+
+def test_missing_label_column_for_the_loss(make_study, pairs_train):
+    study = make_study(train_dataset=pairs_train.remove_columns("score"))
+    with pytest.raises(StudyDefinitionError, match=r"CoSENTLoss needs a label column.*columns \['sentence1', 'sentence2'\]"):
+        st_hpo.validate_study(study)
+
+
+def test_unknown_loss_parameter(make_study):
+    study = make_study(space={"loss.scael": FloatDistribution(10.0, 30.0)})
+    with pytest.raises(SearchSpaceError, match=r"'loss.scael'.*did you mean 'scale'"):
+        st_hpo.validate_study(study)
+
+
+def test_define_by_run_space_is_checked_by_sampling(make_study):
+    def space(trial: optuna.Trial) -> dict:
+        sampler = trial.suggest_categorical("batch_sampler", ["batch_sampler", "round_robin"])
+        return {"batch_sampler": sampler}
+
+    with pytest.raises(SearchSpaceError, match=r"batch_sampler='round_robin' is not one of"):
+        st_hpo.validate_study(make_study(space=space))
+
+
+def test_bad_study_fields_fail_at_construction(make_study):
+    with pytest.raises(StudyDefinitionError, match="direction='up'"):
+        make_study(direction="up")
+    with pytest.raises(StudyDefinitionError, match="pruner='fast'"):
+        make_study(pruner="fast")
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "st_hpo", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_validate_reports_one_line_and_creates_nothing(tmp_path, study_file):
+    path = study_file(name="bad")
+    path.write_text(path.read_text().replace('"learning_rate": optuna', '"learnig_rate": optuna'))
+    proc = _cli("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unknown training argument 'learnig_rate'") and "did you mean 'learning_rate'" in last
+    assert "Traceback" not in proc.stderr
+    proc = _cli("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert not (tmp_path / "st-hpo-runs").exists(), "a failed validation must create no output directory"
+
+
+def test_cli_study_file_that_fails_to_import_shows_its_own_traceback(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("import st_hpo\n\ndef make():\n    raise ValueError('no data here')\n\nstudy = make()\n")
+    proc = _cli("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "broken.py\", line 4, in make" in proc.stderr
+    assert "runpy" not in proc.stderr and "st_hpo/_loading.py" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: study file {str(path)!r} failed to import: ValueError: no data here")
+
+
+def test_cli_validate_ok(tmp_path, study_file):
+    proc = _cli("validate", str(study_file()), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ok study 'tiny-file'" in proc.stdout
