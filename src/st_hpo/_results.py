@@ -1,0 +1,229 @@
+"""Reading a study's results back: where it lives, its best trial, and the best configuration as a file.
+
+The Optuna storage is the source of truth: the best trial, its sampled values and the baseline come from
+there, and the best configuration's full training arguments are rebuilt from the study's base arguments
+and the best trial's values with :func:`st_hpo._args.clone_args`, exactly as the trial built them (the
+MLflow copy of them is not re-parsed).
+
+An exported configuration (``st-hpo export``, :func:`export_best`) is one JSON (or YAML, when the file
+name ends in ``.yaml``/``.yml``) mapping::
+
+    format:         "st-hpo.best-config/1"
+    study:          the study name
+    objective:      the metric the study optimised, e.g. "sts-dev_spearman_cosine"
+    direction:      "maximize" or "minimize"
+    value:          the best trial's objective
+    trial:          the best trial's number (baseline: true when it is the baseline trial)
+    mlflow_run_id:  the best trial's MLflow run (null when it was not tracked)
+    params:         every value the trial sampled, names as in the search space
+    args:           the full effective SentenceTransformerTrainingArguments, without output_dir and
+                    logging_dir (secrets redacted by transformers are left out too)
+    loss_params:    the sampled ``loss.<name>`` values without their prefix (kwargs of the loss class)
+    model_params:   the sampled ``model.<name>`` values without their prefix
+
+so that ``SentenceTransformerTrainingArguments(output_dir="out", **config["args"])`` gives the arguments
+the best trial trained with, and ``loss_cls(model, **config["loss_params"])`` its loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from st_hpo._study import Study
+from st_hpo.exceptions import StorageError, StudyDefinitionError
+
+__all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
+
+EXPORT_FORMAT = "st-hpo.best-config/1"
+PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
+#: Exported argument fields that belong to one run, not to the configuration.
+_PER_RUN_FIELDS = ("output_dir", "logging_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyLocation:
+    """Where a study's storage and MLflow store are; the defaults are the ones ``st-hpo run`` uses."""
+
+    output_dir: Path
+    storage: str
+    tracking_uri: str
+    artifact_root: str | None  #: the experiment's artifact location for the embedded store, else None
+
+    @classmethod
+    def resolve(cls, study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
+                tracking_uri: str | None = None) -> StudyLocation:
+        from st_hpo._storage import default_storage_url
+
+        out = Path(output_dir or Path("st-hpo-runs") / study.name).resolve()
+        uri = tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
+        return cls(output_dir=out, storage=storage or default_storage_url(out), tracking_uri=uri,
+                   artifact_root=None if tracking_uri else (out / "mlartifacts").as_uri())
+
+
+def load_study(study: Study, location: StudyLocation) -> Any:
+    """The study's ``optuna.Study``; StorageError (saying to run it first) when there is none."""
+    import optuna
+
+    from st_hpo._storage import open_storage
+
+    url = location.storage
+    if "://" not in url and not Path(url).exists():
+        raise StorageError(f"no study {study.name!r} at {url}; run it first (st-hpo run STUDY_FILE), "
+                           "or pass the --output-dir/--storage it ran with")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study.name, storage=open_storage(url))
+    except KeyError:
+        raise StorageError(f"no study {study.name!r} in {url}; run it first, or pass --study-name") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class BestTrial:
+    """The best finished trial of a study and how much it beat the starting points.
+
+    Gains are signed so that a positive gain is an improvement whatever the direction: for a maximised
+    objective ``value - reference``, for a minimised one ``reference - value``.
+    """
+
+    study_name: str
+    objective: str
+    direction: str
+    number: int
+    value: float
+    params: dict[str, Any]
+    mlflow_run_id: str | None
+    is_baseline: bool
+    n_complete: int
+    baseline_number: int | None = None
+    baseline_value: float | None = None
+    base_model_value: float | None = None  #: the objective of the model before any fine-tuning
+
+    @property
+    def gain_over_baseline(self) -> float | None:
+        return None if self.baseline_value is None else self._gain(self.baseline_value)
+
+    @property
+    def gain_over_base_model(self) -> float | None:
+        return None if self.base_model_value is None else self._gain(self.base_model_value)
+
+    def _gain(self, reference: float) -> float:
+        return self.value - reference if self.direction == "maximize" else reference - self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.update(gain_over_baseline=self.gain_over_baseline, gain_over_base_model=self.gain_over_base_model)
+        return data
+
+
+def _baseline(trials: list[Any]) -> Any:
+    """The finished baseline trial (the base arguments, trial 0 normally), or None."""
+    for t in trials:
+        if t.user_attrs.get("st_hpo.baseline") and t.state.name == "COMPLETE":
+            return t
+    return None
+
+
+def best_of(optuna_study: Any, objective: str) -> BestTrial:
+    """The :class:`BestTrial` of an open ``optuna.Study``; StorageError when no trial completed."""
+    trials = optuna_study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    if not complete:
+        states = ", ".join(sorted({t.state.name for t in trials})) or "none"
+        raise StorageError(f"study {optuna_study.study_name!r} has no complete trial yet (trial states: "
+                           f"{states}); run more trials with st-hpo run")
+    best = optuna_study.best_trial
+    baseline = _baseline(trials)
+    return BestTrial(
+        study_name=optuna_study.study_name,
+        objective=optuna_study.user_attrs.get("st_hpo.objective", objective),
+        direction=optuna_study.direction.name.lower(),
+        number=best.number,
+        value=float(best.value),
+        params=dict(best.params),
+        mlflow_run_id=best.user_attrs.get("st_hpo.mlflow_run_id"),
+        is_baseline=bool(best.user_attrs.get("st_hpo.baseline")),
+        n_complete=len(complete),
+        baseline_number=baseline.number if baseline else None,
+        baseline_value=float(baseline.value) if baseline else None,
+        base_model_value=optuna_study.user_attrs.get("st_hpo.base_model_value"),
+    )
+
+
+def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
+               study_name: str | None = None) -> BestTrial:
+    """The best trial of ``study`` as stored by a run with the same ``output_dir``/``storage``/``study_name``."""
+    if study_name:
+        study = study.replace(name=study_name)
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
+    return best_of(load_study(study, location), study.objective)
+
+
+def trial_params(trial: Any) -> dict[str, Any]:
+    """The values a trial trained with: none for a baseline that ran the base arguments unsampled."""
+    from st_hpo._trial import UNSAMPLED_ATTR
+
+    return {} if trial.user_attrs.get(UNSAMPLED_ATTR) else dict(trial.params)
+
+
+def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, run_name: str | None,
+                   extra: dict[str, Any] | None = None) -> Any:
+    """The arguments a trial with ``params`` trains with: ``base_args`` cloned with the training overrides."""
+    from st_hpo import _args
+
+    overrides, _, _ = _args.split_params(params)
+    overrides.update(extra or {})
+    try:
+        return _args.clone_args(base_args, overrides, output_dir=output_dir, run_name=run_name)
+    except (ValueError, TypeError) as exc:
+        raise StudyDefinitionError(f"the best trial's values no longer fit the study's base args: {exc}; "
+                                   "was the study file changed since the study ran?") from None
+
+
+def base_args_of(study: Study, output_dir: str) -> Any:
+    """The study's base arguments, checked the way validation checks them (no model needed)."""
+    from st_hpo import _args
+
+    return _args.build_base_args(study.args, output_dir=output_dir)
+
+
+def best_config(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
+                study_name: str | None = None) -> dict[str, Any]:
+    """The best trial's configuration as the mapping described in this module's docstring."""
+    from st_hpo import _args
+
+    if study_name:
+        study = study.replace(name=study_name)
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
+    optuna_study = load_study(study, location)
+    best = best_of(optuna_study, study.objective)
+    params = trial_params(optuna_study.best_trial)
+    args = effective_args(base_args_of(study, str(location.output_dir / "trials")), params,
+                          output_dir=str(location.output_dir / "trials" / f"trial-{best.number}"), run_name=None)
+    fields = json.loads(args.to_json_string())
+    fields = {k: v for k, v in fields.items()
+              if k not in _PER_RUN_FIELDS and not (isinstance(v, str) and v.endswith("_TOKEN>"))}
+    _, loss_params, model_params = _args.split_params(params)
+    return {
+        "format": EXPORT_FORMAT, "study": best.study_name, "objective": best.objective,
+        "direction": best.direction, "value": best.value, "trial": best.number, "baseline": best.is_baseline,
+        "mlflow_run_id": best.mlflow_run_id, "params": best.params, "args": fields,
+        "loss_params": loss_params, "model_params": model_params,
+    }
+
+
+def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None = None,
+                storage: str | None = None, study_name: str | None = None) -> Path:
+    """Write the best configuration to ``path``: YAML when it ends in ``.yaml``/``.yml``, else JSON."""
+    config = best_config(study, output_dir=output_dir, storage=storage, study_name=study_name)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
