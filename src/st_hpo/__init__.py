@@ -7,6 +7,9 @@ study and one child run per trial.
 
 from st_hpo._api import StudyResult, run_study, validate_study
 from st_hpo._loading import load_study_file
+from st_hpo._reports import report_study
+from st_hpo._results import BestTrial, best_trial, export_best
+from st_hpo._retrain import RetrainResult, retrain_best
 from st_hpo._study import Study
 from st_hpo.exceptions import (
     SearchSpaceError,
@@ -20,6 +23,8 @@ from st_hpo.exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BestTrial",
+    "RetrainResult",
     "SearchSpaceError",
     "StHpoError",
     "StorageError",
@@ -29,7 +34,11 @@ __all__ = [
     "TrackingError",
     "TrialError",
     "__version__",
+    "best_trial",
+    "export_best",
     "load_study_file",
+    "report_study",
+    "retrain_best",
     "run_study",
     "validate_study",
 ]

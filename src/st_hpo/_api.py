@@ -9,7 +9,7 @@ from typing import Any
 
 from st_hpo._study import Study
 
-__all__ = ["StudyResult", "run_study", "validate_study"]
+__all__ = ["StudyResult", "join_study", "run_study", "validate_study"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +53,17 @@ def run_study(
     pruner: str | None = None,
     baseline: bool | None = None,
     progress: bool = True,
+    workers: int | None = None,
+    gpus: str | None = None,
+    trials_per_gpu: int = 1,
+    study_file: str | Path | None = None,
 ) -> StudyResult:
     """Validate ``study`` and run trials until ``n_trials`` have finished in total (resuming if it exists).
 
     Args:
         n_trials: the total number of finished (complete or pruned) trials to reach; defaults to the
             study's ``n_trials``. A study that already has them does nothing; a larger number extends it.
-        timeout: stop starting trials after this many seconds.
+        timeout: stop starting trials after this many seconds (in-process runs).
         output_dir: holds the storage, the MLflow store and the trials' output; default
             ``st-hpo-runs/<study name>``.
         storage: an Optuna storage (``*.journal`` path, ``sqlite:///...``, ``postgresql://...``);
@@ -69,27 +73,84 @@ def run_study(
         pruner: override the study's pruner by name (``median``, ``hyperband``, ...).
         baseline: override the study's ``baseline`` (run the base arguments first).
         progress: print a line per trial to stderr.
+        workers: run this many worker processes sharing the storage (needs ``study_file``, which
+            each worker loads); None or 1 without ``gpus`` runs the trials in this process.
+        gpus: comma-separated GPU ids; ``trials_per_gpu`` workers per GPU, each seeing only its GPU.
+        study_file: the study file the worker processes load.
 
-    A Ctrl-C (or SIGTERM, under the CLI) stops cleanly: the running trial is failed, its run KILLED,
+    A Ctrl-C (or SIGTERM, under the CLI) stops cleanly: running trials are failed, their runs KILLED,
     and the result says ``interrupted``; run again to resume.
     """
-    from st_hpo._execution._loop import work
     from st_hpo._execution._session import SessionOptions, StudySession
-    from st_hpo._progress import Progress
-    from st_hpo._trial import WorkerInfo
 
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, baseline=baseline)
+    parallel = bool(gpus) or (workers or 1) > 1
+    if parallel and study_file is None:
+        from st_hpo.exceptions import StudyDefinitionError
+
+        raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     session = StudySession.open(study, options)
     budget = n_trials or session.definition.n_trials
     session.study.set_user_attr("st_hpo.n_trials", budget)
-    bar = Progress(budget=budget, enabled=progress)
-    loop = None
+    budget_met = interrupted = False
     try:
-        loop = work(session, budget=budget, timeout=timeout, worker=WorkerInfo(), progress=bar)
+        if parallel:
+            budget_met, interrupted = _run_workers(session, study_file, budget, workers, gpus, trials_per_gpu,
+                                                   progress, pruner=pruner)
+        else:
+            loop = _run_here(session, budget, timeout, progress, worker_name="main")
+            budget_met, interrupted = loop.budget_met, loop.interrupted
     finally:
-        session.close("FINISHED" if loop is not None and loop.budget_met else "KILLED")
+        session.close("FINISHED" if budget_met else "KILLED")
+    return summarize(session, interrupted=interrupted, budget_met=budget_met)
+
+
+def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | None = None,
+               timeout: float | None = None, output_dir: str | Path | None = None, storage: str | None = None,
+               tracking_uri: str | None = None, study_name: str | None = None, pruner: str | None = None,
+               progress: bool = True) -> StudyResult:
+    """Work on a study that already runs elsewhere (``st-hpo worker``) until its global budget is met.
+
+    The study is created if no process created it yet; the MLflow parent run is shared.
+    """
+    import os
+
+    from st_hpo._execution._session import SessionOptions, StudySession
+
+    options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                             study_name=study_name, pruner=pruner, role="worker")
+    session = StudySession.open(study, options)
+    budget = n_trials or int(session.study.user_attrs.get("st_hpo.n_trials", session.definition.n_trials))
+    name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
+    loop = _run_here(session, budget, timeout, progress, worker_name=name)
+    if loop.budget_met and session.tracker is not None:
+        session.close("FINISHED")
     return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met)
+
+
+def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, *, worker_name: str) -> Any:
+    from st_hpo._execution._loop import work
+    from st_hpo._progress import Progress
+    from st_hpo._trial import WorkerInfo
+
+    bar = Progress(budget=budget, enabled=progress, worker=None if worker_name == "main" else worker_name)
+    return work(session, budget=budget, timeout=timeout, worker=WorkerInfo(name=worker_name), progress=bar)
+
+
+def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None, gpus: str | None,
+                 trials_per_gpu: int, progress: bool, *, pruner: str | None) -> tuple[bool, bool]:
+    from st_hpo._execution._workers import plan_workers, supervise
+    from st_hpo._progress import Progress
+
+    specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
+    extra = ["--pruner", pruner] if pruner else []
+    if not progress:
+        extra.append("--no-progress")
+    bar = Progress(budget=budget, enabled=progress)
+    bar.message(f"{len(specs)} worker(s): {', '.join(s.name for s in specs)}")
+    return supervise(session, study_file=str(Path(study_file).resolve()), specs=specs, budget=budget,
+                     extra_args=extra, progress=bar)
 
 
 def summarize(session: Any, *, interrupted: bool, budget_met: bool) -> StudyResult:

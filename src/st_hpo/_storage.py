@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +55,15 @@ def _rdb(url: str, *, heartbeat: bool, engine_kwargs: dict[str, Any]) -> Any:
 
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
     if heartbeat:
-        kwargs.update(
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)
+        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                      failed_trial_callback=retry)
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds
         safe = _redact(url)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

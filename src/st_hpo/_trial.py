@@ -12,7 +12,6 @@ import dataclasses
 import gc
 import logging
 import os
-import socket
 import time
 import traceback
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from st_hpo import _args, _space
 from st_hpo._callbacks import TrialReporter
+from st_hpo._execution._recovery import current_host
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._validate import ValidatedStudy
 from st_hpo.exceptions import TrackingError
@@ -40,7 +40,7 @@ class WorkerInfo:
     """Who runs the trial: tagged on every trial's run and kept in the trial's attributes."""
 
     name: str = "main"
-    host: str = dataclasses.field(default_factory=socket.gethostname)
+    host: str = dataclasses.field(default_factory=current_host)
     pid: int = dataclasses.field(default_factory=os.getpid)
     gpu: str = dataclasses.field(default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES", ""))
 

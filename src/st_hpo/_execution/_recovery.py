@@ -15,11 +15,16 @@ from typing import Any
 
 from st_hpo._storage import uses_heartbeat
 
-__all__ = ["fail_trial", "pid_alive", "recover_stale_trials"]
+__all__ = ["current_host", "fail_trial", "pid_alive", "recover_stale_trials"]
 
 logger = logging.getLogger(__name__)
 
 ERROR_ATTR = "st_hpo.error"
+
+
+def current_host() -> str:
+    """This machine's name as trials record it (``ST_HPO_HOST`` overrides it, e.g. in containers)."""
+    return os.environ.get("ST_HPO_HOST") or socket.gethostname()
 
 
 def pid_alive(pid: int) -> bool:
@@ -64,7 +69,7 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
         optuna.storages.fail_stale_trials(study)
         after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         failed.extend(sorted(before - after))
-    host = socket.gethostname()
+    host = current_host()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = trial.user_attrs.get("st_hpo.pid")
         if pid is None or trial.user_attrs.get("st_hpo.tag.host") != host or pid_alive(int(pid)):

@@ -40,6 +40,8 @@ class SessionOptions:
     pruner: str | None = None
     baseline: bool | None = None
     track: bool = True
+    #: "main" opens the study for a run; "worker" joins a run that a supervisor (or another machine) opened
+    role: str = "main"
 
 
 def make_sampler(spec: Any, seed: int | None) -> Any:
@@ -116,13 +118,13 @@ class StudySession:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
                       tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
-        session.prepare()
+        session.prepare(sync=options.role == "main")
         return session
 
-    def prepare(self) -> None:
+    def prepare(self, *, sync: bool = True) -> None:
         """Fail dead workers' trials, sync MLflow, queue the baseline and warm-start trials once."""
         recover_stale_trials(self.study)
-        if self.tracker is not None:
+        if self.tracker is not None and sync:
             self.tracker.set_parent_status("RUNNING")
             fixed = self.tracker.sync(self.study, self.definition.objective)
             if fixed:

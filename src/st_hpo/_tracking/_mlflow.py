@@ -47,6 +47,10 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str, experiment_name: str, *, artifact_root: str | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        # an unreachable server must not hold a trial for minutes: fail fast, retry here, sync later
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri

@@ -11,7 +11,7 @@ from typing import Any
 
 from st_hpo.cli._main import EXIT_INTERRUPTED
 
-__all__ = ["cmd_run", "cmd_status", "cmd_sync", "cmd_validate"]
+__all__ = ["cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
 
 def _console() -> Any:
@@ -53,13 +53,37 @@ def _resume_line(argv: list[str]) -> str:
     return "st-hpo " + " ".join(shlex.quote(a) for a in argv)
 
 
+def _enqueued(path: str | None) -> list[dict[str, Any]] | None:
+    if not path:
+        return None
+    from st_hpo.exceptions import StudyDefinitionError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise StudyDefinitionError(f"--enqueue {path}: cannot read a JSON list from it ({exc})") from None
+    data = [data] if isinstance(data, dict) else data
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise StudyDefinitionError(f"--enqueue {path}: expected a JSON list of {{name: value}} objects")
+    return data
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from st_hpo._api import run_study
 
     study = _load(ns)
+    enqueue = _enqueued(ns.enqueue)
+    if enqueue:
+        study = study.replace(enqueue=[*study.enqueue, *enqueue])
+    gpus = ns.gpus
+    if gpus is None and ns.workers is None:
+        from st_hpo._execution._workers import default_gpu_list
+
+        gpus = default_gpu_list()
     result = run_study(
         study, n_trials=ns.n_trials, timeout=ns.timeout, output_dir=ns.output_dir, storage=ns.storage,
         tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,
+        workers=ns.workers, gpus=gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
     )
     out = _console()
     if result.interrupted:
@@ -77,6 +101,18 @@ def cmd_run(ns: argparse.Namespace) -> int:
         out.print(f"      {json.dumps(result.best_params)}")
     if result.tracking_uri:
         out.print(f"review in MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0
+
+
+def cmd_worker(ns: argparse.Namespace) -> int:
+    from st_hpo._api import join_study
+
+    study = _load(ns)
+    result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=ns.timeout,
+                        output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
+                        pruner=ns.pruner, progress=not ns.no_progress)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -65,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"],
                    help="override the study's pruner")
     p.add_argument("--no-baseline", action="store_true", help="do not run the base arguments as trial 0")
+    p.add_argument("--enqueue", metavar="FILE.json",
+                   help="a JSON list of {name: value} configurations to try first (warm start)")
+    p.add_argument("--workers", type=int, help="run N worker processes sharing the study's storage")
+    p.add_argument("--gpus", help="comma-separated GPU ids: --trials-per-gpu workers per GPU, each seeing "
+                   "only its GPU (default on a GPU machine: one worker per visible GPU)")
+    p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
+    _add_location(p)
+
+    p = sub.add_parser("worker", help="join a running study from this machine",
+                       description="Join a study (created by whichever process comes first) and run trials "
+                       "until its global budget is met. Point every machine at the same --storage "
+                       "(postgresql://...) and --tracking-uri (http://...).")
+    p.add_argument("study_file")
+    p.add_argument("--n-trials", type=int, help="the study's total budget (default: as the study records it)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"])
+    p.add_argument("--worker-name", help="the name tagged on this worker's runs (default worker-<pid>)")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     _add_location(p)
 
     p = sub.add_parser("status", help="list a study's trials",
@@ -99,6 +117,7 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         for noisy in ("transformers", "sentence_transformers", "mlflow", "alembic", "optuna", "datasets"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         import warnings
@@ -125,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = getattr(_commands, f"cmd_{ns.command}")
     try:
-        if ns.command == "run":
+        if ns.command in ("run", "worker"):
             _sigterm_as_interrupt()
         return command(ns)
     except StHpoError as exc:

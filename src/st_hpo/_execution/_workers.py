@@ -1,0 +1,155 @@
+"""Worker processes on one machine: N long-lived workers sharing the study's storage, replaced when they die.
+
+Each worker is a fresh ``st-hpo worker`` process (spawned, never forked, so CUDA is never initialised in
+a process that forks): it pays the imports and data loading once, then runs trial after trial with
+strict clean-up. The supervisor (``st-hpo run --workers N`` or ``--gpus``) does not train: it opens the
+study first (validation, storage, MLflow parent run, baseline), starts the workers, and watches them.
+A worker that dies mid-trial (``kill -9``, a segfault, the OOM killer) has its trial failed with the
+reason ("worker killed by signal 9"), its run closed, and is replaced while the budget is not met.
+Ctrl-C or SIGTERM: the workers are told to stop (their running trials end FAIL, runs KILLED); a second
+Ctrl-C kills them at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from st_hpo._execution._recovery import recover_stale_trials
+
+__all__ = ["WorkerSpec", "plan_workers", "supervise"]
+
+logger = logging.getLogger(__name__)
+
+#: A worker slot that dies this many times in a row without finishing a trial is not restarted.
+MAX_RESTARTS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """One worker slot: its name and the GPU it sees (``None``: inherit the environment)."""
+
+    name: str
+    gpu: str | None = None
+
+
+def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int) -> list[WorkerSpec]:
+    """The worker slots for ``--workers N`` or ``--gpus 0,1 --trials-per-gpu K``."""
+    if gpus:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        return [WorkerSpec(f"gpu{g}-w{k}", g) for g in ids for k in range(trials_per_gpu)]
+    return [WorkerSpec(f"w{i}") for i in range(workers or 1)]
+
+
+def default_gpu_list() -> str | None:
+    """On a GPU machine, one worker per visible GPU: '0,1,...'; None without CUDA."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return None
+    if not torch.cuda.is_available():
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return visible
+    return ",".join(str(i) for i in range(torch.cuda.device_count()))
+
+
+@dataclasses.dataclass
+class _Slot:
+    spec: WorkerSpec
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    done: bool = False
+
+
+def _worker_command(study_file: str, spec: WorkerSpec, session: Any, budget: int, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "st_hpo", "worker", study_file, "--worker-name", spec.name,
+           "--output-dir", str(session.output_dir), "--storage", session.storage_url,
+           "--study-name", session.study.study_name, "--n-trials", str(budget)]
+    if session.tracking_uri:
+        cmd += ["--tracking-uri", session.tracking_uri]
+    return cmd + extra
+
+
+def _start(slot: _Slot, cmd: list[str]) -> None:
+    env = dict(os.environ)
+    if slot.spec.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot.spec.gpu
+    env["ST_HPO_WORKER_NAME"] = slot.spec.name
+    slot.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    logger.info("started worker %s (pid %d)", slot.spec.name, slot.proc.pid)
+
+
+def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget: int,
+              extra_args: list[str], progress: Any) -> tuple[bool, bool]:
+    """Run worker processes until the budget is met; returns (budget_met, interrupted)."""
+    slots = [_Slot(spec) for spec in specs]
+    for slot in slots:
+        _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args))
+    try:
+        return _watch(session, slots, study_file, budget, extra_args, progress)
+    except KeyboardInterrupt:
+        _stop_all(slots)
+        recover_stale_trials(session.study, exit_codes=_exit_codes(slots))
+        return False, True
+
+
+def _exit_codes(slots: list[_Slot]) -> dict[int, int]:
+    return {s.proc.pid: s.proc.returncode for s in slots if s.proc is not None and s.proc.returncode is not None}
+
+
+def _finished(study: Any) -> int:
+    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+
+
+def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra: list[str],
+           progress: Any) -> tuple[bool, bool]:
+    codes: dict[int, int] = {}
+    while True:
+        for slot in slots:
+            if slot.done or slot.proc is None or slot.proc.poll() is None:
+                continue
+            code = slot.proc.returncode
+            codes[slot.proc.pid] = code
+            if code == 0:
+                slot.done = True
+                continue
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            failed = recover_stale_trials(session.study, exit_codes=codes)
+            progress.message(f"[red]worker {slot.spec.name} (pid {slot.proc.pid}) {how}[/red]"
+                             + (f"; trial(s) {failed} marked FAIL" if failed else ""))
+            if session.tracker is not None:
+                session.tracker.sync(session.study, session.definition.objective)
+            if _finished(session.study) >= budget or slot.restarts >= MAX_RESTARTS:
+                slot.done = True
+                continue
+            slot.restarts += 1
+            _start(slot, _worker_command(study_file, slot.spec, session, budget, extra))
+        if all(slot.done for slot in slots):
+            return _finished(session.study) >= budget, False
+        time.sleep(0.5)
+
+
+def _stop_all(slots: list[_Slot]) -> None:
+    """SIGTERM every live worker and wait; a second Ctrl-C (or 60 s) kills them."""
+    live = [s.proc for s in slots if s.proc is not None and s.proc.poll() is None]
+    for proc in live:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        deadline = time.monotonic() + 60
+        for proc in live:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        for proc in live:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in live:
+            proc.wait()
+

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up (see .ci/setup) and run the linter and the whole test suite, slow tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/setup
+.venv/bin/ruff check src tests studies examples benchmarks
+# PostgreSQL (used by the multi-machine tests) is started by the machine; start it if it is not.
+if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,100 @@
+"""The st-hpo command as a user runs it: real processes, real signals, real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import load_trials, mlflow_runs
+
+
+def st_hpo(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "st_hpo", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_help_is_fast_and_lists_the_commands(tmp_path):
+    started = time.perf_counter()
+    proc = st_hpo("--help", cwd=tmp_path)
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 0
+    for command in ("validate", "run", "status", "worker", "sync"):
+        assert command in proc.stdout
+    assert elapsed < 3.0, f"st-hpo --help took {elapsed:.1f}s"
+    run_help = st_hpo("run", "--help", cwd=tmp_path).stdout
+    assert "re-running the same command resumes" in run_help.replace("\n", " ")
+
+
+def test_import_is_light():
+    code = "import sys, st_hpo; print(sorted(m for m in ('torch', 'mlflow', 'sentence_transformers', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_run_then_status_json_and_resume(tmp_path, study_file):
+    path = study_file(name="cli-study", n_trials=2, baseline=True)
+    proc = st_hpo("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "trial   0" in proc.stderr and "COMPLETE" in proc.stderr and "best" in proc.stderr
+    assert "2 complete, 0 pruned, 0 failed" in proc.stdout
+    out_dir = tmp_path / "st-hpo-runs" / "cli-study"
+    assert (out_dir / "optuna.journal").exists() and (out_dir / "mlflow.db").exists()
+    rows = json.loads(st_hpo("status", str(path), "--json", cwd=tmp_path).stdout)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
+    assert {"number", "state", "params", "value"} <= set(rows[0])
+    assert rows[0]["baseline"] is True
+    again = st_hpo("run", str(path), cwd=tmp_path)
+    assert again.returncode == 0 and "2 complete" in again.stdout
+    assert len(load_trials(out_dir, "cli-study")) == 2, "a finished study runs nothing more"
+    table = st_hpo("status", str(path), cwd=tmp_path)
+    assert "(baseline)" in table.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_and_the_run_resumes(tmp_path, study_file):
+    path = study_file(name="interrupted", n_trials=2, epochs=40)
+    proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_dir = tmp_path / "st-hpo-runs" / "interrupted"
+    _wait_for_running_trial(out_dir, "interrupted")
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Resume with: st-hpo run" in stderr
+    trials = load_trials(out_dir, "interrupted")
+    assert [t.state.name for t in trials] == ["FAIL"]
+    assert "interrupted" in trials[0].user_attrs["st_hpo.error"]
+    _, parents, runs = mlflow_runs(out_dir, "interrupted")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert parents[0].info.status == "KILLED"
+
+
+def _wait_for_running_trial(out_dir: Path, name: str, timeout: float = 240) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (out_dir / "optuna.journal").exists():
+            try:
+                running = [t for t in load_trials(out_dir, name) if t.state.name == "RUNNING"
+                           and "st_hpo.mlflow_run_id" in t.user_attrs]
+            except KeyError:
+                running = []
+            if running:
+                return running[0].number
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+def test_unreachable_postgres_is_one_clear_line(tmp_path, study_file):
+    proc = st_hpo("status", str(study_file()), "--storage", "postgresql://nobody@127.0.0.1:1/none", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: could not open the Optuna storage postgresql://nobody@127.0.0.1:1/none")
+    assert "Traceback" not in proc.stderr
