@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from st_hpo.cli import _review
 from st_hpo.exceptions import StHpoError
 
 __all__ = ["main", "build_parser"]
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "in the state of its trial (also done at the start and end of every run).")
     p.add_argument("study_file")
     _add_location(p)
+    _review.add_parsers(sub)
     return parser
 
 
@@ -142,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(ns.verbose, ns.quiet)
     from st_hpo.cli import _commands
 
-    command = getattr(_commands, f"cmd_{ns.command}")
+    command = getattr(_review if ns.command in _review.COMMANDS else _commands, f"cmd_{ns.command}")
     try:
         if ns.command in ("run", "worker"):
             _sigterm_as_interrupt()

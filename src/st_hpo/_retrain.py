@@ -1,0 +1,231 @@
+"""Retraining the best configuration of a study, saving it with a model card, logging it to MLflow.
+
+:func:`retrain_best` trains the best trial's configuration again on the study's data: the study's base
+arguments cloned with the best trial's values (as the trial did, with ``--epochs`` as the only change
+allowed), a fresh model and loss, the same evaluator. With the same seed and hardware it reproduces the
+trial's objective. The model is saved with a sentence-transformers model card that has a
+"Hyperparameter search" section (study, objective, best trial, its value, baseline and the retrained
+value), and logged with ``mlflow.sentence_transformers.log_model`` in a ``retrain-trial-<n>`` run nested
+under the study's parent run; ``register_as`` registers it in the MLflow Model Registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from st_hpo._results import BestTrial, StudyLocation, best_of, effective_args, load_study, trial_params
+from st_hpo._study import Study
+
+__all__ = ["RetrainResult", "retrain_best"]
+
+logger = logging.getLogger(__name__)
+
+#: The model card section st-hpo adds; inserted before this heading of the sentence-transformers card.
+CARD_ANCHOR = "## Training Details"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainResult:
+    """What :func:`retrain_best` made."""
+
+    model_dir: Path  #: the saved SentenceTransformer (with README.md)
+    trial_number: int  #: the best trial whose configuration was retrained
+    trial_value: float  #: that trial's objective
+    value: float  #: the retrained model's objective
+    epochs: float  #: num_train_epochs used
+    seconds: float  #: time spent in trainer.train()
+    run_id: str | None = None  #: the MLflow run of the retraining (nested under the parent run)
+    model_uri: str | None = None  #: the logged MLflow model
+    registered_version: str | None = None  #: the Model Registry version, when registered
+
+
+def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
+                 tracking_uri: str | None = None, study_name: str | None = None,
+                 model_dir: str | Path | None = None, epochs: float | None = None,
+                 register_as: str | None = None, track: bool = True) -> RetrainResult:
+    """Train the best configuration of a stored study again and save (and log) the model.
+
+    Args:
+        study: the study definition the study ran with (its data, model, loss, evaluator, base args).
+        output_dir, storage, tracking_uri, study_name: where the study is, as given to ``run_study``.
+        model_dir: where to save the model; default ``<output_dir>/best-model``.
+        epochs: train this many epochs instead of the best trial's ``num_train_epochs``.
+        register_as: register the logged model under this name in the MLflow Model Registry.
+        track: log the run and the model to MLflow (under the study's parent run).
+    """
+    from st_hpo._resources import StudyResources
+    from st_hpo._validate import validate_study
+
+    if study_name:
+        study = study.replace(name=study_name)
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
+    optuna_study = load_study(study, location)
+    best = best_of(optuna_study, study.objective)
+    params = trial_params(optuna_study.best_trial)
+    target = Path(model_dir or location.output_dir / "best-model").resolve()
+    work = location.output_dir / "retrain" / f"trial-{best.number}"
+    resources = StudyResources(study)
+    validated = validate_study(study, resources, output_dir=str(work))
+    extra = {} if epochs is None else {"num_train_epochs": epochs}
+    args = effective_args(validated.base_args, params, output_dir=str(work),
+                          run_name=f"retrain-trial-{best.number}", extra=extra)
+    model, value, seconds = _train(validated, resources, params, args)
+    result = RetrainResult(model_dir=target, trial_number=best.number, trial_value=best.value, value=value,
+                           epochs=float(args.num_train_epochs), seconds=seconds)
+    card = model_card_section(best, result, tracking=location.tracking_uri if track else None)
+    with _card_template(model, card):
+        _describe_model(model, study, best)
+        model.save(str(target))
+        if track:
+            result = _log(optuna_study, study, location, result, model, args, params, register_as)
+    logger.info("retrained trial %d's configuration: %s = %.4f (trial: %.4f); saved to %s",
+                best.number, study.objective, value, best.value, target)
+    return result
+
+
+def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) -> tuple[Any, float, float]:
+    """Train a fresh model with ``args``; returns (model, objective of the final model, train seconds)."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from st_hpo import _args
+
+    _, loss_params, model_params = _args.split_params(params)
+    model = resources.new_model(params, model_params)
+    loss = resources.new_loss(model, params, loss_params)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=resources.train_dataset,
+        eval_dataset=resources.eval_dataset if validated.needs_eval_loss else None,
+        loss=loss, evaluator=resources.evaluator,
+    )
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    metrics = trainer.evaluate()
+    value = metrics.get(validated.objective_metric)
+    if value is None:
+        from st_hpo.exceptions import TrialError
+
+        raise TrialError(f"the retrained model's evaluation reported no {validated.objective_metric!r}")
+    return model, float(value), seconds
+
+
+def model_card_section(best: BestTrial, result: RetrainResult, *, tracking: str | None) -> str:
+    """The "Hyperparameter search" section of the model card, in Markdown."""
+    lines = [
+        "## Hyperparameter Search (st-hpo)", "",
+        f"This model was trained with the best configuration found by the st-hpo study `{best.study_name}`, "
+        f"which optimised `{best.objective}` ({best.direction}) over {best.n_complete} complete trials.", "",
+        "| | value |", "|---|---|",
+        f"| best trial | {best.number}{' (baseline)' if best.is_baseline else ''} |",
+        f"| best trial's `{best.objective}` | {best.value:.4f} |",
+        f"| this model's `{best.objective}` | {result.value:.4f} |",
+    ]
+    if best.baseline_value is not None:
+        lines.append(f"| baseline trial (base arguments) | {best.baseline_value:.4f} |")
+    if best.base_model_value is not None:
+        lines.append(f"| base model before fine-tuning | {best.base_model_value:.4f} |")
+    lines += ["", "Sampled values of the best trial:", ""]
+    lines += [f"- `{k}`: {v}" for k, v in best.params.items()] or ["- (none: the base arguments)"]
+    lines.append(f"- `num_train_epochs` used here: {result.epochs:g}")
+    if tracking:
+        lines += ["", f"MLflow: the study's runs are in the experiment of `{best.study_name}` at `{tracking}`"
+                  f"{f'; best trial run `{best.mlflow_run_id}`' if best.mlflow_run_id else ''}."]
+    return "\n".join(lines) + "\n\n"
+
+
+@contextlib.contextmanager
+def _card_template(model: Any, section: str) -> Iterator[None]:
+    """Make every save of ``model`` (ours and MLflow's) write a model card with ``section`` in it."""
+    card_data = getattr(model, "model_card_data", None)
+    template = getattr(card_data, "template_path", None)
+    if template is None or not Path(template).is_file():
+        yield
+        return
+    text = Path(template).read_text()
+    block = "{% raw %}" + section + "{% endraw %}"
+    text = text.replace(CARD_ANCHOR, block + CARD_ANCHOR, 1) if CARD_ANCHOR in text else text + "\n" + block
+    with tempfile.TemporaryDirectory(prefix="st-hpo-card-") as tmp:
+        path = Path(tmp) / "model_card_template.md"
+        path.write_text(text)
+        card_data.template_path = path
+        try:
+            yield
+        finally:
+            card_data.template_path = template
+
+
+def _describe_model(model: Any, study: Study, best: BestTrial) -> None:
+    card = getattr(model, "model_card_data", None)
+    if card is None:
+        return
+    card.model_name = f"{study.name}: best configuration of an st-hpo study (trial {best.number})"
+    card.local_files_only = True
+    if "st-hpo" not in card.tags:
+        card.tags = [*card.tags, "st-hpo"]
+
+
+def _log(optuna_study: Any, study: Study, location: StudyLocation, result: RetrainResult, model: Any,
+         args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
+    """Log the retraining as a run nested under the parent run, with the model (and register it)."""
+    from st_hpo import _args
+    from st_hpo._results import PARENT_ATTR
+    from st_hpo._tracking import MlflowTracker
+
+    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+    parent = optuna_study.user_attrs.get(PARENT_ATTR)
+    tags = {"st_hpo.kind": "retrain", "st_hpo.study": study.name, "st_hpo.source_trial": str(result.trial_number),
+            "mlflow.parentRunId": parent or ""}
+    run = tracker.client.create_run(tracker.experiment_id, tags=tags, run_name=f"retrain-trial-{result.trial_number}")
+    run_id = run.info.run_id
+    tracker._log_params(run_id, {k: str(v) for k, v in {**params, "num_train_epochs": result.epochs}.items()})  # noqa: SLF001
+    tracker.log_metrics(run_id, {"objective": result.value, "trial_objective": result.trial_value,
+                                 "train_seconds": result.seconds}, 0)
+    tracker.log_dict(run_id, _args.args_to_dict(args), "training_args.json")
+    tracker.log_artifact(run_id, str(result.model_dir / "README.md"))
+    model_uri, version = _log_model(location.tracking_uri, run_id, model, register_as)
+    tracker.client.set_terminated(run_id, "FINISHED")
+    return dataclasses.replace(result, run_id=run_id, model_uri=model_uri, registered_version=version)
+
+
+def _log_model(tracking_uri: str, run_id: str, model: Any, register_as: str | None) -> tuple[str, str | None]:
+    """``mlflow.sentence_transformers.log_model`` into run ``run_id`` of ``tracking_uri``.
+
+    ``log_model`` talks to the process-wide tracking and registry URIs; both are pointed at the study's
+    store for the call and put back as they were (unset stays unset) afterwards.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from st_hpo.exceptions import TrackingError
+
+    saved_registry = registry_utils._registry_uri
+    try:
+        with _use_tracking_uri(tracking_uri):
+            mlflow.set_registry_uri(tracking_uri)
+            info = mlflow.sentence_transformers.log_model(
+                model, name="model", run_id=run_id, registered_model_name=register_as,
+                pip_requirements=_requirements(),  # inferring them would load the model again in a subprocess
+            )
+    except Exception as exc:  # noqa: BLE001 - the MLflow client raises many kinds
+        raise TrackingError(f"MLflow at {tracking_uri} could not log the model: {type(exc).__name__}: {exc}") from exc
+    finally:
+        registry_utils._registry_uri = saved_registry
+    version = info.registered_model_version
+    return info.model_uri, None if version is None else str(version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("sentence-transformers", "transformers", "torch")]

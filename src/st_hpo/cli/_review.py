@@ -1,0 +1,249 @@
+"""The review commands: ``best``, ``export``, ``retrain``, ``report`` and ``ui``.
+
+Each is a thin layer over the library (:mod:`st_hpo._results`, :mod:`st_hpo._retrain`,
+:mod:`st_hpo._reports`); ``ui`` starts an ``mlflow server`` process on the study's tracking store and
+stops it on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_report", "cmd_retrain", "cmd_ui",
+           "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
+
+COMMANDS = ("best", "export", "retrain", "report", "ui")
+
+
+def _location(p: argparse.ArgumentParser, *, tracking: bool) -> None:
+    p.add_argument("--output-dir", help="the study's folder, as given to st-hpo run (default: st-hpo-runs/<name>)")
+    p.add_argument("--storage", help="the Optuna storage the study ran with (default: <output-dir>/optuna.journal)")
+    p.add_argument("--study-name", help="the study's name, when it ran under another name than the file's")
+    if tracking:
+        p.add_argument("--tracking-uri", help="the MLflow tracking URI the study ran with "
+                       "(default: sqlite:///<output-dir>/mlflow.db)")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the review commands on the ``st-hpo`` subparsers."""
+    p = sub.add_parser("best", help="show the best trial and its gain over the baseline",
+                       description="The best trial: number, objective value, sampled values, MLflow run, and "
+                       "how much it beat the baseline trial and the base model (positive is better).")
+    p.add_argument("study_file")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _location(p, tracking=False)
+
+    p = sub.add_parser("export", help="write the best configuration (training arguments) to a file",
+                       description="Write the best trial's full effective training arguments, its loss./model. "
+                       "values, the study name and objective to FILE (YAML when FILE ends in .yaml, else JSON). "
+                       "Load with SentenceTransformerTrainingArguments(output_dir=..., **config['args']).")
+    p.add_argument("study_file")
+    p.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
+    _location(p, tracking=False)
+
+    p = sub.add_parser("retrain", help="train the best configuration again and save the model",
+                       description="Train the best configuration again on the study's data, save it with a "
+                       "model card, log it to MLflow under the study's parent run, optionally register it.")
+    p.add_argument("study_file")
+    p.add_argument("--model-dir", help="where to save the model (default: <output-dir>/best-model)")
+    p.add_argument("--epochs", type=float, help="train this many epochs instead of the best trial's")
+    p.add_argument("--register-as", metavar="NAME", help="register the model in the MLflow Model Registry")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    _location(p, tracking=True)
+
+    p = sub.add_parser("report", help="write plots, a trial table and a summary to the parent run",
+                       description="Optimisation history, parameter importances, parallel coordinates and "
+                       "intermediate values (HTML and PNG), trials.csv and summary.md: written to "
+                       "<output-dir>/reports/ and to the study's MLflow parent run under reports/.")
+    p.add_argument("study_file")
+    _location(p, tracking=True)
+
+    p = sub.add_parser("ui", help="open the study's MLflow store in the MLflow UI",
+                       description="Start an MLflow server on the study's tracking store and print the URL "
+                       "of its experiment; Ctrl-C stops it. With an http(s) --tracking-uri only the URL is printed.")
+    p.add_argument("study_file")
+    p.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    _location(p, tracking=True)
+
+
+def _load(ns: argparse.Namespace) -> Any:
+    from st_hpo.cli._commands import _load as load
+
+    return load(ns)
+
+
+def _print(text: str) -> None:
+    from rich.console import Console
+
+    Console(highlight=False, soft_wrap=True).print(text)
+
+
+def cmd_best(ns: argparse.Namespace) -> int:
+    from st_hpo._results import best_trial
+
+    best = best_trial(_load(ns), output_dir=ns.output_dir, storage=ns.storage)
+    if ns.json:
+        print(json.dumps(best.to_dict(), indent=2))
+        return 0
+    label = " (the baseline)" if best.is_baseline else ""
+    _print(f"best of {best.n_complete} complete trial(s) of {best.study_name!r}: trial {best.number}{label}, "
+           f"{best.objective} = {best.value:.4f} ({best.direction})")
+    for name, value in best.params.items():
+        _print(f"  {name} = {value:.6g}" if isinstance(value, float) else f"  {name} = {value}")
+    for what, ref, gain in (("baseline trial", best.baseline_value, best.gain_over_baseline),
+                            ("base model", best.base_model_value, best.gain_over_base_model)):
+        if ref is not None:
+            _print(f"  vs {what}: {ref:.4f} -> {gain:+.4f}")
+    if best.mlflow_run_id:
+        _print(f"  MLflow run: {best.mlflow_run_id}")
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from st_hpo._results import export_best
+
+    path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
+    _print(f"wrote the best configuration to {path}")
+    return 0
+
+
+def cmd_retrain(ns: argparse.Namespace) -> int:
+    from st_hpo._retrain import retrain_best
+
+    study = _load(ns)
+    result = retrain_best(study, output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
+                          model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
+                          track=not ns.no_track)
+    _print(f"retrained trial {result.trial_number}'s configuration ({result.epochs:g} epochs, "
+           f"{result.seconds:.1f} s): {study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
+    _print(f"saved to {result.model_dir}")
+    if result.run_id:
+        _print(f"MLflow run {result.run_id}, model {result.model_uri}")
+    if result.registered_version:
+        _print(f"registered as {ns.register_as!r} version {result.registered_version}")
+    return 0
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    from st_hpo._reports import report_study
+
+    files = report_study(_load(ns), output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri)
+    _print(f"wrote {len(files)} report file(s) to {files[0].parent} and to the parent run's reports/")
+    print(files[0].parent.joinpath("summary.md").read_text())
+    return 0
+
+
+# --- the MLflow UI ------------------------------------------------------------------------------------
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI address of an experiment."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+
+
+def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
+                        timeout: float = 90.0) -> subprocess.Popen:
+    """Start ``mlflow server`` on ``tracking_uri`` in its own process group; return once it answers.
+
+    Raises StHpoError when the port is taken or the server does not come up within ``timeout`` seconds.
+    """
+    from st_hpo.exceptions import StHpoError
+
+    with socket.socket() as probe:
+        if probe.connect_ex((host, port)) == 0:
+            raise StHpoError(f"port {port} on {host} is already in use; pass another --port")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+           "--host", host, "--port", str(port), "--workers", "1"]
+    log = tempfile.TemporaryFile()  # a file, not a pipe: nobody reads the server's request log
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StHpoError(f"mlflow server exited with code {proc.returncode}: {server_log(proc)[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    stop_server(proc)
+    raise StHpoError(f"mlflow server did not answer on http://{host}:{port} within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop the server and its workers (its process group): SIGTERM, then SIGKILL after ``grace`` s."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+
+def server_log(proc: subprocess.Popen) -> str:
+    """What the server printed so far."""
+    log = getattr(proc, "log", None)
+    if log is None or log.closed:
+        return ""
+    log.seek(0)
+    return log.read().decode(errors="replace").strip()
+
+
+def _experiment_id(tracking_uri: str, experiment: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from st_hpo.exceptions import TrackingError
+
+    exp = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackingError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; run the study first")
+    return exp.experiment_id
+
+
+def cmd_ui(ns: argparse.Namespace) -> int:
+    from st_hpo._results import StudyLocation
+
+    study = _load(ns)
+    location = StudyLocation.resolve(study, output_dir=ns.output_dir, tracking_uri=ns.tracking_uri)
+    if location.tracking_uri.startswith(("http://", "https://")):
+        _print(experiment_url(location.tracking_uri, _experiment_id(location.tracking_uri, study.experiment)))
+        return 0
+    if location.tracking_uri.startswith("sqlite:///") and not Path(location.tracking_uri[10:]).exists():
+        from st_hpo.exceptions import TrackingError
+
+        raise TrackingError(f"no MLflow store at {location.tracking_uri}; run the study first or pass --output-dir")
+    experiment_id = _experiment_id(location.tracking_uri, study.experiment)
+    proc = start_mlflow_server(location.tracking_uri, host=ns.host, port=ns.port)
+    print(f"MLflow UI for study {study.name!r}: {experiment_url(f'http://{ns.host}:{ns.port}', experiment_id)}",
+          flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stop_server(proc)
+        print("stopped the MLflow server", flush=True)
+        return 0
+    sys.stderr.write(f"error: the MLflow server exited with code {proc.returncode}:\n{server_log(proc)[-2000:]}\n")
+    return 1
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
