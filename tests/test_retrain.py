@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import st_hpo
 from tests.conftest import sts_evaluator
 from tests.helpers import load_trials, mlflow_runs
+from tests.test_results import run_file_study
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def finished_study(make_study, tmp_path):
-    """A 3-trial study (baseline first) on the tiny model, run to its end in tmp_path/study."""
-    study = make_study(baseline=True, n_trials=3, pruner="none")
-    out = tmp_path / "study"
-    result = st_hpo.run_study(study, output_dir=out, progress=False)
-    return study, out, result
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_model_path):
+    """A 3-trial study file (baseline first) on the tiny model, run to its end once for this module."""
+    path, out = run_file_study(tmp_path_factory.mktemp("retrain"), tiny_model_path, name="tiny")
+    study = st_hpo.load_study_file(path)
+    trials = [t for t in load_trials(out, "tiny") if t.state.name == "COMPLETE"]
+    best = max(trials, key=lambda t: t.value)
+    return study, out, SimpleNamespace(best_trial_number=best.number, best_value=best.value)
 
 
 def test_exported_arguments_reproduce_the_best_trial(finished_study, tmp_path, tiny_model_path, pairs_train,

@@ -1,0 +1,86 @@
+"""Reading results back: `st-hpo best` and `st-hpo export` on a study that really ran (tiny model)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import st_hpo
+from st_hpo.cli import main
+from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
+from tests.helpers import load_trials, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+
+def run_file_study(root, model_path, *, name="tiny-file", n_trials=3, pruner="none"):
+    """Write a study file (baseline first) in ``root``, run it to its end in ``root/out``; (file, out)."""
+    path = root / f"{name}.py"
+    path.write_text(STUDY_FILE_TEMPLATE.format(pairs=make_pairs(64, 1), eval_pairs=make_pairs(32, 2), name=name,
+                                               model=model_path, n_trials=n_trials, epochs=1, baseline=True))
+    out = root / "out"
+    st_hpo.run_study(st_hpo.load_study_file(path), output_dir=out, pruner=pruner, progress=False)
+    return path, out
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, tiny_model_path):
+    return run_file_study(tmp_path_factory.mktemp("results"), tiny_model_path)
+
+
+def test_best_reports_the_best_trial_and_its_gain_over_the_baseline(ran, capsys):
+    path, out = ran
+    trials = load_trials(out, "tiny-file")
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    baseline = trials[0]
+    assert main(["best", str(path), "--output-dir", str(out), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["number"] == best.number and shown["value"] == pytest.approx(best.value)
+    assert shown["params"] == best.params
+    assert shown["mlflow_run_id"] == best.user_attrs["st_hpo.mlflow_run_id"]
+    assert shown["baseline_number"] == 0 and shown["baseline_value"] == pytest.approx(baseline.value)
+    assert shown["gain_over_baseline"] == pytest.approx(best.value - baseline.value)
+    assert shown["base_model_value"] is not None, "the base model was scored before fine-tuning"
+    assert shown["gain_over_base_model"] == pytest.approx(best.value - shown["base_model_value"])
+    _, _, runs = mlflow_runs(out, "tiny-file")
+    assert shown["mlflow_run_id"] in {r.info.run_id for r in runs}
+
+    assert main(["best", str(path), "--output-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"trial {best.number}" in text and f"{best.value:.4f}" in text and "vs baseline trial" in text
+
+
+def test_export_writes_arguments_that_load_back(ran, tmp_path, capsys):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    path, out = ran
+    trials = load_trials(out, "tiny-file")
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert main(["export", str(path), "--output-dir", str(out), "--to", str(tmp_path / "best.yaml")]) == 0
+    config = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert (config["study"], config["trial"], config["objective"]) == ("tiny-file", best.number,
+                                                                       "sts-dev_spearman_cosine")
+    assert config["value"] == pytest.approx(best.value) and config["params"] == best.params
+    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "x"), **config["args"])
+    assert args.learning_rate == pytest.approx(best.params["learning_rate"])
+    assert args.seed == 7 and args.per_device_train_batch_size == 16 and args.eval_steps == 2
+    # the same effective arguments the trial logged to MLflow (output folders aside)
+    client, _, runs = mlflow_runs(out, "tiny-file")
+    run = next(r for r in runs if r.info.run_id == best.user_attrs["st_hpo.mlflow_run_id"])
+    logged = json.load(open(client.download_artifacts(run.info.run_id, "training_args.json", str(tmp_path))))
+    mine = json.loads(args.to_json_string())
+    for key in ("learning_rate", "warmup_steps", "num_train_epochs", "seed", "lr_scheduler_type", "max_grad_norm"):
+        assert mine[key] == logged[key], key
+    assert "output_dir" not in config["args"]
+
+    assert main(["export", str(path), "--output-dir", str(out), "--to", str(tmp_path / "best.json")]) == 0
+    assert json.loads((tmp_path / "best.json").read_text()) == config
+
+
+def test_best_on_a_study_that_never_ran_says_to_run_it(ran, tmp_path, capsys):
+    path, _ = ran
+    assert main(["best", str(path), "--output-dir", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert "run it first" in err and "Traceback" not in err
