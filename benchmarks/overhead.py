@@ -41,6 +41,35 @@ import _common  # noqa: E402
 SIDES = ("anchor", "st-hpo")
 
 
+class GpuSampler:
+    """``nvidia-smi`` utilization.gpu (percent of time a kernel ran) sampled every 250 ms, time-stamped here."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float]] = []
+        self.proc = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "250"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            try:
+                self.samples.append((time.time(), float(line.split(",")[0])))
+            except ValueError:
+                continue
+
+    def mean(self, t0: float, t1: float) -> float | None:
+        values = [u for t, u in self.samples if t0 <= t <= t1]
+        return statistics.mean(values) if values else None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 def _cli() -> list[str]:
     """``st-hpo`` next to this Python when installed, else ``python -m st_hpo.cli`` (the GPU box)."""
     exe = Path(sys.executable).with_name("st-hpo")
@@ -68,7 +97,7 @@ def _env(cfg: dict[str, Any], probe: Path) -> dict[str, str]:
     return env
 
 
-def run_side(side: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
+def run_side(side: str, cfg: dict[str, Any], work: Path, gpu: GpuSampler | None = None) -> dict[str, Any]:
     """Run one side as a subprocess; returns its end-to-end time and per-trial figures."""
     out = work / side
     probe = work / f"{side}.probe.jsonl"
@@ -86,6 +115,10 @@ def run_side(side: str, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
     events = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
     result = analyse(events, t0, t1)
     result["command"] = " ".join(cmd)
+    if gpu is not None:
+        trains = [e for e in events if e["ev"] == "train"]
+        result["gpu_busy_pct_whole_command"] = gpu.mean(t0, t1)
+        result["gpu_busy_pct_trial_phase"] = gpu.mean(min(e["t0"] for e in trains), max(e["t1"] for e in trains))
     print(f"[overhead] {side}: {result['end_to_end_s']:.1f}s end to end, {result['n_trials']} trials, "
           f"{result['per_trial']['wall_s']:.2f}s/trial wall, "
           f"{result['per_trial']['outside_training_s']:.2f}s/trial outside training", flush=True)
@@ -162,6 +195,10 @@ def summarize(results: dict[str, dict], cfg: dict[str, Any], mode: str) -> tuple
     framework_a = pa["outside_training_s"] - pa["evaluator_s"]
     framework_s = ps["outside_training_s"] - ps["evaluator_s"]
     rows.append(["outside training, evaluator excluded", framework_a, framework_s, _ratio(framework_s, framework_a)])
+    for key, label in (("gpu_busy_pct_trial_phase", "GPU busy % (nvidia-smi), trial phase"),
+                       ("gpu_busy_pct_whole_command", "GPU busy % (nvidia-smi), whole command")):
+        if a.get(key) is not None and s.get(key) is not None:
+            rows.append([label, a[key], s[key], _ratio(s[key], a[key])])
     targets = {
         "outside_training_ratio": _ratio(ps["outside_training_s"], pa["outside_training_s"]),
         "outside_training_target": 0.5,
@@ -228,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     name = ns.name or {"quick": "overhead-quick", "device-check": "overhead-gpu"}.get(mode, "overhead")
     work = Path(tempfile.mkdtemp(prefix="st-hpo-overhead-"))
     order = SIDES if ns.order == "anchor-first" else SIDES[::-1]
+    gpu = GpuSampler() if mode == "device-check" and shutil.which("nvidia-smi") else None
     try:
-        results = {side: run_side(side, cfg, work) for side in order}
+        results = {side: run_side(side, cfg, work, gpu) for side in order}
     finally:
+        if gpu is not None:
+            gpu.stop()
         if ns.keep:
             print(f"[overhead] kept {work}")
         else:

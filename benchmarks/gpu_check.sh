@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU variants of the benchmarks, for a lent H100/H200 (about 6-7 minutes in all):
+#   1. overhead: st-hpo vs the docs' hyperparameter_search recipe; MiniLM, full STSb train (5,749 pairs) and
+#      dev (1,500 pairs), 1 epoch, fp32, batch 16, 8 trials each, with nvidia-smi's GPU busy fraction
+#   2. memory drift: 30 MiniLM trials on CUDA in one process (complete, pruned, failed mid-training),
+#      RSS and CUDA allocated/reserved after each trial
+# Expects, in the repo root there: .model/minilm (../shared/tools/device-prep.sh model) and .data/stsb-en
+# (train.csv, dev.csv); optuna, datasets and mlflow either on PYTHONPATH already (e.g. /tmp/site) or as
+# wheels in .whl (../shared/tools/device-prep.sh wheels), installed here to /tmp/site.
+# Results (JSON + Markdown per benchmark, and the log) go to $OUT when set, else benchmarks/results/.
+#
+#   bash benchmarks/gpu_check.sh            # both
+#   bash benchmarks/gpu_check.sh overhead   # or: memory
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import optuna, datasets, mlflow" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    2>&1 | grep -v "WARNING" || true
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export STHPO_BENCH_DATA=${STHPO_BENCH_DATA:-$PWD/.data/stsb-en}
+[ -f .model/minilm/modules.json ] && export STHPO_BENCH_MODEL=${STHPO_BENCH_MODEL:-$PWD/.model/minilm}
+export STHPO_BENCH_CACHE=/tmp/st-hpo-bench
+LOG=${OUT:-benchmarks/results}/gpu_check.log
+mkdir -p "$(dirname "$LOG")"
+what=${1:-all}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  rc=0
+  if [ "$what" = all ] || [ "$what" = overhead ]; then
+    timeout 420 "$PY" benchmarks/overhead.py --device-check || rc=1
+  fi
+  if [ "$what" = all ] || [ "$what" = memory ]; then
+    timeout 240 "$PY" benchmarks/memory_drift.py --device-check || rc=1
+  fi
+  echo "gpu_check: exit $rc"
+} 2>&1 | tee "$LOG"

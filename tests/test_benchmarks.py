@@ -1,0 +1,58 @@
+"""The benchmarks still run: each one in its quickest mode (tiny model, synthetic pairs, a few trials).
+
+Results go to a temporary folder (``STHPO_BENCH_RESULTS``), never over benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, tmp_path: Path, *extra: str) -> dict:
+    env = dict(os.environ, STHPO_BENCH_RESULTS=str(tmp_path / "results"), STHPO_BENCH_CACHE=str(tmp_path / "cache"),
+               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *extra], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    name = script.removesuffix(".py") + "-quick"
+    assert (tmp_path / "results" / f"{name}.md").read_text().startswith(f"### {name}")
+    data = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+    assert data["machine"]["cores"] >= 1 and data["versions"]["torch"]
+    return data
+
+
+def test_overhead_quick(tmp_path):
+    data = _run("overhead.py", tmp_path)
+    for side in ("anchor", "st-hpo"):
+        result = data["results"][side]
+        assert result["n_trials"] == 2
+        per_trial = result["per_trial"]
+        assert per_trial["wall_s"] > per_trial["training_s"] > 0
+        assert result["end_to_end_s"] > result["trial_phase_s"] > 0
+    assert data["results"]["anchor"]["per_trial"]["model_load_s"] > 0, "the anchor loads the model every trial"
+    assert data["targets"]["end_to_end_ratio"] > 0
+
+
+def test_pruning_quick(tmp_path):
+    data = _run("pruning.py", tmp_path, "--trials", "3")
+    assert {(r["pruner"], r["complete"] + r["pruned"]) for r in data["runs"]} == {("none", 3), ("median", 3)}
+    (seed,) = data["per_seed"]
+    assert seed["steps_none"] > 0 and 0 < seed["steps_ratio"] <= 1.0
+
+
+def test_memory_drift_quick(tmp_path):
+    data = _run("memory_drift.py", tmp_path)
+    assert data["counts"] == {"complete": 3, "pruned": 2, "failed": 1}
+    assert [s["after_trial"] for s in data["samples"]] == [1, 2, 3, 4, 5, 6]
+    assert all(s["rss_mb"] > 0 for s in data["samples"])
+    assert data["checks"][0]["key"] == "rss_mb"
