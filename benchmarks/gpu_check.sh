@@ -4,7 +4,8 @@
 #      dev (1,500 pairs), 1 epoch, fp32, batch 16, 8 trials each, with nvidia-smi's GPU busy fraction
 #   2. memory drift: 30 MiniLM trials on CUDA in one process (complete, pruned, failed mid-training),
 #      RSS and CUDA allocated/reserved after each trial
-# Expects, in the repo root there: .model/minilm (../shared/tools/device-prep.sh model) and .data/stsb-en
+# Expects, in the repo root there: .model/minilm (../shared/tools/device-prep.sh model; or a copy in
+# /tmp/minilm from an earlier call) and .data/stsb-en
 # (train.csv, dev.csv); optuna, datasets and mlflow either on PYTHONPATH already (e.g. /tmp/site) or as
 # wheels in .whl (../shared/tools/device-prep.sh wheels), installed here to /tmp/site.
 # Results (JSON + Markdown per benchmark, and the log) go to $OUT when set, else benchmarks/results/.
@@ -22,7 +23,6 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export STHPO_BENCH_DATA=${STHPO_BENCH_DATA:-$PWD/.data/stsb-en}
-[ -f .model/minilm/modules.json ] && export STHPO_BENCH_MODEL=${STHPO_BENCH_MODEL:-$PWD/.model/minilm}
 export STHPO_BENCH_CACHE=/tmp/st-hpo-bench
 LOG=${OUT:-benchmarks/results}/gpu_check.log
 mkdir -p "$(dirname "$LOG")"

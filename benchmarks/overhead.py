@@ -97,32 +97,56 @@ def _env(cfg: dict[str, Any], probe: Path) -> dict[str, str]:
     return env
 
 
-def run_side(side: str, cfg: dict[str, Any], work: Path, gpu: GpuSampler | None = None) -> dict[str, Any]:
-    """Run one side as a subprocess; returns its end-to-end time and per-trial figures."""
-    out = work / side
-    probe = work / f"{side}.probe.jsonl"
-    probe.unlink(missing_ok=True)
-    log = work / f"{side}.log"
-    cmd = _command(side, out)
-    print(f"[overhead] {side}: {' '.join(cmd)}", flush=True)
-    with open(log, "w") as fh:
-        t0 = time.time()
-        proc = subprocess.run(cmd, env=_env(cfg, probe), stdout=fh, stderr=subprocess.STDOUT, check=False)
+class Side:
+    """One side's subprocess, started with :meth:`start` and collected with :meth:`finish`."""
+
+    def __init__(self, side: str, cfg: dict[str, Any], work: Path) -> None:
+        self.side, self.cfg = side, cfg
+        self.out, self.probe, self.log = work / side, work / f"{side}.probe.jsonl", work / f"{side}.log"
+        self.cmd = _command(side, self.out)
+        self.probe.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        print(f"[overhead] {self.side}: {' '.join(self.cmd)}", flush=True)
+        self.fh = open(self.log, "w")  # noqa: SIM115 - closed in finish()
+        self.t0 = time.time()
+        self.proc = subprocess.Popen(self.cmd, env=_env(self.cfg, self.probe), stdout=self.fh,
+                                     stderr=subprocess.STDOUT)
+
+    def finish(self, gpu: GpuSampler | None = None) -> dict[str, Any]:
+        code = self.proc.wait()
         t1 = time.time()
-    if proc.returncode != 0:
-        sys.stderr.write(log.read_text()[-4000:])
-        raise SystemExit(f"[overhead] {side} failed with exit code {proc.returncode}; log above")
-    events = [json.loads(line) for line in probe.read_text().splitlines() if line.strip()]
-    result = analyse(events, t0, t1)
-    result["command"] = " ".join(cmd)
-    if gpu is not None:
-        trains = [e for e in events if e["ev"] == "train"]
-        result["gpu_busy_pct_whole_command"] = gpu.mean(t0, t1)
-        result["gpu_busy_pct_trial_phase"] = gpu.mean(min(e["t0"] for e in trains), max(e["t1"] for e in trains))
-    print(f"[overhead] {side}: {result['end_to_end_s']:.1f}s end to end, {result['n_trials']} trials, "
-          f"{result['per_trial']['wall_s']:.2f}s/trial wall, "
-          f"{result['per_trial']['outside_training_s']:.2f}s/trial outside training", flush=True)
-    return result
+        self.fh.close()
+        if code != 0:
+            sys.stderr.write(self.log.read_text()[-4000:])
+            raise SystemExit(f"[overhead] {self.side} failed with exit code {code}; log above")
+        events = [json.loads(line) for line in self.probe.read_text().splitlines() if line.strip()]
+        result = analyse(events, self.t0, t1)
+        result["command"] = " ".join(self.cmd)
+        if gpu is not None:
+            trains = [e for e in events if e["ev"] == "train"]
+            result["gpu_busy_pct_whole_command"] = gpu.mean(self.t0, t1)
+            result["gpu_busy_pct_trial_phase"] = gpu.mean(min(e["t0"] for e in trains),
+                                                          max(e["t1"] for e in trains))
+        print(f"[overhead] {self.side}: {result['end_to_end_s']:.1f}s end to end, {result['n_trials']} trials, "
+              f"{result['per_trial']['wall_s']:.2f}s/trial wall, "
+              f"{result['per_trial']['outside_training_s']:.2f}s/trial outside training", flush=True)
+        return result
+
+
+def run_sides(order: tuple[str, ...], cfg: dict[str, Any], work: Path, *, parallel: bool,
+              gpu: GpuSampler | None) -> dict[str, dict[str, Any]]:
+    """Run the sides one after the other, or both at once (``parallel``: same load on a shared machine)."""
+    sides = [Side(name, cfg, work) for name in order]
+    if not parallel:
+        results = {}
+        for side in sides:
+            side.start()
+            results[side.side] = side.finish(gpu)
+        return results
+    for side in sides:
+        side.start()
+    return {side.side: side.finish(gpu) for side in sides}
 
 
 def _within(events: list[dict], name: str, t0: float, t1: float) -> list[dict]:
@@ -180,7 +204,8 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def summarize(results: dict[str, dict], cfg: dict[str, Any], mode: str) -> tuple[dict[str, Any], str]:
+def summarize(results: dict[str, dict], cfg: dict[str, Any], mode: str,
+              parallel: bool = False) -> tuple[dict[str, Any], str]:
     a, s = results["anchor"], results["st-hpo"]
     pa, ps = a["per_trial"], s["per_trial"]
     keys = [("wall_s", "wall"), ("train_call_s", "train() call"), ("training_s", "training (loop - evals)"),
@@ -209,8 +234,9 @@ def summarize(results: dict[str, dict], cfg: dict[str, Any], mode: str) -> tuple
     table = (f"{mode}: {_common.model_label(cfg['model'])}, {cfg['train_rows']} train pairs, "
              f"{cfg['eval_rows']} dev pairs ({'synthetic' if cfg['data'] == 'synthetic' else 'STSb'}), "
              f"batch {cfg['batch_size']}, {cfg['epochs']:g} epoch, 4 evaluations per trial, {cfg['n_trials']} "
-             f"trials, TPE seed {cfg['seed']}, no pruning. Per-trial figures are means over trials 0..n-2 "
-             "(seconds).\n\n"
+             f"trials, TPE seed {cfg['seed']}, no pruning; the sides ran "
+             f"{'at the same time' if parallel else 'one after the other'}. Per-trial figures are means over "
+             "trials 0..n-2 (seconds).\n\n"
              + _common.md_table(["seconds", "anchor", "st-hpo", "st-hpo / anchor"], rows)
              + f"\nTargets: outside training per trial <= 0.5x anchor: "
              f"{targets['outside_training_ratio']:.2f}x ({'met' if targets['outside_training_met'] else 'missed'}); "
@@ -230,6 +256,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", help="minilm, tiny, or a SentenceTransformer folder")
     p.add_argument("--data", help="folder with train.csv and dev.csv, or 'synthetic'")
     p.add_argument("--order", choices=["anchor-first", "st-hpo-first"], default="anchor-first")
+    p.add_argument("--parallel", action="store_true",
+                   help="run both sides at the same time (a shared CPU machine: both see the same load); "
+                   "not with a GPU, where they would share it")
     p.add_argument("--name", help="results file name (default: overhead, overhead-quick or overhead-gpu)")
     p.add_argument("--keep", action="store_true", help="keep the runs' folders and logs")
     return p.parse_args(argv)
@@ -267,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     order = SIDES if ns.order == "anchor-first" else SIDES[::-1]
     gpu = GpuSampler() if mode == "device-check" and shutil.which("nvidia-smi") else None
     try:
-        results = {side: run_side(side, cfg, work, gpu) for side in order}
+        results = run_sides(order, cfg, work, parallel=ns.parallel, gpu=gpu)
     finally:
         if gpu is not None:
             gpu.stop()
@@ -275,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[overhead] kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    data, table = summarize(results, cfg, mode)
+    data, table = summarize(results, cfg, mode, ns.parallel)
     data["order"] = list(order)
+    data["parallel"] = ns.parallel
     path = _common.write_results(name, data, table)
     print(table)
     print(f"[overhead] wrote {path} and {path.with_suffix('.md')}")

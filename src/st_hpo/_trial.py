@@ -127,6 +127,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
     import optuna
 
     started = time.perf_counter()
+    froze = ctx.resources.freeze_for_trial()
     outcome = TrialOutcome(number=trial.number, state="FAIL")
     run = _RunLog(None, None)
     try:
@@ -152,7 +153,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         logger.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
     finally:
         outcome.seconds = time.perf_counter() - started
-        _release_memory()
+        _release_memory(unfreeze=froze)
         timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds}
         timings.update(_peak_gpu_memory())
         run.metrics(timings, outcome.step)
@@ -192,8 +193,10 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         del trainer, model, loss, reporter
 
 
-def _release_memory() -> None:
-    gc.collect()
+def _release_memory(*, unfreeze: bool = False) -> None:
+    gc.collect()  # the trial's cycles (trainer, model copy, optimizer): allocated after freeze_for_trial()
+    if unfreeze:
+        gc.unfreeze()
     try:
         import torch
     except ImportError:  # pragma: no cover
