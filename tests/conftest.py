@@ -29,10 +29,10 @@ def make_pairs(n: int, seed: int = 0) -> dict[str, list]:
     s1, s2, score = [], [], []
     for _ in range(n):
         a = (rng.choice(_WORDS), rng.choice(_VERBS), rng.choice(_OBJECTS))
-        b = tuple(x if rng.random() < 0.6 else rng.choice(pool) for x, pool in zip(a, (_WORDS, _VERBS, _OBJECTS)))
+        b = tuple(x if rng.random() < 0.6 else rng.choice(pool) for x, pool in zip(a, (_WORDS, _VERBS, _OBJECTS), strict=True))
         s1.append(" ".join(a))
         s2.append(" ".join(b))
-        score.append(sum(x == y for x, y in zip(a, b)) / 3)
+        score.append(sum(x == y for x, y in zip(a, b, strict=True)) / 3)
     return {"sentence1": s1, "sentence2": s2, "score": score}
 
 

@@ -28,7 +28,7 @@ def test_three_trials_three_child_runs_under_one_parent(make_study, tmp_path):
     client, parents, runs = mlflow_runs(tmp_path, "tiny")
     assert len(parents) == 1 and parents[0].info.run_name == "tiny"
     assert len(runs) == 3
-    for trial, run in zip(trials, runs):
+    for trial, run in zip(trials, runs, strict=True):
         assert run.info.run_name == f"trial-{trial.number}"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.data.tags["st_hpo.trial_state"] == "COMPLETE"

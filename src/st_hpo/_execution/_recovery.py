@@ -8,6 +8,7 @@ parameters through ``RetryFailedTrialCallback``).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -20,6 +21,8 @@ __all__ = ["current_host", "fail_trial", "pid_alive", "recover_stale_trials"]
 logger = logging.getLogger(__name__)
 
 ERROR_ATTR = "st_hpo.error"
+#: A RUNNING trial that recorded no worker this long after it started lost its worker in between.
+UNCLAIMED_SECONDS = 30.0
 
 
 def current_host() -> str:
@@ -70,9 +73,16 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
         after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         failed.extend(sorted(before - after))
     host = current_host()
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = trial.user_attrs.get("st_hpo.pid")
-        if pid is None or trial.user_attrs.get("st_hpo.tag.host") != host or pid_alive(int(pid)):
+        if pid is None:  # a worker records itself right after it asks; this one died in between
+            started = trial.datetime_start or now
+            if (now - started).total_seconds() > UNCLAIMED_SECONDS:
+                fail_trial(study, trial, "its worker died before it recorded itself on the trial")
+                failed.append(trial.number)
+            continue
+        if trial.user_attrs.get("st_hpo.tag.host") != host or pid_alive(int(pid)):
             continue
         code = (exit_codes or {}).get(int(pid))
         if code is not None and code < 0:

@@ -22,7 +22,7 @@ from st_hpo._storage import default_storage_url, open_storage
 from st_hpo._study import Study
 from st_hpo._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._validate import ValidatedStudy, validate_study
-from st_hpo.exceptions import StorageError, StudyDefinitionError
+from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "make_pruner", "make_sampler"]
 
@@ -106,15 +106,16 @@ class StudySession:
         validated = validate_study(definition, resources, output_dir=str(output_dir / "trials"))
         storage_url = options.storage or default_storage_url(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        study = _create_or_load(definition, storage_url)
         tracker = None
         tracking_uri = None
-        if options.track:
+        if options.track:  # MLflow unreachable: refuse to start before anything is created in the storage
             from st_hpo._tracking import MlflowTracker, default_tracking_uri
 
             tracking_uri = options.tracking_uri or default_tracking_uri(output_dir)
             artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
             tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
+        study = _create_or_load(definition, storage_url)
+        if tracker is not None:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
                       tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
@@ -181,12 +182,19 @@ class StudySession:
             self.tracker.log_parent(metrics, step)
 
     def close(self, status: str) -> None:
-        """Sync MLflow once more and set the parent run's status (FINISHED or KILLED)."""
+        """Sync MLflow once more and set the parent run's status (FINISHED or KILLED).
+
+        MLflow being unreachable here loses nothing: the storage has every trial, and the next
+        ``st-hpo run`` or ``st-hpo sync`` writes what is missing.
+        """
         if self.tracker is None:
             return
-        self.tracker.sync(self.study, self.definition.objective)
-        self.update_parent()
-        self.tracker.set_parent_status(status)
+        try:
+            self.tracker.sync(self.study, self.definition.objective)
+            self.update_parent()
+            self.tracker.set_parent_status(status)
+        except TrackingError as exc:
+            logger.warning("%s; run `st-hpo sync` when MLflow is back to log what is missing", exc)
 
 
 def _create_or_load(definition: Study, storage_url: str) -> Any:

@@ -30,6 +30,8 @@ _ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", 
 PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
 RUN_ATTR = "st_hpo.mlflow_run_id"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+#: After MLflow failed a write through all retries, skip writes for this long (trials go on meanwhile).
+BACKOFF_SECONDS = 30.0
 
 
 def default_tracking_uri(output_dir: str | Path) -> str:
@@ -59,18 +61,23 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._call("open the experiment", self._ensure_experiment, retries=2)
         self.parent_run_id: str | None = None
+        self._down_until = 0.0
 
     # --- plumbing -------------------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, retries: int | None = None, **kw: Any) -> T:
+        if time.monotonic() < getattr(self, "_down_until", 0.0):
+            raise TrackingError(f"MLflow at {self.tracking_uri} is unreachable (skipped: {what})")
         delays = RETRY_DELAYS if retries is None else RETRY_DELAYS[:retries]
         for attempt in range(len(delays) + 1):
             try:
                 return fn(*args, **kw)
             except Exception as exc:  # noqa: BLE001 - the client raises many kinds
                 if attempt == len(delays):
+                    self._down_until = time.monotonic() + BACKOFF_SECONDS
+                    first = str(exc).splitlines()[0][:300] if str(exc) else ""
                     raise TrackingError(
-                        f"MLflow at {self.tracking_uri} could not {what}: {type(exc).__name__}: {exc}"
+                        f"MLflow at {self.tracking_uri} could not {what}: {type(exc).__name__}: {first}"
                     ) from exc
                 logger.debug("MLflow %s failed (%s); retrying", what, exc)
                 time.sleep(delays[attempt])
@@ -225,14 +232,14 @@ class MlflowTracker:
             state = trial.state.name
             run = runs.get(trial.number)
             if run is None:
-                if state == "WAITING":
-                    continue
+                if state in ("WAITING", "RUNNING"):
+                    continue  # a running trial's own worker creates its run
                 self._recreate(study.study_name, trial, objective_name)
                 fixed += 1
             elif state in ("COMPLETE", "PRUNED", "FAIL") and (
                 run.info.status not in _ACCEPTED[state] or run.data.tags.get("st_hpo.trial_state") != state
             ):
-                error = trial.system_attrs.get("fail_reason") or trial.user_attrs.get("st_hpo.error")
+                error = _fail_reason(trial) if state == "FAIL" else None
                 self.end_trial(run.info.run_id, state, value=trial.value, error=error,
                                step=max(trial.intermediate_values, default=0))
                 fixed += 1
@@ -248,9 +255,14 @@ class MlflowTracker:
         state = trial.state.name
         if state == "RUNNING":
             return
-        error = trial.system_attrs.get("fail_reason") or trial.user_attrs.get("st_hpo.error")
+        error = _fail_reason(trial) if state == "FAIL" else None
         self.end_trial(run_id, state, value=trial.value, error=error,
                        step=max(trial.intermediate_values, default=0))
+
+
+def _fail_reason(trial: Any) -> str:
+    return (trial.user_attrs.get("st_hpo.error") or trial.system_attrs.get("fail_reason")
+            or "its worker vanished (no heartbeat within the grace period)")
 
 
 def _metric_key(key: str) -> str:

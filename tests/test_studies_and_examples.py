@@ -1,0 +1,54 @@
+"""Every file in studies/ and examples/ runs (tiny model, a few rows of STSb)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, STSB_DIR
+from tests.helpers import load_trials, mlflow_runs
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not STSB_DIR.exists(), reason=f"needs the STS benchmark CSVs at {STSB_DIR}"),
+]
+
+
+def _env(tiny_model_path: str, **extra: str) -> dict:
+    return {**os.environ, "STHPO_STSB_DIR": str(STSB_DIR), "STHPO_MODEL": tiny_model_path,
+            "STHPO_TRAIN_ROWS": "48", "STHPO_EVAL_ROWS": "32", "STHPO_N_TRIALS": "2", **extra}
+
+
+def test_studies_stsb_minilm_runs(tmp_path, tiny_model_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_minilm.py"),
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
+                          env=_env(tiny_model_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load_trials(out, "stsb-minilm")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].user_attrs["st_hpo.baseline"] is True
+    assert set(trials[1].params) == {"learning_rate", "warmup_ratio", "batch_sampler", "per_device_train_batch_size"}
+    _, parents, runs = mlflow_runs(out, "stsb-minilm")
+    assert len(parents) == 1 and [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+
+
+def test_examples_python_api_runs(tmp_path, tiny_model_path):
+    out = tmp_path / "api"
+    proc = subprocess.run([sys.executable, str(REPO / "examples/python_api.py"), str(out)], capture_output=True,
+                          text=True, timeout=600, env=_env(tiny_model_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best trial" in proc.stdout
+    assert len([t for t in load_trials(out, "python-api") if t.state.name == "COMPLETE"]) == 2
+
+
+def test_examples_quickstart_runs(tmp_path, tiny_model_path):
+    out = tmp_path / "quick"
+    proc = subprocess.run(["bash", str(REPO / "examples/quickstart.sh"), "--output-dir", str(out), "--n-trials", "1"],
+                          capture_output=True, text=True, timeout=900, env=_env(tiny_model_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 complete" in proc.stdout
+    assert (out / "mlflow.db").exists()

@@ -1,0 +1,100 @@
+"""Worker processes sharing one study: the global budget, kill -9 of a worker or of the whole run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import load_trials, mlflow_runs
+from tests.test_cli import _wait_for_running_trial
+
+pytestmark = pytest.mark.slow
+
+
+def _invariants(out_dir, name, budget):
+    """What a user checks after any run: budget met, nothing RUNNING, one run per trial in its state."""
+    trials = [t for t in load_trials(out_dir, name) if not t.user_attrs.get("st_hpo.cancelled")]
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == budget
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert len({t.number for t in trials}) == len(trials)
+    _, parents, runs = mlflow_runs(out_dir, name)
+    assert len(parents) == 1
+    by_number = {}
+    for run in runs:
+        assert int(run.data.tags["st_hpo.trial_number"]) not in by_number, "one run per trial"
+        by_number[int(run.data.tags["st_hpo.trial_number"])] = run
+    assert set(by_number) == {t.number for t in trials}
+    expected = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}}
+    for t in trials:
+        assert by_number[t.number].info.status in expected[t.state.name], t.number
+        assert by_number[t.number].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    return trials, by_number
+
+
+def test_four_workers_meet_the_global_budget_exactly(tmp_path, study_file):
+    path = study_file(name="four", n_trials=8)
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "4"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "database is locked" not in proc.stderr
+    out_dir = tmp_path / "st-hpo-runs" / "four"
+    trials, runs = _invariants(out_dir, "four", 8)
+    workers = {r.data.tags["st_hpo.worker"] for r in runs.values()}
+    assert len(workers) >= 2, f"trials ran on several workers, got {workers}"
+    assert all(r.data.tags["st_hpo.host"] for r in runs.values())
+
+
+def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path, study_file):
+    path = study_file(name="killw", n_trials=3, epochs=6)
+    proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_dir = tmp_path / "st-hpo-runs" / "killw"
+    number = _wait_for_running_trial(out_dir, "killw")
+    victim = next(t for t in load_trials(out_dir, "killw") if t.number == number)
+    os.kill(int(victim.user_attrs["st_hpo.pid"]), signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "killed by signal 9" in stderr
+    trials, runs = _invariants(out_dir, "killw", 3)
+    killed = next(t for t in trials if t.number == number)
+    assert killed.state.name == "FAIL"
+    assert killed.user_attrs["st_hpo.error"] == "worker killed by signal 9"
+    assert runs[number].info.status == "FAILED"
+    assert runs[number].data.tags["st_hpo.error"] == "worker killed by signal 9"
+
+
+def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, study_file):
+    path = study_file(name="killall", n_trials=3, epochs=3)
+    proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out_dir = tmp_path / "st-hpo-runs" / "killall"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until one trial finished and the next one runs
+        try:
+            states = [t.state.name for t in load_trials(out_dir, "killall")]
+        except (KeyError, FileNotFoundError):
+            states = []
+        if "COMPLETE" in states and states[-1] == "RUNNING":
+            break
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = load_trials(out_dir, "killall")
+    done_before = {t.number: t.value for t in before if t.state.name == "COMPLETE"}
+    assert done_before and before[-1].state.name == "RUNNING"
+    again = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials, runs = _invariants(out_dir, "killall", 3)
+    stale = next(t for t in trials if t.number == before[-1].number)
+    assert stale.state.name == "FAIL" and "died" in stale.user_attrs["st_hpo.error"]
+    for number, value in done_before.items():  # finished trials are kept as they were
+        assert next(t for t in trials if t.number == number).value == value
+    started = [t for t in trials if t.number > before[-1].number]
+    assert len(started) == 3 - len(done_before), "only the missing trials ran"
