@@ -230,8 +230,9 @@ def cmd_ui(ns: argparse.Namespace) -> int:
         raise TrackingError(f"no MLflow store at {location.tracking_uri}; run the study first or pass --output-dir")
     experiment_id = _experiment_id(location.tracking_uri, study.experiment)
     proc = start_mlflow_server(location.tracking_uri, host=ns.host, port=ns.port)
-    print(f"MLflow UI for study {study.name!r}: {experiment_url(f'http://{ns.host}:{ns.port}', experiment_id)}",
-          flush=True)
+    url = experiment_url(f"http://{ns.host}:{ns.port}", experiment_id)
+    print(f"MLflow UI for study {study.name!r}: {url}", flush=True)
+    print(f"  its runs (a parent run per study, trial runs nested under it): {url}/runs", flush=True)
     print("press Ctrl-C to stop", flush=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

@@ -1,0 +1,143 @@
+"""What a reviewer sees: a real `mlflow server` on a study's store, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import st_hpo
+from st_hpo.cli._review import experiment_url, start_mlflow_server, stop_server
+from tests.helpers import mlflow_runs
+from tests.test_results import run_file_study
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1600,1000")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory, tiny_model_path):
+    """A finished 3-trial study with its reports on the parent run: (study file, output dir)."""
+    path, out = run_file_study(tmp_path_factory.mktemp("browser"), tiny_model_path)
+    st_hpo.report_study(st_hpo.load_study_file(path), output_dir=out)
+    return path, out
+
+
+def _driver(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def _wait_for(driver, *texts, timeout=60):
+    """Wait until every text is on the page; returns the page's text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d):
+        body = d.find_element(By.TAG_NAME, "body").text
+        return body if all(t in body for t in texts) else False
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(shown)
+    except Exception:
+        missing = [t for t in texts if t not in driver.find_element(By.TAG_NAME, "body").text]
+        pytest.fail(f"the page never showed {missing}; it shows:\n{driver.find_element(By.TAG_NAME, 'body').text[:2000]}")
+
+
+def _click(driver, xpath, timeout=30):
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(ec.element_to_be_clickable(("xpath", xpath))).click()
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium "
+                    "chromium-driver; .ci/setup does it)")
+def test_reviewer_sees_nested_trials_params_objective_and_reports(reviewed, tmp_path):
+    _, out = reviewed
+    client, parents, trials = mlflow_runs(out, "tiny-file")
+    parent = parents[0]
+    best = max(trials, key=lambda r: r.data.metrics["objective"])
+    port = _free_port()
+    server = start_mlflow_server(f"sqlite:///{out / 'mlflow.db'}", port=port)
+    driver = _driver(tmp_path)
+    base = experiment_url(f"http://127.0.0.1:{port}", parent.info.experiment_id)
+    try:
+        driver.get(f"{base}/runs")
+        _wait_for(driver, "tiny-file", "4 matching runs")
+        assert "trial-0" not in driver.find_element("tag name", "body").text, "trials are nested, not top-level"
+        _click(driver, "//button[contains(@data-component-id, 'runnamecellrenderer')]")  # expand the parent
+        _wait_for(driver, "trial-0", "trial-1", "trial-2")
+        driver.save_screenshot(str(tmp_path / "experiment.png"))
+
+        driver.get(f"{base}/runs/{best.info.run_id}")
+        page = _wait_for(driver, "Parameters", "learning_rate", "warmup_ratio", "objective", "Parent run")
+        assert str(best.data.metrics['objective'])[:7] in page, "the objective value is on the run page"
+        driver.save_screenshot(str(tmp_path / "trial.png"))
+
+        driver.get(f"{base}/runs/{parent.info.run_id}/artifacts")
+        _wait_for(driver, "reports")
+        _click(driver, "//*[normalize-space(text())='reports']")
+        _wait_for(driver, "summary.md", "plots.html", "trials.csv", "optimization_history.png")
+        _click(driver, "//*[normalize-space(text())='summary.md']")
+        _wait_for(driver, "Study", "Improvement of the best trial")
+        driver.save_screenshot(str(tmp_path / "reports.png"))
+    finally:
+        driver.quit()
+        stop_server(server)
+    for name in ("experiment.png", "trial.png", "reports.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+
+
+def test_ui_command_serves_the_study_and_stops_on_ctrl_c(reviewed):
+    path, out = reviewed
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "st_hpo.cli", "ui", str(path), "--output-dir", str(out),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "MLflow UI" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "st-hpo ui exited early"
+        url = line.split(": ", 1)[1].strip()
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
+        experiment_id = url.rsplit("/", 1)[1]
+        api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
+        with urllib.request.urlopen(api, timeout=10) as resp:
+            assert json.load(resp)["experiment"]["name"] == "tiny-file"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped the MLflow server" in rest
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the server is gone"
