@@ -182,21 +182,9 @@ def configure(ns: argparse.Namespace) -> tuple[dict[str, Any], list[int], str]:
     return cfg, ns.seeds or seeds, mode
 
 
-def main(argv: list[str] | None = None) -> int:
-    ns = parse(argv)
-    _common.quiet_libraries()
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg, seeds, mode = configure(ns)
-    name = ns.name or {"quick": "pruning-quick", "device-check": "pruning-gpu"}.get(mode, "pruning")
-    work = Path(tempfile.mkdtemp(prefix="st-hpo-pruning-"))
-    started = time.perf_counter()
-    try:
-        runs = [run_one(cfg, seed, pruner, work) for seed in seeds for pruner in ("none", "median")]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    total = time.perf_counter() - started
+def report(runs: list[dict[str, Any]], seeds: list[int], cfg: dict[str, Any], mode: str, name: str,
+           total: float) -> str:
+    """Write the results of the seeds done so far (both variants); returns the table."""
     per_seed, rows = compare(runs, seeds)
     gaps = [r["best_gap"] for r in per_seed]
     ratios = [r["steps_ratio"] for r in per_seed]
@@ -211,10 +199,30 @@ def main(argv: list[str] | None = None) -> int:
              f"{statistics.mean(ratios):.2f} (target <= 0.5); met on {sum(r['met'] for r in per_seed)} of "
              f"{len(per_seed)} seeds.\n")
     cfg_out = {k: v for k, v in cfg.items() if k not in ("train", "dev")}
-    path = _common.write_results(name, {"mode": mode, "config": cfg_out, "seeds": seeds, "per_seed": per_seed,
-                                        "runs": runs, "total_seconds": total}, table)
+    _common.write_results(name, {"mode": mode, "config": cfg_out, "seeds": seeds, "per_seed": per_seed,
+                                 "runs": runs, "total_seconds": total}, table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse(argv)
+    _common.quiet_libraries()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg, seeds, mode = configure(ns)
+    name = ns.name or {"quick": "pruning-quick", "device-check": "pruning-gpu"}.get(mode, "pruning")
+    work = Path(tempfile.mkdtemp(prefix="st-hpo-pruning-"))
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    try:
+        for i, seed in enumerate(seeds):
+            runs += [run_one(cfg, seed, pruner, work) for pruner in ("none", "median")]
+            table = report(runs, seeds[: i + 1], cfg, mode, name, time.perf_counter() - started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(table)
-    print(f"[pruning] wrote {path} and {path.with_suffix('.md')}")
+    print(f"[pruning] wrote {name}.json and {name}.md under {_common.results_dir()}")
     return 0
 
 
