@@ -75,7 +75,7 @@ def test_heartbeat_fails_a_vanished_machines_trial_and_retries_its_params(tmp_pa
         while time.monotonic() < deadline and not running:
             time.sleep(0.5)
             try:
-                running = [t for t in _trials(storage, "pg-heartbeat") if t.state.name == "RUNNING"]
+                running = [t for t in _trials(storage, "pg-heartbeat") if t.state.name == "RUNNING" and t.params]
             except KeyError:
                 pass
         assert running, "machine a never started a trial"

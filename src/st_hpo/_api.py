@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,22 @@ def run_study(
             budget_met, interrupted = loop.budget_met, loop.interrupted
     finally:
         session.close("FINISHED" if budget_met else "KILLED")
+        _write_reports(session)
     return summarize(session, interrupted=interrupted, budget_met=budget_met)
+
+
+def _write_reports(session: Any) -> None:
+    """Plots, CSV and summary on the parent run; a failure here never fails the run."""
+    if session.tracker is None:
+        return
+    from st_hpo._reports import write_reports
+
+    try:
+        write_reports(session.study, session.tracker, session.definition.objective,
+                      session.study.user_attrs.get("st_hpo.base_model_value"),
+                      local_dir=session.output_dir / "reports")
+    except Exception as exc:  # noqa: BLE001 - reports must never fail a run
+        logging.getLogger(__name__).warning("could not write the study reports: %s", exc)
 
 
 def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | None = None,

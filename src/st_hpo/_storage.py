@@ -3,13 +3,15 @@
 The default is Optuna's journal file storage in the study's output directory: safe for several worker
 processes on one machine (Optuna advises against SQLite for parallel workers). PostgreSQL (for several
 machines) gets Optuna's heartbeat, so that a trial whose worker vanished is failed by the others, and
-``RetryFailedTrialCallback`` so that its parameters are tried again.
+``RetryHeartbeatStaleTrialCallback`` so that its parameters are tried again.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ HEARTBEAT_INTERVAL = int(os.environ.get("ST_HPO_HEARTBEAT_INTERVAL", "30"))
 GRACE_PERIOD = int(os.environ.get("ST_HPO_GRACE_PERIOD", "120"))
 #: How often the parameters of a trial failed by a vanished worker are tried again.
 MAX_RETRY = 1
+#: Workers starting together on an empty database race to create Optuna's tables; the losers retry.
+SCHEMA_RACE_RETRIES = 4
 
 
 def default_storage_url(output_dir: str | Path) -> str:
@@ -57,17 +61,22 @@ def _rdb(url: str, *, heartbeat: bool, engine_kwargs: dict[str, Any]) -> Any:
     if heartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
-                      failed_trial_callback=retry)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds
-        safe = _redact(url)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(f"could not open the Optuna storage {safe}: {reason}") from None
+                      heartbeat_stale_trial_callback=retry)
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            racing = "already exists" in reason or "duplicate key" in reason or "UniqueViolation" in reason
+            if racing and attempt < SCHEMA_RACE_RETRIES:
+                time.sleep(0.5 + random.random())  # another worker is creating the schema: use theirs
+                continue
+            raise StorageError(f"could not open the Optuna storage {_redact(url)}: {reason}") from None
+    raise AssertionError("unreachable")
 
 
 def _redact(url: str) -> str:

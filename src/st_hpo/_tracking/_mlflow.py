@@ -90,7 +90,9 @@ class MlflowTracker:
                 self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         try:
-            return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root)
+            # a classic ML experiment: MLflow 3 would otherwise open it on the GenAI traces view
+            return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root,
+                                                 tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception:
             exp = self.client.get_experiment_by_name(self.experiment_name)  # another worker created it
             if exp is None:
