@@ -5,7 +5,7 @@ trials, each trains a fresh model with a clone of the base arguments, and MLflow
 study and one child run per trial.
 """
 
-from st_hpo._api import StudyResult, run_study, validate_study
+from st_hpo._api import StudyResult, join_study, run_study, validate_study
 from st_hpo._loading import load_study_file
 from st_hpo._reports import report_study
 from st_hpo._results import BestTrial, best_trial, export_best
@@ -36,6 +36,7 @@ __all__ = [
     "__version__",
     "best_trial",
     "export_best",
+    "join_study",
     "load_study_file",
     "report_study",
     "retrain_best",
