@@ -113,9 +113,16 @@ class Side:
         self.proc = subprocess.Popen(self.cmd, env=_env(self.cfg, self.probe), stdout=self.fh,
                                      stderr=subprocess.STDOUT)
 
+    def poll(self) -> bool:
+        """True once the process has exited; its exit time is taken at the first poll that sees it."""
+        if getattr(self, "t1", None) is None and self.proc.poll() is not None:
+            self.t1 = time.time()
+        return getattr(self, "t1", None) is not None
+
     def finish(self, gpu: GpuSampler | None = None) -> dict[str, Any]:
-        code = self.proc.wait()
-        t1 = time.time()
+        while not self.poll():
+            time.sleep(0.02)
+        code, t1 = self.proc.returncode, self.t1
         self.fh.close()
         if code != 0:
             sys.stderr.write(self.log.read_text()[-4000:])
@@ -146,6 +153,8 @@ def run_sides(order: tuple[str, ...], cfg: dict[str, Any], work: Path, *, parall
         return results
     for side in sides:
         side.start()
+    while not all([side.poll() for side in sides]):  # each side's exit time, whichever ends first
+        time.sleep(0.02)
     return {side.side: side.finish(gpu) for side in sides}
 
 

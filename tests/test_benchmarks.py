@@ -32,7 +32,7 @@ def _run(script: str, tmp_path: Path, *extra: str) -> dict:
 
 
 def test_overhead_quick(tmp_path):
-    data = _run("overhead.py", tmp_path)
+    data = _run("overhead.py", tmp_path, "--parallel")
     for side in ("anchor", "st-hpo"):
         result = data["results"][side]
         assert result["n_trials"] == 2
