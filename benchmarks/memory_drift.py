@@ -134,7 +134,7 @@ def configure(ns: argparse.Namespace) -> tuple[dict[str, Any], str]:
                                    "STHPO_BENCH_TRAIN_ROWS": "64", "STHPO_BENCH_EVAL_ROWS": "32",
                                    "STHPO_BENCH_N_TRIALS": "6"}
     elif ns.device_check:
-        mode, defaults = "device-check", {"STHPO_BENCH_MODEL": "minilm", "STHPO_BENCH_TRAIN_ROWS": "512",
+        mode, defaults = "device-check", {"STHPO_BENCH_MODEL": "minilm", "STHPO_BENCH_TRAIN_ROWS": "256",
                                           "STHPO_BENCH_EVAL_ROWS": "200", "STHPO_BENCH_N_TRIALS": "30"}
     else:
         mode, defaults = "cpu", {"STHPO_BENCH_MODEL": "tiny-h64", "STHPO_BENCH_TRAIN_ROWS": "64",
