@@ -13,6 +13,7 @@
 #
 #   bash benchmarks/gpu_check.sh            # both
 #   bash benchmarks/gpu_check.sh overhead   # or: memory
+# GPU_CHECK_ARGS (e.g. "--trials 4") is passed to both benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -34,10 +35,10 @@ what=${1:-all}
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   rc=0
   if [ "$what" = all ] || [ "$what" = overhead ]; then
-    timeout 400 "$PY" benchmarks/overhead.py --device-check || rc=1
+    timeout 400 "$PY" benchmarks/overhead.py --device-check ${GPU_CHECK_ARGS:-} || rc=1
   fi
   if [ "$what" = all ] || [ "$what" = memory ]; then
-    timeout 170 "$PY" benchmarks/memory_drift.py --device-check || rc=1
+    timeout 170 "$PY" benchmarks/memory_drift.py --device-check ${GPU_CHECK_ARGS:-} || rc=1
   fi
   echo "gpu_check: exit $rc"
 } 2>&1 | tee "$LOG"
