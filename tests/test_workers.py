@@ -98,3 +98,23 @@ def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, 
         assert next(t for t in trials if t.number == number).value == value
     started = [t for t in trials if t.number > before[-1].number]
     assert len(started) == 3 - len(done_before), "only the missing trials ran"
+
+
+def test_sigterm_stops_the_workers_cleanly_and_says_how_to_resume(tmp_path, study_file):
+    path = study_file(name="term", n_trials=4, epochs=40)
+    proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_dir = tmp_path / "st-hpo-runs" / "term"
+    _wait_for_running_trial(out_dir, "term")
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Resume with: st-hpo run" in stderr
+    trials = load_trials(out_dir, "term")
+    assert trials and not [t for t in trials if t.state.name == "RUNNING"]
+    assert all(t.state.name == "FAIL" for t in trials)
+    _, parents, runs = mlflow_runs(out_dir, "term")
+    assert runs and all(r.info.status in ("KILLED", "FAILED") for r in runs)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert parents[0].info.status == "KILLED"

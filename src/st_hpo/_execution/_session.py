@@ -171,7 +171,7 @@ class StudySession:
         trials = self.study.get_trials(deepcopy=False)
         counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
         metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
-        metrics["gpu_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
+        metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
         metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
         step = max((t.number for t in trials), default=0)
         if counts["COMPLETE"]:
