@@ -8,49 +8,68 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["TrialReporter"]
+__all__ = ["PROGRESS_SCALE", "TrialReporter", "progress_step"]
 
 logger = logging.getLogger(__name__)
+
+
+#: Optuna's intermediate values are indexed by training progress in per-mille (0..1000), not by the raw
+#: step: trials with different batch sizes (so different step counts) are compared at the same fraction
+#: of their training, which is what the pruners assume.
+PROGRESS_SCALE = 1000
+
+
+def progress_step(global_step: int, max_steps: int) -> int:
+    """The Optuna step (per-mille of training done) of a trainer step."""
+    return round(PROGRESS_SCALE * global_step / max(max_steps, 1))
 
 
 class TrialReporter(TrainerCallback):
     """Reports the objective at every evaluation and decides on pruning; logs curves to the trial's run.
 
-    One instance per trial: it holds only that trial's state.
+    One instance per trial: it holds only that trial's state. Curves (training loss, learning rate) are
+    buffered and written in one batch per evaluation and at the end of training, not one write per step.
 
     Args:
         trial: the Optuna trial being trained.
         objective_key: the trainer's metric key of the objective, e.g. ``eval_sts-dev_spearman_cosine``.
-        log_metrics: ``(metrics, step) -> None`` writes metrics to the trial's run (errors are the
-            caller's to absorb).
+        log_series: ``(entries) -> None`` writes ``[(metrics, step), ...]`` to the trial's run (errors are
+            the caller's to absorb).
     """
 
-    def __init__(self, trial: Any, objective_key: str, log_metrics: Any) -> None:
+    def __init__(self, trial: Any, objective_key: str, log_series: Any) -> None:
         self.trial = trial
         self.objective_key = objective_key
-        self.log_metrics = log_metrics
+        self.log_series = log_series
         self.last_value: float | None = None
         self.last_step: int | None = None
         self.warmup_steps: int | None = None
-        self.max_steps: int | None = None
-        self.reported_steps: set[int] = set()
+        self.max_steps: int = 1
+        self.reported: set[int] = set()
         self.allow_prune = True  # off for the final evaluation after training
+        self._pending: list[tuple[dict[str, float], int]] = []
+
+    def flush(self) -> None:
+        if self._pending:
+            entries, self._pending = self._pending, []
+            self.log_series(entries)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.max_steps = int(state.max_steps)
+        self.max_steps = max(int(state.max_steps), 1)
         self.warmup_steps = int(args.get_warmup_steps(state.max_steps))
-        self.log_metrics({"warmup_steps_effective": self.warmup_steps, "max_steps": self.max_steps}, 0)
+        self.trial.set_user_attr("st_hpo.max_steps", self.max_steps)
+        self._pending.append(({"warmup_steps_effective": self.warmup_steps, "max_steps": self.max_steps}, 0))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-        if not logs:
-            return
         curves = {}
-        if "loss" in logs:
-            curves["train_loss"] = logs["loss"]
-        if "learning_rate" in logs:
-            curves["learning_rate"] = logs["learning_rate"]
+        for key, name in (("loss", "train_loss"), ("learning_rate", "learning_rate")):
+            if logs and key in logs:
+                curves[name] = logs[key]
         if curves:
-            self.log_metrics(curves, state.global_step)
+            self._pending.append((curves, state.global_step))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.flush()
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
                     **kw: Any) -> None:
@@ -63,11 +82,15 @@ class TrialReporter(TrainerCallback):
         step = int(state.global_step)
         self.last_value, self.last_step = value, step
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.endswith("_runtime")}
-        self.log_metrics({**numeric, "objective": value}, step)
+        self._pending.append(({**numeric, "objective": value}, step))
+        self.flush()
         if math.isnan(value):
             raise optuna.TrialPruned(f"objective is NaN at step {step}")
-        if step not in self.reported_steps:
-            self.trial.report(value, step)
-            self.reported_steps.add(step)
-            if self.allow_prune and self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step} with {self.objective_key}={value:.6g}")
+        progress = progress_step(step, self.max_steps)
+        if progress in self.reported:
+            return
+        self.trial.report(value, progress)
+        self.reported.add(progress)
+        if self.allow_prune and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} ({progress / 10:.0f}% of training) with "
+                                     f"{self.objective_key}={value:.6g}")

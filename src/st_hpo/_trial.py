@@ -80,6 +80,9 @@ class _RunLog:
     def metrics(self, metrics: dict[str, float], step: int) -> None:
         self._do(self.tracker.log_metrics if self.tracker else None, metrics, step)
 
+    def series(self, entries: list[tuple[dict[str, float], int]]) -> None:
+        self._do(self.tracker.log_series if self.tracker else None, entries)
+
     def _do(self, fn: Any, *args: Any) -> None:
         if fn is None or self.run_id is None or self.failed:
             return
@@ -169,7 +172,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     validated, resources = ctx.validated, ctx.resources
     model = resources.new_model(params, model_params)
     loss = resources.new_loss(model, params, loss_params)
-    reporter = TrialReporter(trial, validated.objective_metric, run.metrics)
+    reporter = TrialReporter(trial, validated.objective_metric, run.series)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=resources.train_dataset,
         eval_dataset=resources.eval_dataset if validated.needs_eval_loss else None,

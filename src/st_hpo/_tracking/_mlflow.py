@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 from st_hpo.exceptions import TrackingError
 
-__all__ = ["MlflowTracker", "RUN_STATUS", "default_tracking_uri"]
+__all__ = ["MlflowTracker", "RUN_STATUS", "default_tracking_uri", "seed_sqlite_store"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +40,43 @@ def default_tracking_uri(output_dir: str | Path) -> str:
     return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
+def seed_sqlite_store(tracking_uri: str) -> None:
+    """Start a new SQLite tracking store from an already-migrated empty one.
+
+    MLflow runs its ~70 schema migrations on every new database (seconds on a small machine). The first
+    time, st-hpo migrates an empty store once per MLflow version into ``~/.cache/st-hpo`` (or
+    ``$ST_HPO_CACHE``), and copies it for every new study after that.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    target = Path(tracking_uri[len("sqlite:///") :])
+    if target.exists():
+        return
+    import mlflow
+
+    cache = Path(os.environ.get("ST_HPO_CACHE") or Path.home() / ".cache" / "st-hpo")
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    try:
+        if not template.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            scratch = cache / f".{template.name}.{os.getpid()}"
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=f"sqlite:///{scratch}").search_experiments()  # runs the migrations
+            os.replace(scratch, template)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = target.with_name(f".{target.name}.{os.getpid()}")
+        shutil.copyfile(template, scratch)
+        try:
+            os.link(scratch, target)  # never replaces a store another process created meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            scratch.unlink()
+    except OSError as exc:  # no cache: MLflow migrates the new store itself
+        logger.debug("could not seed %s from %s: %s", target, template, exc)
+
+
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]
@@ -55,6 +93,7 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         from mlflow.tracking import MlflowClient
 
+        seed_sqlite_store(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self._artifact_root = artifact_root
@@ -187,6 +226,16 @@ class MlflowTracker:
         if items:
             self._call("log metrics", self.client.log_batch, run_id, metrics=items)
 
+    def log_series(self, run_id: str, entries: list[tuple[Mapping[str, float], int]]) -> None:
+        """Metrics at several steps in as few writes as possible (MLflow takes 1000 per batch)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_metric_key(k), float(v), now, int(step)) for metrics, step in entries
+                 for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for i in range(0, len(items), 1000):
+            self._call("log metrics", self.client.log_batch, run_id, metrics=items[i : i + 1000])
+
     def log_dict(self, run_id: str, data: Any, path: str) -> None:
         self._call(f"log {path}", self.client.log_dict, run_id, data, path)
 
@@ -242,8 +291,7 @@ class MlflowTracker:
                 run.info.status not in _ACCEPTED[state] or run.data.tags.get("st_hpo.trial_state") != state
             ):
                 error = _fail_reason(trial) if state == "FAIL" else None
-                self.end_trial(run.info.run_id, state, value=trial.value, error=error,
-                               step=max(trial.intermediate_values, default=0))
+                self.end_trial(run.info.run_id, state, value=trial.value, error=error, step=_last_step(trial))
                 fixed += 1
         return fixed
 
@@ -252,14 +300,21 @@ class MlflowTracker:
         tags = {k.replace("st_hpo.tag.", "st_hpo."): v for k, v in tags.items()}
         tags["st_hpo.synced"] = "true"
         run_id = self.start_trial(study_name, trial.number, trial.params, {}, tags)
-        for step, value in sorted(trial.intermediate_values.items()):
-            self.log_metrics(run_id, {objective_name: value, "objective": value}, step)
+        max_steps = int(trial.user_attrs.get("st_hpo.max_steps", 1000))
+        curve = [({objective_name: value, "objective": value}, round(progress * max_steps / 1000))
+                 for progress, value in sorted(trial.intermediate_values.items())]  # per-mille -> steps
+        self.log_series(run_id, curve)
         state = trial.state.name
         if state == "RUNNING":
             return
         error = _fail_reason(trial) if state == "FAIL" else None
-        self.end_trial(run_id, state, value=trial.value, error=error,
-                       step=max(trial.intermediate_values, default=0))
+        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial))
+
+
+def _last_step(trial: Any) -> int:
+    """The trainer step of a trial's last report (Optuna holds it in per-mille of training)."""
+    progress = max(trial.intermediate_values, default=0)
+    return round(progress * int(trial.user_attrs.get("st_hpo.max_steps", 1000)) / 1000)
 
 
 def _fail_reason(trial: Any) -> str:
