@@ -12,7 +12,8 @@
 # Results (JSON + Markdown per benchmark, and the log) go to $OUT when set, else benchmarks/results/.
 #
 #   bash benchmarks/gpu_check.sh            # both
-#   bash benchmarks/gpu_check.sh overhead   # or: memory
+#   bash benchmarks/gpu_check.sh overhead   # or: memory, throughput
+#   OVERHEAD_CAP=300 MEMORY_CAP=120 THROUGHPUT_CAP=150 bash benchmarks/gpu_check.sh   # caps in seconds
 # GPU_CHECK_ARGS (e.g. "--trials 4") is passed to both benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -126,3 +126,13 @@ def test_cli_validate_ok(tmp_path, study_file):
     proc = _cli("validate", str(study_file()), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ok study 'tiny-file'" in proc.stdout
+
+
+def test_validation_does_not_pin_the_process_to_the_cpu(make_study):
+    """A CPU-only probe would pin accelerate's process-wide state, and every later trial, to the CPU."""
+    from accelerate.state import PartialState
+
+    PartialState._reset_state()  # earlier tests in this process train with use_cpu=True
+    args = dict(num_train_epochs=1, per_device_train_batch_size=16, eval_strategy="no", save_strategy="no")
+    st_hpo.validate_study(make_study(args=args))
+    assert PartialState._shared_state.get("_cpu") is not True

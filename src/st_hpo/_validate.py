@@ -121,8 +121,9 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
         )
     rows = train.select(range(min(2, len(train))))
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
-        probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False,
-                 "use_cpu": True, "fp16": False, "bf16": False}  # validation never initialises CUDA
+        # the probe runs on the trials' device: `use_cpu=True` here would pin accelerate's process-wide
+        # state to the CPU, and every later trial in this process with it
+        probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False}
         args = _args.clone_args(base_args, probe, output_dir=tmp, run_name=None)
         try:
             trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)

@@ -8,6 +8,7 @@ attrs), fails trials whose worker died, and brings MLflow up to date with the st
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -16,7 +17,7 @@ from typing import Any
 
 from st_hpo import _args
 from st_hpo._execution._recovery import recover_stale_trials
-from st_hpo._resources import StudyResources
+from st_hpo._resources import StudyResources, pick_device
 from st_hpo._space import space_defaults
 from st_hpo._storage import default_storage_url, open_storage
 from st_hpo._study import Study
@@ -152,7 +153,11 @@ class StudySession:
         if self.validated.needs_eval_loss or callable(self.definition.model):
             return
         try:
-            metrics = self.resources.evaluator(self.resources.base_model())
+            model = self.resources.base_model()
+            if pick_device() != "cpu":  # the base weights stay on the CPU; score a copy on the GPU
+                model = copy.deepcopy(model).to(pick_device())
+            metrics = self.resources.evaluator(model)
+            del model
         except Exception as exc:  # noqa: BLE001 - informative only
             logger.warning("could not score the base model: %s", exc)
             return
