@@ -22,7 +22,7 @@ from st_hpo._callbacks import TrialReporter
 from st_hpo._execution._recovery import current_host
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._validate import ValidatedStudy
-from st_hpo.exceptions import TrackingError
+from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
 
@@ -189,7 +189,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             reporter.allow_prune = False
             trainer.evaluate()
         if reporter.last_value is None:
-            raise RuntimeError(f"the evaluation reported no {validated.objective_metric!r}")
+            raise TrialError(f"the evaluation reported no {validated.objective_metric!r}")
         return reporter.last_value, step, train_seconds
     finally:
         trainer.model = None
