@@ -78,10 +78,12 @@ def _worker_command(study_file: str, spec: WorkerSpec, session: Any, budget: int
     return cmd + extra
 
 
-def _start(slot: _Slot, cmd: list[str]) -> None:
+def _start(slot: _Slot, cmd: list[str], n_workers: int) -> None:
     env = dict(os.environ)
     if slot.spec.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.spec.gpu
+    elif "OMP_NUM_THREADS" not in env:  # CPU workers share the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))
     env["ST_HPO_WORKER_NAME"] = slot.spec.name
     slot.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     logger.info("started worker %s (pid %d)", slot.spec.name, slot.proc.pid)
@@ -92,7 +94,7 @@ def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget:
     """Run worker processes until the budget is met; returns (budget_met, interrupted)."""
     slots = [_Slot(spec) for spec in specs]
     for slot in slots:
-        _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args))
+        _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args), len(slots))
     try:
         return _watch(session, slots, study_file, budget, extra_args, progress)
     except KeyboardInterrupt:
@@ -131,7 +133,7 @@ def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra
                 slot.done = True
                 continue
             slot.restarts += 1
-            _start(slot, _worker_command(study_file, slot.spec, session, budget, extra))
+            _start(slot, _worker_command(study_file, slot.spec, session, budget, extra), len(slots))
         if all(slot.done for slot in slots):
             return _finished(session.study) >= budget, False
         time.sleep(0.5)
