@@ -192,6 +192,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             raise TrialError(f"the evaluation reported no {validated.objective_metric!r}")
         return reporter.last_value, step, train_seconds
     finally:
+        reporter.flush()  # the curves of a pruned or failed trial up to where it stopped
         trainer.model = None
         del trainer, model, loss, reporter
 
