@@ -134,7 +134,7 @@ def test_ui_command_serves_the_study_and_stops_on_ctrl_c(reviewed):
         with urllib.request.urlopen(api, timeout=10) as resp:
             assert json.load(resp)["experiment"]["name"] == "tiny-file"
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        rest, _ = proc.communicate(timeout=180)  # stopping mlflow server takes long on a loaded machine
     finally:
         if proc.poll() is None:
             proc.kill()
