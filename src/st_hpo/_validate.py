@@ -61,8 +61,10 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str) 
         raise StudyDefinitionError("train_dataset is empty; give it at least one row")
     if needs_eval_loss and resources.eval_dataset is None:
         raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
-    model = resources.new_model(_probe_params(study), _probe_params(study, prefix="model."))
-    _check_loss_on_rows(study, resources, model, base_args)
+    params = _probe_params(study)  # one sample of the space builds the model and loss for the checks
+    _, loss_params, model_params = _args.split_params(params)
+    model = resources.new_model(params, model_params)
+    _check_loss_on_rows(study, resources, model, base_args, params, loss_params)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
     evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
@@ -75,16 +77,12 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str) 
     return ValidatedStudy(study, base_args, key, frozenset(names), needs_eval_loss, evaluates)
 
 
-def _probe_params(study: Study, prefix: str | None = None) -> dict[str, Any]:
-    """One sample of the space (from a throw-away study), to build a model for the checks."""
+def _probe_params(study: Study) -> dict[str, Any]:
+    """One sample of the space (from a throw-away study), to build a model and a loss for the checks."""
     import optuna
 
     dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    params = _space.sample(study.space, dry.ask())
-    if prefix is None:
-        return params
-    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
-
+    return _space.sample(study.space, dry.ask())
 
 def _check_loss_params(study: Study, names: set[str]) -> None:
     loss_names = {n[len("loss.") :] for n in names if n.startswith("loss.")}
@@ -102,15 +100,15 @@ def _loss_name(study: Study, loss: Any) -> str:
     return study.loss.__name__ if inspect.isclass(study.loss) else type(loss).__name__
 
 
-def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: Any) -> None:
+def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: Any,
+                        params: dict[str, Any], loss_params: dict[str, Any]) -> None:
     """Build the loss and evaluate it on two training rows, so missing columns fail here."""
     from sentence_transformers import SentenceTransformerTrainer
 
     train = resources.train_dataset
     columns = list(train.column_names)
-    params = _probe_params(study)
     try:
-        loss = resources.new_loss(model, params, _probe_params(study, prefix="loss."))
+        loss = resources.new_loss(model, params, loss_params)
     except Exception as exc:
         raise StudyDefinitionError(f"building the loss raised {type(exc).__name__}: {exc}") from exc
     name = _loss_name(study, loss)
