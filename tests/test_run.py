@@ -163,3 +163,65 @@ def test_baseline_trial_runs_the_base_arguments_first(make_study, tmp_path):
     assert trials[0].params == {"learning_rate": 5e-5, "warmup_ratio": 0.0}
     _, _, runs = mlflow_runs(tmp_path, "tiny")
     assert runs[0].data.tags["st_hpo.baseline"] == "true"
+
+
+class _RowCountingEvaluator:
+    """An evaluator factory that records how many eval rows each evaluation used and what it returned."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, float]] = []
+
+    def __call__(self, ds):
+        from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+        calls = self.calls
+
+        class Recording(EmbeddingSimilarityEvaluator):
+            def __call__(self, model, *args, **kwargs):
+                metrics = super().__call__(model, *args, **kwargs)
+                calls.append((len(self.sentences1), metrics["sts-dev_spearman_cosine"]))
+                return metrics
+
+        return Recording(ds["sentence1"], ds["sentence2"], ds["score"], name="sts-dev")
+
+
+def test_intermediate_evaluations_use_the_subset_and_the_final_one_every_row(make_study, tmp_path):
+    counting = _RowCountingEvaluator()
+    study = make_study(evaluator=counting, intermediate_eval_rows=8, n_trials=2, pruner="none",
+                       args={**make_study().args, "eval_steps": 1})  # 4 steps: 4 evaluations on the subset
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    in_trials = [c for c in counting.calls if c[0] in (8, 32)][-10:]  # validation and the base score ran before
+    assert [rows for rows, _ in in_trials] == [8, 8, 8, 8, 32] * 2
+    client, parents, runs = mlflow_runs(tmp_path, "tiny")
+    assert parents[0].data.params["intermediate_eval_rows"] == "8"
+    for i, (trial, run) in enumerate(zip(trials, runs, strict=True)):
+        final_full = in_trials[5 * i + 4][1]
+        assert trial.value == pytest.approx(final_full), "the trial's value is measured on every eval row"
+        assert run.data.tags["st_hpo.intermediate_eval"] == "8 of 32 eval rows"
+        full = client.get_metric_history(run.info.run_id, "objective")
+        assert {(m.step, round(m.value, 9)) for m in full} == {(4, round(final_full, 9))}
+        subset = sorted(client.get_metric_history(run.info.run_id, "objective_subset"), key=lambda m: m.step)
+        assert [m.value for m in subset] == pytest.approx([v for _, v in in_trials[5 * i: 5 * i + 4]])
+        assert client.get_metric_history(run.info.run_id, "subset_eval_sts-dev_spearman_cosine")
+        # the pruner saw the subset's values, at per-mille of training done
+        assert trial.intermediate_values == pytest.approx(
+            {250 * (k + 1): m.value for k, m in enumerate(subset)})
+
+
+class _PruneEverything(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+def test_no_trial_is_pruned_at_its_last_evaluation(make_study, tmp_path):
+    # one evaluation per trial, at its last step: there is nothing left to save by pruning there
+    study = make_study(pruner=_PruneEverything(), n_trials=2, args={**make_study().args, "eval_steps": 4})
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(list(t.intermediate_values) == [1000] for t in trials)
+    study = make_study(name="tiny2", pruner=_PruneEverything(), n_trials=2)  # evaluations at steps 2 and 4
+    st_hpo.run_study(study, output_dir=tmp_path / "b", progress=False)
+    assert [t.state.name for t in load_trials(tmp_path / "b", "tiny2")] == ["PRUNED", "PRUNED"]

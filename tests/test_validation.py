@@ -136,3 +136,30 @@ def test_validation_does_not_pin_the_process_to_the_cpu(make_study):
     args = dict(num_train_epochs=1, per_device_train_batch_size=16, eval_strategy="no", save_strategy="no")
     st_hpo.validate_study(make_study(args=args))
     assert PartialState._shared_state.get("_cpu") is not True
+
+
+def test_intermediate_eval_rows_must_be_a_positive_count(make_study):
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(StudyDefinitionError, match="intermediate_eval_rows=.* must be a positive number"):
+            make_study(intermediate_eval_rows=bad)
+
+
+def test_intermediate_eval_rows_needs_an_evaluator_factory(make_study, pairs_eval):
+    from tests.conftest import sts_evaluator
+
+    study = make_study(evaluator=sts_evaluator(pairs_eval), intermediate_eval_rows=8)
+    with pytest.raises(StudyDefinitionError, match=r"intermediate_eval_rows=8 needs the evaluator as a callable"):
+        st_hpo.validate_study(study)
+
+
+def test_a_pruner_with_too_few_evaluations_is_warned_about(make_study, caplog):
+    # 64 rows at batch 16: 4 steps; an evaluation every 2 steps gives the pruner 2 points per trial
+    with caplog.at_level("WARNING", logger="st_hpo"):
+        st_hpo.validate_study(make_study(pruner="median"))
+    assert "evaluates about 2 time(s) during training" in caplog.text
+    assert "eval_steps=0.125" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="st_hpo"):
+        st_hpo.validate_study(make_study(pruner="none"))
+        st_hpo.validate_study(make_study(pruner="median", args={**make_study().args, "eval_steps": 1}))
+    assert "evaluates about" not in caplog.text

@@ -35,10 +35,14 @@ class TrialReporter(TrainerCallback):
         objective_key: the trainer's metric key of the objective, e.g. ``eval_sts-dev_spearman_cosine``.
         log_series: ``(entries) -> None`` writes ``[(metrics, step), ...]`` to the trial's run (errors are
             the caller's to absorb).
+        on_subset: the evaluations during training run on a subset of the eval set. Their values go to the
+            pruner and to MLflow as ``objective_subset`` and ``subset_<metric>``; call :meth:`final_on_full`
+            before the final evaluation on the whole set, which is logged as ``objective``.
     """
 
-    def __init__(self, trial: Any, objective_key: str, log_series: Any) -> None:
+    def __init__(self, trial: Any, objective_key: str, log_series: Any, *, on_subset: bool = False) -> None:
         self.trial = trial
+        self.on_subset = on_subset
         self.objective_key = objective_key
         self.log_series = log_series
         self.last_value: float | None = None
@@ -47,7 +51,15 @@ class TrialReporter(TrainerCallback):
         self.max_steps: int = 1
         self.reported: set[int] = set()
         self.allow_prune = True  # off for the final evaluation after training
+        self.final_on_full_set = False  # the final evaluation runs on a larger set than the pruner's values
         self._pending: list[tuple[dict[str, float], int]] = []
+
+    def final_on_full(self) -> None:
+        """The next evaluation is the final one, on the whole eval set: log it as ``objective``, never prune."""
+        self.on_subset = False
+        self.allow_prune = False
+        self.final_on_full_set = True
+        self.last_value = None
 
     def flush(self) -> None:
         if self._pending:
@@ -82,15 +94,22 @@ class TrialReporter(TrainerCallback):
         step = int(state.global_step)
         self.last_value, self.last_step = value, step
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.endswith("_runtime")}
-        self._pending.append(({**numeric, "objective": value}, step))
+        if self.on_subset:
+            numeric = {f"subset_{k}" if k.startswith("eval_") else k: v for k, v in numeric.items()}
+            self._pending.append(({**numeric, "objective_subset": value}, step))
+        else:
+            self._pending.append(({**numeric, "objective": value}, step))
         self.flush()
         if math.isnan(value):
             raise optuna.TrialPruned(f"objective is NaN at step {step}")
+        if self.final_on_full_set:
+            return  # not comparable with the subset values the pruner holds; it is the trial's value
         progress = progress_step(step, self.max_steps)
         if progress in self.reported:
             return
         self.trial.report(value, progress)
         self.reported.add(progress)
-        if self.allow_prune and self.trial.should_prune():
+        # at the end of training the trial has spent all its steps: pruning it then would only lose its value
+        if self.allow_prune and progress < PROGRESS_SCALE and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} ({progress / 10:.0f}% of training) with "
                                      f"{self.objective_key}={value:.6g}")

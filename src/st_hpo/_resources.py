@@ -50,6 +50,8 @@ class StudyResources:
         self._train: Any = None
         self._eval: Any = None
         self._evaluator: Any = None
+        self._subset: Any = None
+        self._subset_evaluator: Any = None
         self._base_model: Any = None
         self._trials_started = 0
 
@@ -70,6 +72,36 @@ class StudyResources:
         if self._evaluator is None:
             self._evaluator = self.build_evaluator(self.eval_dataset)
         return self._evaluator
+
+    @property
+    def subset_rows(self) -> int | None:
+        """Rows of the eval subset that intermediate evaluations use, or None when they use all rows."""
+        rows = self.study.intermediate_eval_rows
+        eval_ds = self.eval_dataset
+        if rows is None or eval_ds is None or rows >= len(eval_ds):
+            return None
+        return rows
+
+    @property
+    def eval_subset(self) -> Any:
+        """A fixed, seeded random subset of the eval set (the same in every worker), or the whole set."""
+        if self.subset_rows is None:
+            return self.eval_dataset
+        if self._subset is None:
+            import random
+
+            picked = sorted(random.Random(0).sample(range(len(self.eval_dataset)), self.subset_rows))
+            self._subset = self.eval_dataset.select(picked)
+        return self._subset
+
+    @property
+    def intermediate_evaluator(self) -> Any:
+        """The evaluator of evaluations during training: on :attr:`eval_subset` when the study asks."""
+        if self.subset_rows is None:
+            return self.evaluator
+        if self._subset_evaluator is None:
+            self._subset_evaluator = self.build_evaluator(self.eval_subset)
+        return self._subset_evaluator
 
     def build_evaluator(self, eval_dataset: Any) -> Any:
         """The study's evaluator, built from ``eval_dataset`` when the study gives a factory."""

@@ -103,6 +103,10 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     baseline = str(bool(trial.user_attrs.get(BASELINE_ATTR))).lower()
     tags = {"st_hpo.worker": ctx.worker.name, "st_hpo.host": ctx.worker.host,
             "st_hpo.gpu": ctx.worker.gpu or "none", "st_hpo.baseline": baseline}
+    rows = ctx.resources.subset_rows
+    if rows is not None and ctx.validated.evaluates_during_training:
+        # which values are which: intermediate (pruning) ones on the subset, `objective` on all eval rows
+        tags["st_hpo.intermediate_eval"] = f"{rows} of {len(ctx.resources.eval_dataset)} eval rows"
     for key, value in tags.items():
         trial.set_user_attr(key.replace("st_hpo.", "st_hpo.tag."), value)
     if ctx.tracker is None:
@@ -172,11 +176,15 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     validated, resources = ctx.validated, ctx.resources
     model = resources.new_model(params, model_params)
     loss = resources.new_loss(model, params, loss_params)
-    reporter = TrialReporter(trial, validated.objective_metric, run.series)
+    # evaluations during training on the study's eval subset (if any), the final one on the whole eval set
+    subset = validated.evaluates_during_training and resources.subset_rows is not None
+    reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=resources.train_dataset,
-        eval_dataset=resources.eval_dataset if validated.needs_eval_loss else None,
-        loss=loss, evaluator=resources.evaluator, callbacks=[reporter],
+        eval_dataset=(resources.eval_subset if subset else resources.eval_dataset)
+        if validated.needs_eval_loss else None,
+        loss=loss, evaluator=resources.intermediate_evaluator if subset else resources.evaluator,
+        callbacks=[reporter],
     )
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
@@ -185,7 +193,11 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         trainer.train()
         train_seconds = time.perf_counter() - t0
         step = int(trainer.state.global_step)
-        if reporter.last_step != step:  # the last evaluation was not at the end of training
+        if subset:  # the final evaluation, on the whole eval set
+            reporter.final_on_full()
+            trainer.evaluator = resources.evaluator
+            trainer.evaluate(resources.eval_dataset if validated.needs_eval_loss else None)
+        elif reporter.last_step != step:  # the last evaluation was not at the end of training
             reporter.allow_prune = False
             trainer.evaluate()
         if reporter.last_value is None:

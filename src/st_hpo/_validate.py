@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import math
 import tempfile
 from typing import Any
 
@@ -68,13 +69,72 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str) 
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
     evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
-    if not evaluates and study.pruner not in (None, "none"):
-        logger.warning(
-            "the study has a pruner but its base args never evaluate during training "
-            "(eval_strategy='no'), so no trial can be pruned; set eval_strategy='steps' and eval_steps"
-        )
+    _check_cadence(study, base_args, evaluates, len(train))
+    _check_subset(study, resources, evaluates, needs_eval_loss)
     del model
     return ValidatedStudy(study, base_args, key, frozenset(names), needs_eval_loss, evaluates)
+
+
+#: Fewer evaluations per trial than this leave a pruner too few points to compare trials at.
+MIN_EVALS_FOR_PRUNING = 3
+
+
+def evaluations_per_trial(base_args: Any, train_rows: int) -> int:
+    """About how many evaluations a trial with the base arguments runs during training."""
+    strategy = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy))
+    if strategy == "no":
+        return 0
+    if base_args.max_steps and base_args.max_steps > 0:
+        steps = base_args.max_steps
+    else:
+        per_step = max(base_args.per_device_train_batch_size * base_args.gradient_accumulation_steps, 1)
+        steps = math.ceil(math.ceil(train_rows / per_step) * base_args.num_train_epochs)
+    if strategy == "epoch":
+        return max(math.ceil(base_args.num_train_epochs), 1)
+    every = base_args.eval_steps or base_args.logging_steps
+    if every and every < 1:
+        every = math.ceil(steps * every)
+    return steps // max(int(every or 1), 1)
+
+
+def _check_cadence(study: Study, base_args: Any, evaluates: bool, train_rows: int) -> None:
+    if study.pruner == "none" or type(study.pruner).__name__ == "NopPruner":
+        return
+    if not evaluates:
+        logger.warning(
+            "the study has a pruner but its base args never evaluate during training "
+            "(eval_strategy='no'), so no trial can be pruned; set eval_strategy='steps' and eval_steps=0.125"
+        )
+        return
+    count = evaluations_per_trial(base_args, train_rows)
+    if count < MIN_EVALS_FOR_PRUNING:
+        logger.warning(
+            "the study has a pruner but a trial with the base args evaluates about %d time(s) during "
+            "training, which leaves the pruner little to compare; set eval_steps=0.125 (8 evaluations per "
+            "trial) and intermediate_eval_rows to keep them cheap", count,
+        )
+
+
+def _check_subset(study: Study, resources: StudyResources, evaluates: bool, needs_eval_loss: bool) -> None:
+    rows = study.intermediate_eval_rows
+    if rows is None:
+        return
+    from st_hpo._compat import evaluator_base
+
+    if not needs_eval_loss and isinstance(study.evaluator, evaluator_base()):
+        raise StudyDefinitionError(
+            f"intermediate_eval_rows={rows} needs the evaluator as a callable (eval_dataset) -> evaluator, so "
+            "st-hpo can build one on the subset; e.g. evaluator=lambda ds: EmbeddingSimilarityEvaluator("
+            "ds['sentence1'], ds['sentence2'], ds['score'], name='sts-dev')"
+        )
+    if resources.eval_dataset is None:
+        raise StudyDefinitionError(f"intermediate_eval_rows={rows} needs an eval_dataset; add one to the Study")
+    if resources.subset_rows is None:
+        logger.warning("intermediate_eval_rows=%d is not smaller than the eval set (%d rows): every evaluation "
+                       "uses all of it", rows, len(resources.eval_dataset))
+    elif not evaluates:
+        logger.warning("intermediate_eval_rows=%d has no effect: the base args never evaluate during training",
+                       rows)
 
 
 def _probe_params(study: Study) -> dict[str, Any]:

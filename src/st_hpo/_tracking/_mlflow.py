@@ -301,8 +301,11 @@ class MlflowTracker:
         tags["st_hpo.synced"] = "true"
         run_id = self.start_trial(study_name, trial.number, trial.params, {}, tags)
         max_steps = int(trial.user_attrs.get("st_hpo.max_steps", 1000))
-        curve = [({objective_name: value, "objective": value}, round(progress * max_steps / 1000))
-                 for progress, value in sorted(trial.intermediate_values.items())]  # per-mille -> steps
+        # per-mille -> steps; values measured on the eval subset keep their subset names
+        names = (f"subset_{objective_name}", "objective_subset") if tags.get("st_hpo.intermediate_eval") \
+            else (objective_name, "objective")
+        curve = [(dict.fromkeys(names, value), round(progress * max_steps / 1000))
+                 for progress, value in sorted(trial.intermediate_values.items())]
         self.log_series(run_id, curve)
         state = trial.state.name
         if state == "RUNNING":
