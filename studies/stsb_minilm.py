@@ -12,6 +12,8 @@ By default this loads the hub dataset ``sentence-transformers/stsb`` and the hub
     STHPO_EVAL_ROWS    use a seeded random subset of N dev pairs (default: all)
     STHPO_N_TRIALS     the trial budget (default 8)
     STHPO_EPOCHS       epochs per trial (default 1)
+    STHPO_INTERMEDIATE_EVAL_ROWS  dev pairs of the evaluations during training, which the pruner compares
+                       (default 500; the final evaluation of every finished trial uses all dev pairs)
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ study = st_hpo.Study(
         learning_rate=2e-5,
         warmup_ratio=0.1,
         eval_strategy="steps",
-        eval_steps=0.25,  # four evaluations per trial, so the pruner has points to compare
+        eval_steps=0.125,  # eight evaluations per trial, so the pruner has points to compare
         logging_steps=10,
         save_strategy="no",
         seed=12,
@@ -104,4 +106,6 @@ study = st_hpo.Study(
     n_trials=int(os.environ.get("STHPO_N_TRIALS", "8")),
     pruner="median",
     seed=42,
+    # the eight evaluations during training run on a fixed subset of the dev pairs; the final one on all
+    intermediate_eval_rows=int(os.environ.get("STHPO_INTERMEDIATE_EVAL_ROWS", "500")),
 )

@@ -19,7 +19,8 @@ pytestmark = [
 
 def _env(tiny_model_path: str, **extra: str) -> dict:
     return {**os.environ, "STHPO_STSB_DIR": str(STSB_DIR), "STHPO_MODEL": tiny_model_path,
-            "STHPO_TRAIN_ROWS": "48", "STHPO_EVAL_ROWS": "32", "STHPO_N_TRIALS": "2", **extra}
+            "STHPO_TRAIN_ROWS": "48", "STHPO_EVAL_ROWS": "32", "STHPO_N_TRIALS": "2",
+            "STHPO_INTERMEDIATE_EVAL_ROWS": "16", **extra}
 
 
 def test_studies_stsb_minilm_runs(tmp_path, tiny_model_path):
@@ -34,6 +35,7 @@ def test_studies_stsb_minilm_runs(tmp_path, tiny_model_path):
     assert set(trials[1].params) == {"learning_rate", "warmup_ratio", "batch_sampler", "per_device_train_batch_size"}
     _, parents, runs = mlflow_runs(out, "stsb-minilm")
     assert len(parents) == 1 and [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert all(r.data.tags["st_hpo.intermediate_eval"] == "16 of 32 eval rows" for r in runs)
 
 
 def test_examples_python_api_runs(tmp_path, tiny_model_path):

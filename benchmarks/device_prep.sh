@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Prepare, on this machine, everything `benchmarks/gpu_check.sh` needs on a lent GPU machine, so that the
+# device time goes to measuring:
+#   .whl/          wheels for the device's Python 3.12 that its image lacks (optuna, datasets, mlflow's
+#                  client and SQL store, and the four MLflow dependencies device-prep.sh leaves out)
+#   .model/minilm  all-MiniLM-L6-v2 (float16 on disk, loads as float32; ~45 MB)
+#   .data/stsb-en  train.csv and dev.csv of the STS benchmark from ../shared
+# and lists them in .git/info/exclude. A device call carries at most 64 MiB, so the model and the wheels
+# travel in two calls while the machine stays warm:
+#   run(carry=[".model/minilm"], command="cp -r .model/minilm /tmp/minilm && ls /tmp/minilm")
+#   run(carry=[".whl", ".data/stsb-en"], command="bash benchmarks/gpu_check.sh", timeout_s=600)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+bash "$SHARED/tools/device-prep.sh" wheels .whl
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 -d .whl lazy_importer cryptography cffi pycparser 2>&1 | grep -v 'WARNING: Location' || true
+[ -f .model/minilm/modules.json ] || PATH="$(dirname "$PY"):$PATH" bash "$SHARED/tools/device-prep.sh" model .model/minilm
+mkdir -p .data/stsb-en
+cp "$SHARED/data/stsb-en/train.csv" "$SHARED/data/stsb-en/dev.csv" .data/stsb-en/
+mkdir -p .git/info
+for p in .whl .model .data; do grep -qx "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
+du -sh .whl .model/minilm .data/stsb-en
+echo "device_prep: ready; carry .model/minilm in one call, then .whl and .data/stsb-en (each under 64 MiB)"
