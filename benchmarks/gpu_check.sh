@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU variants of the benchmarks, for a lent H100/H200: about 8-10 minutes in all (the three steps are
-# capped at OVERHEAD_CAP=300 s, MEMORY_CAP=120 s and THROUGHPUT_CAP=170 s):
+# The GPU variants of the benchmarks, for a lent H100/H200: at most about 9 minutes in all, so that one
+# 600 s device call runs them (the three steps are capped at OVERHEAD_CAP=280 s, MEMORY_CAP=100 s and
+# THROUGHPUT_CAP=160 s):
 #   1. overhead: st-hpo vs the docs' hyperparameter_search recipe; MiniLM, full STSb train (5,749 pairs) and
-#      dev (1,500 pairs), 1 epoch, fp32, batch 16, 8 trials each, with nvidia-smi's GPU busy fraction
+#      dev (1,500 pairs), 1 epoch, fp32, batch 16, 6 trials each (OVERHEAD_ARGS), with nvidia-smi's GPU
+#      busy fraction
 #   2. memory drift: 30 MiniLM trials on CUDA in one process (complete, pruned, failed mid-training),
 #      RSS and CUDA allocated/reserved after each trial
-#   3. throughput: trials per hour with 1, 2 and 4 workers on GPU 0 (MiniLM, 2,000 STSb pairs), with
-#      nvidia-smi's busy fraction
+#   3. throughput: trials per hour with 1, 2 and 4 workers on GPU 0 (MiniLM, 1,000 STSb pairs, 8 trials
+#      each: THROUGHPUT_TRIALS), with nvidia-smi's busy fraction
 # Prepare here with `bash benchmarks/device_prep.sh` (wheels in .whl, the model in .model/minilm, the data
 # in .data/stsb-en). Expects, in the repo root there: .model/minilm (or a copy in /tmp/minilm from an
 # earlier call) and .data/stsb-en
@@ -17,7 +19,7 @@
 #   bash benchmarks/gpu_check.sh            # both
 #   bash benchmarks/gpu_check.sh overhead   # or: memory, throughput
 #   OVERHEAD_CAP=300 MEMORY_CAP=120 THROUGHPUT_CAP=150 bash benchmarks/gpu_check.sh   # caps in seconds
-# GPU_CHECK_ARGS (e.g. "--trials 4") is passed to the overhead and memory benchmarks.
+# OVERHEAD_ARGS (default "--trials 6") and MEMORY_ARGS (default none) are passed to those benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -41,13 +43,13 @@ what=${1:-all}
   "$PY" -c "from mlflow.tracking import MlflowClient; MlflowClient('sqlite:////tmp/st-hpo-probe.db').search_experiments(); import optuna, datasets, st_hpo; print('imports ok')" \
     || { echo "gpu_check: the Python set-up is incomplete (see above); nothing measured"; exit 1; }
   if [ "$what" = all ] || [ "$what" = overhead ]; then
-    timeout "${OVERHEAD_CAP:-300}" "$PY" benchmarks/overhead.py --device-check ${GPU_CHECK_ARGS:-} || rc=1
+    timeout "${OVERHEAD_CAP:-280}" "$PY" benchmarks/overhead.py --device-check ${OVERHEAD_ARGS:---trials 6} || rc=1
   fi
   if [ "$what" = all ] || [ "$what" = memory ]; then
-    timeout "${MEMORY_CAP:-120}" "$PY" benchmarks/memory_drift.py --device-check ${GPU_CHECK_ARGS:-} || rc=1
+    timeout "${MEMORY_CAP:-100}" "$PY" benchmarks/memory_drift.py --device-check ${MEMORY_ARGS:-} || rc=1
   fi
   if [ "$what" = all ] || [ "$what" = throughput ]; then
-    STHPO_BENCH_N_TRIALS=${THROUGHPUT_TRIALS:-8} timeout "${THROUGHPUT_CAP:-170}" "$PY" benchmarks/throughput.py \
+    STHPO_BENCH_N_TRIALS=${THROUGHPUT_TRIALS:-8} timeout "${THROUGHPUT_CAP:-160}" "$PY" benchmarks/throughput.py \
       --device-check || rc=1
   fi
   echo "gpu_check: exit $rc"

@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py                 # CPU: tiny model, 1 and 2 workers (`--workers K`)
     python benchmarks/throughput.py --quick         # smoke test: fewer trials
-    python benchmarks/throughput.py --device-check  # GPU: MiniLM on STSb, 1, 2 and 4 workers per GPU
+    python benchmarks/throughput.py --device-check  # GPU: MiniLM on 1,000 STSb pairs, 1, 2 and 4 workers per GPU
 
 Each configuration runs ``st-hpo run`` as a subprocess on a fresh output directory with the same study,
 seed and trial budget (no baseline, no pruning). Trials per hour are counted over the trial phase: from
@@ -105,7 +105,7 @@ def main() -> None:
     _common.quiet_libraries()
     if ns.device_check:
         counts, n_trials = (1, 2, 4), _common.env_int("STHPO_BENCH_N_TRIALS", 8)
-        os.environ.setdefault("STHPO_BENCH_TRAIN_ROWS", "2000")
+        os.environ.setdefault("STHPO_BENCH_TRAIN_ROWS", "1000")
         os.environ.setdefault("STHPO_BENCH_EVAL_ROWS", "500")
     else:
         counts, n_trials = (1, 2), (2 if ns.quick else 6)
