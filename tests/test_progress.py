@@ -1,0 +1,23 @@
+"""The line printed per finished trial says what a user needs: state, value, best, and why it stopped."""
+
+from __future__ import annotations
+
+import optuna
+
+from st_hpo._progress import Progress
+from st_hpo._trial import TrialOutcome
+
+
+def test_pruned_and_failed_trials_say_where_and_why(capsys):
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.8, params={}, distributions={}))
+    progress = Progress(budget=3)
+    progress.trial_done(TrialOutcome(number=1, state="PRUNED", seconds=2.0,
+                                     error="pruned at step 3 (12% of training) with eval_x=0.61"), study)
+    progress.trial_done(TrialOutcome(number=2, state="FAIL", seconds=1.0,
+                                     error="OutOfMemoryError: CUDA out of memory\ntraceback..."), study)
+    err = capsys.readouterr().err
+    pruned, failed = err.split("trial   2")
+    assert "PRUNED" in pruned and "pruned at step 3 (12% of training)" in pruned and "eval_x" not in pruned
+    assert "best 0.8000 (#0)" in pruned and "[1/3 finished" in pruned
+    assert "FAIL" in failed and "OutOfMemoryError: CUDA out of memory" in failed and "traceback" not in failed
