@@ -225,3 +225,15 @@ def test_no_trial_is_pruned_at_its_last_evaluation(make_study, tmp_path):
     study = make_study(name="tiny2", pruner=_PruneEverything(), n_trials=2)  # evaluations at steps 2 and 4
     st_hpo.run_study(study, output_dir=tmp_path / "b", progress=False)
     assert [t.state.name for t in load_trials(tmp_path / "b", "tiny2")] == ["PRUNED", "PRUNED"]
+
+
+def test_retraining_a_subset_study_reproduces_the_whole_set_value(make_study, tmp_path):
+    counting = _RowCountingEvaluator()
+    study = make_study(evaluator=counting, intermediate_eval_rows=8, n_trials=2, pruner="none")
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    best = max(load_trials(tmp_path, "tiny"), key=lambda t: t.value)
+    counting.calls.clear()
+    retrained = st_hpo.retrain_best(study, output_dir=tmp_path, track=False)
+    during = [rows for rows, _ in counting.calls if rows in (8, 32)]
+    assert during[-3:] == [8, 8, 32], "as in the trials: the subset during training, every row at the end"
+    assert retrained.value == pytest.approx(best.value, abs=1e-4)

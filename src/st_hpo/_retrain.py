@@ -100,17 +100,20 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     _, loss_params, model_params = _args.split_params(params)
     model = resources.new_model(params, model_params)
     loss = resources.new_loss(model, params, loss_params)
+    # evaluations during training as in the trials (on the study's eval subset, if it has one); the final
+    # evaluation on the whole eval set
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=resources.train_dataset,
-        eval_dataset=resources.eval_dataset if validated.needs_eval_loss else None,
-        loss=loss, evaluator=resources.evaluator,
+        eval_dataset=resources.eval_subset if validated.needs_eval_loss else None,
+        loss=loss, evaluator=resources.intermediate_evaluator,
     )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    metrics = trainer.evaluate()
+    trainer.evaluator = resources.evaluator
+    metrics = trainer.evaluate(resources.eval_dataset if validated.needs_eval_loss else None)
     value = metrics.get(validated.objective_metric)
     if value is None:
         from st_hpo.exceptions import TrialError
