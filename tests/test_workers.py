@@ -39,12 +39,15 @@ def _invariants(out_dir, name, budget):
 
 def test_four_workers_meet_the_global_budget_exactly(tmp_path, study_file):
     path = study_file(name="four", n_trials=8)
-    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "4"],
+    # the CLI's subset override reaches every worker
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "4",
+                           "--intermediate-eval-rows", "16"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "database is locked" not in proc.stderr
     out_dir = tmp_path / "st-hpo-runs" / "four"
     trials, runs = _invariants(out_dir, "four", 8)
+    assert {r.data.tags.get("st_hpo.intermediate_eval") for r in runs.values()} == {"16 of 32 eval rows"}
     workers = {r.data.tags["st_hpo.worker"] for r in runs.values()}
     assert len(workers) >= 2, f"trials ran on several workers, got {workers}"
     assert all(r.data.tags["st_hpo.host"] for r in runs.values())

@@ -53,6 +53,7 @@ def run_study(
     study_name: str | None = None,
     pruner: str | None = None,
     baseline: bool | None = None,
+    intermediate_eval_rows: int | None = None,
     progress: bool = True,
     workers: int | None = None,
     gpus: str | None = None,
@@ -73,6 +74,7 @@ def run_study(
         study_name: run under another name than ``study.name``.
         pruner: override the study's pruner by name (``median``, ``hyperband``, ...).
         baseline: override the study's ``baseline`` (run the base arguments first).
+        intermediate_eval_rows: override the study's ``intermediate_eval_rows`` (0: every row).
         progress: print a line per trial to stderr.
         workers: run this many worker processes sharing the storage (needs ``study_file``, which
             each worker loads); None or 1 without ``gpus`` runs the trials in this process.
@@ -85,7 +87,8 @@ def run_study(
     from st_hpo._execution._session import SessionOptions, StudySession
 
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
-                             study_name=study_name, pruner=pruner, baseline=baseline)
+                             study_name=study_name, pruner=pruner, baseline=baseline,
+                             intermediate_eval_rows=intermediate_eval_rows)
     parallel = bool(gpus) or (workers or 1) > 1
     if parallel and study_file is None:
         from st_hpo.exceptions import StudyDefinitionError
@@ -98,7 +101,7 @@ def run_study(
     try:
         if parallel:
             budget_met, interrupted = _run_workers(session, study_file, budget, workers, gpus, trials_per_gpu,
-                                                   progress, pruner=pruner)
+                                                   progress, pruner=pruner, eval_rows=intermediate_eval_rows)
         else:
             loop = _run_here(session, budget, timeout, progress, worker_name="main")
             budget_met, interrupted = loop.budget_met, loop.interrupted
@@ -125,7 +128,7 @@ def _write_reports(session: Any) -> None:
 def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | None = None,
                timeout: float | None = None, output_dir: str | Path | None = None, storage: str | None = None,
                tracking_uri: str | None = None, study_name: str | None = None, pruner: str | None = None,
-               progress: bool = True) -> StudyResult:
+               intermediate_eval_rows: int | None = None, progress: bool = True) -> StudyResult:
     """Work on a study that already runs elsewhere (``st-hpo worker``) until its global budget is met.
 
     The study is created if no process created it yet; the MLflow parent run is shared.
@@ -135,7 +138,8 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
     from st_hpo._execution._session import SessionOptions, StudySession
 
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
-                             study_name=study_name, pruner=pruner, role="worker")
+                             study_name=study_name, pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
+                             role="worker")
     session = StudySession.open(study, options)
     budget = n_trials or int(session.study.user_attrs.get("st_hpo.n_trials", session.definition.n_trials))
     name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
@@ -155,12 +159,15 @@ def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, 
 
 
 def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None, gpus: str | None,
-                 trials_per_gpu: int, progress: bool, *, pruner: str | None) -> tuple[bool, bool]:
+                 trials_per_gpu: int, progress: bool, *, pruner: str | None,
+                 eval_rows: int | None = None) -> tuple[bool, bool]:
     from st_hpo._execution._workers import plan_workers, supervise
     from st_hpo._progress import Progress
 
     specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     extra = ["--pruner", pruner] if pruner else []
+    if eval_rows is not None:
+        extra += ["--intermediate-eval-rows", str(eval_rows)]
     if not progress:
         extra.append("--no-progress")
     bar = Progress(budget=budget, enabled=progress)

@@ -40,6 +40,8 @@ class SessionOptions:
     study_name: str | None = None
     pruner: str | None = None
     baseline: bool | None = None
+    #: override the study's ``intermediate_eval_rows``; 0 evaluates on every row
+    intermediate_eval_rows: int | None = None
     track: bool = True
     #: "main" opens the study for a run; "worker" joins a run that a supervisor (or another machine) opened
     role: str = "main"
@@ -104,6 +106,8 @@ class StudySession:
             definition = definition.replace(pruner=options.pruner)
         if options.baseline is not None:
             definition = definition.replace(baseline=options.baseline)
+        if options.intermediate_eval_rows is not None:
+            definition = definition.replace(intermediate_eval_rows=options.intermediate_eval_rows or None)
         output_dir = Path(options.output_dir or Path("st-hpo-runs") / definition.name).resolve()
         resources = resources or StudyResources(definition)
         validated = validate_study(definition, resources, output_dir=str(output_dir / "trials"))

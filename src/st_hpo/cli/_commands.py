@@ -83,6 +83,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     result = run_study(
         study, n_trials=ns.n_trials, timeout=ns.timeout, output_dir=ns.output_dir, storage=ns.storage,
         tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,
+        intermediate_eval_rows=ns.intermediate_eval_rows,
         workers=ns.workers, gpus=gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
     )
     out = _console()
@@ -110,7 +111,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     study = _load(ns)
     result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=ns.timeout,
                         output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
-                        pruner=ns.pruner, progress=not ns.no_progress)
+                        pruner=ns.pruner, intermediate_eval_rows=ns.intermediate_eval_rows,
+                        progress=not ns.no_progress)
     if result.interrupted:
         return EXIT_INTERRUPTED
     return 0
