@@ -60,7 +60,7 @@ def test_run_then_status_json_and_resume(tmp_path, study_file):
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_the_run_resumes(tmp_path, study_file):
-    path = study_file(name="interrupted", n_trials=2, epochs=40)
+    path = study_file(name="interrupted", n_trials=2, epochs=400)  # long: it is interrupted 2 s in
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_dir = tmp_path / "st-hpo-runs" / "interrupted"

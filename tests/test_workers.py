@@ -54,7 +54,7 @@ def test_four_workers_meet_the_global_budget_exactly(tmp_path, study_file):
 
 
 def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path, study_file):
-    path = study_file(name="killw", n_trials=3, epochs=6)
+    path = study_file(name="killw", n_trials=3, epochs=30)
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_dir = tmp_path / "st-hpo-runs" / "killw"
@@ -73,7 +73,7 @@ def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path,
 
 
 def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, study_file):
-    path = study_file(name="killall", n_trials=3, epochs=3)
+    path = study_file(name="killall", n_trials=3, epochs=15)
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     out_dir = tmp_path / "st-hpo-runs" / "killall"
@@ -104,7 +104,7 @@ def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, 
 
 
 def test_sigterm_stops_the_workers_cleanly_and_says_how_to_resume(tmp_path, study_file):
-    path = study_file(name="term", n_trials=4, epochs=40)
+    path = study_file(name="term", n_trials=4, epochs=400)
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_dir = tmp_path / "st-hpo-runs" / "term"

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from typing import Any
 
-from st_hpo._execution._recovery import ERROR_ATTR, recover_stale_trials
+from st_hpo._execution._recovery import ERROR_ATTR, SUPERVISOR_ATTR, SUPERVISOR_ENV, recover_stale_trials
 from st_hpo._execution._session import StudySession
 from st_hpo._progress import Progress
 from st_hpo._storage import HeartbeatThread
@@ -83,6 +84,8 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             continue
         trial.set_user_attr("st_hpo.pid", worker.pid)
         trial.set_user_attr("st_hpo.tag.host", worker.host)
+        if os.environ.get(SUPERVISOR_ENV):  # the supervisor that started this worker reports how it ends
+            trial.set_user_attr(SUPERVISOR_ATTR, int(os.environ[SUPERVISOR_ENV]))
         try:
             with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
                 outcome = run_trial(ctx, trial)

@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from st_hpo._storage import uses_heartbeat
@@ -23,6 +24,12 @@ logger = logging.getLogger(__name__)
 ERROR_ATTR = "st_hpo.error"
 #: A RUNNING trial that recorded no worker this long after it started lost its worker in between.
 UNCLAIMED_SECONDS = 30.0
+#: The pid of the supervisor (``st-hpo run --workers``) that started a worker: in its env, on its trials.
+SUPERVISOR_ENV = "ST_HPO_SUPERVISOR_PID"
+SUPERVISOR_ATTR = "st_hpo.supervisor_pid"
+#: How long other workers leave a dead worker's trial to its live supervisor, which knows the exit code.
+SUPERVISOR_GRACE_SECONDS = 15.0
+_deferred: dict[int, float] = {}  # trial id -> when this process first left it to the supervisor
 
 
 def current_host() -> str:
@@ -84,6 +91,8 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
             continue
         if trial.user_attrs.get("st_hpo.tag.host") != host or pid_alive(int(pid)):
             continue
+        if exit_codes is None and _left_to_supervisor(trial):
+            continue
         code = (exit_codes or {}).get(int(pid))
         if code is not None and code < 0:
             reason = f"worker killed by signal {-code}"
@@ -94,3 +103,17 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
         fail_trial(study, trial, reason)
         failed.append(trial.number)
     return failed
+
+
+def _left_to_supervisor(trial: Any) -> bool:
+    """Whether a live supervisor (not this process) will fail this trial with its worker's exit code.
+
+    A worker killed by a signal stays a zombie until its supervisor reaps it (every 0.5 s), and the
+    supervisor alone knows the signal; the other workers leave the trial to it for a grace period, after
+    which they fail it themselves (a supervisor that is alive but stuck must not leave it RUNNING).
+    """
+    supervisor = trial.user_attrs.get(SUPERVISOR_ATTR)
+    if supervisor is None or int(supervisor) == os.getpid() or not pid_alive(int(supervisor)):
+        return False
+    first = _deferred.setdefault(trial._trial_id, time.monotonic())  # noqa: SLF001
+    return time.monotonic() - first < SUPERVISOR_GRACE_SECONDS

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from st_hpo._execution._recovery import recover_stale_trials
+from st_hpo._execution._recovery import SUPERVISOR_ENV, recover_stale_trials
 
 __all__ = ["WorkerSpec", "plan_workers", "supervise"]
 
@@ -85,6 +85,7 @@ def _start(slot: _Slot, cmd: list[str], n_workers: int) -> None:
     elif "OMP_NUM_THREADS" not in env:  # CPU workers share the cores instead of oversubscribing them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))
     env["ST_HPO_WORKER_NAME"] = slot.spec.name
+    env[SUPERVISOR_ENV] = str(os.getpid())
     slot.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     logger.info("started worker %s (pid %d)", slot.spec.name, slot.proc.pid)
 
