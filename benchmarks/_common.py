@@ -193,6 +193,27 @@ def bench_config() -> dict[str, Any]:
     }
 
 
+def apply_settings(ns: Any, defaults: dict[str, str]) -> None:
+    """Set the ``STHPO_BENCH_*`` variables from a mode's defaults and the command line (which wins)."""
+    given = {"STHPO_BENCH_MODEL": ns.model, "STHPO_BENCH_DATA": ns.data, "STHPO_BENCH_N_TRIALS": ns.trials,
+             "STHPO_BENCH_TRAIN_ROWS": ns.train_rows, "STHPO_BENCH_EVAL_ROWS": ns.eval_rows}
+    for key, value in {**defaults, **{k: v for k, v in given.items() if v is not None}}.items():
+        os.environ[key] = str(value)
+
+
+def config_with_data() -> dict[str, Any]:
+    """:func:`bench_config` with the train and dev pairs loaded (``train``, ``dev``) and their real sizes."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    cfg = bench_config()
+    cfg["train"] = load_pairs("train", cfg["train_rows"])
+    cfg["dev"] = load_pairs("dev", cfg["eval_rows"])
+    cfg["train_rows"], cfg["eval_rows"] = len(cfg["train"]), len(cfg["dev"])
+    return cfg
+
+
 def training_args(cfg: dict[str, Any], output_dir: str) -> dict[str, Any]:
     """The fixed training arguments both sides use: four evaluations per trial, no checkpoints, fp32."""
     return dict(

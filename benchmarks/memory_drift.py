@@ -142,18 +142,8 @@ def configure(ns: argparse.Namespace) -> tuple[dict[str, Any], str]:
         mode, defaults = "cpu", {"STHPO_BENCH_MODEL": "tiny-h64", "STHPO_BENCH_TRAIN_ROWS": "64",
                                  "STHPO_BENCH_EVAL_ROWS": "32", "STHPO_BENCH_N_TRIALS": "30"}
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-    given = {"STHPO_BENCH_MODEL": ns.model, "STHPO_BENCH_DATA": ns.data, "STHPO_BENCH_N_TRIALS": ns.trials,
-             "STHPO_BENCH_TRAIN_ROWS": ns.train_rows, "STHPO_BENCH_EVAL_ROWS": ns.eval_rows}
-    for key, value in {**defaults, **{k: v for k, v in given.items() if v is not None}}.items():
-        os.environ[key] = str(value)
-    if os.environ.get("OMP_NUM_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    cfg = _common.bench_config()
-    cfg["train"] = _common.load_pairs("train", cfg["train_rows"])
-    cfg["dev"] = _common.load_pairs("dev", cfg["eval_rows"])
-    cfg["train_rows"], cfg["eval_rows"] = len(cfg["train"]), len(cfg["dev"])
+    _common.apply_settings(ns, defaults)
+    cfg = _common.config_with_data()
     return cfg, mode
 
 

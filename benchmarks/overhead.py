@@ -283,10 +283,7 @@ def configure(ns: argparse.Namespace) -> tuple[dict[str, Any], str]:
         mode = "device-check"
     else:
         defaults, mode = {}, "cpu"
-    given = {"STHPO_BENCH_MODEL": ns.model, "STHPO_BENCH_DATA": ns.data, "STHPO_BENCH_N_TRIALS": ns.trials,
-             "STHPO_BENCH_TRAIN_ROWS": ns.train_rows, "STHPO_BENCH_EVAL_ROWS": ns.eval_rows}
-    for key, value in {**defaults, **{k: v for k, v in given.items() if v is not None}}.items():
-        os.environ[key] = str(value)
+    _common.apply_settings(ns, defaults)
     if mode != "device-check":
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 shared cores: two torch threads fight for them
     cfg = _common.bench_config()
