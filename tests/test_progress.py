@@ -21,3 +21,12 @@ def test_pruned_and_failed_trials_say_where_and_why(capsys):
     assert "PRUNED" in pruned and "pruned at step 3 (12% of training)" in pruned and "eval_x" not in pruned
     assert "best 0.8000 (#0)" in pruned and "[1/3 finished" in pruned
     assert "FAIL" in failed and "OutOfMemoryError: CUDA out of memory" in failed and "traceback" not in failed
+
+
+def test_a_trial_that_kept_its_model_says_so(capsys):
+    study = optuna.create_study(direction="maximize")
+    Progress(budget=2).trial_done(TrialOutcome(number=0, state="COMPLETE", value=0.7, seconds=3.0,
+                                               model_dir="/runs/trials/trial-0/model"), study)
+    Progress(budget=2).trial_done(TrialOutcome(number=1, state="COMPLETE", value=0.6, seconds=3.0), study)
+    first, second = capsys.readouterr().err.split("trial   1")
+    assert "model kept" in first and "model kept" not in second

@@ -46,10 +46,12 @@ def test_best_reports_the_best_trial_and_its_gain_over_the_baseline(ran, capsys)
     assert shown["gain_over_base_model"] == pytest.approx(best.value - shown["base_model_value"])
     _, _, runs = mlflow_runs(out, "tiny-file")
     assert shown["mlflow_run_id"] in {r.info.run_id for r in runs}
+    assert shown["model_dir"] == str(out.resolve() / "trials" / f"trial-{best.number}" / "model")
 
     assert main(["best", str(path), "--output-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"trial {best.number}" in text and f"{best.value:.4f}" in text and "vs baseline trial" in text
+    assert f"model: {shown['model_dir']}" in text
 
 
 def test_export_writes_arguments_that_load_back(ran, tmp_path, capsys):

@@ -51,6 +51,10 @@ def test_four_workers_meet_the_global_budget_exactly(tmp_path, study_file):
     workers = {r.data.tags["st_hpo.worker"] for r in runs.values()}
     assert len(workers) >= 2, f"trials ran on several workers, got {workers}"
     assert all(r.data.tags["st_hpo.host"] for r in runs.values())
+    # the workers share the trials folder: one kept model at the end, the best trial's
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert sorted((out_dir / "trials").glob("trial-*/model*")) == [out_dir / "trials" / f"trial-{best.number}" / "model"]
+    assert f"best model: {out_dir / 'trials' / f'trial-{best.number}' / 'model'}" in proc.stdout
 
 
 def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path, study_file):

@@ -31,6 +31,8 @@ class StudyResult:
     base_model_value: float | None
     interrupted: bool
     budget_met: bool
+    #: the best trial's saved model folder (``Study.keep_best_model``), when it is on this machine
+    best_model_dir: Path | None = None
 
 
 def validate_study(study: Study) -> None:
@@ -54,6 +56,7 @@ def run_study(
     pruner: str | None = None,
     baseline: bool | None = None,
     intermediate_eval_rows: int | None = None,
+    keep_best_model: bool | None = None,
     progress: bool = True,
     workers: int | None = None,
     gpus: str | None = None,
@@ -75,6 +78,7 @@ def run_study(
         pruner: override the study's pruner by name (``median``, ``hyperband``, ...).
         baseline: override the study's ``baseline`` (run the base arguments first).
         intermediate_eval_rows: override the study's ``intermediate_eval_rows`` (0: every row).
+        keep_best_model: override the study's ``keep_best_model``.
         progress: print a line per trial to stderr.
         workers: run this many worker processes sharing the storage (needs ``study_file``, which
             each worker loads); None or 1 without ``gpus`` runs the trials in this process.
@@ -88,7 +92,7 @@ def run_study(
 
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, baseline=baseline,
-                             intermediate_eval_rows=intermediate_eval_rows)
+                             intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model)
     parallel = bool(gpus) or (workers or 1) > 1
     if parallel and study_file is None:
         from st_hpo.exceptions import StudyDefinitionError
@@ -101,14 +105,28 @@ def run_study(
     try:
         if parallel:
             budget_met, interrupted = _run_workers(session, study_file, budget, workers, gpus, trials_per_gpu,
-                                                   progress, pruner=pruner, eval_rows=intermediate_eval_rows)
+                                                   progress, pruner=pruner, eval_rows=intermediate_eval_rows,
+                                                   keep_best_model=keep_best_model)
         else:
             loop = _run_here(session, budget, timeout, progress, worker_name="main")
             budget_met, interrupted = loop.budget_met, loop.interrupted
     finally:
+        _keep_only_best(session)
         session.close("FINISHED" if budget_met else "KILLED")
         _write_reports(session)
     return summarize(session, interrupted=interrupted, budget_met=budget_met)
+
+
+def _keep_only_best(session: Any) -> None:
+    """Delete saved models left by trials that are not the best (a worker killed between save and tell)."""
+    if not session.definition.keep_best_model:
+        return
+    from st_hpo._best_model import keep_only_best
+
+    try:
+        keep_only_best(session.study, session.output_dir)
+    except Exception as exc:  # noqa: BLE001 - a storage outage here must not hide how the run ended
+        logging.getLogger(__name__).warning("could not clean up the saved models: %s", exc)
 
 
 def _write_reports(session: Any) -> None:
@@ -128,7 +146,8 @@ def _write_reports(session: Any) -> None:
 def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | None = None,
                timeout: float | None = None, output_dir: str | Path | None = None, storage: str | None = None,
                tracking_uri: str | None = None, study_name: str | None = None, pruner: str | None = None,
-               intermediate_eval_rows: int | None = None, progress: bool = True) -> StudyResult:
+               intermediate_eval_rows: int | None = None, keep_best_model: bool | None = None,
+               progress: bool = True) -> StudyResult:
     """Work on a study that already runs elsewhere (``st-hpo worker``) until its global budget is met.
 
     The study is created if no process created it yet; the MLflow parent run is shared.
@@ -139,7 +158,7 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
 
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
-                             role="worker")
+                             keep_best_model=keep_best_model, role="worker")
     session = StudySession.open(study, options)
     budget = n_trials or int(session.study.user_attrs.get("st_hpo.n_trials", session.definition.n_trials))
     name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
@@ -160,7 +179,7 @@ def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, 
 
 def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None, gpus: str | None,
                  trials_per_gpu: int, progress: bool, *, pruner: str | None,
-                 eval_rows: int | None = None) -> tuple[bool, bool]:
+                 eval_rows: int | None = None, keep_best_model: bool | None = None) -> tuple[bool, bool]:
     from st_hpo._execution._workers import plan_workers, supervise
     from st_hpo._progress import Progress
 
@@ -168,6 +187,8 @@ def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None
     extra = ["--pruner", pruner] if pruner else []
     if eval_rows is not None:
         extra += ["--intermediate-eval-rows", str(eval_rows)]
+    if keep_best_model is not None:
+        extra.append("--keep-best-model" if keep_best_model else "--no-keep-best-model")
     if not progress:
         extra.append("--no-progress")
     bar = Progress(budget=budget, enabled=progress)
@@ -180,6 +201,8 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool) -> StudyResu
     """A :class:`StudyResult` from an open session."""
     study = session.study
     trials = study.get_trials(deepcopy=False)
+    from st_hpo._best_model import saved_best_model
+
     count = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     best = study.best_trial if count["COMPLETE"] else None
     return StudyResult(
@@ -197,4 +220,5 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool) -> StudyResu
         base_model_value=study.user_attrs.get("st_hpo.base_model_value"),
         interrupted=interrupted,
         budget_met=budget_met,
+        best_model_dir=saved_best_model(study),
     )

@@ -59,6 +59,8 @@ class Progress:
                 f"best {best_text}  {outcome.seconds:6.1f}s  "
                 f"[{min(self.finished, self.budget)}/{self.budget} finished, elapsed "
                 f"{_clock(time.monotonic() - self.started)}, ETA {self._eta()}]")
+        if outcome.model_dir:
+            line += "  [green]model kept[/green]"
         if outcome.error and outcome.state == "PRUNED":  # e.g. "pruned at step 12 (12% of training)"
             line += f"  [dim]{_escape(outcome.error.split(' with ')[0][:120])}[/dim]"
         if outcome.error and outcome.state == "FAIL":

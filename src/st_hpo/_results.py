@@ -32,6 +32,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from st_hpo._best_model import saved_best_model
 from st_hpo._study import Study
 from st_hpo.exceptions import StorageError, StudyDefinitionError
 
@@ -100,6 +101,8 @@ class BestTrial:
     baseline_number: int | None = None
     baseline_value: float | None = None
     base_model_value: float | None = None  #: the objective of the model before any fine-tuning
+    #: the best trial's saved model (``keep_best_model``), when it is on this machine
+    model_dir: str | None = None
 
     @property
     def gain_over_baseline(self) -> float | None:
@@ -149,6 +152,7 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         baseline_number=baseline.number if baseline else None,
         baseline_value=float(baseline.value) if baseline else None,
         base_model_value=optuna_study.user_attrs.get("st_hpo.base_model_value"),
+        model_dir=str(saved) if (saved := saved_best_model(optuna_study)) else None,
     )
 
 

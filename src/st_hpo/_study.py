@@ -69,6 +69,10 @@ class Study:
             ``evaluator`` to be a callable ``(eval_dataset) -> evaluator`` (or the objective
             ``eval_loss``). In MLflow the subset's values are the metrics ``objective_subset`` and
             ``subset_<metric>``; ``objective`` is always measured on the whole eval set.
+        keep_best_model: save the fine-tuned model of every trial that beats all complete trials so far
+            to ``<output-dir>/trials/trial-N/model`` (a ``SentenceTransformer`` folder), and delete the
+            saved models of trials that are no longer the best; so the best trial's model is on disk
+            when the study ends, without retraining. ``st-hpo best`` shows where.
     """
 
     name: str
@@ -89,6 +93,7 @@ class Study:
     baseline: bool = True
     enqueue: Sequence[Mapping[str, Any]] = ()
     intermediate_eval_rows: int | None = None
+    keep_best_model: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -128,6 +133,8 @@ class Study:
             raise StudyDefinitionError(
                 f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them)"
             )
+        if not isinstance(self.keep_best_model, bool):
+            raise StudyDefinitionError(f"keep_best_model={self.keep_best_model!r} must be True or False")
         if not (isinstance(self.model, str) or callable(self.model)):
             raise StudyDefinitionError(
                 "model must be a hub id or local path, or a callable (params) -> SentenceTransformer"

@@ -69,6 +69,7 @@ class TrialOutcome:
     train_seconds: float = 0.0
     step: int = 0
     run_id: str | None = None
+    model_dir: str | None = None  #: where the trial saved its model (it beat every complete trial)
 
 
 class _RunLog:
@@ -147,7 +148,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         run = _start_run(ctx, trial, params, args)
         outcome.run_id = run.run_id
         outcome.value, outcome.step, outcome.train_seconds = _train(ctx, trial, params, args,
-                                                                    loss_params, model_params, run)
+                                                                    loss_params, model_params, run, outcome)
         outcome.state = "COMPLETE"
     except optuna.TrialPruned as exc:
         outcome.state, outcome.error = "PRUNED", str(exc)
@@ -168,8 +169,9 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
 
 
 def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, loss_params: dict[str, Any],
-           model_params: dict[str, Any], run: _RunLog) -> tuple[float, int, float]:
-    """Build model, loss and trainer; train; return (objective, final step, seconds in train())."""
+           model_params: dict[str, Any], run: _RunLog, outcome: TrialOutcome) -> tuple[float, int, float]:
+    """Build model, loss and trainer; train; keep the model if it is the best so far (``outcome.model_dir``);
+    return (objective, final step, seconds in train())."""
     from sentence_transformers import SentenceTransformerTrainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -202,11 +204,28 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             trainer.evaluate()
         if reporter.last_value is None:
             raise TrialError(f"the evaluation reported no {validated.objective_metric!r}")
+        if validated.study.keep_best_model:
+            outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
         return reporter.last_value, step, train_seconds
     finally:
         reporter.flush()  # the curves of a pruned or failed trial up to where it stopped
         trainer.model = None
         del trainer, model, loss, reporter
+
+
+def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:
+    """Save the trial's model when it beats every complete trial so far (see :mod:`st_hpo._best_model`)."""
+    from st_hpo import _best_model
+
+    if not _best_model.beats_best(trial.study, value):
+        return None
+    try:
+        path = _best_model.save_model(model, ctx.output_dir, trial.number)
+    except OSError as exc:  # a full disk must not cost the trial its result
+        logger.warning("trial %d: could not save its model (%s); its result stands", trial.number, exc)
+        return None
+    trial.set_user_attr(_best_model.MODEL_DIR_ATTR, str(path))
+    return str(path)
 
 
 def _release_memory(*, unfreeze: bool = False) -> None:

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from st_hpo._best_model import keep_only_best
 from st_hpo._execution._recovery import ERROR_ATTR, SUPERVISOR_ATTR, SUPERVISOR_ENV, recover_stale_trials
 from st_hpo._execution._session import StudySession
 from st_hpo._progress import Progress
@@ -116,6 +117,8 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=_state(outcome.state))
+    if session.definition.keep_best_model:
+        keep_only_best(study, session.output_dir)
     tracker = session.tracker
     if tracker is None:
         return

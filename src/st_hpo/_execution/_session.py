@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo import _args
+from st_hpo._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._space import space_defaults
@@ -42,6 +43,8 @@ class SessionOptions:
     baseline: bool | None = None
     #: override the study's ``intermediate_eval_rows``; 0 evaluates on every row
     intermediate_eval_rows: int | None = None
+    #: override the study's ``keep_best_model``
+    keep_best_model: bool | None = None
     track: bool = True
     #: "main" opens the study for a run; "worker" joins a run that a supervisor (or another machine) opened
     role: str = "main"
@@ -108,6 +111,8 @@ class StudySession:
             definition = definition.replace(baseline=options.baseline)
         if options.intermediate_eval_rows is not None:
             definition = definition.replace(intermediate_eval_rows=options.intermediate_eval_rows or None)
+        if options.keep_best_model is not None:
+            definition = definition.replace(keep_best_model=options.keep_best_model)
         output_dir = Path(options.output_dir or Path("st-hpo-runs") / definition.name).resolve()
         resources = resources or StudyResources(definition)
         validated = validate_study(definition, resources, output_dir=str(output_dir / "trials"))
@@ -188,7 +193,11 @@ class StudySession:
         if counts["COMPLETE"]:
             best = self.study.best_trial
             metrics.update(best_value=best.value, best_trial_number=best.number)
-            self.tracker.log_parent(metrics, step, tags={"st_hpo.best_trial": str(best.number)})
+            tags = {"st_hpo.best_trial": str(best.number)}
+            if best.user_attrs.get(MODEL_DIR_ATTR):  # where the best trial's model was kept, on which host
+                tags["st_hpo.best_model_dir"] = best.user_attrs[MODEL_DIR_ATTR]
+                tags["st_hpo.best_model_host"] = best.user_attrs.get("st_hpo.tag.host", "")
+            self.tracker.log_parent(metrics, step, tags=tags)
         else:
             self.tracker.log_parent(metrics, step)
 
@@ -249,6 +258,7 @@ def _settings(definition: Study, validated: ValidatedStudy, storage_url: str) ->
         "seed": definition.seed,
         "baseline": definition.baseline,
         "intermediate_eval_rows": definition.intermediate_eval_rows or "all",
+        "keep_best_model": definition.keep_best_model,
         "space": json.dumps(described),
         "storage": storage_url if "@" not in storage_url else storage_url.split("@")[-1],
         "base_args": json.dumps({k: v for k, v in _args.args_to_dict(validated.base_args).items()

@@ -83,7 +83,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     result = run_study(
         study, n_trials=ns.n_trials, timeout=ns.timeout, output_dir=ns.output_dir, storage=ns.storage,
         tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,
-        intermediate_eval_rows=ns.intermediate_eval_rows,
+        intermediate_eval_rows=ns.intermediate_eval_rows, keep_best_model=ns.keep_best_model,
         workers=ns.workers, gpus=gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
     )
     out = _console()
@@ -100,6 +100,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
             gain = f" (base model before fine-tuning: {result.base_model_value:.4f})"
         out.print(f"best: trial {result.best_trial_number}, {study.objective} = {result.best_value:.4f}{gain}")
         out.print(f"      {json.dumps(result.best_params)}")
+        if result.best_model_dir:
+            out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
         out.print(f"review in MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
     return 0
@@ -112,6 +114,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=ns.timeout,
                         output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
                         pruner=ns.pruner, intermediate_eval_rows=ns.intermediate_eval_rows,
+                        keep_best_model=ns.keep_best_model,
                         progress=not ns.no_progress)
     if result.interrupted:
         return EXIT_INTERRUPTED

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intermediate-eval-rows", type=int, metavar="N",
                    help="evaluate during training on a fixed subset of N eval rows, the final evaluation on "
                    "all of them (overrides the study's intermediate_eval_rows; 0: every evaluation on all rows)")
+    p.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the best trial's model under <output-dir>/trials/trial-N/model (overrides the "
+                   "study's keep_best_model, on by default)")
     p.add_argument("--no-baseline", action="store_true", help="do not run the base arguments as trial 0")
     p.add_argument("--enqueue", metavar="FILE.json",
                    help="a JSON list of {name: value} configurations to try first (warm start)")
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"])
     p.add_argument("--intermediate-eval-rows", type=int, metavar="N", help="as for run")
+    p.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None, help="as for run")
     p.add_argument("--worker-name", help="the name tagged on this worker's runs (default worker-<pid>)")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     _add_location(p)

@@ -108,6 +108,10 @@ def cmd_best(ns: argparse.Namespace) -> int:
             _print(f"  vs {what}: {ref:.4f} -> {gain:+.4f}")
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
+    if best.model_dir:
+        _print(f"  model: {best.model_dir} (SentenceTransformer({best.model_dir!r}))")
+    else:
+        _print("  model: not kept on this machine; `st-hpo retrain` trains it again")
     return 0
 
 

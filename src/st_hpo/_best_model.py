@@ -1,0 +1,93 @@
+"""Keeping the best trial's model, so that the study's result is on disk without retraining.
+
+With ``Study(keep_best_model=True)`` (the default) a trial whose final objective beats every complete
+trial so far saves its fine-tuned model to ``<output-dir>/trials/trial-N/model`` before its memory is
+released. After every trial ends, the saved models of finished trials that are not the study's best are
+deleted, so that when the study ends the folder holds one model: the best trial's. Saved models of trials
+still running (on other workers) are left alone, so several workers can share the folder.
+
+A model is written to ``model.partial-<pid>`` and renamed into place, so a worker killed while saving
+leaves no half-written ``model`` folder (the partial one is deleted with the next clean-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MODEL_DIR_ATTR", "beats_best", "keep_only_best", "model_dir", "save_model", "saved_best_model"]
+
+logger = logging.getLogger(__name__)
+
+#: Trial attribute: where the trial saved its model (absolute path on the host that ran it).
+MODEL_DIR_ATTR = "st_hpo.model_dir"
+
+
+def model_dir(output_dir: Path, number: int) -> Path:
+    """Where trial ``number`` saves its model."""
+    return Path(output_dir) / "trials" / f"trial-{number}" / "model"
+
+
+def beats_best(study: Any, value: float) -> bool:
+    """True when ``value`` is strictly better than every complete trial of ``study`` (or there is none)."""
+    import optuna
+
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if t.value is not None]
+    if not values:
+        return True
+    if study.direction == optuna.study.StudyDirection.MINIMIZE:
+        return value < min(values)
+    return value > max(values)
+
+
+def save_model(model: Any, output_dir: Path, number: int) -> Path:
+    """Save ``model`` (a SentenceTransformer) as trial ``number``'s model; a rename makes it appear whole."""
+    final = model_dir(output_dir, number)
+    partial = final.with_name(f"model.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(partial))
+    if final.exists():  # a re-run of the same trial number cannot happen; an earlier interrupted rename can
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    return final
+
+
+def keep_only_best(study: Any, output_dir: Path) -> None:
+    """Delete the saved models (and partial saves) of finished trials that are not the study's best."""
+    trials_dir = Path(output_dir) / "trials"
+    if not trials_dir.is_dir():
+        return
+    trials = study.get_trials(deepcopy=False)
+    finished = {t.number for t in trials if t.state.is_finished()}
+    best = _best_number(study, trials)
+    for path in trials_dir.glob("trial-*/model*"):
+        try:
+            number = int(path.parent.name.removeprefix("trial-"))
+        except ValueError:
+            continue
+        if number in finished and (number != best or path.name != "model"):
+            shutil.rmtree(path, ignore_errors=True)
+            logger.debug("deleted %s: trial %d is not the best", path, number)
+
+
+def saved_best_model(study: Any) -> Path | None:
+    """The best trial's saved model folder, when it was kept and is on this machine; else None."""
+    best = _best_number(study, study.get_trials(deepcopy=False))
+    if best is None:
+        return None
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best)
+    saved = trial.user_attrs.get(MODEL_DIR_ATTR)
+    if saved and (Path(saved) / "modules.json").is_file():
+        return Path(saved)
+    return None
+
+
+def _best_number(study: Any, trials: list[Any]) -> int | None:
+    if not any(t.state.name == "COMPLETE" for t in trials):
+        return None
+    return study.best_trial.number
