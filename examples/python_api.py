@@ -1,4 +1,4 @@
-"""Run a study from Python: build the Study in code, validate it, run it, and read the result.
+"""Run a study from Python: build the Study in code, validate it, run it, read the result, use the best model.
 
     python examples/python_api.py [OUTPUT_DIR]
 
@@ -60,6 +60,12 @@ def main(output_dir: str) -> st_hpo.StudyResult:
     result = st_hpo.run_study(study, output_dir=output_dir)
     print(f"best trial {result.best_trial_number}: {result.best_value:.4f} with {result.best_params}")
     print(f"MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if result.best_model_dir:  # the best trial's fine-tuned model, kept on disk (Study.keep_best_model)
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(result.best_model_dir))
+        a, b = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
+        print(f"best model: {result.best_model_dir}; similarity of two paraphrases: {model.similarity(a, b).item():.3f}")
     return result
 
 

@@ -44,6 +44,7 @@ def test_examples_python_api_runs(tmp_path, tiny_model_path):
                           text=True, timeout=600, env=_env(tiny_model_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best trial" in proc.stdout
+    assert "best model: " in proc.stdout and "similarity of two paraphrases" in proc.stdout
     assert len([t for t in load_trials(out, "python-api") if t.state.name == "COMPLETE"]) == 2
 
 
