@@ -237,3 +237,22 @@ def test_retraining_a_subset_study_reproduces_the_whole_set_value(make_study, tm
     during = [rows for rows, _ in counting.calls if rows in (8, 32)]
     assert during[-3:] == [8, 8, 32], "as in the trials: the subset during training, every row at the end"
     assert retrained.value == pytest.approx(best.value, abs=1e-4)
+
+
+def test_a_trials_checkpoints_are_deleted_when_it_ends(make_study, tmp_path, monkeypatch):
+    import st_hpo._trial as trial_module
+
+    seen = []
+    remove = trial_module._remove_checkpoints
+
+    def spy(trial_dir):  # what the trial left just before st-hpo cleans up
+        seen.append(sorted(p.name for p in trial_dir.glob("checkpoint-*")))
+        remove(trial_dir)
+
+    monkeypatch.setattr(trial_module, "_remove_checkpoints", spy)
+    args = {**make_study().args, "save_strategy": "steps", "save_steps": 2}
+    result = st_hpo.run_study(make_study(args=args, n_trials=2, pruner="none"), output_dir=tmp_path, progress=False)
+    assert result.n_complete == 2
+    assert seen == [["checkpoint-2", "checkpoint-4"]] * 2, "the trainer wrote checkpoints in every trial"
+    assert list((tmp_path / "trials").glob("trial-*/checkpoint-*")) == []
+    assert result.best_model_dir is not None and (result.best_model_dir / "modules.json").is_file()

@@ -163,3 +163,14 @@ def test_a_pruner_with_too_few_evaluations_is_warned_about(make_study, caplog):
         st_hpo.validate_study(make_study(pruner="none"))
         st_hpo.validate_study(make_study(pruner="median", args={**make_study().args, "eval_steps": 1}))
     assert "evaluates about" not in caplog.text
+
+
+def test_checkpoints_a_study_does_not_need_are_warned_about(make_study, caplog):
+    args = {k: v for k, v in make_study().args.items() if k != "save_strategy"}  # transformers' default: steps
+    with caplog.at_level("WARNING", logger="st_hpo"):
+        st_hpo.validate_study(make_study(args=args))
+    assert "save a checkpoint every 500 steps" in caplog.text and "save_strategy='no'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="st_hpo"):
+        st_hpo.validate_study(make_study())  # save_strategy="no"
+    assert "checkpoint" not in caplog.text

@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import logging
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -160,6 +161,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         outcome.error = f"{type(exc).__name__}: {exc}"
         logger.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
     finally:
+        _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
         outcome.seconds = time.perf_counter() - started
         _release_memory(unfreeze=froze)
         timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds}
@@ -226,6 +228,14 @@ def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str 
         return None
     trial.set_user_attr(_best_model.MODEL_DIR_ATTR, str(path))
     return str(path)
+
+
+def _remove_checkpoints(trial_dir: Path) -> None:
+    """Delete the trainer's checkpoints of an ended trial: st-hpo never resumes a trial from one (a stopped
+    trial is failed and its configuration can be tried again), and at a model plus optimizer state each,
+    a study's checkpoints would fill the disk."""
+    for path in trial_dir.glob("checkpoint-*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _release_memory(*, unfreeze: bool = False) -> None:

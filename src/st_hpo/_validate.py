@@ -70,6 +70,7 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str) 
         _check_objective(study, resources, model, key)
     evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
     _check_cadence(study, base_args, evaluates, len(train))
+    _check_checkpoints(base_args)
     _check_subset(study, resources, evaluates, needs_eval_loss)
     del model
     return ValidatedStudy(study, base_args, key, frozenset(names), needs_eval_loss, evaluates)
@@ -113,6 +114,18 @@ def _check_cadence(study: Study, base_args: Any, evaluates: bool, train_rows: in
             "training, which leaves the pruner little to compare; set eval_steps=0.125 (8 evaluations per "
             "trial) and intermediate_eval_rows to keep them cheap", count,
         )
+
+
+def _check_checkpoints(base_args: Any) -> None:
+    strategy = str(getattr(base_args.save_strategy, "value", base_args.save_strategy))
+    if strategy == "no" or base_args.load_best_model_at_end:
+        return
+    every = f"every {base_args.save_steps:g} steps" if strategy == "steps" else f"at every {strategy}"
+    logger.warning(
+        "the base args save a checkpoint %s (save_strategy=%r, the transformers default when unset); st-hpo "
+        "deletes a trial's checkpoints when it ends and keeps the best model itself, so they only cost time: "
+        "set save_strategy='no'", every, strategy,
+    )
 
 
 def _check_subset(study: Study, resources: StudyResources, evaluates: bool, needs_eval_loss: bool) -> None:
