@@ -56,6 +56,11 @@ def test_run_then_status_json_and_resume(tmp_path, study_file):
     assert len(load_trials(out_dir, "cli-study")) == 2, "a finished study runs nothing more"
     table = st_hpo("status", str(path), cwd=tmp_path)
     assert "(baseline)" in table.stdout
+    assert "2 of 2 trials finished (2 complete, 0 pruned), 0 failed, 0 running" in table.stdout
+    best = [r for r in rows if r["best"]]
+    assert len(best) == 1 and best[0]["model_dir"], "the best trial's model is kept"
+    assert "best, model kept" in table.stdout and f"best model: {best[0]['model_dir']}" in table.stdout
+    assert f"best model: {best[0]['model_dir']}" in proc.stdout
 
 
 @pytest.mark.slow
@@ -66,6 +71,10 @@ def test_ctrl_c_fails_the_running_trial_and_the_run_resumes(tmp_path, study_file
     out_dir = tmp_path / "st-hpo-runs" / "interrupted"
     _wait_for_running_trial(out_dir, "interrupted")
     time.sleep(2)
+    # status while the trial runs: where it is and who runs it
+    running = json.loads(st_hpo("status", str(path), "--json", cwd=tmp_path).stdout)
+    assert [r["state"] for r in running] == ["RUNNING"]
+    assert running[0]["worker"] == "main" and running[0]["host"] and running[0]["duration_seconds"] > 0
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

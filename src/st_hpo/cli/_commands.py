@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shlex
 import sys
@@ -121,7 +122,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(ns: argparse.Namespace) -> list[dict[str, Any]]:
+def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """Every trial of the study (cancelled ones left out) as a dict, and the study's budget."""
     import optuna
 
     from st_hpo._storage import default_storage_url, open_storage
@@ -139,35 +141,70 @@ def _rows(ns: argparse.Namespace) -> list[dict[str, Any]]:
         from st_hpo.exceptions import StorageError
 
         raise StorageError(f"no study {study_def.name!r} in {url}; run it first") from None
+    best = study.best_trial.number if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) \
+        else None
+    now = datetime.datetime.now()
     rows = []
     for t in study.get_trials(deepcopy=False):
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if (
-            t.datetime_complete and t.datetime_start) else None
+        if t.user_attrs.get("st_hpo.cancelled"):
+            continue  # asked by a worker when others had filled the budget; it never ran
+        end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
+        duration = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
+        model_dir = t.user_attrs.get("st_hpo.model_dir")
         rows.append({
             "number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
             "duration_seconds": duration, "baseline": bool(t.user_attrs.get("st_hpo.baseline")),
             "error": t.user_attrs.get("st_hpo.error"), "mlflow_run_id": t.user_attrs.get("st_hpo.mlflow_run_id"),
+            # how far training got: the last evaluation's step is per-mille of training done
+            "progress": max(t.intermediate_values) / 1000 if t.intermediate_values else None,
+            "worker": t.user_attrs.get("st_hpo.tag.worker"), "host": t.user_attrs.get("st_hpo.tag.host"),
+            "best": t.number == best,
+            "model_dir": model_dir if t.number == best and model_dir and Path(model_dir).is_dir() else None,
         })
-    return rows
+    budget = study.user_attrs.get("st_hpo.n_trials", study_def.n_trials)
+    return rows, budget
+
+
+def _note(r: dict[str, Any]) -> str:
+    """The status table's last column: where a trial is, why it stopped, what it kept."""
+    done = "" if r["progress"] is None else f"{r['progress']:.0%} of training"
+    where = f" on {r['worker']}@{r['host']}" if r["worker"] and r["host"] else ""
+    if r["state"] == "RUNNING":
+        return f"{done or 'started'}{where}"
+    if r["state"] == "PRUNED":
+        return f"pruned at {done}" if done else "pruned"
+    if r["state"] == "FAIL":
+        return (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
+    if r["best"]:
+        return "best, model kept" if r["model_dir"] else "best"
+    return ""
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    rows = _rows(ns)
+    rows, budget = _rows(ns)
     if ns.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} trial(s)")
-    for col in ("#", "state", "value", "params", "seconds"):
+    count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    table = Table(title=f"{count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
+                        f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
+                        f"{count['RUNNING']} running")
+    for col in ("#", "state", "value", "params", "seconds", "note"):
         table.add_column(col)
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
         secs = "" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}"
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
-        table.add_row(label, r["state"], value, params or ("(base arguments)" if r["baseline"] else ""), secs)
+        table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
+                      secs, escape(_note(r)))
     _console().print(table)
+    best = next((r for r in rows if r["best"]), None)
+    if best and best["model_dir"]:
+        _console().print(f"best model: {best['model_dir']}")
     return 0
 
 

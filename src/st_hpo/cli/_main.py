@@ -95,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location(p)
 
     p = sub.add_parser("status", help="list a study's trials",
-                       description="Every trial: number, state, value, params, duration.")
+                       description="How many trials finished out of the budget, then every trial: state, "
+                       "value, params, seconds, and a note (how far a running trial got and on which worker, "
+                       "where a pruned one stopped, why a failed one failed, the best one and its kept model). "
+                       "Works while the study runs, from any machine that reaches its storage.")
     p.add_argument("study_file")
     p.add_argument("--json", action="store_true", help="print a JSON list of {number, state, params, value, ...}")
     _add_location(p, tracking=False)
