@@ -48,6 +48,8 @@ def test_keep_best_model_false_saves_nothing(make_study, tmp_path):
     assert result.n_complete == 2
     assert _saved(tmp_path) == [] and result.best_model_dir is None
     assert st_hpo.best_trial(study, output_dir=tmp_path).model_dir is None
+    with pytest.raises(st_hpo.StorageError, match="st-hpo retrain STUDY_FILE --register-as NAME"):
+        st_hpo.register_best(study, output_dir=tmp_path)
 
 
 def test_a_leftover_model_of_a_killed_save_is_cleaned_up(make_study, tmp_path):

@@ -6,10 +6,10 @@ import st_hpo
 from st_hpo import exceptions
 
 EXPECTED = {
-    "BestTrial", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError", "Study",
+    "BestTrial", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError", "Study",
     "StudyDefinitionError", "StudyResult", "TrackingError", "TrialError", "__version__", "best_trial",
-    "export_best", "join_study", "load_study_file", "report_study", "retrain_best", "run_study",
-    "validate_study",
+    "export_best", "join_study", "load_study_file", "register_best", "report_study", "retrain_best",
+    "run_study", "validate_study",
 }
 
 

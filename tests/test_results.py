@@ -86,3 +86,29 @@ def test_best_on_a_study_that_never_ran_says_to_run_it(ran, tmp_path, capsys):
     assert main(["best", str(path), "--output-dir", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert "run it first" in err and "Traceback" not in err
+
+
+def test_register_logs_the_kept_model_on_the_best_trials_run(ran, capsys):
+    import mlflow
+    import numpy as np
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    from sentence_transformers import SentenceTransformer
+
+    path, out = ran
+    trials = load_trials(out, "tiny-file")
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert main(["register", str(path), "--output-dir", str(out), "--name", "tiny-best"]) == 0
+    text = capsys.readouterr().out
+    assert f"logged trial {best.number}'s model" in text and "registered as 'tiny-best' version 1" in text
+
+    client, _, runs = mlflow_runs(out, "tiny-file")
+    run = next(r for r in runs if r.info.run_id == best.user_attrs["st_hpo.mlflow_run_id"])
+    assert run.data.tags["st_hpo.registered_model"] == "tiny-best v1"
+    version = client.get_model_version("tiny-best", "1")
+    assert version.run_id == run.info.run_id, "the registered model comes from the best trial's own run"
+    # what MLflow serves is the kept model: same embeddings
+    with _use_tracking_uri(f"sqlite:///{out / 'mlflow.db'}"):
+        served = mlflow.sentence_transformers.load_model(version.source)
+    kept = SentenceTransformer(str(out.resolve() / "trials" / f"trial-{best.number}" / "model"), device="cpu")
+    sentence = ["a dog is running in the park"]
+    assert np.allclose(served.encode(sentence), kept.encode(sentence), atol=1e-6)

@@ -7,6 +7,7 @@ study and one child run per trial.
 
 from st_hpo._api import StudyResult, join_study, run_study, validate_study
 from st_hpo._loading import load_study_file
+from st_hpo._register import RegisterResult, register_best
 from st_hpo._reports import report_study
 from st_hpo._results import BestTrial, best_trial, export_best
 from st_hpo._retrain import RetrainResult, retrain_best
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BestTrial",
+    "RegisterResult",
     "RetrainResult",
     "SearchSpaceError",
     "StHpoError",
@@ -38,6 +40,7 @@ __all__ = [
     "export_best",
     "join_study",
     "load_study_file",
+    "register_best",
     "report_study",
     "retrain_best",
     "run_study",

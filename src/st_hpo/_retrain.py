@@ -183,6 +183,7 @@ def _log(optuna_study: Any, study: Study, location: StudyLocation, result: Retra
     from st_hpo import _args
     from st_hpo._results import PARENT_ATTR
     from st_hpo._tracking import MlflowTracker
+    from st_hpo._tracking._models import log_sentence_transformer
 
     tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
     parent = optuna_study.user_attrs.get(PARENT_ATTR)
@@ -195,40 +196,6 @@ def _log(optuna_study: Any, study: Study, location: StudyLocation, result: Retra
                                  "train_seconds": result.seconds}, 0)
     tracker.log_dict(run_id, _args.args_to_dict(args), "training_args.json")
     tracker.log_artifact(run_id, str(result.model_dir / "README.md"))
-    model_uri, version = _log_model(location.tracking_uri, run_id, model, register_as)
+    model_uri, version = log_sentence_transformer(location.tracking_uri, run_id, model, register_as)
     tracker.client.set_terminated(run_id, "FINISHED")
     return dataclasses.replace(result, run_id=run_id, model_uri=model_uri, registered_version=version)
-
-
-def _log_model(tracking_uri: str, run_id: str, model: Any, register_as: str | None) -> tuple[str, str | None]:
-    """``mlflow.sentence_transformers.log_model`` into run ``run_id`` of ``tracking_uri``.
-
-    ``log_model`` talks to the process-wide tracking and registry URIs; both are pointed at the study's
-    store for the call and put back as they were (unset stays unset) afterwards.
-    """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    from st_hpo.exceptions import TrackingError
-
-    saved_registry = registry_utils._registry_uri
-    try:
-        with _use_tracking_uri(tracking_uri):
-            mlflow.set_registry_uri(tracking_uri)
-            info = mlflow.sentence_transformers.log_model(
-                model, name="model", run_id=run_id, registered_model_name=register_as,
-                pip_requirements=_requirements(),  # inferring them would load the model again in a subprocess
-            )
-    except Exception as exc:  # noqa: BLE001 - the MLflow client raises many kinds
-        raise TrackingError(f"MLflow at {tracking_uri} could not log the model: {type(exc).__name__}: {exc}") from exc
-    finally:
-        registry_utils._registry_uri = saved_registry
-    version = info.registered_model_version
-    return info.model_uri, None if version is None else str(version)
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("sentence-transformers", "transformers", "torch")]

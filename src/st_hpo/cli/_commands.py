@@ -201,10 +201,13 @@ def cmd_status(ns: argparse.Namespace) -> int:
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
                       secs, escape(_note(r)))
-    _console().print(table)
+    console = _console()
+    if not console.is_terminal:  # piped or logged: a wide table rather than one wrapped at 80 columns
+        console.width = 160
+    console.print(table)
     best = next((r for r in rows if r["best"]), None)
     if best and best["model_dir"]:
-        _console().print(f"best model: {best['model_dir']}")
+        console.print(f"best model: {best['model_dir']}")
     return 0
 
 

@@ -1,8 +1,8 @@
-"""The review commands: ``best``, ``export``, ``retrain``, ``report`` and ``ui``.
+"""The review commands: ``best``, ``export``, ``register``, ``retrain``, ``report`` and ``ui``.
 
-Each is a thin layer over the library (:mod:`st_hpo._results`, :mod:`st_hpo._retrain`,
-:mod:`st_hpo._reports`); ``ui`` starts an ``mlflow server`` process on the study's tracking store and
-stops it on Ctrl-C.
+Each is a thin layer over the library (:mod:`st_hpo._results`, :mod:`st_hpo._register`,
+:mod:`st_hpo._retrain`, :mod:`st_hpo._reports`); ``ui`` starts an ``mlflow server`` process on the
+study's tracking store and stops it on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_report", "cmd_retrain", "cmd_ui",
+__all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_ui",
            "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
 
-COMMANDS = ("best", "export", "retrain", "report", "ui")
+COMMANDS = ("best", "export", "register", "retrain", "report", "ui")
 
 
 def _location(p: argparse.ArgumentParser, *, tracking: bool) -> None:
@@ -51,6 +51,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("study_file")
     p.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
     _location(p, tracking=False)
+
+    p = sub.add_parser("register", help="log the kept best model on its trial's MLflow run and register it",
+                       description="Log the best trial's kept model (keep_best_model) as the 'model' artifact of "
+                       "that trial's MLflow run and register it in the Model Registry. Nothing is trained again; "
+                       "when the model was not kept, use st-hpo retrain --register-as NAME.")
+    p.add_argument("study_file")
+    p.add_argument("--name", help="the registered model's name (default: the study's name)")
+    _location(p, tracking=True)
 
     p = sub.add_parser("retrain", help="train the best configuration again and save the model",
                        description="Train the best configuration again on the study's data, save it with a "
@@ -120,6 +128,18 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
     path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
     _print(f"wrote the best configuration to {path}")
+    return 0
+
+
+def cmd_register(ns: argparse.Namespace) -> int:
+    from st_hpo._register import register_best
+
+    result = register_best(_load(ns), name=ns.name, output_dir=ns.output_dir, storage=ns.storage,
+                           tracking_uri=ns.tracking_uri)
+    _print(f"logged trial {result.trial_number}'s model ({result.value:.4f}) from {result.model_dir} "
+           f"on its MLflow run {result.run_id}: {result.model_uri}")
+    if result.version:
+        _print(f"registered as {result.name!r} version {result.version} (models:/{result.name}/{result.version})")
     return 0
 
 

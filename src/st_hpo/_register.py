@@ -1,0 +1,66 @@
+"""Putting the kept best model into MLflow: logged on the best trial's own run and registered.
+
+``Study.keep_best_model`` leaves the best trial's fine-tuned model on disk. :func:`register_best` logs
+that folder with ``mlflow.sentence_transformers.log_model`` as the ``model`` artifact of the best
+trial's child run, so that the MLflow UI shows the model next to the params and curves that produced it,
+and registers it in the Model Registry (under the study's name unless another is given). Nothing is
+trained again; when the model was not kept (``keep_best_model=False``, or the best trial ran on another
+machine) :func:`st_hpo.retrain_best` with ``register_as`` is the way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from st_hpo._results import StudyLocation, best_of, load_study
+from st_hpo._study import Study
+from st_hpo.exceptions import StorageError, TrackingError
+
+__all__ = ["RegisterResult", "register_best"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterResult:
+    """What :func:`register_best` logged and registered."""
+
+    trial_number: int  #: the best trial
+    value: float  #: its objective
+    model_dir: Path  #: the kept model that was logged
+    run_id: str  #: the best trial's MLflow run, which now holds the model
+    model_uri: str  #: the logged MLflow model
+    name: str  #: the registered model's name
+    version: str | None  #: its Model Registry version
+
+
+def register_best(study: Study, *, name: str | None = None, output_dir: str | Path | None = None,
+                  storage: str | None = None, tracking_uri: str | None = None,
+                  study_name: str | None = None) -> RegisterResult:
+    """Log the best trial's kept model on its MLflow run and register it as ``name`` (default: the study's).
+
+    Raises StorageError when the study has no complete trial or its best model is not on this machine,
+    TrackingError when MLflow cannot take it.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from st_hpo._tracking import MlflowTracker
+    from st_hpo._tracking._models import log_sentence_transformer
+
+    if study_name:
+        study = study.replace(name=study_name)
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
+    best = best_of(load_study(study, location), study.objective)
+    if not best.model_dir:
+        raise StorageError(
+            f"trial {best.number}'s model was not kept on this machine (keep_best_model=False, or it ran "
+            f"elsewhere); train it again and register that: st-hpo retrain STUDY_FILE --register-as NAME")
+    if not best.mlflow_run_id:
+        raise TrackingError(f"trial {best.number} has no MLflow run yet; run `st-hpo sync STUDY_FILE` first")
+    name = name or study.name
+    model = SentenceTransformer(best.model_dir, device="cpu", local_files_only=True)
+    model_uri, version = log_sentence_transformer(location.tracking_uri, best.mlflow_run_id, model, name)
+    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+    label = f"{name} v{version}" if version else name
+    tracker.client.set_tag(best.mlflow_run_id, "st_hpo.registered_model", label)
+    return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
+                          run_id=best.mlflow_run_id, model_uri=model_uri, name=name, version=version)

@@ -1,0 +1,42 @@
+"""Logging a SentenceTransformer into an existing MLflow run (and registering it), for retrain and register."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from st_hpo.exceptions import TrackingError
+
+__all__ = ["log_sentence_transformer"]
+
+
+def log_sentence_transformer(tracking_uri: str, run_id: str, model: Any,
+                             register_as: str | None) -> tuple[str, str | None]:
+    """``mlflow.sentence_transformers.log_model`` into run ``run_id`` of ``tracking_uri``; (model URI, version).
+
+    ``log_model`` talks to the process-wide tracking and registry URIs; both are pointed at the study's
+    store for the call and put back as they were (unset stays unset) afterwards.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved_registry = registry_utils._registry_uri
+    try:
+        with _use_tracking_uri(tracking_uri):
+            mlflow.set_registry_uri(tracking_uri)
+            info = mlflow.sentence_transformers.log_model(
+                model, name="model", run_id=run_id, registered_model_name=register_as,
+                pip_requirements=_requirements(),  # inferring them would load the model again in a subprocess
+            )
+    except Exception as exc:  # noqa: BLE001 - the MLflow client raises many kinds
+        raise TrackingError(f"MLflow at {tracking_uri} could not log the model: {type(exc).__name__}: {exc}") from exc
+    finally:
+        registry_utils._registry_uri = saved_registry
+    version = info.registered_model_version
+    return info.model_uri, None if version is None else str(version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("sentence-transformers", "transformers", "torch")]
