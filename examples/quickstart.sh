@@ -12,4 +12,4 @@ export STHPO_TRAIN_ROWS=${STHPO_TRAIN_ROWS:-2000} STHPO_EVAL_ROWS=${STHPO_EVAL_R
 export STHPO_INTERMEDIATE_EVAL_ROWS=${STHPO_INTERMEDIATE_EVAL_ROWS:-200}
 export STHPO_N_TRIALS=${STHPO_N_TRIALS:-3}
 .venv/bin/st-hpo run studies/stsb_minilm.py "$@"
-echo "next: .venv/bin/st-hpo status studies/stsb_minilm.py   |   .venv/bin/st-hpo ui studies/stsb_minilm.py"
+echo "next: .venv/bin/st-hpo status studies/stsb_minilm.py   |   .venv/bin/st-hpo ui studies/stsb_minilm.py   |   .venv/bin/st-hpo register studies/stsb_minilm.py"
