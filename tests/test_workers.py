@@ -125,3 +125,23 @@ def test_sigterm_stops_the_workers_cleanly_and_says_how_to_resume(tmp_path, stud
     assert runs and all(r.info.status in ("KILLED", "FAILED") for r in runs)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert parents[0].info.status == "KILLED"
+
+
+def test_timeout_reaches_every_worker(tmp_path, study_file):
+    """`--timeout` with workers: each stops starting trials when the command's time is up."""
+    path = study_file(name="timed", n_trials=500)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2", "--timeout", "30"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not met: --timeout 30 s reached" in proc.stdout
+    out_dir = tmp_path / "st-hpo-runs" / "timed"
+    trials = [t for t in load_trials(out_dir, "timed") if not t.user_attrs.get("st_hpo.cancelled")]
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 0 < len(finished) < 500
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    # trials last seconds: no trial starts after the timeout, the last ones finish, and the run ends
+    assert elapsed < 30 + 60, f"the run took {elapsed:.0f} s"
+    _, parents, runs = mlflow_runs(out_dir, "timed")
+    assert len(runs) == len(trials) and {r.data.tags["st_hpo.worker"] for r in runs} == {"w0", "w1"}

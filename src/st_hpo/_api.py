@@ -68,7 +68,8 @@ def run_study(
     Args:
         n_trials: the total number of finished (complete or pruned) trials to reach; defaults to the
             study's ``n_trials``. A study that already has them does nothing; a larger number extends it.
-        timeout: stop starting trials after this many seconds (in-process runs).
+        timeout: stop starting trials after this many seconds (in this process, or in every worker
+            process, which is then told what is left of it); running trials finish.
         output_dir: holds the storage, the MLflow store and the trials' output; default
             ``st-hpo-runs/<study name>``.
         storage: an Optuna storage (``*.journal`` path, ``sqlite:///...``, ``postgresql://...``);
@@ -106,7 +107,7 @@ def run_study(
         if parallel:
             budget_met, interrupted = _run_workers(session, study_file, budget, workers, gpus, trials_per_gpu,
                                                    progress, pruner=pruner, eval_rows=intermediate_eval_rows,
-                                                   keep_best_model=keep_best_model)
+                                                   keep_best_model=keep_best_model, timeout=timeout)
         else:
             loop = _run_here(session, budget, timeout, progress, worker_name="main")
             budget_met, interrupted = loop.budget_met, loop.interrupted
@@ -179,7 +180,8 @@ def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, 
 
 def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None, gpus: str | None,
                  trials_per_gpu: int, progress: bool, *, pruner: str | None,
-                 eval_rows: int | None = None, keep_best_model: bool | None = None) -> tuple[bool, bool]:
+                 eval_rows: int | None = None, keep_best_model: bool | None = None,
+                 timeout: float | None = None) -> tuple[bool, bool]:
     from st_hpo._execution._workers import plan_workers, supervise
     from st_hpo._progress import Progress
 
@@ -194,7 +196,7 @@ def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None
     bar = Progress(budget=budget, enabled=progress)
     bar.message(f"{len(specs)} worker(s): {', '.join(s.name for s in specs)}")
     return supervise(session, study_file=str(Path(study_file).resolve()), specs=specs, budget=budget,
-                     extra_args=extra, progress=bar)
+                     extra_args=extra, progress=bar, timeout=timeout)
 
 
 def summarize(session: Any, *, interrupted: bool, budget_met: bool) -> StudyResult:

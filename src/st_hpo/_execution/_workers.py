@@ -69,12 +69,15 @@ class _Slot:
     done: bool = False
 
 
-def _worker_command(study_file: str, spec: WorkerSpec, session: Any, budget: int, extra: list[str]) -> list[str]:
+def _worker_command(study_file: str, spec: WorkerSpec, session: Any, budget: int, extra: list[str],
+                    deadline: float | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "st_hpo", "worker", study_file, "--worker-name", spec.name,
            "--output-dir", str(session.output_dir), "--storage", session.storage_url,
            "--study-name", session.study.study_name, "--n-trials", str(budget)]
     if session.tracking_uri:
         cmd += ["--tracking-uri", session.tracking_uri]
+    if deadline is not None:  # the run's timeout: what is left of it when this worker starts
+        cmd += ["--timeout", f"{max(deadline - time.monotonic(), 0.0):.1f}"]
     return cmd + extra
 
 
@@ -91,13 +94,15 @@ def _start(slot: _Slot, cmd: list[str], n_workers: int) -> None:
 
 
 def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget: int,
-              extra_args: list[str], progress: Any) -> tuple[bool, bool]:
-    """Run worker processes until the budget is met; returns (budget_met, interrupted)."""
+              extra_args: list[str], progress: Any, timeout: float | None = None) -> tuple[bool, bool]:
+    """Run worker processes until the budget is met (or, with ``timeout``, until the workers stop starting
+    trials after that many seconds and finish their running ones); returns (budget_met, interrupted)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     slots = [_Slot(spec) for spec in specs]
     for slot in slots:
-        _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args), len(slots))
+        _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args, deadline), len(slots))
     try:
-        return _watch(session, slots, study_file, budget, extra_args, progress)
+        return _watch(session, slots, study_file, budget, extra_args, progress, deadline)
     except KeyboardInterrupt:
         _stop_all(slots)
         recover_stale_trials(session.study, exit_codes=_exit_codes(slots))
@@ -113,7 +118,7 @@ def _finished(study: Any) -> int:
 
 
 def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra: list[str],
-           progress: Any) -> tuple[bool, bool]:
+           progress: Any, deadline: float | None) -> tuple[bool, bool]:
     codes: dict[int, int] = {}
     while True:
         for slot in slots:
@@ -130,11 +135,12 @@ def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra
                              + (f"; trial(s) {failed} marked FAIL" if failed else ""))
             if session.tracker is not None:
                 session.tracker.sync(session.study, session.definition.objective)
-            if _finished(session.study) >= budget or slot.restarts >= MAX_RESTARTS:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if _finished(session.study) >= budget or slot.restarts >= MAX_RESTARTS or out_of_time:
                 slot.done = True
                 continue
             slot.restarts += 1
-            _start(slot, _worker_command(study_file, slot.spec, session, budget, extra), len(slots))
+            _start(slot, _worker_command(study_file, slot.spec, session, budget, extra, deadline), len(slots))
         if all(slot.done for slot in slots):
             return _finished(session.study) >= budget, False
         time.sleep(0.5)

@@ -7,6 +7,7 @@ import datetime
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ def _load(ns: argparse.Namespace) -> Any:
     if getattr(ns, "study_name", None):
         study = study.replace(name=ns.study_name)
     return study
+
+
+def _remaining(ns: argparse.Namespace) -> float | None:
+    """What is left of ``--timeout``, which counts from the start of the command."""
+    if ns.timeout is None:
+        return None
+    return max(ns.timeout - (time.monotonic() - getattr(ns, "started", time.monotonic())), 0.0)
 
 
 def _output_dir(ns: argparse.Namespace, study: Any) -> Path:
@@ -82,7 +90,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
         gpus = default_gpu_list()
     result = run_study(
-        study, n_trials=ns.n_trials, timeout=ns.timeout, output_dir=ns.output_dir, storage=ns.storage,
+        study, n_trials=ns.n_trials, timeout=_remaining(ns), output_dir=ns.output_dir, storage=ns.storage,
         tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,
         intermediate_eval_rows=ns.intermediate_eval_rows, keep_best_model=ns.keep_best_model,
         workers=ns.workers, gpus=gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
@@ -94,7 +102,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     budget = ns.n_trials or study.n_trials
     out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
               f"{result.n_fail} failed (budget {budget} finished trials"
-              f"{', met' if result.budget_met else ', not met: timeout'})")
+              f"{', met' if result.budget_met else _why_not_met(ns)})")
     if result.best_value is not None:
         gain = ""
         if result.base_model_value is not None:
@@ -108,11 +116,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _why_not_met(ns: argparse.Namespace) -> str:
+    if ns.timeout is not None and _remaining(ns) == 0:
+        return f", not met: --timeout {ns.timeout:g} s reached; run the same command again to go on"
+    return ", not met: the workers stopped (see above); run the same command again to go on"
+
+
 def cmd_worker(ns: argparse.Namespace) -> int:
     from st_hpo._api import join_study
 
     study = _load(ns)
-    result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=ns.timeout,
+    result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=_remaining(ns),
                         output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
                         pruner=ns.pruner, intermediate_eval_rows=ns.intermediate_eval_rows,
                         keep_best_model=ns.keep_best_model,

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from st_hpo.cli import _review
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study_file")
     p.add_argument("--n-trials", type=int, help="total finished trials to reach (default: the study's n_trials)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="stop starting trials S seconds after the command started (running trials finish; "
+                   "every worker keeps to it)")
     p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"],
                    help="override the study's pruner")
     p.add_argument("--intermediate-eval-rows", type=int, metavar="N",
@@ -150,8 +153,10 @@ def _sigterm_as_interrupt() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``st-hpo``; returns the exit code."""
+    started = time.monotonic()  # --timeout counts from here: the whole command, imports and set-up included
     parser = build_parser()
     ns = parser.parse_args(argv)
+    ns.started = started
     _configure_logging(ns.verbose, ns.quiet)
     from st_hpo.cli import _commands
 
