@@ -107,3 +107,17 @@ def test_unreachable_postgres_is_one_clear_line(tmp_path, study_file):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: could not open the Optuna storage postgresql://nobody@127.0.0.1:1/none")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_timeout_counts_from_the_start_of_the_command(tmp_path, study_file):
+    path = study_file(name="timed-here", n_trials=500)
+    started = time.monotonic()
+    proc = st_hpo("run", str(path), "--timeout", "30", cwd=tmp_path, timeout=400)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not met: --timeout 30 s reached; run the same command again to go on" in proc.stdout
+    trials = load_trials(tmp_path / "st-hpo-runs" / "timed-here", "timed-here")
+    assert 0 < len([t for t in trials if t.state.name == "COMPLETE"]) < 500
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert elapsed < 30 + 45, f"the run took {elapsed:.0f} s"

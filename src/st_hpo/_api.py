@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ def run_study(
     """
     from st_hpo._execution._session import SessionOptions, StudySession
 
+    deadline = _deadline(timeout)  # counts from here: validation and set-up included
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, baseline=baseline,
                              intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model)
@@ -107,9 +109,9 @@ def run_study(
         if parallel:
             budget_met, interrupted = _run_workers(session, study_file, budget, workers, gpus, trials_per_gpu,
                                                    progress, pruner=pruner, eval_rows=intermediate_eval_rows,
-                                                   keep_best_model=keep_best_model, timeout=timeout)
+                                                   keep_best_model=keep_best_model, timeout=_left(deadline))
         else:
-            loop = _run_here(session, budget, timeout, progress, worker_name="main")
+            loop = _run_here(session, budget, _left(deadline), progress, worker_name="main")
             budget_met, interrupted = loop.budget_met, loop.interrupted
     finally:
         _keep_only_best(session)
@@ -157,16 +159,25 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
 
     from st_hpo._execution._session import SessionOptions, StudySession
 
+    deadline = _deadline(timeout)
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
                              keep_best_model=keep_best_model, role="worker")
     session = StudySession.open(study, options)
     budget = n_trials or int(session.study.user_attrs.get("st_hpo.n_trials", session.definition.n_trials))
     name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
-    loop = _run_here(session, budget, timeout, progress, worker_name=name)
+    loop = _run_here(session, budget, _left(deadline), progress, worker_name=name)
     if loop.budget_met and session.tracker is not None:
         session.close("FINISHED")
     return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, *, worker_name: str) -> Any:
