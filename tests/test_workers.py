@@ -50,6 +50,9 @@ def test_four_workers_meet_the_global_budget_exactly(tmp_path, study_file):
     assert {r.data.tags.get("st_hpo.intermediate_eval") for r in runs.values()} == {"16 of 32 eval rows"}
     workers = {r.data.tags["st_hpo.worker"] for r in runs.values()}
     assert len(workers) >= 2, f"trials ran on several workers, got {workers}"
+    # the workers share a seeded study, yet each draws its own values: no configuration is tried twice
+    configs = [tuple(sorted(t.params.items())) for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(set(configs)) == len(configs), f"workers proposed the same configuration: {configs}"
     assert all(r.data.tags["st_hpo.host"] for r in runs.values())
     # the workers share the trials folder: one kept model at the end, the best trial's
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)

@@ -160,12 +160,12 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
     from st_hpo._execution._session import SessionOptions, StudySession
 
     deadline = _deadline(timeout)
+    name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
-                             keep_best_model=keep_best_model, role="worker")
+                             keep_best_model=keep_best_model, role="worker", worker_name=name)
     session = StudySession.open(study, options)
     budget = n_trials or int(session.study.user_attrs.get("st_hpo.n_trials", session.definition.n_trials))
-    name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
     loop = _run_here(session, budget, _left(deadline), progress, worker_name=name)
     if loop.budget_met and session.tracker is not None:
         session.close("FINISHED")

@@ -12,12 +12,13 @@ import copy
 import dataclasses
 import json
 import logging
+import zlib
 from pathlib import Path
 from typing import Any
 
 from st_hpo import _args
 from st_hpo._best_model import MODEL_DIR_ATTR
-from st_hpo._execution._recovery import recover_stale_trials
+from st_hpo._execution._recovery import current_host, recover_stale_trials
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._space import space_defaults
 from st_hpo._storage import default_storage_url, open_storage
@@ -26,7 +27,7 @@ from st_hpo._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._validate import ValidatedStudy, validate_study
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
-__all__ = ["SessionOptions", "StudySession", "make_pruner", "make_sampler"]
+__all__ = ["SessionOptions", "StudySession", "make_pruner", "make_sampler", "worker_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +49,31 @@ class SessionOptions:
     track: bool = True
     #: "main" opens the study for a run; "worker" joins a run that a supervisor (or another machine) opened
     role: str = "main"
+    #: the worker's name (role "worker"): with the host, it gives the worker its own sampler seed
+    worker_name: str | None = None
 
 
-def make_sampler(spec: Any, seed: int | None) -> Any:
+def worker_seed(seed: int | None, salt: str | None) -> int | None:
+    """The sampler seed of one worker: the study's seed mixed with the worker's identity (host/name), so
+    that workers sharing a seeded study draw different values, and the same worker draws the same ones."""
+    if seed is None or not salt:
+        return seed
+    return (seed + zlib.crc32(salt.encode())) % 2**32
+
+
+def make_sampler(spec: Any, seed: int | None, salt: str | None = None) -> Any:
+    """The study's sampler in this process. ``salt`` (the worker's host/name) is given where several
+    processes sample the same study: with one seed they would all propose the same configurations."""
     import optuna
 
     if spec is None or spec == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=worker_seed(seed, salt))
     if spec == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec == "qmc":
+        return optuna.samplers.RandomSampler(seed=worker_seed(seed, salt))
+    if spec == "qmc":  # one scrambled sequence for all workers: Optuna hands each trial the next point
         return optuna.samplers.QMCSampler(seed=seed)
+    if salt:  # a sampler object from the study file, seeded alike in every worker: draw apart
+        spec.reseed_rng()
     return spec
 
 
@@ -126,7 +141,7 @@ class StudySession:
             tracking_uri = options.tracking_uri or default_tracking_uri(output_dir)
             artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
             tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
-        study = _create_or_load(definition, storage_url)
+        study = _create_or_load(definition, storage_url, _sampler_salt(options, storage_url))
         if tracker is not None:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
@@ -217,14 +232,23 @@ class StudySession:
             logger.warning("%s; run `st-hpo sync` when MLflow is back to log what is missing", exc)
 
 
-def _create_or_load(definition: Study, storage_url: str) -> Any:
+def _sampler_salt(options: SessionOptions, storage_url: str) -> str | None:
+    """Who samples here, for :func:`worker_seed`: every worker process, and a run whose storage other
+    machines may share; None for a run on a local storage, which keeps the study's seed as it is."""
+    local = "://" not in storage_url or storage_url.startswith("sqlite:")
+    if options.role == "main" and local:
+        return None
+    return f"{current_host()}/{options.worker_name or 'main'}"
+
+
+def _create_or_load(definition: Study, storage_url: str, salt: str | None = None) -> Any:
     import optuna
 
     storage = open_storage(storage_url)
     try:
         study = optuna.create_study(
             study_name=definition.name, storage=storage, load_if_exists=True,
-            direction=definition.direction, sampler=make_sampler(definition.sampler, definition.seed),
+            direction=definition.direction, sampler=make_sampler(definition.sampler, definition.seed, salt),
             pruner=make_pruner(definition.pruner),
         )
     except Exception as exc:  # noqa: BLE001 - storage errors of every kind
