@@ -38,3 +38,5 @@ def test_a_local_run_keeps_the_study_seed_and_qmc_shares_one_sequence():
     assert _sampler_salt(SessionOptions(role="worker", worker_name="w1"), "/runs/s/optuna.journal").endswith("/w1")
     assert _sampler_salt(SessionOptions(), "postgresql://db/st").endswith("/main"), "other machines may share it"
     assert make_sampler("qmc", 5, "host-a/w0")._seed == 5
+    assert make_sampler("tpe", 5, "host-a/w0")._constant_liar, "TPE in workers penalises running trials"
+    assert not make_sampler("tpe", 5, None)._constant_liar

@@ -67,7 +67,9 @@ def make_sampler(spec: Any, seed: int | None, salt: str | None = None) -> Any:
     import optuna
 
     if spec is None or spec == "tpe":
-        return optuna.samplers.TPESampler(seed=worker_seed(seed, salt))
+        # with several workers, the constant liar counts running trials as bad results, so that workers
+        # asking at the same time do not all propose the neighbourhood of the current best (Optuna's advice)
+        return optuna.samplers.TPESampler(seed=worker_seed(seed, salt), constant_liar=bool(salt))
     if spec == "random":
         return optuna.samplers.RandomSampler(seed=worker_seed(seed, salt))
     if spec == "qmc":  # one scrambled sequence for all workers: Optuna hands each trial the next point
