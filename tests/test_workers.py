@@ -131,14 +131,15 @@ def test_sigterm_stops_the_workers_cleanly_and_says_how_to_resume(tmp_path, stud
 
 
 def test_timeout_reaches_every_worker(tmp_path, study_file):
-    """`--timeout` with workers: each stops starting trials when the command's time is up."""
+    """`--timeout` with workers: each stops starting trials when the command's time is up (and -q quiets them)."""
     path = study_file(name="timed", n_trials=500)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2", "--timeout", "30"],
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "-q", "run", str(path), "--workers", "2", "--timeout", "30"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=400)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not met: --timeout 30 s reached" in proc.stdout
+    assert "COMPLETE" not in proc.stderr, "-q reaches the workers: no line per trial"
     out_dir = tmp_path / "st-hpo-runs" / "timed"
     trials = [t for t in load_trials(out_dir, "timed") if not t.user_attrs.get("st_hpo.cancelled")]
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]

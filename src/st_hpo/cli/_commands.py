@@ -94,6 +94,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,
         intermediate_eval_rows=ns.intermediate_eval_rows, keep_best_model=ns.keep_best_model,
         workers=ns.workers, gpus=gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
+        progress=not ns.quiet,
     )
     out = _console()
     if result.interrupted:
@@ -130,7 +131,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
                         output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
                         pruner=ns.pruner, intermediate_eval_rows=ns.intermediate_eval_rows,
                         keep_best_model=ns.keep_best_model,
-                        progress=not ns.no_progress)
+                        progress=not (ns.no_progress or ns.quiet))
     if result.interrupted:
         return EXIT_INTERRUPTED
     return 0

@@ -121,6 +121,19 @@ def _version() -> str:
     return __version__
 
 
+#: Carries -q/-v from ``st-hpo run`` to the worker processes it starts (they inherit the environment).
+VERBOSITY_ENV = "ST_HPO_VERBOSITY"
+
+
+def _inherit_verbosity(ns: argparse.Namespace) -> None:
+    """A command without -q/-v takes its parent's (a worker of ``st-hpo -q run --workers N`` is quiet too)."""
+    if not ns.verbose and not ns.quiet:
+        inherited = os.environ.get(VERBOSITY_ENV, "")
+        ns.quiet = inherited == "quiet"
+        ns.verbose = int(inherited) if inherited.isdigit() else 0
+    os.environ[VERBOSITY_ENV] = "quiet" if ns.quiet else str(ns.verbose)
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
@@ -157,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     ns.started = started
+    _inherit_verbosity(ns)
     _configure_logging(ns.verbose, ns.quiet)
     from st_hpo.cli import _commands
 
