@@ -40,9 +40,20 @@ class WorkerSpec:
 
 
 def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int) -> list[WorkerSpec]:
-    """The worker slots for ``--workers N`` or ``--gpus 0,1 --trials-per-gpu K``."""
-    if gpus:
-        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    """The worker slots: ``--gpus 0,1 --trials-per-gpu K`` gives K per GPU; ``--workers N`` gives N, spread
+    round-robin over the GPUs when there are any (``--gpus``, or every visible one), else on the CPU."""
+    from st_hpo.exceptions import StudyDefinitionError
+
+    if workers is not None and workers < 1:
+        raise StudyDefinitionError(f"--workers {workers}: give at least 1")
+    if trials_per_gpu < 1:
+        raise StudyDefinitionError(f"--trials-per-gpu {trials_per_gpu}: give at least 1")
+    ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    if workers is not None and trials_per_gpu > 1:
+        raise StudyDefinitionError("give --workers N (spread over the GPUs) or --trials-per-gpu K, not both")
+    if ids and workers is not None:
+        return [WorkerSpec(f"gpu{ids[i % len(ids)]}-w{i // len(ids)}", ids[i % len(ids)]) for i in range(workers)]
+    if ids:
         return [WorkerSpec(f"gpu{g}-w{k}", g) for g in ids for k in range(trials_per_gpu)]
     return [WorkerSpec(f"w{i}") for i in range(workers or 1)]
 

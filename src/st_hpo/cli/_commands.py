@@ -85,7 +85,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if enqueue:
         study = study.replace(enqueue=[*study.enqueue, *enqueue])
     gpus = ns.gpus
-    if gpus is None and ns.workers is None:
+    if gpus is None:  # a GPU machine: one worker per visible GPU, or --workers N spread over them
         from st_hpo._execution._workers import default_gpu_list
 
         gpus = default_gpu_list()

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="do not run the base arguments as trial 0")
     p.add_argument("--enqueue", metavar="FILE.json",
                    help="a JSON list of {name: value} configurations to try first (warm start)")
-    p.add_argument("--workers", type=int, help="run N worker processes sharing the study's storage")
+    p.add_argument("--workers", type=int, help="run N worker processes sharing the study's storage (on a GPU "
+                   "machine spread round-robin over the GPUs: --gpus, or every visible one)")
     p.add_argument("--gpus", help="comma-separated GPU ids: --trials-per-gpu workers per GPU, each seeing "
                    "only its GPU (default on a GPU machine: one worker per visible GPU)")
     p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")

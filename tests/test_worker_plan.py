@@ -1,0 +1,32 @@
+"""Which worker processes `st-hpo run` starts for --workers, --gpus and --trials-per-gpu."""
+
+from __future__ import annotations
+
+import pytest
+
+from st_hpo import StudyDefinitionError
+from st_hpo._execution._workers import plan_workers
+
+
+def _plan(**kw):
+    return [(s.name, s.gpu) for s in plan_workers(**{"workers": None, "gpus": None, "trials_per_gpu": 1, **kw})]
+
+
+def test_trials_per_gpu_gives_k_workers_per_listed_gpu():
+    assert _plan(gpus="0,1", trials_per_gpu=2) == [("gpu0-w0", "0"), ("gpu0-w1", "0"), ("gpu1-w0", "1"),
+                                                   ("gpu1-w1", "1")]
+
+
+def test_workers_are_spread_round_robin_over_the_gpus():
+    assert _plan(workers=3, gpus="0,1") == [("gpu0-w0", "0"), ("gpu1-w0", "1"), ("gpu0-w1", "0")]
+
+
+def test_workers_without_gpus_run_on_the_cpu():
+    assert _plan(workers=2) == [("w0", None), ("w1", None)]
+
+
+def test_contradictory_or_empty_plans_are_refused():
+    with pytest.raises(StudyDefinitionError, match="not both"):
+        _plan(workers=4, gpus="0,1", trials_per_gpu=2)
+    with pytest.raises(StudyDefinitionError, match="at least 1"):
+        _plan(workers=0)
