@@ -146,11 +146,15 @@ def test_resume_reaches_a_larger_budget_under_the_same_parent(make_study, tmp_pa
     first = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
     again = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
     assert again.n_complete == 2, "a finished study does nothing"
-    more = st_hpo.run_study(study, n_trials=3, output_dir=tmp_path, progress=False)
-    assert more.n_complete == 3 and more.parent_run_id == first.parent_run_id
-    assert len(load_trials(tmp_path, "tiny")) == 3
+    more = st_hpo.run_study(study, n_trials=4, output_dir=tmp_path, progress=False)
+    assert more.n_complete == 4 and more.parent_run_id == first.parent_run_id
+    trials = load_trials(tmp_path, "tiny")
+    assert len(trials) == 4
+    # the seeded sampler does not start over on resume: the new trials try new configurations
+    configs = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(configs)) == 4, f"a resumed study proposed its first configurations again: {configs}"
     _, parents, runs = mlflow_runs(tmp_path, "tiny")
-    assert len(parents) == 1 and len(runs) == 3
+    assert len(parents) == 1 and len(runs) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {first.parent_run_id}
     assert parents[0].info.status == "FINISHED"
 

@@ -24,7 +24,7 @@ def test_workers_of_a_seeded_study_draw_apart_and_each_reproducibly(tmp_path):
     for salt in ("host-a/w0", "host-a/w1", "host-b/w0", "host-a/w0"):
         storage = open_storage(str(tmp_path / f"{len(draws)}-{salt.replace('/', '_')}.journal"))
         optuna.create_study(study_name="s", storage=storage)
-        draws.setdefault(salt, []).append(_first_values(storage, make_sampler("tpe", 0, salt)))
+        draws.setdefault(salt, []).append(_first_values(storage, make_sampler("tpe", 0, salt, parallel=True)))
     assert draws["host-a/w0"][0] == draws["host-a/w0"][1], "the same worker draws the same values"
     firsts = {draws[s][0][0] for s in ("host-a/w0", "host-a/w1", "host-b/w0")}
     assert len(firsts) == 3, "different workers (names or hosts) draw different values"
@@ -38,5 +38,5 @@ def test_a_local_run_keeps_the_study_seed_and_qmc_shares_one_sequence():
     assert _sampler_salt(SessionOptions(role="worker", worker_name="w1"), "/runs/s/optuna.journal").endswith("/w1")
     assert _sampler_salt(SessionOptions(), "postgresql://db/st").endswith("/main"), "other machines may share it"
     assert make_sampler("qmc", 5, "host-a/w0")._seed == 5
-    assert make_sampler("tpe", 5, "host-a/w0")._constant_liar, "TPE in workers penalises running trials"
+    assert make_sampler("tpe", 5, "host-a/w0", parallel=True)._constant_liar, "TPE in workers penalises running trials"
     assert not make_sampler("tpe", 5, None)._constant_liar

@@ -61,15 +61,20 @@ def worker_seed(seed: int | None, salt: str | None) -> int | None:
     return (seed + zlib.crc32(salt.encode())) % 2**32
 
 
-def make_sampler(spec: Any, seed: int | None, salt: str | None = None) -> Any:
-    """The study's sampler in this process. ``salt`` (the worker's host/name) is given where several
-    processes sample the same study: with one seed they would all propose the same configurations."""
+def make_sampler(spec: Any, seed: int | None, salt: str | None = None, *, parallel: bool = False) -> Any:
+    """The study's sampler in this process.
+
+    ``salt`` says who samples and when (the worker's host/name, the number of trials already there): given
+    where the study's seed alone would repeat configurations, because several processes sample the same
+    study or a resumed study would draw its first trials' values again. ``parallel``: other processes
+    sample the same study at the same time.
+    """
     import optuna
 
     if spec is None or spec == "tpe":
         # with several workers, the constant liar counts running trials as bad results, so that workers
         # asking at the same time do not all propose the neighbourhood of the current best (Optuna's advice)
-        return optuna.samplers.TPESampler(seed=worker_seed(seed, salt), constant_liar=bool(salt))
+        return optuna.samplers.TPESampler(seed=worker_seed(seed, salt), constant_liar=parallel)
     if spec == "random":
         return optuna.samplers.RandomSampler(seed=worker_seed(seed, salt))
     if spec == "qmc":  # one scrambled sequence for all workers: Optuna hands each trial the next point
@@ -250,7 +255,8 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
     try:
         study = optuna.create_study(
             study_name=definition.name, storage=storage, load_if_exists=True,
-            direction=definition.direction, sampler=make_sampler(definition.sampler, definition.seed, salt),
+            direction=definition.direction,
+            sampler=make_sampler(definition.sampler, definition.seed, salt, parallel=salt is not None),
             pruner=make_pruner(definition.pruner),
         )
     except Exception as exc:  # noqa: BLE001 - storage errors of every kind
@@ -265,6 +271,10 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
     if "st_hpo.objective" not in study.user_attrs:
         study.set_user_attr("st_hpo.objective", definition.objective)
         study.set_user_attr("st_hpo.n_trials", definition.n_trials)
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:  # resumed or extended: seeded as before, the sampler would propose the first trials' values again
+        study.sampler = make_sampler(definition.sampler, definition.seed, f"{salt or 'main'}/after-{existing}",
+                                     parallel=salt is not None)
     return study
 
 
