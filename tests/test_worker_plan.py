@@ -30,3 +30,14 @@ def test_contradictory_or_empty_plans_are_refused():
         _plan(workers=4, gpus="0,1", trials_per_gpu=2)
     with pytest.raises(StudyDefinitionError, match="at least 1"):
         _plan(workers=0)
+
+
+def test_a_contradictory_plan_fails_before_anything_is_created(tmp_path, study_file):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(study_file()), "--workers", "4",
+                           "--trials-per-gpu", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: give --workers N (spread over the GPUs) or --trials-per-gpu K, not both"
+    assert not (tmp_path / "st-hpo-runs").exists()

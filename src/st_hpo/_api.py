@@ -96,6 +96,9 @@ def run_study(
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, baseline=baseline,
                              intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model)
+    from st_hpo._execution._workers import plan_workers
+
+    specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu)  # bad input fails here, first
     parallel = bool(gpus) or (workers or 1) > 1
     if parallel and study_file is None:
         from st_hpo.exceptions import StudyDefinitionError
@@ -107,8 +110,8 @@ def run_study(
     budget_met = interrupted = False
     try:
         if parallel:
-            budget_met, interrupted = _run_workers(session, study_file, budget, workers, gpus, trials_per_gpu,
-                                                   progress, pruner=pruner, eval_rows=intermediate_eval_rows,
+            budget_met, interrupted = _run_workers(session, study_file, budget, specs, progress, pruner=pruner,
+                                                   eval_rows=intermediate_eval_rows,
                                                    keep_best_model=keep_best_model, timeout=_left(deadline))
         else:
             loop = _run_here(session, budget, _left(deadline), progress, worker_name="main")
@@ -189,14 +192,12 @@ def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, 
     return work(session, budget=budget, timeout=timeout, worker=WorkerInfo(name=worker_name), progress=bar)
 
 
-def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None, gpus: str | None,
-                 trials_per_gpu: int, progress: bool, *, pruner: str | None,
-                 eval_rows: int | None = None, keep_best_model: bool | None = None,
+def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], progress: bool, *,
+                 pruner: str | None, eval_rows: int | None = None, keep_best_model: bool | None = None,
                  timeout: float | None = None) -> tuple[bool, bool]:
-    from st_hpo._execution._workers import plan_workers, supervise
+    from st_hpo._execution._workers import supervise
     from st_hpo._progress import Progress
 
-    specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     extra = ["--pruner", pruner] if pruner else []
     if eval_rows is not None:
         extra += ["--intermediate-eval-rows", str(eval_rows)]
@@ -213,9 +214,9 @@ def _run_workers(session: Any, study_file: Any, budget: int, workers: int | None
 def summarize(session: Any, *, interrupted: bool, budget_met: bool) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study
-    trials = study.get_trials(deepcopy=False)
     from st_hpo._best_model import saved_best_model
 
+    trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     best = study.best_trial if count["COMPLETE"] else None
     return StudyResult(
