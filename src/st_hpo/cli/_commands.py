@@ -141,6 +141,7 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     """Every trial of the study (cancelled ones left out) as a dict, and the study's budget."""
     import optuna
 
+    from st_hpo._best_model import MODEL_DIR_ATTR
     from st_hpo._storage import default_storage_url, open_storage
 
     study_def = _load(ns)
@@ -165,7 +166,7 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
             continue  # asked by a worker when others had filled the budget; it never ran
         end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
         duration = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
-        model_dir = t.user_attrs.get("st_hpo.model_dir")
+        model_dir = t.user_attrs.get(MODEL_DIR_ATTR)
         rows.append({
             "number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
             "duration_seconds": duration, "baseline": bool(t.user_attrs.get("st_hpo.baseline")),
