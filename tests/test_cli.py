@@ -44,6 +44,10 @@ def test_run_then_status_json_and_resume(tmp_path, study_file):
     proc = st_hpo("run", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "trial   0" in proc.stderr and "COMPLETE" in proc.stderr and "best" in proc.stderr
+    # before the first trial: what runs where, and the score to beat; then a line as each trial starts
+    assert "study 'cli-study': 0 of 2 trials finished; sampler tpe, pruner median; 1 worker(s) on cpu" in proc.stderr
+    assert "base model before fine-tuning: sts-dev_spearman_cosine = " in proc.stderr
+    assert "trial   0  started" in proc.stderr
     assert "2 complete, 0 pruned, 0 failed" in proc.stdout
     out_dir = tmp_path / "st-hpo-runs" / "cli-study"
     assert (out_dir / "optuna.journal").exists() and (out_dir / "mlflow.db").exists()

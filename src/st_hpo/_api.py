@@ -107,6 +107,8 @@ def run_study(
     session = StudySession.open(study, options)
     budget = n_trials or session.definition.n_trials
     session.study.set_user_attr("st_hpo.n_trials", budget)
+    if progress:
+        _announce(session, budget, len(specs) if parallel else 1)
     budget_met = interrupted = False
     try:
         if parallel:
@@ -121,6 +123,29 @@ def run_study(
         session.close("FINISHED" if budget_met else "KILLED")
         _write_reports(session)
     return summarize(session, interrupted=interrupted, budget_met=budget_met)
+
+
+def _announce(session: Any, budget: int, workers: int) -> None:
+    """What is about to run, where it is stored, and the score to beat: printed before the first trial."""
+    from rich.markup import escape
+
+    from st_hpo._execution._session import _describe
+    from st_hpo._progress import Progress
+    from st_hpo._resources import pick_device
+
+    definition, study = session.definition, session.study
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+    lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
+             f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or 'median')}; "
+             f"{workers} worker(s) on {pick_device()}",
+             f"  storage {session.storage_url}",
+             f"  output  {session.output_dir}"]
+    if session.tracking_uri:
+        lines.append(f"  MLflow  {session.tracking_uri}")
+    base = study.user_attrs.get("st_hpo.base_model_value")
+    if base is not None:
+        lines.append(f"  base model before fine-tuning: {definition.objective} = {base:.4f}")
+    Progress(budget=budget).message(escape("\n".join(lines)))
 
 
 def _keep_only_best(session: Any) -> None:

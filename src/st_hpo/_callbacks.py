@@ -38,10 +38,13 @@ class TrialReporter(TrainerCallback):
         on_subset: the evaluations during training run on a subset of the eval set. Their values go to the
             pruner and to MLflow as ``objective_subset`` and ``subset_<metric>``; call :meth:`final_on_full`
             before the final evaluation on the whole set, which is logged as ``objective``.
+        on_progress: called at every evaluation with ``(step, max_steps, value, subset)`` (progress lines).
     """
 
-    def __init__(self, trial: Any, objective_key: str, log_series: Any, *, on_subset: bool = False) -> None:
+    def __init__(self, trial: Any, objective_key: str, log_series: Any, *, on_subset: bool = False,
+                 on_progress: Any = None) -> None:
         self.trial = trial
+        self.on_progress = on_progress  # (step, max_steps, value, subset) -> None, for the terminal
         self.on_subset = on_subset
         self.objective_key = objective_key
         self.log_series = log_series
@@ -100,6 +103,8 @@ class TrialReporter(TrainerCallback):
         else:
             self._pending.append(({**numeric, "objective": value}, step))
         self.flush()
+        if self.on_progress is not None:
+            self.on_progress(step, self.max_steps, value, self.on_subset)
         if math.isnan(value):
             raise optuna.TrialPruned(f"objective is NaN at step {step}")
         if self.final_on_full_set:

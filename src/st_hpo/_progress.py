@@ -1,4 +1,5 @@
-"""Progress on the terminal: one line per finished trial with state, value, best so far, elapsed, ETA."""
+"""Progress on the terminal: a line when a trial starts, a line per finished trial with state, value, best
+so far, elapsed and ETA, and on long trials a line at an evaluation at most every ``HEARTBEAT_SECONDS``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 __all__ = ["Progress"]
 
 _STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
+
+#: A running trial prints where it is at an evaluation when this long has passed since its last line.
+HEARTBEAT_SECONDS = 30.0
 
 
 class Progress:
@@ -22,6 +26,7 @@ class Progress:
         self.finished_at_start: int | None = None
         self.finished = 0
         self._console: Any = None
+        self._last_line: dict[int, float] = {}  # trial number -> when its last line was printed
 
     def _print(self, text: str) -> None:
         if not self.enabled:
@@ -44,7 +49,26 @@ class Progress:
             return "-"
         return _clock((time.monotonic() - self.started) / done_here * left)
 
+    def _who(self) -> str:
+        return _escape(f"[{self.worker}] ") if self.worker else ""
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self._last_line[number] = time.monotonic()
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        self._print(f"{self._who()}trial {number:>3}  started   [dim]{_escape(shown or '(base arguments)')}[/dim]")
+
+    def trial_evaluated(self, number: int, step: int, max_steps: int, value: float, *, subset: bool) -> None:
+        """A line for a long trial: where it is and its last value (at most one per ``HEARTBEAT_SECONDS``)."""
+        now = time.monotonic()
+        if now - self._last_line.get(number, now) < HEARTBEAT_SECONDS:
+            return
+        self._last_line[number] = now
+        which = "objective on the eval subset" if subset else "objective"
+        self._print(f"{self._who()}trial {number:>3}  running   step {step}/{max_steps} "
+                    f"({step / max(max_steps, 1):.0%} of training), {which} {value:.4f}")
+
     def trial_done(self, outcome: Any, study: Any) -> None:
+        self._last_line.pop(outcome.number, None)
         if outcome.state in ("COMPLETE", "PRUNED"):
             self.finished += 1
         value = "-" if outcome.value is None else f"{outcome.value:.4f}"
@@ -54,8 +78,7 @@ class Progress:
         except ValueError:
             best_text = "-"
         style = _STYLE.get(outcome.state, "white")
-        who = f"[{self.worker}] " if self.worker else ""
-        line = (f"{who}trial {outcome.number:>3}  [{style}]{outcome.state:<8}[/{style}]  value {value:>8}  "
+        line = (f"{self._who()}trial {outcome.number:>3}  [{style}]{outcome.state:<8}[/{style}]  value {value:>8}  "
                 f"best {best_text}  {outcome.seconds:6.1f}s  "
                 f"[{min(self.finished, self.budget)}/{self.budget} finished, elapsed "
                 f"{_clock(time.monotonic() - self.started)}, ETA {self._eta()}]")

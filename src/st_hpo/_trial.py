@@ -55,6 +55,7 @@ class TrialContext:
     tracker: Any  # MlflowTracker or None
     output_dir: Path
     worker: WorkerInfo
+    progress: Any = None  # st_hpo._progress.Progress, or None: no terminal lines
 
 
 @dataclasses.dataclass
@@ -142,6 +143,8 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
     try:
         params = _trial_params(ctx, trial)
         outcome.params = params
+        if ctx.progress is not None:
+            ctx.progress.trial_started(trial.number, params)
         overrides, loss_params, model_params = _args.split_params(params)
         args = _args.clone_args(ctx.validated.base_args, overrides,
                                 output_dir=str(ctx.output_dir / "trials" / f"trial-{trial.number}"),
@@ -182,7 +185,12 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     loss = resources.new_loss(model, params, loss_params)
     # evaluations during training on the study's eval subset (if any), the final one on the whole eval set
     subset = validated.evaluates_during_training and resources.subset_rows is not None
-    reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset)
+    on_progress = None
+    if ctx.progress is not None:
+        def on_progress(step: int, max_steps: int, value: float, on_subset: bool) -> None:
+            ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
+    reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
+                             on_progress=on_progress)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=resources.train_dataset,
         eval_dataset=(resources.eval_subset if subset else resources.eval_dataset)

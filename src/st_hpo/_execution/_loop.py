@@ -61,7 +61,8 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
          progress: Progress) -> LoopResult:
     """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C."""
     study = session.study
-    ctx = TrialContext(session.validated, session.resources, session.tracker, session.output_dir, worker)
+    ctx = TrialContext(session.validated, session.resources, session.tracker, session.output_dir, worker,
+                       progress=progress)
     result = LoopResult()
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
