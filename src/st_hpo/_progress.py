@@ -69,8 +69,10 @@ class Progress:
 
     def trial_done(self, outcome: Any, study: Any) -> None:
         self._last_line.pop(outcome.number, None)
-        if outcome.state in ("COMPLETE", "PRUNED"):
-            self.finished += 1
+        try:  # the study's count over every worker, not only this one's
+            self.finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+        except Exception:  # noqa: BLE001 - a storage hiccup must not stop the trials; count this one
+            self.finished += outcome.state in ("COMPLETE", "PRUNED")
         value = "-" if outcome.value is None else f"{outcome.value:.4f}"
         try:
             best = study.best_trial
