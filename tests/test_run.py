@@ -260,3 +260,16 @@ def test_a_trials_checkpoints_are_deleted_when_it_ends(make_study, tmp_path, mon
     assert seen == [["checkpoint-2", "checkpoint-4"]] * 2, "the trainer wrote checkpoints in every trial"
     assert list((tmp_path / "trials").glob("trial-*/checkpoint-*")) == []
     assert result.best_model_dir is not None and (result.best_model_dir / "modules.json").is_file()
+
+
+def test_enqueued_configurations_run_first_and_a_resumed_study_takes_new_ones(make_study, tmp_path):
+    first = {"learning_rate": 3e-4, "warmup_ratio": 0.2}
+    study = make_study(n_trials=2, pruner="none", enqueue=[first])
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert load_trials(tmp_path, "tiny")[0].params == first
+    # later, with --enqueue more.json: the new configuration runs next, the one tried before does not again
+    later = {"learning_rate": 1e-4, "warmup_ratio": 0.05}
+    st_hpo.run_study(study.replace(enqueue=[first, later]), n_trials=3, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert len(trials) == 3 and trials[2].params == later
+    assert [t.params for t in trials].count(first) == 1

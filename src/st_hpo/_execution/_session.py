@@ -157,7 +157,12 @@ class StudySession:
         return session
 
     def prepare(self, *, sync: bool = True) -> None:
-        """Fail dead workers' trials, sync MLflow, queue the baseline and warm-start trials once."""
+        """Fail dead workers' trials, sync MLflow, queue the baseline and warm-start trials.
+
+        The baseline is queued once per study. Warm-start configurations are queued by the first process
+        and, when ``sync`` (a run, not a joining worker), again by every run, which skips those the study
+        has already tried or queued: ``--enqueue`` on a resumed study adds its new configurations.
+        """
         recover_stale_trials(self.study)
         if self.tracker is not None and sync:
             self.tracker.set_parent_status("RUNNING")
@@ -167,6 +172,8 @@ class StudySession:
         if not self.study.user_attrs.get("st_hpo.queued"):
             self.study.set_user_attr("st_hpo.queued", True)
             self._queue_first_trials()
+        elif sync:
+            self._queue_warm_start()
         if "st_hpo.base_model_value" not in self.study.user_attrs:
             self._score_base_model()
 
@@ -178,6 +185,9 @@ class StudySession:
             if values is None:
                 attrs[UNSAMPLED_ATTR] = True
             self.study.enqueue_trial(values or {}, user_attrs=attrs, skip_if_exists=False)
+        self._queue_warm_start()
+
+    def _queue_warm_start(self) -> None:
         for params in self.definition.enqueue:
             self.study.enqueue_trial(dict(params), skip_if_exists=True)
 
