@@ -61,3 +61,24 @@ def test_a_leftover_model_of_a_killed_save_is_cleaned_up(make_study, tmp_path):
     st_hpo.run_study(study, n_trials=2, output_dir=tmp_path, progress=False)
     saved = _saved(tmp_path)
     assert len(saved) == 1 and saved[0].name == "model"
+
+
+def test_clean_up_spares_the_best_and_running_trials_in_either_direction(tmp_path):
+    import optuna
+
+    from st_hpo._best_model import beats_best, keep_only_best
+
+    for direction, values, best in (("maximize", [0.5, 0.7], 1), ("minimize", [0.5, 0.7], 0)):
+        out = tmp_path / direction
+        study = optuna.create_study(direction=direction)
+        for value in values:
+            study.add_trial(optuna.trial.create_trial(value=value))
+        running = study.ask()  # another worker's trial, saving its model right now
+        for number in (0, 1, running.number):
+            (out / "trials" / f"trial-{number}" / "model").mkdir(parents=True)
+        (out / "trials" / "trial-0" / "model.partial-99").mkdir()  # a killed worker's half-written save
+        keep_only_best(study, out)
+        left = sorted(str(p.relative_to(out / "trials")) for p in (out / "trials").glob("trial-*/model*"))
+        assert left == sorted([f"trial-{best}/model", f"trial-{running.number}/model"]), direction
+        assert beats_best(study, 0.8) is (direction == "maximize")
+        assert beats_best(study, 0.4) is (direction == "minimize")
