@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_DIR_ATTR", "beats_best", "keep_only_best", "model_dir", "save_model", "saved_best_model"]
+__all__ = ["MODEL_DIR_ATTR", "beats_best", "best_number", "keep_only_best", "model_dir", "save_model",
+           "saved_best_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def keep_only_best(study: Any, output_dir: Path) -> None:
         return
     trials = study.get_trials(deepcopy=False)
     finished = {t.number for t in trials if t.state.is_finished()}
-    best = _best_number(study, trials)
+    best = best_number(study, trials)
     for path in trials_dir.glob("trial-*/model*"):
         try:
             number = int(path.parent.name.removeprefix("trial-"))
@@ -77,17 +78,19 @@ def keep_only_best(study: Any, output_dir: Path) -> None:
 
 def saved_best_model(study: Any) -> Path | None:
     """The best trial's saved model folder, when it was kept and is on this machine; else None."""
-    best = _best_number(study, study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    best = best_number(study, trials)
     if best is None:
         return None
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best)
+    trial = next(t for t in trials if t.number == best)
     saved = trial.user_attrs.get(MODEL_DIR_ATTR)
     if saved and (Path(saved) / "modules.json").is_file():
         return Path(saved)
     return None
 
 
-def _best_number(study: Any, trials: list[Any]) -> int | None:
+def best_number(study: Any, trials: list[Any]) -> int | None:
+    """The number of the study's best complete trial (``trials`` is the study's list), or None."""
     if not any(t.state.name == "COMPLETE" for t in trials):
         return None
     return study.best_trial.number

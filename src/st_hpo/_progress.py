@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "format_params"]
 
 _STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
 
@@ -54,7 +54,7 @@ class Progress:
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         self._last_line[number] = time.monotonic()
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        shown = format_params(params)
         self._print(f"{self._who()}trial {number:>3}  started   [dim]{_escape(shown or '(base arguments)')}[/dim]")
 
     def trial_evaluated(self, number: int, step: int, max_steps: int, value: float, *, subset: bool) -> None:
@@ -94,6 +94,11 @@ class Progress:
 
     def message(self, text: str) -> None:
         self._print(text)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """Sampled values in one short line: ``learning_rate=2.5e-05, batch_sampler=no_duplicates``."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def _escape(text: str) -> str:

@@ -141,7 +141,7 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     """Every trial of the study (cancelled ones left out) as a dict, and the study's budget."""
     import optuna
 
-    from st_hpo._best_model import MODEL_DIR_ATTR
+    from st_hpo._best_model import MODEL_DIR_ATTR, best_number
     from st_hpo._storage import default_storage_url, open_storage
 
     study_def = _load(ns)
@@ -157,11 +157,11 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
         from st_hpo.exceptions import StorageError
 
         raise StorageError(f"no study {study_def.name!r} in {url}; run it first") from None
-    best = study.best_trial.number if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) \
-        else None
+    trials = study.get_trials(deepcopy=False)
+    best = best_number(study, trials)
     now = datetime.datetime.now()
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if t.user_attrs.get("st_hpo.cancelled"):
             continue  # asked by a worker when others had filled the budget; it never ran
         end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
@@ -204,6 +204,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from st_hpo._progress import format_params
+
     count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     table = Table(title=f"{count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
                         f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
@@ -213,7 +215,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
         secs = "" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}"
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
                       secs, escape(_note(r)))
