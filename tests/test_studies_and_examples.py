@@ -38,6 +38,28 @@ def test_studies_stsb_minilm_runs(tmp_path, tiny_model_path):
     assert all(r.data.tags["st_hpo.intermediate_eval"] == "16 of 32 eval rows" for r in runs)
 
 
+def test_studies_stsb_retrieval_runs(tmp_path, tiny_model_path):
+    """The in-batch-negatives study: (anchor, positive) pairs, an IR evaluator, the loss's scale searched."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_retrieval.py"),
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
+                          env=_env(tiny_model_path, STHPO_EVAL_ROWS="96", STHPO_INTERMEDIATE_EVAL_ROWS="8"),
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load_trials(out, "stsb-retrieval")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert set(trials[1].params) == {"learning_rate", "warmup_ratio", "per_device_train_batch_size",
+                                     "batch_sampler", "loss.scale"}
+    assert all(0.0 <= t.value <= 1.0 for t in trials)
+    _, parents, runs = mlflow_runs(out, "stsb-retrieval")
+    assert len(parents) == 1 and [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    # MLflow has the loss's scale under its own name, and the objective under a name MLflow accepts ("@" -> "_")
+    assert float(runs[1].data.params["loss.scale"]) == pytest.approx(trials[1].params["loss.scale"])
+    metrics = runs[1].data.metrics
+    assert metrics["eval_stsb-ir_cosine_ndcg_10"] == pytest.approx(trials[1].value)
+    assert metrics["objective"] == pytest.approx(trials[1].value)
+
+
 def test_examples_python_api_runs(tmp_path, tiny_model_path):
     out = tmp_path / "api"
     proc = subprocess.run([sys.executable, str(REPO / "examples/python_api.py"), str(out)], capture_output=True,
