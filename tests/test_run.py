@@ -273,3 +273,34 @@ def test_enqueued_configurations_run_first_and_a_resumed_study_takes_new_ones(ma
     trials = load_trials(tmp_path, "tiny")
     assert len(trials) == 3 and trials[2].params == later
     assert [t.params for t in trials].count(first) == 1
+
+
+def test_a_worker_stops_when_its_trials_keep_failing(make_study, tmp_path):
+    """Every configuration fails (all out of GPU memory, say): the study stops instead of failing trials forever."""
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    class FailsFromStep2(CoSENTLoss):
+        calls = 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls >= 2:  # validation's one probe passes; every trial fails at its second step
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return super().forward(*args, **kwargs)
+
+    study = make_study(loss=FailsFromStep2, max_failures_in_a_row=2, pruner="none")
+    result = st_hpo.run_study(study, n_trials=3, output_dir=tmp_path, progress=False)
+    assert not result.budget_met and not result.interrupted
+    assert result.stop_reason.startswith("the last 2 trials failed")
+    assert "CUDA out of memory (simulated)" in result.stop_reason
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    _, parents, runs = mlflow_runs(tmp_path, "tiny")
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    assert parents[0].info.status == "FAILED"
+
+
+def test_max_failures_in_a_row_must_be_a_positive_count(make_study):
+    with pytest.raises(st_hpo.StudyDefinitionError, match="max_failures_in_a_row=0"):
+        make_study(max_failures_in_a_row=0)
+    assert make_study(max_failures_in_a_row=None).max_failures_in_a_row is None

@@ -149,3 +149,30 @@ def test_timeout_reaches_every_worker(tmp_path, study_file):
     assert elapsed < 30 + 60, f"the run took {elapsed:.0f} s"
     _, parents, runs = mlflow_runs(out_dir, "timed")
     assert len(runs) == len(trials) and {r.data.tags["st_hpo.worker"] for r in runs} == {"w0", "w1"}
+
+
+def test_workers_whose_trials_keep_failing_stop_and_are_not_restarted(tmp_path, study_file):
+    path = study_file(name="failing", n_trials=3)
+    text = path.read_text().replace("loss=CoSENTLoss,", "loss=FailsFromStep2, max_failures_in_a_row=2,")
+    path.write_text(text.replace("def evaluator(ds):", (
+        "class FailsFromStep2(CoSENTLoss):\n"
+        "    calls = 0\n\n"
+        "    def forward(self, *args, **kwargs):\n"
+        "        self.calls += 1\n"
+        "        if self.calls >= 2:\n"
+        "            raise RuntimeError('CUDA out of memory (simulated)')\n"
+        "        return super().forward(*args, **kwargs)\n\n\n"
+        "def evaluator(ds):")))
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "stopped because their last trials all failed" in proc.stderr
+    assert "CUDA out of memory (simulated)" in proc.stderr
+    assert "st-hpo status" in proc.stderr
+    out_dir = tmp_path / "st-hpo-runs" / "failing"
+    trials = load_trials(out_dir, "failing")
+    # two failures per worker, then each stops for good: no replacement worker fails more
+    assert [t.state.name for t in trials] == ["FAIL"] * 4
+    _, parents, runs = mlflow_runs(out_dir, "failing")
+    assert [r.info.status for r in runs] == ["FAILED"] * 4
+    assert parents[0].info.status == "FAILED"

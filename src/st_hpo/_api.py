@@ -34,6 +34,8 @@ class StudyResult:
     budget_met: bool
     #: the best trial's saved model folder (``Study.keep_best_model``), when it is on this machine
     best_model_dir: Path | None = None
+    #: why the study stopped short of its budget, other than a timeout or Ctrl-C (trials kept failing)
+    stop_reason: str | None = None
 
 
 def validate_study(study: Study) -> None:
@@ -110,19 +112,20 @@ def run_study(
     if progress:
         _announce(session, budget, len(specs) if parallel else 1)
     budget_met = interrupted = False
+    stop_reason = None
     try:
         if parallel:
-            budget_met, interrupted = _run_workers(session, study_file, budget, specs, progress, pruner=pruner,
-                                                   eval_rows=intermediate_eval_rows,
-                                                   keep_best_model=keep_best_model, timeout=_left(deadline))
+            budget_met, interrupted, stop_reason = _run_workers(
+                session, study_file, budget, specs, progress, pruner=pruner, eval_rows=intermediate_eval_rows,
+                keep_best_model=keep_best_model, timeout=_left(deadline))
         else:
             loop = _run_here(session, budget, _left(deadline), progress, worker_name="main")
-            budget_met, interrupted = loop.budget_met, loop.interrupted
+            budget_met, interrupted, stop_reason = loop.budget_met, loop.interrupted, loop.gave_up
     finally:
         _keep_only_best(session)
-        session.close("FINISHED" if budget_met else "KILLED")
+        session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
         _write_reports(session)
-    return summarize(session, interrupted=interrupted, budget_met=budget_met)
+    return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason)
 
 
 def _announce(session: Any, budget: int, workers: int) -> None:
@@ -197,7 +200,7 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
     loop = _run_here(session, budget, _left(deadline), progress, worker_name=name)
     if loop.budget_met and session.tracker is not None:
         session.close("FINISHED")
-    return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met)
+    return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met, stop_reason=loop.gave_up)
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -219,7 +222,7 @@ def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, 
 
 def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], progress: bool, *,
                  pruner: str | None, eval_rows: int | None = None, keep_best_model: bool | None = None,
-                 timeout: float | None = None) -> tuple[bool, bool]:
+                 timeout: float | None = None) -> tuple[bool, bool, str | None]:
     from st_hpo._execution._workers import supervise
     from st_hpo._progress import Progress
 
@@ -236,7 +239,7 @@ def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], p
                      extra_args=extra, progress=bar, timeout=timeout)
 
 
-def summarize(session: Any, *, interrupted: bool, budget_met: bool) -> StudyResult:
+def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason: str | None = None) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study
     from st_hpo._best_model import saved_best_model
@@ -260,4 +263,5 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool) -> StudyResu
         interrupted=interrupted,
         budget_met=budget_met,
         best_model_dir=saved_best_model(study),
+        stop_reason=stop_reason,
     )

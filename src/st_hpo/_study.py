@@ -73,6 +73,11 @@ class Study:
             to ``<output-dir>/trials/trial-N/model`` (a ``SentenceTransformer`` folder), and delete the
             saved models of trials that are no longer the best; so the best trial's model is on disk
             when the study ends, without retraining. ``st-hpo best`` shows where.
+        max_failures_in_a_row: a worker stops when this many of its trials have failed one after the
+            other (every configuration out of GPU memory, a broken data pipeline, a GPU in an error
+            state), instead of filling the storage and MLflow with failed trials; the command then exits
+            non-zero with the last trial's error. Failed trials never count towards ``n_trials``.
+            ``None``: never stop.
     """
 
     name: str
@@ -94,6 +99,7 @@ class Study:
     enqueue: Sequence[Mapping[str, Any]] = ()
     intermediate_eval_rows: int | None = None
     keep_best_model: bool = True
+    max_failures_in_a_row: int | None = 5
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -132,6 +138,11 @@ class Study:
         if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
             raise StudyDefinitionError(
                 f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them)"
+            )
+        limit = self.max_failures_in_a_row
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise StudyDefinitionError(
+                f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
             )
         if not isinstance(self.keep_best_model, bool):
             raise StudyDefinitionError(f"keep_best_model={self.keep_best_model!r} must be True or False")

@@ -37,6 +37,8 @@ class LoopResult:
     interrupted: bool = False
     budget_met: bool = False
     timed_out: bool = False
+    #: why this worker stopped before the budget: its last ``max_failures_in_a_row`` trials failed
+    gave_up: str | None = None
 
 
 def _counts(study: Any) -> tuple[int, int]:
@@ -65,6 +67,7 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
                        progress=progress)
     result = LoopResult()
     deadline = None if timeout is None else time.monotonic() + timeout
+    failures = 0  # this worker's trials that failed one after the other
     while True:
         recover_stale_trials(study)
         finished, running = _counts(study)
@@ -99,6 +102,13 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         _finish(session, trial, outcome)
         result.trials_run += 1
         progress.trial_done(outcome, study)
+        failures = failures + 1 if outcome.state == "FAIL" else 0
+        limit = session.definition.max_failures_in_a_row
+        if limit is not None and failures >= limit:
+            who = "" if worker.name == "main" else f" of worker {worker.name}"
+            result.gave_up = (f"the last {failures} trials{who} failed (max_failures_in_a_row="
+                              f"{limit}); the last, trial {trial.number}: {outcome.error}")
+            return result
 
 
 def _state(name: str) -> Any:

@@ -305,6 +305,7 @@ def _settings(definition: Study, validated: ValidatedStudy, storage_url: str) ->
         "baseline": definition.baseline,
         "intermediate_eval_rows": definition.intermediate_eval_rows or "all",
         "keep_best_model": definition.keep_best_model,
+        "max_failures_in_a_row": definition.max_failures_in_a_row or "never stop",
         "space": json.dumps(described),
         "storage": storage_url if "@" not in storage_url else storage_url.split("@")[-1],
         "base_args": json.dumps({k: v for k, v in _args.args_to_dict(validated.base_args).items()

@@ -23,12 +23,14 @@ from typing import Any
 
 from st_hpo._execution._recovery import SUPERVISOR_ENV, recover_stale_trials
 
-__all__ = ["WorkerSpec", "plan_workers", "supervise"]
+__all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise"]
 
 logger = logging.getLogger(__name__)
 
 #: A worker slot that dies this many times in a row without finishing a trial is not restarted.
 MAX_RESTARTS = 5
+#: The exit code of a worker whose last ``Study.max_failures_in_a_row`` trials failed: not restarted.
+EXIT_GAVE_UP = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +107,10 @@ def _start(slot: _Slot, cmd: list[str], n_workers: int) -> None:
 
 
 def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget: int,
-              extra_args: list[str], progress: Any, timeout: float | None = None) -> tuple[bool, bool]:
+              extra_args: list[str], progress: Any, timeout: float | None = None) -> tuple[bool, bool, str | None]:
     """Run worker processes until the budget is met (or, with ``timeout``, until the workers stop starting
-    trials after that many seconds and finish their running ones); returns (budget_met, interrupted)."""
+    trials after that many seconds and finish their running ones); returns (budget_met, interrupted,
+    stop_reason), where ``stop_reason`` says why workers gave up (their trials kept failing)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     slots = [_Slot(spec) for spec in specs]
     for slot in slots:
@@ -117,20 +120,32 @@ def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget:
     except KeyboardInterrupt:
         _stop_all(slots)
         recover_stale_trials(session.study, exit_codes=_exit_codes(slots))
-        return False, True
+        return False, True, None
 
 
 def _exit_codes(slots: list[_Slot]) -> dict[int, int]:
     return {s.proc.pid: s.proc.returncode for s in slots if s.proc is not None and s.proc.returncode is not None}
 
 
-def _finished(study: Any) -> int:
-    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+def _finished(study: Any, pid: int | None = None) -> int:
+    """Finished trials of the study, or of the worker process ``pid`` only."""
+    return sum(t.state.name in ("COMPLETE", "PRUNED") and (pid is None or t.user_attrs.get("st_hpo.pid") == pid)
+               for t in study.get_trials(deepcopy=False))
+
+
+def _gave_up(study: Any, names: list[str]) -> str:
+    """Why workers stopped on their own: their trials kept failing; with the last failure's reason."""
+    failed = [t for t in study.get_trials(deepcopy=False)
+              if t.state.name == "FAIL" and not t.user_attrs.get("st_hpo.cancelled")]
+    last = max(failed, key=lambda t: t.number, default=None)
+    why = f"; the last, trial {last.number}: {last.user_attrs.get('st_hpo.error', 'no reason recorded')}" if last else ""
+    return f"worker(s) {', '.join(names)} stopped because their last trials all failed (max_failures_in_a_row){why}"
 
 
 def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra: list[str],
-           progress: Any, deadline: float | None) -> tuple[bool, bool]:
+           progress: Any, deadline: float | None) -> tuple[bool, bool, str | None]:
     codes: dict[int, int] = {}
+    gave_up: list[str] = []
     while True:
         for slot in slots:
             if slot.done or slot.proc is None or slot.proc.poll() is None:
@@ -140,6 +155,12 @@ def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra
             if code == 0:
                 slot.done = True
                 continue
+            if code == EXIT_GAVE_UP:  # its trials keep failing: a new process would fail them the same way
+                slot.done = True
+                gave_up.append(slot.spec.name)
+                continue
+            if _finished(session.study, slot.proc.pid):
+                slot.restarts = 0  # "in a row": this worker did finish trials before it died
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             failed = recover_stale_trials(session.study, exit_codes=codes)
             progress.message(f"[red]worker {slot.spec.name} (pid {slot.proc.pid}) {how}[/red]"
@@ -153,7 +174,8 @@ def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra
             slot.restarts += 1
             _start(slot, _worker_command(study_file, slot.spec, session, budget, extra, deadline), len(slots))
         if all(slot.done for slot in slots):
-            return _finished(session.study) >= budget, False
+            met = _finished(session.study) >= budget
+            return met, False, None if met or not gave_up else _gave_up(session.study, gave_up)
         time.sleep(0.5)
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo.cli._main import EXIT_INTERRUPTED
+from st_hpo.cli._main import EXIT_ERROR, EXIT_INTERRUPTED
 
 __all__ = ["cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
@@ -103,7 +103,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     budget = ns.n_trials or study.n_trials
     out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
               f"{result.n_fail} failed (budget {budget} finished trials"
-              f"{', met' if result.budget_met else _why_not_met(ns)})")
+              f"{', met' if result.budget_met else _why_not_met(ns, result.stop_reason)})")
     if result.best_value is not None:
         gain = ""
         if result.base_model_value is not None:
@@ -114,10 +114,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
             out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
         out.print(f"review in MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if result.stop_reason:
+        sys.stderr.write(f"error: {result.stop_reason}. See every failure with: st-hpo status {ns.study_file}; "
+                         "fix the cause and run the same command again to go on\n")
+        return EXIT_ERROR
     return 0
 
 
-def _why_not_met(ns: argparse.Namespace) -> str:
+def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
+    if stop_reason:
+        return ", not met: trials kept failing (below)"
     if ns.timeout is not None and _remaining(ns) == 0:
         return f", not met: --timeout {ns.timeout:g} s reached; run the same command again to go on"
     return ", not met: the workers stopped (see above); run the same command again to go on"
@@ -134,6 +140,11 @@ def cmd_worker(ns: argparse.Namespace) -> int:
                         progress=not (ns.no_progress or ns.quiet))
     if result.interrupted:
         return EXIT_INTERRUPTED
+    if result.stop_reason:
+        from st_hpo._execution._workers import EXIT_GAVE_UP
+
+        sys.stderr.write(f"error: {result.stop_reason}\n")
+        return EXIT_GAVE_UP
     return 0
 
 
