@@ -304,3 +304,25 @@ def test_max_failures_in_a_row_must_be_a_positive_count(make_study):
     with pytest.raises(st_hpo.StudyDefinitionError, match="max_failures_in_a_row=0"):
         make_study(max_failures_in_a_row=0)
     assert make_study(max_failures_in_a_row=None).max_failures_in_a_row is None
+
+
+def test_a_gpu_in_an_error_state_ends_the_process_after_its_trial_is_recorded(make_study, tmp_path, monkeypatch):
+    """After a device-side assert every CUDA call raises: the trial is recorded, then the process stops (a
+    supervisor starts a fresh one) instead of failing every later trial. The GPU is simulated: none here."""
+    import torch
+
+    def sticky_error():
+        raise torch.AcceleratorError("CUDA error: device-side assert triggered")
+
+    study = make_study(pruner="none")
+    with monkeypatch.context() as patch:
+        patch.setattr("st_hpo._trial._cuda_in_use", lambda: type("Cuda", (), {
+            "empty_cache": staticmethod(sticky_error), "reset_peak_memory_stats": staticmethod(lambda: None)}))
+        with pytest.raises(st_hpo.TrialError, match="device-side assert triggered.*run the same command again"):
+            st_hpo.run_study(study, n_trials=3, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE"], "the trial's result stands; no second trial started"
+    _, parents, runs = mlflow_runs(tmp_path, "tiny")
+    assert [r.info.status for r in runs] == ["FINISHED"] and parents[0].info.status == "KILLED"
+    result = st_hpo.run_study(study, n_trials=3, output_dir=tmp_path, progress=False)  # a fresh start goes on
+    assert result.budget_met and result.n_complete == 3

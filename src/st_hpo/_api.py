@@ -86,7 +86,9 @@ def run_study(
         progress: print a line per trial to stderr.
         workers: run this many worker processes sharing the storage (needs ``study_file``, which
             each worker loads); None or 1 without ``gpus`` runs the trials in this process.
-        gpus: comma-separated GPU ids; ``trials_per_gpu`` workers per GPU, each seeing only its GPU.
+        gpus: comma-separated GPU ids (positions in ``CUDA_VISIBLE_DEVICES`` when that is set);
+            ``trials_per_gpu`` workers per GPU, each seeing only its GPU. With ``workers`` > 1 and no
+            ``gpus`` on a GPU machine, the workers are spread over every visible GPU.
         study_file: the study file the worker processes load.
 
     A Ctrl-C (or SIGTERM, under the CLI) stops cleanly: running trials are failed, their runs KILLED,
@@ -95,13 +97,17 @@ def run_study(
     from st_hpo._execution._session import SessionOptions, StudySession
 
     deadline = _deadline(timeout)  # counts from here: validation and set-up included
+    from st_hpo._execution._workers import default_gpu_list, plan_workers, visible_gpus
+
+    if gpus is None and (workers or 1) > 1:  # workers on a GPU machine: spread over its GPUs, one each
+        gpus = default_gpu_list()
+    specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,  # bad input fails here, first
+                         devices=visible_gpus() if gpus else None)
+    parallel = bool(gpus) or (workers or 1) > 1
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, baseline=baseline,
-                             intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model)
-    from st_hpo._execution._workers import plan_workers
-
-    specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu)  # bad input fails here, first
-    parallel = bool(gpus) or (workers or 1) > 1
+                             intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model,
+                             trains_here=not (parallel and any(s.gpu is not None for s in specs)))
     if parallel and study_file is None:
         from st_hpo.exceptions import StudyDefinitionError
 
@@ -140,7 +146,7 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
     lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
              f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or 'median')}; "
-             f"{workers} worker(s) on {pick_device()}",
+             f"{workers} worker(s) on {pick_device(session.validated.base_args)}",
              f"  storage {session.storage_url}",
              f"  output  {session.output_dir}"]
     if session.tracking_uri:
@@ -216,8 +222,24 @@ def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, 
     from st_hpo._progress import Progress
     from st_hpo._trial import WorkerInfo
 
+    _warn_if_many_gpus()
     bar = Progress(budget=budget, enabled=progress, worker=None if worker_name == "main" else worker_name)
     return work(session, budget=budget, timeout=timeout, worker=WorkerInfo(name=worker_name), progress=bar)
+
+
+def _warn_if_many_gpus() -> None:
+    """Trials in a process that sees several GPUs train on all of them at once (DataParallel)."""
+    import os
+
+    from st_hpo._execution._workers import visible_gpus
+
+    count = len(visible_gpus())
+    if count > 1 and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        logging.getLogger(__name__).warning(
+            "this process sees %d GPUs: transformers trains every trial on all of them with DataParallel "
+            "(%d x per_device_train_batch_size per step). To run one trial per GPU, start `st-hpo run` "
+            "(one worker per GPU) or give each worker one GPU: CUDA_VISIBLE_DEVICES=0 st-hpo worker ...",
+            count, count)
 
 
 def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], progress: bool, *,

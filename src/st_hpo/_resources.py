@@ -20,10 +20,13 @@ __all__ = ["StudyResources", "pick_device"]
 logger = logging.getLogger(__name__)
 
 
-def pick_device() -> str:
-    """``cuda`` when a GPU is visible to this process, else ``cpu``."""
+def pick_device(args: Any = None) -> str:
+    """Where the trials train: ``cuda`` when a GPU is visible to this process and the training arguments
+    ``args`` (if given) do not say ``use_cpu=True``, else ``cpu``."""
     import torch
 
+    if args is not None and getattr(args, "use_cpu", False):
+        return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -77,7 +77,9 @@ class Study:
             other (every configuration out of GPU memory, a broken data pipeline, a GPU in an error
             state), instead of filling the storage and MLflow with failed trials; the command then exits
             non-zero with the last trial's error. Failed trials never count towards ``n_trials``.
-            ``None``: never stop.
+            ``None``: never stop. The default, 10, is seldom reached by chance: where half the space
+            fails at random (the largest batch size runs out of memory), a run of 5 failures comes about
+            once in 64 trials, a run of 10 about once in 2,000.
     """
 
     name: str
@@ -99,7 +101,7 @@ class Study:
     enqueue: Sequence[Mapping[str, Any]] = ()
     intermediate_eval_rows: int | None = None
     keep_best_model: bool = True
-    max_failures_in_a_row: int | None = 5
+    max_failures_in_a_row: int | None = 10
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

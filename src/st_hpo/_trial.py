@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -72,6 +73,9 @@ class TrialOutcome:
     step: int = 0
     run_id: str | None = None
     model_dir: str | None = None  #: where the trial saved its model (it beat every complete trial)
+    #: the GPU raised when its memory was released after the trial (a device-side assert, say): the CUDA
+    #: context of this process is unusable, so it must not run another trial
+    device_error: str | None = None
 
 
 class _RunLog:
@@ -105,7 +109,8 @@ def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
 def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any) -> _RunLog:
     baseline = str(bool(trial.user_attrs.get(BASELINE_ATTR))).lower()
     tags = {"st_hpo.worker": ctx.worker.name, "st_hpo.host": ctx.worker.host,
-            "st_hpo.gpu": ctx.worker.gpu or "none", "st_hpo.baseline": baseline}
+            "st_hpo.gpu": ctx.worker.gpu or ("all visible" if pick_device(args) == "cuda" else "none"),
+            "st_hpo.baseline": baseline}
     rows = ctx.resources.subset_rows
     if rows is not None and ctx.validated.evaluates_during_training:
         # which values are which: intermediate (pruning) ones on the subset, `objective` on all eval rows
@@ -138,6 +143,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
 
     started = time.perf_counter()
     froze = ctx.resources.freeze_for_trial()
+    _reset_gpu_peak()
     outcome = TrialOutcome(number=trial.number, state="FAIL")
     run = _RunLog(None, None)
     try:
@@ -166,9 +172,13 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
     finally:
         _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
         outcome.seconds = time.perf_counter() - started
-        _release_memory(unfreeze=froze)
+        outcome.device_error = _release_memory(unfreeze=froze)
         timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds}
-        timings.update(_peak_gpu_memory())
+        if outcome.device_error is None:
+            timings.update(_peak_gpu_memory())
+        for name, value in timings.items():
+            if name.startswith("peak_gpu"):  # kept with the trial, for `st-hpo status` and sizing workers per GPU
+                trial.set_user_attr(f"st_hpo.{name}", round(value, 1))
         run.metrics(timings, outcome.step)
     return outcome
 
@@ -246,24 +256,44 @@ def _remove_checkpoints(trial_dir: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _release_memory(*, unfreeze: bool = False) -> None:
+def _cuda_in_use() -> Any:
+    """``torch.cuda`` when this process has initialised CUDA (it trains on a GPU), else None."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_initialized() else None
+
+
+def _release_memory(*, unfreeze: bool = False) -> str | None:
+    """Free what the trial allocated, the CUDA cache included; returns the GPU's error if it has one.
+
+    After a device-side assert (an index out of range in a CUDA kernel) the CUDA context of the process
+    is broken for good, and ``empty_cache`` raises the sticky error.
+    """
     gc.collect()  # the trial's cycles (trainer, model copy, optimizer): allocated after freeze_for_trial()
     if unfreeze:
         gc.unfreeze()
+    cuda = _cuda_in_use()
+    if cuda is None:
+        return None
     try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        cuda.empty_cache()
+    except RuntimeError as exc:  # torch.AcceleratorError is one
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _reset_gpu_peak() -> None:
+    """Start the trial's peak GPU memory from what the process holds now (not validation's or the last trial's)."""
+    cuda = _cuda_in_use()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
 
 
 def _peak_gpu_memory() -> dict[str, float]:
-    import torch
-
-    if not torch.cuda.is_available() or pick_device() != "cuda":
+    """The trial's peak GPU memory in MiB: allocated by tensors, and reserved by PyTorch's caching allocator
+    (what the GPU really had to hold: the figure to size ``--trials-per-gpu`` by)."""
+    cuda = _cuda_in_use()
+    if cuda is None:
         return {}
-    peak = torch.cuda.max_memory_allocated() / 2**20
-    torch.cuda.reset_peak_memory_stats()
-    return {"peak_gpu_memory_mb": peak}
+    return {"peak_gpu_memory_mb": cuda.max_memory_allocated() / 2**20,
+            "peak_gpu_reserved_mb": cuda.max_memory_reserved() / 2**20}
 

@@ -50,8 +50,13 @@ def objective_key(objective: str) -> str:
     return objective if objective.startswith("eval_") else f"eval_{objective}"
 
 
-def validate_study(study: Study, resources: StudyResources, *, output_dir: str) -> ValidatedStudy:
-    """Check everything about ``study`` that can be checked without training; raise on the first problem."""
+def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
+                   on_cpu: bool = False) -> ValidatedStudy:
+    """Check everything about ``study`` that can be checked without training; raise on the first problem.
+
+    ``on_cpu``: run the loss probe on the CPU, for a process that never trains (a supervisor whose
+    workers own the GPUs), so that it holds no GPU memory.
+    """
     base_args = _args.build_base_args(study.args, output_dir=output_dir)
     names = _space.check_space(study.space, base_args)
     _check_loss_params(study, names)
@@ -65,7 +70,7 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str) 
     params = _probe_params(study)  # one sample of the space builds the model and loss for the checks
     _, loss_params, model_params = _args.split_params(params)
     model = resources.new_model(params, model_params)
-    _check_loss_on_rows(study, resources, model, base_args, params, loss_params)
+    _check_loss_on_rows(study, resources, model, base_args, params, loss_params, on_cpu=on_cpu)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
     evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
@@ -174,7 +179,7 @@ def _loss_name(study: Study, loss: Any) -> str:
 
 
 def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: Any,
-                        params: dict[str, Any], loss_params: dict[str, Any]) -> None:
+                        params: dict[str, Any], loss_params: dict[str, Any], *, on_cpu: bool = False) -> None:
     """Build the loss and evaluate it on two training rows, so missing columns fail here."""
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -193,8 +198,12 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
     rows = train.select(range(min(2, len(train))))
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
         # the probe runs on the trials' device: `use_cpu=True` here would pin accelerate's process-wide
-        # state to the CPU, and every later trial in this process with it
-        probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False}
+        # state to the CPU, and every later trial in this process with it (harmless where none trains).
+        # With fp16/bf16_full_eval the trainer leaves the model where it is until train(): keep it off.
+        probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False,
+                 "fp16_full_eval": False, "bf16_full_eval": False}
+        if on_cpu:
+            probe["use_cpu"] = True
         args = _args.clone_args(base_args, probe, output_dir=tmp, run_name=None)
         try:
             trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)

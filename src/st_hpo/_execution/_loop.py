@@ -19,7 +19,7 @@ from st_hpo._execution._session import StudySession
 from st_hpo._progress import Progress
 from st_hpo._storage import HeartbeatThread
 from st_hpo._trial import TrialContext, TrialOutcome, WorkerInfo, run_trial
-from st_hpo.exceptions import TrackingError
+from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
 
@@ -102,6 +102,10 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         _finish(session, trial, outcome)
         result.trials_run += 1
         progress.trial_done(outcome, study)
+        if outcome.device_error:  # a supervisor replaces this worker with a fresh process
+            raise TrialError(f"the GPU of this process is in an error state since trial {trial.number} "
+                             f"({outcome.device_error}); it cannot train again: run the same command again "
+                             "to go on in a fresh process")
         failures = failures + 1 if outcome.state == "FAIL" else 0
         limit = session.definition.max_failures_in_a_row
         if limit is not None and failures >= limit:

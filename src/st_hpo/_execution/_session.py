@@ -51,6 +51,9 @@ class SessionOptions:
     role: str = "main"
     #: the worker's name (role "worker"): with the host, it gives the worker its own sampler seed
     worker_name: str | None = None
+    #: False in a supervisor whose workers train on GPUs: it validates on the CPU and leaves the base
+    #: model's score to the workers, so it never holds GPU memory (a CUDA context is ~0.5 GB)
+    trains_here: bool = True
 
 
 def worker_seed(seed: int | None, salt: str | None) -> int | None:
@@ -137,7 +140,8 @@ class StudySession:
             definition = definition.replace(keep_best_model=options.keep_best_model)
         output_dir = Path(options.output_dir or Path("st-hpo-runs") / definition.name).resolve()
         resources = resources or StudyResources(definition)
-        validated = validate_study(definition, resources, output_dir=str(output_dir / "trials"))
+        validated = validate_study(definition, resources, output_dir=str(output_dir / "trials"),
+                                   on_cpu=not options.trains_here)
         storage_url = options.storage or default_storage_url(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         tracker = None
@@ -153,11 +157,12 @@ class StudySession:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
                       tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
-        session.prepare(sync=options.role == "main")
+        session.prepare(sync=options.role == "main", score=options.trains_here)
         return session
 
-    def prepare(self, *, sync: bool = True) -> None:
-        """Fail dead workers' trials, sync MLflow, queue the baseline and warm-start trials.
+    def prepare(self, *, sync: bool = True, score: bool = True) -> None:
+        """Fail dead workers' trials, sync MLflow, queue the baseline and warm-start trials, and (``score``)
+        score the base model if no process did yet.
 
         The baseline is queued once per study. Warm-start configurations are queued by the first process
         and, when ``sync`` (a run, not a joining worker), again by every run, which skips those the study
@@ -174,7 +179,7 @@ class StudySession:
             self._queue_first_trials()
         elif sync:
             self._queue_warm_start()
-        if "st_hpo.base_model_value" not in self.study.user_attrs:
+        if score and "st_hpo.base_model_value" not in self.study.user_attrs:
             self._score_base_model()
 
     def _queue_first_trials(self) -> None:
@@ -197,8 +202,9 @@ class StudySession:
             return
         try:
             model = self.resources.base_model()
-            if pick_device() != "cpu":  # the base weights stay on the CPU; score a copy on the GPU
-                model = copy.deepcopy(model).to(pick_device())
+            device = pick_device(self.validated.base_args)
+            if device != "cpu":  # the base weights stay on the CPU; score a copy on the GPU
+                model = copy.deepcopy(model).to(device)
             metrics = self.resources.evaluator(model)
             del model
         except Exception as exc:  # noqa: BLE001 - informative only

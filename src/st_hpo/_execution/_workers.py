@@ -41,9 +41,15 @@ class WorkerSpec:
     gpu: str | None = None
 
 
-def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int) -> list[WorkerSpec]:
+def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int,
+                 devices: list[str] | None = None) -> list[WorkerSpec]:
     """The worker slots: ``--gpus 0,1 --trials-per-gpu K`` gives K per GPU; ``--workers N`` gives N, spread
-    round-robin over the GPUs when there are any (``--gpus``, or every visible one), else on the CPU."""
+    round-robin over the GPUs when there are any (``--gpus``, or every visible one), else on the CPU.
+
+    ``devices``: the GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` values (see :func:`visible_gpus`);
+    ``--gpus`` ids are positions in that list, so inside a job whose ``CUDA_VISIBLE_DEVICES=2,3``,
+    ``--gpus 0,1`` means GPUs 2 and 3. None: take the ids as they are, unchecked.
+    """
     from st_hpo.exceptions import StudyDefinitionError
 
     if workers is not None and workers < 1:
@@ -53,25 +59,50 @@ def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int) 
     ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
     if workers is not None and trials_per_gpu > 1:
         raise StudyDefinitionError("give --workers N (spread over the GPUs) or --trials-per-gpu K, not both")
+    device = {i: _device_of(i, devices) for i in ids}
     if ids and workers is not None:
-        return [WorkerSpec(f"gpu{ids[i % len(ids)]}-w{i // len(ids)}", ids[i % len(ids)]) for i in range(workers)]
+        return [WorkerSpec(f"gpu{ids[i % len(ids)]}-w{i // len(ids)}", device[ids[i % len(ids)]])
+                for i in range(workers)]
     if ids:
-        return [WorkerSpec(f"gpu{g}-w{k}", g) for g in ids for k in range(trials_per_gpu)]
+        return [WorkerSpec(f"gpu{g}-w{k}", device[g]) for g in ids for k in range(trials_per_gpu)]
     return [WorkerSpec(f"w{i}") for i in range(workers or 1)]
 
 
-def default_gpu_list() -> str | None:
-    """On a GPU machine, one worker per visible GPU: '0,1,...'; None without CUDA."""
+def _device_of(gpu_id: str, devices: list[str] | None) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` value for ``--gpus`` id ``gpu_id``."""
+    from st_hpo.exceptions import StudyDefinitionError
+
+    if devices is None:
+        return gpu_id
+    if not devices:
+        raise StudyDefinitionError(f"--gpus {gpu_id}: this process sees no GPU (torch.cuda.is_available() is "
+                                   "False); leave --gpus out, or use --workers N to run on the CPU")
+    if not gpu_id.isdigit() or int(gpu_id) >= len(devices):
+        raise StudyDefinitionError(f"--gpus {gpu_id}: this process sees {len(devices)} GPU(s); give ids from 0 "
+                                   f"to {len(devices) - 1}" + (f" (positions in CUDA_VISIBLE_DEVICES="
+                                   f"{os.environ['CUDA_VISIBLE_DEVICES']})" if os.environ.get("CUDA_VISIBLE_DEVICES")
+                                   else ""))
+    return devices[int(gpu_id)]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` values: the inherited list when it is
+    set, else ``0..N-1``; empty without CUDA."""
     try:
         import torch
     except ImportError:  # pragma: no cover
-        return None
+        return []
     if not torch.cuda.is_available():
-        return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        return visible
-    return ",".join(str(i) for i in range(torch.cuda.device_count()))
+        return []
+    inherited = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return inherited or [str(i) for i in range(torch.cuda.device_count())]
+
+
+def default_gpu_list() -> str | None:
+    """On a GPU machine, one worker per visible GPU: '0,1,...' (positions in :func:`visible_gpus`); None
+    without CUDA."""
+    count = len(visible_gpus())
+    return ",".join(str(i) for i in range(count)) if count else None
 
 
 @dataclasses.dataclass
@@ -98,8 +129,9 @@ def _start(slot: _Slot, cmd: list[str], n_workers: int) -> None:
     env = dict(os.environ)
     if slot.spec.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.spec.gpu
-    elif "OMP_NUM_THREADS" not in env:  # CPU workers share the cores instead of oversubscribing them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # GPU ids as nvidia-smi numbers them
+    if "OMP_NUM_THREADS" not in env:  # workers share the cores (tokenising, evaluator maths) instead of
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))  # oversubscribing them
     env["ST_HPO_WORKER_NAME"] = slot.spec.name
     env[SUPERVISOR_ENV] = str(os.getpid())
     slot.proc = subprocess.Popen(cmd, env=env, start_new_session=True)

@@ -187,6 +187,9 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
             "worker": t.user_attrs.get("st_hpo.tag.worker"), "host": t.user_attrs.get("st_hpo.tag.host"),
             "best": t.number == best,
             "model_dir": model_dir if t.number == best and model_dir and Path(model_dir).is_dir() else None,
+            # on a GPU: what the trial needed, to size --trials-per-gpu by
+            "peak_gpu_reserved_mb": t.user_attrs.get("st_hpo.peak_gpu_reserved_mb"),
+            "gpu": t.user_attrs.get("st_hpo.tag.gpu"),
         })
     budget = study.user_attrs.get("st_hpo.n_trials", study_def.n_trials)
     return rows, budget

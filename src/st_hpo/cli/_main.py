@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a JSON list of {name: value} configurations to try first (warm start)")
     p.add_argument("--workers", type=int, help="run N worker processes sharing the study's storage (on a GPU "
                    "machine spread round-robin over the GPUs: --gpus, or every visible one)")
-    p.add_argument("--gpus", help="comma-separated GPU ids: --trials-per-gpu workers per GPU, each seeing "
-                   "only its GPU (default on a GPU machine: one worker per visible GPU)")
+    p.add_argument("--gpus", help="comma-separated GPU ids as nvidia-smi numbers them (positions in "
+                   "CUDA_VISIBLE_DEVICES when that is set): --trials-per-gpu workers per GPU, each seeing only "
+                   "its GPU (default on a GPU machine: one worker per visible GPU)")
     p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
     _add_location(p)
 
