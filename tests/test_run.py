@@ -326,3 +326,16 @@ def test_a_gpu_in_an_error_state_ends_the_process_after_its_trial_is_recorded(ma
     assert [r.info.status for r in runs] == ["FINISHED"] and parents[0].info.status == "KILLED"
     result = st_hpo.run_study(study, n_trials=3, output_dir=tmp_path, progress=False)  # a fresh start goes on
     assert result.budget_met and result.n_complete == 3
+
+
+def test_a_supervisor_of_gpu_workers_leaves_the_base_model_score_to_them(make_study, tmp_path):
+    """A supervisor whose workers own the GPUs never trains, so it holds no GPU memory: it validates on the
+    CPU and does not score the base model; the first worker to open the study does."""
+    from st_hpo._execution._session import SessionOptions, StudySession
+
+    study = make_study()
+    supervisor = StudySession.open(study, SessionOptions(output_dir=tmp_path, trains_here=False))
+    assert "st_hpo.base_model_value" not in supervisor.study.user_attrs
+    worker = StudySession.open(study, SessionOptions(output_dir=tmp_path, role="worker", worker_name="gpu0-w0"))
+    assert -1.0 <= worker.study.user_attrs["st_hpo.base_model_value"] <= 1.0
+    supervisor.close("FINISHED")

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: Complete trials needed before parameter importances are computed.
 MIN_TRIALS_FOR_IMPORTANCE = 4
+#: With fewer complete trials, the summary calls the importances rough (Optuna warns some value ranges
+#: of a parameter hold fewer than 2 trials).
+ROUGH_IMPORTANCE_BELOW = 10
 #: The parent run's artifact folder that holds the reports.
 REPORTS_DIR = "reports"
 
@@ -103,11 +106,14 @@ def report_study(study: Any, *, output_dir: str | Path | None = None, storage: s
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence Optuna's experimental-API warnings (its matplotlib plots are marked experimental)."""
+    """Silence Optuna's experimental-API warnings (its matplotlib plots are marked experimental) and its
+    warning, once per parameter and plot, that importances from few trials may be inaccurate (the summary
+    says so once, see :func:`_plot_plan`)."""
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
         yield
 
 
@@ -126,6 +132,9 @@ def _plot_plan(study: Any, notes: list[str]) -> list[str]:
         notes.append("No plots of values: no trial has completed yet.")
     if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE and any(t.params for t in complete):
         plan.append("param_importances")
+        if len(complete) < ROUGH_IMPORTANCE_BELOW:
+            notes.append(f"Parameter importances: from {len(complete)} complete trials, a rough estimate; "
+                         f"they settle from about {ROUGH_IMPORTANCE_BELOW}.")
     elif complete:
         notes.append(f"Parameter importances: not computed; they need at least {MIN_TRIALS_FOR_IMPORTANCE} "
                      f"complete trials and the study has {len(complete)}.")
