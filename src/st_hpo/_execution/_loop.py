@@ -102,17 +102,27 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         _finish(session, trial, outcome)
         result.trials_run += 1
         progress.trial_done(outcome, study)
-        if outcome.device_error:  # a supervisor replaces this worker with a fresh process
-            raise TrialError(f"the GPU of this process is in an error state since trial {trial.number} "
-                             f"({outcome.device_error}); it cannot train again: run the same command again "
-                             "to go on in a fresh process")
         failures = failures + 1 if outcome.state == "FAIL" else 0
-        limit = session.definition.max_failures_in_a_row
-        if limit is not None and failures >= limit:
-            who = "" if worker.name == "main" else f" of worker {worker.name}"
-            result.gave_up = (f"the last {failures} trials{who} failed (max_failures_in_a_row="
-                              f"{limit}); the last, trial {trial.number}: {outcome.error}")
+        result.gave_up = _give_up(outcome, failures, session.definition.max_failures_in_a_row, worker.name)
+        if result.gave_up:
             return result
+
+
+def _give_up(outcome: TrialOutcome, failures: int, limit: int | None, worker_name: str) -> str | None:
+    """Why this worker must not run another trial, or None.
+
+    Raises TrialError when the trial left the GPU in an error state: only a fresh process can train
+    again (a supervisor starts one; a run in one process stops).
+    """
+    if outcome.device_error:
+        raise TrialError(f"the GPU of this process is in an error state since trial {outcome.number} "
+                         f"({outcome.device_error}); it cannot train again: run the same command again "
+                         "to go on in a fresh process")
+    if limit is None or failures < limit:
+        return None
+    who = "" if worker_name == "main" else f" of worker {worker_name}"
+    return (f"the last {failures} trials{who} failed (max_failures_in_a_row={limit}); "
+            f"the last, trial {outcome.number}: {outcome.error}")
 
 
 def _state(name: str) -> Any:
