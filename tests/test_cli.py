@@ -125,3 +125,36 @@ def test_timeout_counts_from_the_start_of_the_command(tmp_path, study_file):
     assert 0 < len([t for t in trials if t.state.name == "COMPLETE"]) < 500
     assert not [t for t in trials if t.state.name == "RUNNING"]
     assert elapsed < 30 + 45, f"the run took {elapsed:.0f} s"
+
+
+def test_bad_numbers_on_the_command_line_are_refused_before_anything_runs(tmp_path, study_file):
+    path = str(study_file())
+    for option, value, message in (("--n-trials", "0", "0 is too small; give at least 1"),
+                                   ("--timeout", "-5", "-5 seconds: give a positive number"),
+                                   ("--intermediate-eval-rows", "-4", "-4 is too small; give at least 0")):
+        proc = st_hpo("run", path, option, value, cwd=tmp_path)
+        assert proc.returncode == 2 and f"argument {option}: {message}" in proc.stderr
+    assert not (tmp_path / "st-hpo-runs").exists()
+
+
+def test_sync_of_a_study_that_never_ran_says_so_and_creates_nothing(tmp_path, study_file):
+    proc = st_hpo("sync", str(study_file()), "--output-dir", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: no study 'tiny-file' at ") and "run it first" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.slow
+def test_sync_rebuilds_a_lost_mlflow_store_and_closes_its_parent_run(tmp_path, study_file):
+    path = str(study_file(n_trials=1))
+    assert st_hpo("run", path, cwd=tmp_path).returncode == 0
+    out = tmp_path / "st-hpo-runs" / "tiny-file"
+    (out / "mlflow.db").unlink()
+    proc = st_hpo("sync", path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, parents, runs = mlflow_runs(out, "tiny-file")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert [p.info.status for p in parents] == ["FINISHED"], "the re-made parent run does not stay RUNNING"
+    # a path that is a folder: one line, not a traceback
+    proc = st_hpo("export", path, "--to", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

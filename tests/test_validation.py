@@ -174,3 +174,41 @@ def test_checkpoints_a_study_does_not_need_are_warned_about(make_study, caplog):
     with caplog.at_level("WARNING", logger="st_hpo"):
         st_hpo.validate_study(make_study())  # save_strategy="no"
     assert "checkpoint" not in caplog.text
+
+
+def _base_args(**changes):
+    args = dict(num_train_epochs=1, per_device_train_batch_size=16, eval_strategy="steps", eval_steps=2,
+                save_strategy="no", use_cpu=True)
+    return {**args, **changes}
+
+
+def test_impossible_base_values_fail_like_the_spaces_do(make_study):
+    with pytest.raises(StudyDefinitionError, match=r"Study\(args=...\): per_device_train_batch_size=0 must be greater than 0"):
+        st_hpo.validate_study(make_study(args=_base_args(per_device_train_batch_size=0)))
+    with pytest.raises(StudyDefinitionError, match=r"learning_rate=-5.0 must be greater than 0"):
+        st_hpo.validate_study(make_study(args=_base_args(learning_rate=-5.0)))
+    st_hpo.validate_study(make_study(args=_base_args(eval_steps=0.125)))  # a ratio of the steps stays allowed
+
+
+def test_an_empty_eval_set_is_named(make_study, pairs_eval):
+    with pytest.raises(StudyDefinitionError, match="eval_dataset is empty"):
+        st_hpo.validate_study(make_study(eval_dataset=pairs_eval.select([])))
+
+
+def test_enqueued_configurations_are_checked_against_the_space(make_study):
+    with pytest.raises(SearchSpaceError, match=r"enqueue\[0\]: warmup_raito=0.1: the space does not sample "
+                                               r"'warmup_raito'; did you mean 'warmup_ratio'\?"):
+        st_hpo.validate_study(make_study(enqueue=[{"learning_rate": 1e-4, "warmup_raito": 0.1}]))
+    with pytest.raises(SearchSpaceError, match=r"enqueue\[1\]: learning_rate=-0.0001 lies outside its range"):
+        st_hpo.validate_study(make_study(enqueue=[{"learning_rate": 1e-4}, {"learning_rate": -1e-4}]))
+    with pytest.raises(SearchSpaceError, match=r"enqueue\[0\]: learning_rate='fast' is not a number"):
+        st_hpo.validate_study(make_study(enqueue=[{"learning_rate": "fast"}]))
+    st_hpo.validate_study(make_study(enqueue=[{"learning_rate": 1e-4}]))  # names left out are sampled
+
+
+def test_enqueue_into_a_define_by_run_space_checks_the_values(make_study):
+    def space(trial):
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)}
+
+    with pytest.raises(SearchSpaceError, match=r"learning_rate=0 must be greater than 0"):
+        st_hpo.validate_study(make_study(space=space, enqueue=[{"learning_rate": 0}]))

@@ -198,6 +198,18 @@ _NON_NEGATIVE = {"weight_decay", "max_grad_norm", "label_smoothing_factor", "war
 _INTEGER = {"per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
             "max_steps", "seed", "eval_steps", "logging_steps", "save_steps"}
 _UNIT_INTERVAL = {"adam_beta1", "adam_beta2"}
+#: Fields whose base value is checked too (integers are left to the arguments class: ``eval_steps=0.125``
+#: is a ratio there).
+BASE_CHECKED = _POSITIVE | _NON_NEGATIVE | _UNIT_INTERVAL
+
+
+def check_base_values(base: Any) -> None:
+    """Raise StudyDefinitionError when the base arguments hold a value no trial can train with."""
+    for name in sorted(BASE_CHECKED):
+        if hasattr(base, name):
+            problem = check_arg_value(name, getattr(base, name))
+            if problem:
+                raise StudyDefinitionError(f"Study(args=...): {problem}")
 
 
 def check_arg_value(name: str, value: Any) -> str | None:

@@ -106,15 +106,22 @@ def report_study(study: Any, *, output_dir: str | Path | None = None, storage: s
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence Optuna's experimental-API warnings (its matplotlib plots are marked experimental) and its
-    warning, once per parameter and plot, that importances from few trials may be inaccurate (the summary
-    says so once, see :func:`_plot_plan`)."""
+    """Silence what plotting prints that a user cannot act on: Optuna's experimental-API warnings (its
+    matplotlib plots are marked experimental), its log lines about empty plots, its warning, once per
+    parameter and plot, that importances from few trials may be inaccurate (the summary says so once, see
+    :func:`_plot_plan`), and matplotlib's warnings about degenerate axes."""
     import optuna
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
-        yield
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "Study instance does not contain trials", ...
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # matplotlib's (limits of a plot with one point, an empty legend) and Optuna's importance notes
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _states(study: Any) -> dict[int, str]:
@@ -143,7 +150,7 @@ def _plot_plan(study: Any, notes: list[str]) -> list[str]:
     if any(t.intermediate_values for t in trials):
         plan.append("intermediate_values")
     elif trials:
-        notes.append("Intermediate values: none were reported (the base args do not evaluate during training).")
+        notes.append("Intermediate values: none were reported (no trial reached an evaluation during training).")
     return plan
 
 

@@ -172,3 +172,42 @@ def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any
             return None
         values[name] = value
     return values
+
+
+def _outside(dist: Any, value: Any) -> str | None:
+    """Why ``dist`` cannot produce ``value``, or None."""
+    import optuna
+
+    dist = _normalize(dist)
+    value = value.value if isinstance(value, enum.Enum) else value
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return None if value in dist.choices else f"is not one of its choices {list(dist.choices)}"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "is not a number"
+    if not dist.low <= value <= dist.high:
+        return f"lies outside its range [{dist.low}, {dist.high}]"
+    return None
+
+
+def check_enqueued(configs: Any, space: Mapping[str, Any] | Callable[..., Any], base_args: Any) -> None:
+    """Check the configurations a study queues first (``Study.enqueue``, ``--enqueue``) against the space.
+
+    Every name must be one the space samples, and every value one its distribution can produce (Optuna
+    would otherwise drop an unknown name and sample instead, or run a value the space excludes). Names the
+    configuration leaves out are sampled. A define-by-run space can only have its values checked.
+    """
+    for i, config in enumerate(configs):
+        if not isinstance(config, Mapping):
+            raise SearchSpaceError(f"enqueue[{i}] is a {type(config).__name__}; give a dict of names to values")
+        for name, value in config.items():
+            where = f"enqueue[{i}]: {name}={value!r}"
+            if isinstance(space, Mapping):
+                if name not in space:
+                    raise SearchSpaceError(f"{where}: the space does not sample {name!r}"
+                                           f"{_args.suggest_name(name, set(space))} (it samples: "
+                                           f"{', '.join(space)})")
+                reason = _outside(space[name], value)
+                if reason:
+                    raise SearchSpaceError(f"{where} {reason}")
+            elif not name.startswith(_args.FACTORY_PREFIXES):
+                _check_value(base_args, name, value)

@@ -58,13 +58,18 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     workers own the GPUs), so that it holds no GPU memory.
     """
     base_args = _args.build_base_args(study.args, output_dir=output_dir)
+    _args.check_base_values(base_args)
     names = _space.check_space(study.space, base_args)
+    _space.check_enqueued(study.enqueue, study.space, base_args)
     _check_loss_params(study, names)
     key = objective_key(study.objective)
     needs_eval_loss = key == "eval_loss"
     train = resources.train_dataset
     if len(train) == 0:
         raise StudyDefinitionError("train_dataset is empty; give it at least one row")
+    if resources.eval_dataset is not None and len(resources.eval_dataset) == 0:
+        raise StudyDefinitionError("eval_dataset is empty; give it at least one row (or leave it out when the "
+                                   "evaluator holds its own data)")
     if needs_eval_loss and resources.eval_dataset is None:
         raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
     params = _probe_params(study)  # one sample of the space builds the model and loss for the checks

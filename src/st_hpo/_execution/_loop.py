@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from typing import Any
 
 from st_hpo._best_model import keep_only_best
@@ -81,7 +82,9 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         if finished + running >= budget:
             time.sleep(POLL_SECONDS)  # others run the last trials; take over if one of them fails
             continue
-        trial = study.ask()
+        with warnings.catch_warnings():  # st-hpo beats for its trials itself (HeartbeatThread)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = study.ask()
         if _surplus(study, trial.number, budget):
             trial.set_user_attr("st_hpo.cancelled", True)
             trial.set_user_attr(ERROR_ATTR, "not needed: other workers filled the budget")

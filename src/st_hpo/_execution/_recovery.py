@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from typing import Any
 
 from st_hpo._storage import uses_heartbeat
@@ -76,7 +77,9 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
     failed: list[int] = []
     if uses_heartbeat(study._storage):  # noqa: SLF001
         before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # experimental since Optuna 2.9, and the one way to do this
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         failed.extend(sorted(before - after))
     host = current_host()

@@ -24,12 +24,17 @@ from st_hpo._space import space_defaults
 from st_hpo._storage import default_storage_url, open_storage
 from st_hpo._study import Study
 from st_hpo._trial import BASELINE_ATTR, UNSAMPLED_ATTR
-from st_hpo._validate import ValidatedStudy, validate_study
+from st_hpo._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "make_pruner", "make_sampler", "worker_seed"]
 
 logger = logging.getLogger(__name__)
+
+#: How a refusal to mix two studies says to keep them apart.
+_NEW_DIR = " (and another --output-dir, if you give one)"
+#: A baseline that failed is queued again by the next run, until it has been tried this many times.
+MAX_BASELINE_TRIES = 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -143,6 +148,7 @@ class StudySession:
         validated = validate_study(definition, resources, output_dir=str(output_dir / "trials"),
                                    on_cpu=not options.trains_here)
         storage_url = options.storage or default_storage_url(output_dir)
+        _claim_output_dir(output_dir, definition.name, write=False)  # before anything is created
         output_dir.mkdir(parents=True, exist_ok=True)
         tracker = None
         tracking_uri = None
@@ -153,6 +159,7 @@ class StudySession:
             artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
             tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
         study = _create_or_load(definition, storage_url, _sampler_salt(options, storage_url))
+        _claim_output_dir(output_dir, definition.name, write=True)
         if tracker is not None:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
@@ -178,19 +185,30 @@ class StudySession:
             self.study.set_user_attr("st_hpo.queued", True)
             self._queue_first_trials()
         elif sync:
+            self._requeue_baseline()
             self._queue_warm_start()
         if score and "st_hpo.base_model_value" not in self.study.user_attrs:
             self._score_base_model()
 
     def _queue_first_trials(self) -> None:
-        base = self.validated.base_args
         if self.definition.baseline:
-            values = space_defaults(self.definition.space, base)
-            attrs: dict[str, Any] = {BASELINE_ATTR: True}
-            if values is None:
-                attrs[UNSAMPLED_ATTR] = True
-            self.study.enqueue_trial(values or {}, user_attrs=attrs, skip_if_exists=False)
+            self._queue_baseline()
         self._queue_warm_start()
+
+    def _queue_baseline(self) -> None:
+        values = space_defaults(self.definition.space, self.validated.base_args)
+        attrs: dict[str, Any] = {BASELINE_ATTR: True}
+        if values is None:
+            attrs[UNSAMPLED_ATTR] = True
+        self.study.enqueue_trial(values or {}, user_attrs=attrs, skip_if_exists=False)
+
+    def _requeue_baseline(self) -> None:
+        """Queue the baseline again when every run of it failed (Ctrl-C, a killed worker), up to 3 tries."""
+        if not self.definition.baseline:
+            return
+        runs = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(BASELINE_ATTR)]
+        if runs and len(runs) < MAX_BASELINE_TRIES and all(t.state.name == "FAIL" for t in runs):
+            self._queue_baseline()
 
     def _queue_warm_start(self) -> None:
         for params in self.definition.enqueue:
@@ -264,6 +282,24 @@ def _sampler_salt(options: SessionOptions, storage_url: str) -> str | None:
     return f"{current_host()}/{options.worker_name or 'main'}"
 
 
+
+
+def _claim_output_dir(output_dir: Path, study_name: str, *, write: bool) -> None:
+    """Refuse an output folder that holds another study's trials: trial folders are named by number only,
+    so two studies there would overwrite (and clean up) each other's kept models. ``write``: mark the
+    folder as this study's when it is nobody's yet."""
+    marker = output_dir / "trials" / ".st-hpo-study"
+    owner = marker.read_text().strip() if marker.is_file() else None
+    if owner and owner != study_name:
+        raise StudyDefinitionError(
+            f"{output_dir} holds the trials of study {owner!r}; give study {study_name!r} its own --output-dir "
+            f"(by default st-hpo-runs/{study_name})"
+        )
+    if owner is None and write:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(study_name + "\n")
+
+
 def _create_or_load(definition: Study, storage_url: str, salt: str | None = None) -> Any:
     import optuna
 
@@ -282,9 +318,16 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
     if study.direction != wanted:
         raise StudyDefinitionError(
             f"study {definition.name!r} in {storage_url} was created to {study.direction.name.lower()}, but the "
-            f"study file says direction={definition.direction!r}; use another --study-name"
+            f"study file says direction={definition.direction!r}; use another --study-name{_NEW_DIR}"
         )
-    if "st_hpo.objective" not in study.user_attrs:
+    stored = study.user_attrs.get("st_hpo.objective")
+    if stored is not None and objective_key(stored) != objective_key(definition.objective):
+        raise StudyDefinitionError(
+            f"study {definition.name!r} in {storage_url} optimises {stored!r}, but the study file says "
+            f"objective={definition.objective!r}: the trials' values could not be compared; use another "
+            f"--study-name{_NEW_DIR}"
+        )
+    if stored is None:
         study.set_user_attr("st_hpo.objective", definition.objective)
         study.set_user_attr("st_hpo.n_trials", definition.n_trials)
     existing = len(study.get_trials(deepcopy=False))

@@ -150,24 +150,11 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
 def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     """Every trial of the study (cancelled ones left out) as a dict, and the study's budget."""
-    import optuna
-
     from st_hpo._best_model import MODEL_DIR_ATTR, best_number
-    from st_hpo._storage import default_storage_url, open_storage
+    from st_hpo._results import StudyLocation, load_study
 
     study_def = _load(ns)
-    url = ns.storage or default_storage_url(_output_dir(ns, study_def))
-    if not ns.storage and not Path(url).exists():
-        from st_hpo.exceptions import StorageError
-
-        raise StorageError(f"no study {study_def.name!r} at {url}; run it first (st-hpo run {ns.study_file})")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        study = optuna.load_study(study_name=study_def.name, storage=open_storage(url))
-    except KeyError:
-        from st_hpo.exceptions import StorageError
-
-        raise StorageError(f"no study {study_def.name!r} in {url}; run it first") from None
+    study = load_study(study_def, StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage))
     trials = study.get_trials(deepcopy=False)
     best = best_number(study, trials)
     now = datetime.datetime.now()
@@ -189,16 +176,28 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
             "model_dir": model_dir if t.number == best and model_dir and Path(model_dir).is_dir() else None,
             # on a GPU: what the trial needed, to size --trials-per-gpu by
             "peak_gpu_reserved_mb": t.user_attrs.get("st_hpo.peak_gpu_reserved_mb"),
+            # a RUNNING trial whose worker on this host is gone: the next run or worker fails it
+            "worker_gone": t.state.name == "RUNNING" and _gone(t.user_attrs),
             "gpu": t.user_attrs.get("st_hpo.tag.gpu"),
         })
     budget = study.user_attrs.get("st_hpo.n_trials", study_def.n_trials)
     return rows, budget
 
 
+def _gone(attrs: dict[str, Any]) -> bool:
+    """True when the trial's worker ran on this host and its process no longer exists."""
+    from st_hpo._execution._recovery import current_host, pid_alive
+
+    pid = attrs.get("st_hpo.pid")
+    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not pid_alive(int(pid))
+
+
 def _note(r: dict[str, Any]) -> str:
     """The status table's last column: where a trial is, why it stopped, what it kept."""
     done = "" if r["progress"] is None else f"{r['progress']:.0%} of training"
     where = f" on {r['worker']}@{r['host']}" if r["worker"] and r["host"] else ""
+    if r["state"] == "RUNNING" and r["worker_gone"]:
+        return f"its worker{where} is gone; the next run marks it FAIL"
     if r["state"] == "RUNNING":
         return f"{done or 'started'}{where}"
     if r["state"] == "PRUNED":
@@ -244,19 +243,22 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def cmd_sync(ns: argparse.Namespace) -> int:
-    import optuna
-
-    from st_hpo._storage import default_storage_url, open_storage
-    from st_hpo._tracking import MlflowTracker, default_tracking_uri
+    from st_hpo._results import PARENT_ATTR, StudyLocation, load_study
+    from st_hpo._tracking import MlflowTracker
 
     study_def = _load(ns)
-    out_dir = _output_dir(ns, study_def)
-    study = optuna.load_study(study_name=study_def.name,
-                              storage=open_storage(ns.storage or default_storage_url(out_dir)))
-    uri = ns.tracking_uri or default_tracking_uri(out_dir)
-    tracker = MlflowTracker(uri, study_def.experiment,
-                            artifact_root=None if ns.tracking_uri else (out_dir / "mlartifacts").as_uri())
+    where = StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage,
+                                  tracking_uri=ns.tracking_uri)
+    study = load_study(study_def, where)
+    tracker = MlflowTracker(where.tracking_uri, study_def.experiment, artifact_root=where.artifact_root)
+    before = study.user_attrs.get(PARENT_ATTR)
     tracker.ensure_parent(study, {"study": study_def.name})
     fixed = tracker.sync(study, study_def.objective)
-    _console().print(f"MLflow at {uri}: {fixed} run(s) created or closed; every trial has its run")
+    trials = study.get_trials(deepcopy=False)
+    if tracker.parent_run_id != before and not any(t.state.name == "RUNNING" for t in trials):
+        # the parent run was lost and made again here: end it as the study stands, not RUNNING forever
+        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+        budget = int(study.user_attrs.get("st_hpo.n_trials", study_def.n_trials))
+        tracker.set_parent_status("FINISHED" if finished >= budget else "KILLED")
+    _console().print(f"MLflow at {where.tracking_uri}: {fixed} run(s) created or closed; every trial has its run")
     return 0

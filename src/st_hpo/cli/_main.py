@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from st_hpo.cli import _review
 from st_hpo.exceptions import StHpoError
@@ -32,6 +32,29 @@ The budget is the total for the study, not for this command: re-running the same
 Everything goes to the output directory (default st-hpo-runs/<study name>/): the Optuna storage
 (optuna.journal), the MLflow store (mlflow.db, mlartifacts/) and each trial's output (trials/).
 """
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; give at least {minimum}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} seconds: give a positive number")
+    return value
 
 
 def _add_location(p: argparse.ArgumentParser, *, tracking: bool = True) -> None:
@@ -62,13 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run (or resume) a study", description=RUN_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study_file")
-    p.add_argument("--n-trials", type=int, help="total finished trials to reach (default: the study's n_trials)")
-    p.add_argument("--timeout", type=float, metavar="S",
+    p.add_argument("--n-trials", type=_count(1),
+                   help="total finished trials to reach (default: the study's n_trials)")
+    p.add_argument("--timeout", type=_seconds, metavar="S",
                    help="stop starting trials S seconds after the command started (running trials finish; "
                    "every worker keeps to it)")
     p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"],
                    help="override the study's pruner")
-    p.add_argument("--intermediate-eval-rows", type=int, metavar="N",
+    p.add_argument("--intermediate-eval-rows", type=_count(0), metavar="N",
                    help="evaluate during training on a fixed subset of N eval rows, the final evaluation on "
                    "all of them (overrides the study's intermediate_eval_rows; 0: every evaluation on all rows)")
     p.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None,
@@ -90,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "until its global budget is met. Point every machine at the same --storage "
                        "(postgresql://...) and --tracking-uri (http://...).")
     p.add_argument("study_file")
-    p.add_argument("--n-trials", type=int, help="the study's total budget (default: as the study records it)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--n-trials", type=_count(1), help="the study's total budget (default: as the study records it)")
+    p.add_argument("--timeout", type=_seconds, help="stop starting trials after this many seconds")
     p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"])
-    p.add_argument("--intermediate-eval-rows", type=int, metavar="N", help="as for run")
+    p.add_argument("--intermediate-eval-rows", type=_count(0), metavar="N", help="as for run")
     p.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None, help="as for run")
     p.add_argument("--worker-name", help="the name tagged on this worker's runs (default worker-<pid>)")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
@@ -188,6 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if user_tb:
             sys.stderr.write(user_tb)
         sys.stderr.write(f"error: {exc}\n")
+        return EXIT_ERROR
+    except OSError as exc:  # a path that is a folder, a file where a folder should be, a full disk
+        if ns.debug:
+            raise
+        sys.stderr.write(f"error: {exc} (--debug shows where)\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
