@@ -38,8 +38,9 @@ def test_three_trials_three_child_runs_under_one_parent(make_study, tmp_path):
         assert float(run.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
         assert run.data.params["batch_sampler"] == trial.params["batch_sampler"]
         assert run.data.metrics["objective"] == pytest.approx(trial.value)
-        curve = client.get_metric_history(run.info.run_id, "objective")
+        curve = client.get_metric_history(run.info.run_id, "objective_intermediate")
         assert len(curve) >= 2, "the objective is logged at every evaluation"
+        assert len(client.get_metric_history(run.info.run_id, "objective")) == 1, "the final value, once"
         assert client.get_metric_history(run.info.run_id, "train_loss"), "the training loss curve is logged"
         assert run.data.metrics["trial_seconds"] >= run.data.metrics["train_seconds"] > 0
         art = client.download_artifacts(run.info.run_id, "training_args.json", str(tmp_path / f"a{trial.number}"))

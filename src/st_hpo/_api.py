@@ -113,7 +113,8 @@ def run_study(
 
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     session = StudySession.open(study, options)
-    budget = n_trials or session.definition.n_trials
+    # a study extended with --n-trials keeps its larger budget when run again without it
+    budget = n_trials or max(session.definition.n_trials, int(session.study.user_attrs.get("st_hpo.n_trials", 0)))
     session.study.set_user_attr("st_hpo.n_trials", budget)
     if progress:
         _announce(session, budget, len(specs) if parallel else 1)

@@ -37,7 +37,8 @@ class TrialReporter(TrainerCallback):
             the caller's to absorb).
         on_subset: the evaluations during training run on a subset of the eval set. Their values go to the
             pruner and to MLflow as ``objective_subset`` and ``subset_<metric>``; call :meth:`final_on_full`
-            before the final evaluation on the whole set, which is logged as ``objective``.
+            before the final evaluation on the whole set. Otherwise the values are ``objective_intermediate``;
+            ``objective`` is the final value of a complete trial only, logged when it ends.
         on_progress: called at every evaluation with ``(step, max_steps, value, subset)`` (progress lines).
     """
 
@@ -96,12 +97,16 @@ class TrialReporter(TrainerCallback):
         value = float(metrics[self.objective_key])
         step = int(state.global_step)
         self.last_value, self.last_step = value, step
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.endswith("_runtime")}
+        # no eval dataset (the evaluator alone): the trainer's eval speeds are 0.0, which would only mislead
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.endswith("_runtime")
+                   and not (k.endswith("_per_second") and not v)}
         if self.on_subset:
             numeric = {f"subset_{k}" if k.startswith("eval_") else k: v for k, v in numeric.items()}
             self._pending.append(({**numeric, "objective_subset": value}, step))
+        elif self.final_on_full_set:  # `objective` itself is the trial's final value, logged when it completes
+            self._pending.append((numeric, step))
         else:
-            self._pending.append(({**numeric, "objective": value}, step))
+            self._pending.append(({**numeric, "objective_intermediate": value}, step))
         self.flush()
         if self.on_progress is not None:
             self.on_progress(step, self.max_steps, value, self.on_subset)

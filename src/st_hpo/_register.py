@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from st_hpo._results import StudyLocation, best_of, load_study
 from st_hpo._study import Study
@@ -31,12 +32,17 @@ class RegisterResult:
     model_uri: str  #: the logged MLflow model
     name: str  #: the registered model's name
     version: str | None  #: its Model Registry version
+    #: it was registered before (``version`` is that version) and nothing was logged again
+    already_registered: bool = False
 
 
 def register_best(study: Study, *, name: str | None = None, output_dir: str | Path | None = None,
                   storage: str | None = None, tracking_uri: str | None = None,
-                  study_name: str | None = None) -> RegisterResult:
+                  study_name: str | None = None, new_version: bool = False) -> RegisterResult:
     """Log the best trial's kept model on its MLflow run and register it as ``name`` (default: the study's).
+
+    When the best trial's run already has a version of ``name``, nothing is logged or registered again
+    and the result says which version it is (``already_registered``), unless ``new_version``.
 
     Raises StorageError when the study has no complete trial or its best model is not on this machine,
     TrackingError when MLflow cannot take it.
@@ -57,10 +63,25 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     if not best.mlflow_run_id:
         raise TrackingError(f"trial {best.number} has no MLflow run yet; run `st-hpo sync STUDY_FILE` first")
     name = name or study.name
+    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+    existing = None if new_version else _registered_version(tracker, name, best.mlflow_run_id)
+    if existing is not None:
+        return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
+                              run_id=best.mlflow_run_id, model_uri=f"models:/{name}/{existing.version}",
+                              name=name, version=str(existing.version), already_registered=True)
     model = SentenceTransformer(best.model_dir, device="cpu", local_files_only=True)
     model_uri, version = log_sentence_transformer(location.tracking_uri, best.mlflow_run_id, model, name)
-    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
     label = f"{name} v{version}" if version else name
     tracker.client.set_tag(best.mlflow_run_id, "st_hpo.registered_model", label)
     return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
                           run_id=best.mlflow_run_id, model_uri=model_uri, name=name, version=version)
+
+
+def _registered_version(tracker: Any, name: str, run_id: str) -> Any:
+    """The newest version of registered model ``name`` made from run ``run_id``, or None."""
+    try:
+        versions = tracker.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except Exception as exc:  # noqa: BLE001 - the client raises many kinds
+        raise TrackingError(f"MLflow at {tracker.tracking_uri} could not search the Model Registry for "
+                            f"{name!r}: {type(exc).__name__}: {exc}") from exc
+    return max(versions, key=lambda v: int(v.version), default=None)

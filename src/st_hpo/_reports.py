@@ -279,8 +279,11 @@ def _mark_pruned_matplotlib(ax: Any, states: dict[int, str]) -> None:
 
 
 def _write_csv(study: Any, path: Path) -> str:
+    from st_hpo._results import shown_params
+
     trials = study.get_trials(deepcopy=False)
-    names = sorted({name for t in trials for name in t.params})
+    params = {t.number: shown_params(t) for t in trials}  # an unsampled baseline's base values too
+    names = sorted({name for t in trials for name in params[t.number]})
     header = ["number", "state", "value", "baseline", "trial_seconds", "train_seconds", "started", "completed",
               *(f"params_{n}" for n in names), "mlflow_run_id", "error"]
     with open(path, "w", newline="") as f:
@@ -291,7 +294,7 @@ def _write_csv(study: Any, path: Path) -> str:
             writer.writerow([
                 t.number, t.state.name, "" if t.value is None else t.value, bool(attrs.get("st_hpo.baseline")),
                 attrs.get("st_hpo.trial_seconds", ""), attrs.get("st_hpo.train_seconds", ""),
-                t.datetime_start or "", t.datetime_complete or "", *(t.params.get(n, "") for n in names),
+                t.datetime_start or "", t.datetime_complete or "", *(params[t.number].get(n, "") for n in names),
                 attrs.get("st_hpo.mlflow_run_id", ""), attrs.get("st_hpo.error", "") or "",
             ])
     return path.name

@@ -165,6 +165,23 @@ def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: s
     return best_of(load_study(study, location), study.objective)
 
 
+def shown_params(trial: Any) -> dict[str, Any]:
+    """What to show as a trial's params (status, trials.csv, MLflow): see :func:`st_hpo._tracking._mlflow.shown_params`."""
+    from st_hpo._tracking._mlflow import shown_params as _shown
+
+    return _shown(trial)
+
+
+def trial_duration(trial: Any, now: Any = None) -> float | None:
+    """Seconds a trial ran: what it recorded (a dead worker's trial: up to its last sign of life), else its
+    start to its end (to ``now`` while it runs)."""
+    recorded = trial.user_attrs.get("st_hpo.trial_seconds")
+    if recorded is not None and trial.state.name != "RUNNING":
+        return float(recorded)
+    end = trial.datetime_complete or (now if trial.state.name == "RUNNING" else None)
+    return (end - trial.datetime_start).total_seconds() if end and trial.datetime_start else None
+
+
 def trial_params(trial: Any) -> dict[str, Any]:
     """The values a trial trained with: none for a baseline that ran the base arguments unsampled."""
     from st_hpo._trial import UNSAMPLED_ATTR

@@ -79,31 +79,90 @@ class TrialOutcome:
 
 
 class _RunLog:
-    """The trial's MLflow run; a failing write is logged once and left for ``st-hpo sync``."""
+    """The trial's MLflow run; what MLflow could not take is kept in the trial's spool for ``st-hpo sync``.
 
-    def __init__(self, tracker: Any, run_id: str | None) -> None:
+    After the first failed write every later write goes to the spool (``mlflow-spool.jsonl`` in the trial's
+    folder), so that the run, made again or completed by ``sync``, gets all of it. Every write also records
+    when the trial was last seen working (``st_hpo.last_seen``, seconds since the epoch): a trial whose
+    worker dies is ended at that time, not when its death is noticed.
+    """
+
+    def __init__(self, tracker: Any, run_id: str | None, *, trial: Any = None, spool: Path | None = None) -> None:
         self.tracker, self.run_id, self.failed = tracker, run_id, False
+        self.trial, self.spool = trial, spool
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._do(self.tracker.log_metrics if self.tracker else None, metrics, step)
+        self.series([(metrics, step)])
 
     def series(self, entries: list[tuple[dict[str, float], int]]) -> None:
-        self._do(self.tracker.log_series if self.tracker else None, entries)
-
-    def _do(self, fn: Any, *args: Any) -> None:
-        if fn is None or self.run_id is None or self.failed:
+        self._seen()
+        if self.tracker is None:
             return
-        try:
-            fn(self.run_id, *args)
-        except TrackingError as exc:
-            self.failed = True
-            logger.warning("%s; the trial goes on and `st-hpo sync` will fill MLflow in later", exc)
+        if self.run_id is not None and not self.failed:
+            try:
+                self.tracker.log_series(self.run_id, entries)
+                return
+            except TrackingError as exc:
+                logger.warning("%s; the trial goes on and `st-hpo sync` will fill MLflow in later", exc)
+        self.keep({"kind": "series", "entries": entries})
+
+    def keep(self, record: dict[str, Any]) -> None:
+        """Spool ``record``: from now on MLflow gets this trial's writes from ``st-hpo sync``."""
+        from st_hpo._tracking import _spool
+
+        if self.spool is None:
+            return
+        if not self.failed and self.trial is not None:
+            self.trial.set_user_attr(_spool.SPOOL_ATTR, str(self.spool))
+        self.failed = True
+        _spool.append(self.spool, record)
+
+    def _seen(self) -> None:
+        if self.trial is not None:
+            try:
+                self.trial.set_user_attr("st_hpo.last_seen", round(time.time(), 3))
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup must not fail the trial here
+                logger.debug("could not record trial %d as seen: %s", self.trial.number, exc)
 
 
 def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
     if trial.user_attrs.get(UNSAMPLED_ATTR):
-        return {}  # a baseline whose base values lie outside the space: run the base arguments as they are
+        # a baseline whose base values lie outside the space: run the base arguments as they are, and
+        # record what every searched name was, for MLflow, `st-hpo status` and trials.csv
+        from st_hpo._tracking._mlflow import EFFECTIVE_PARAMS_ATTR
+
+        trial.set_user_attr(EFFECTIVE_PARAMS_ATTR, _base_values(ctx))
+        return {}
     return _space.sample(ctx.validated.study.space, trial)
+
+
+def _base_values(ctx: TrialContext) -> dict[str, Any]:
+    """Every searched name's value in an unsampled baseline: the base argument, or for ``loss.``/``model.``
+    names the loss class's default (``"(default)"`` when it has none or is not known)."""
+    import inspect
+
+    space, base = ctx.validated.study.space, ctx.validated.base_args
+    if not isinstance(space, dict):
+        return {}
+    loss = ctx.validated.study.loss
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(loss).parameters.items()
+                    if p.default is not inspect.Parameter.empty} if inspect.isclass(loss) else {}
+    except (TypeError, ValueError):
+        defaults = {}
+    values: dict[str, Any] = {}
+    for name in space:
+        if name.startswith("loss."):
+            value = defaults.get(name[len("loss.") :], "(default)")
+        elif name.startswith("model."):
+            value = "(default)"
+        elif name == "warmup_ratio":
+            value = _args.effective_warmup_ratio(base)
+        else:
+            value = getattr(base, name, "(default)")
+        value = getattr(value, "value", value)  # an enum
+        values[name] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+    return values
 
 
 def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any) -> _RunLog:
@@ -118,20 +177,32 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     for key, value in tags.items():
         trial.set_user_attr(key.replace("st_hpo.", "st_hpo.tag."), value)
     if ctx.tracker is None:
-        return _RunLog(None, None)
+        return _RunLog(None, None, trial=trial)
+    if not params:
+        from st_hpo._tracking._mlflow import shown_params
+
+        params = shown_params(trial)  # an unsampled baseline: the values it trains with
     base = _args.args_to_dict(ctx.validated.base_args)
     effective = _args.args_to_dict(args)
     differs = {k: v for k, v in effective.items() if k not in _PER_TRIAL_FIELDS and base.get(k) != v}
     if "warmup_ratio" in params:
         differs.pop("warmup_steps", None)  # transformers 5 stores the sampled ratio there
+    spool = ctx.output_dir / "trials" / f"trial-{trial.number}" / "mlflow-spool.jsonl"
+    run_id = None
     try:
         run_id = ctx.tracker.start_trial(trial.study.study_name, trial.number, params, differs, tags)
         trial.set_user_attr("st_hpo.mlflow_run_id", run_id)
         ctx.tracker.log_dict(run_id, effective, "training_args.json")
     except TrackingError as exc:
-        logger.warning("%s; the trial goes on and `st-hpo sync` will create its run later", exc)
-        return _RunLog(None, None)
-    return _RunLog(ctx.tracker, run_id)
+        logger.warning("%s; the trial goes on and `st-hpo sync` will write its run later", exc)
+        run = _RunLog(ctx.tracker, run_id, trial=trial, spool=spool)
+        if run_id is None:  # no run: its params too; `sync` makes the run and writes them
+            from st_hpo._tracking._mlflow import _param_value
+
+            run.keep({"kind": "params", "params": {k: _param_value(v) for k, v in {**differs, **params}.items()}})
+        run.keep({"kind": "dict", "data": effective, "path": "training_args.json"})
+        return run
+    return _RunLog(ctx.tracker, run_id, trial=trial, spool=spool)
 
 
 def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
@@ -176,6 +247,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds}
         if outcome.device_error is None:
             timings.update(_peak_gpu_memory())
+        trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))  # an interrupted one too
         for name, value in timings.items():
             if name.startswith("peak_gpu"):  # kept with the trial, for `st-hpo status` and sizing workers per GPU
                 trial.set_user_attr(f"st_hpo.{name}", round(value, 1))
@@ -210,8 +282,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     )
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
+    t0, train_seconds = time.perf_counter(), None
     try:
-        t0 = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - t0
         step = int(trainer.state.global_step)
@@ -228,6 +300,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
         return reporter.last_value, step, train_seconds
     finally:
+        # the time really spent in train(), also when it was pruned, failed or interrupted in there
+        outcome.train_seconds = time.perf_counter() - t0 if train_seconds is None else train_seconds
         reporter.flush()  # the curves of a pruned or failed trial up to where it stopped
         trainer.model = None
         del trainer, model, loss, reporter

@@ -98,8 +98,9 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
                 outcome = run_trial(ctx, trial)
         except KeyboardInterrupt:
-            _finish(session, trial, TrialOutcome(trial.number, "FAIL", error="interrupted (Ctrl-C or SIGTERM)"),
-                    killed=True)
+            stopped = TrialOutcome(trial.number, "FAIL", error="interrupted (Ctrl-C or SIGTERM)",
+                                   train_seconds=trial.user_attrs.get("st_hpo.train_seconds", 0.0))
+            _finish(session, trial, stopped, killed=True)
             result.interrupted = True
             return result
         _finish(session, trial, outcome)

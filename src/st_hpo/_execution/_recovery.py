@@ -103,9 +103,23 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
             reason = f"worker exited with code {code} during the trial"
         else:
             reason = f"worker (pid {pid} on {host}) died during the trial"
+        _record_run_time(study, trial)
         fail_trial(study, trial, reason)
         failed.append(trial.number)
     return failed
+
+
+def _record_run_time(study: Any, trial: Any) -> None:
+    """Keep how long a dead worker's trial really ran (``st_hpo.trial_seconds``): from its start to its last
+    sign of life (``st_hpo.last_seen``, written at every evaluation and log), not to when its death was noticed."""
+    last_seen = trial.user_attrs.get("st_hpo.last_seen")
+    if last_seen is None or trial.datetime_start is None:
+        return
+    seconds = max(float(last_seen) - trial.datetime_start.timestamp(), 0.0)
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "st_hpo.trial_seconds", round(seconds, 3))  # noqa: SLF001
+    except RuntimeError:
+        return  # finished meanwhile
 
 
 def _left_to_supervisor(trial: Any) -> bool:

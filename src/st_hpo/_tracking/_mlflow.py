@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from st_hpo.exceptions import TrackingError
 
-__all__ = ["MlflowTracker", "RUN_STATUS", "default_tracking_uri", "seed_sqlite_store"]
+__all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "seed_sqlite_store",
+           "shown_params"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,6 +31,8 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUN
 _ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}}
 PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
 RUN_ATTR = "st_hpo.mlflow_run_id"
+#: The value of every searched name a trial trained with when it sampled none (a baseline run unsampled).
+EFFECTIVE_PARAMS_ATTR = "st_hpo.effective_params"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 #: After MLflow failed a write through all retries, skip writes for this long (trials go on meanwhile).
 BACKOFF_SECONDS = 30.0
@@ -75,6 +78,20 @@ def seed_sqlite_store(tracking_uri: str) -> None:
             scratch.unlink()
     except OSError as exc:  # no cache: MLflow migrates the new store itself
         logger.debug("could not seed %s from %s: %s", target, template, exc)
+
+
+def shown_params(trial: Any) -> dict[str, Any]:
+    """The values of the searched names a trial trains (or trained) with, for every reader (MLflow, status,
+    trials.csv): its sampled params; for a baseline run unsampled, the base values it recorded; for a
+    queued (WAITING) trial, the values it was queued with."""
+    if trial.params:
+        return dict(trial.params)
+    effective = trial.user_attrs.get(EFFECTIVE_PARAMS_ATTR)
+    if effective:
+        return dict(effective)
+    if trial.state.name == "WAITING":
+        return dict(trial.system_attrs.get("fixed_params") or {})
+    return {}
 
 
 def _param_value(value: Any) -> str:
@@ -177,6 +194,10 @@ class MlflowTracker:
         )
         return runs[0].info.run_id if runs else None
 
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        """Params (values already strings) on run ``run_id``, 100 a write."""
+        self._log_params(run_id, params)
+
     def _log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
@@ -185,8 +206,13 @@ class MlflowTracker:
             self._call("log params", self.client.log_batch, run_id, params=items[i : i + 100])
 
     def set_parent_status(self, status: str) -> None:
-        if self.parent_run_id:
+        """RUNNING, or end the parent run (FINISHED/KILLED/FAILED) with its end time, so MLflow shows its duration."""
+        if not self.parent_run_id:
+            return
+        if status == "RUNNING":
             self._call("update the parent run", self.client.update_run, self.parent_run_id, status=status)
+        else:
+            self._call("end the parent run", self.client.set_terminated, self.parent_run_id, status=status)
 
     def log_parent(self, metrics: Mapping[str, float], step: int = 0, tags: Mapping[str, str] | None = None) -> None:
         """Metrics (and tags) on the parent run."""
@@ -243,17 +269,22 @@ class MlflowTracker:
         self._call(f"log {local_path}", self.client.log_artifact, run_id, local_path, artifact_path)
 
     def end_trial(self, run_id: str, state: str, *, value: float | None = None,
-                  error: str | None = None, step: int | None = None, status: str | None = None) -> None:
+                  error: str | None = None, step: int | None = None, status: str | None = None,
+                  end_time: int | None = None) -> None:
         """Close a trial's run with the status of its Optuna state (COMPLETE/PRUNED/FAIL).
 
-        ``status`` overrides the MLflow status: an interrupted trial is FAIL in Optuna and KILLED here.
+        ``value`` is logged as ``objective`` for a COMPLETE trial only: a trial that did not finish has
+        intermediate values (``objective_intermediate``), never a final one. ``status`` overrides the
+        MLflow status: an interrupted trial is FAIL in Optuna and KILLED here. ``end_time`` (ms since the
+        epoch) is when the trial really stopped, for one whose dead worker was noticed later.
         """
         self._call("tag the trial state", self.client.set_tag, run_id, "st_hpo.trial_state", state)
         if error:
             self._call("tag the error", self.client.set_tag, run_id, "st_hpo.error", error[:5000])
-        if value is not None:
+        if value is not None and state == "COMPLETE":
             self.log_metrics(run_id, {"objective": value}, step or 0)
-        self._call("end the run", self.client.set_terminated, run_id, status=status or RUN_STATUS[state])
+        self._call("end the run", self.client.set_terminated, run_id, status=status or RUN_STATUS[state],
+                   end_time=end_time)
 
     # --- reconciliation -------------------------------------------------------------------------------
 
@@ -287,31 +318,54 @@ class MlflowTracker:
                     continue  # a running trial's own worker creates its run
                 self._recreate(study.study_name, trial, objective_name)
                 fixed += 1
-            elif state in ("COMPLETE", "PRUNED", "FAIL") and (
+                continue
+            spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
+            if state in ("COMPLETE", "PRUNED", "FAIL") and (
                 run.info.status not in _ACCEPTED[state] or run.data.tags.get("st_hpo.trial_state") != state
             ):
-                error = _fail_reason(trial) if state == "FAIL" else None
-                self.end_trial(run.info.run_id, state, value=trial.value, error=error, step=_last_step(trial))
+                self._end_as_stored(run.info.run_id, trial)
+                fixed += 1
+            elif spooled:
                 fixed += 1
         return fixed
+
+    def _end_as_stored(self, run_id: str, trial: Any) -> None:
+        state = trial.state.name
+        error = _fail_reason(trial) if state == "FAIL" else None
+        last_seen = trial.user_attrs.get("st_hpo.last_seen")  # a dead worker's trial: when it last worked
+        end_time = int(last_seen * 1000) if state == "FAIL" and last_seen else None
+        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time)
+
+    def _replay_spool(self, run_id: str, trial: Any) -> bool:
+        """Write what the trial could not write to MLflow (its spool file, on this machine); True if any."""
+        from st_hpo._tracking import _spool
+
+        path = trial.user_attrs.get(_spool.SPOOL_ATTR)
+        records = _spool.read(path)
+        if not records:
+            return False
+        _spool.replay(self, run_id, records)
+        Path(path).unlink(missing_ok=True)
+        return True
 
     def _recreate(self, study_name: str, trial: Any, objective_name: str) -> None:
         tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith("st_hpo.tag.")}
         tags = {k.replace("st_hpo.tag.", "st_hpo."): v for k, v in tags.items()}
         tags["st_hpo.synced"] = "true"
-        run_id = self.start_trial(study_name, trial.number, trial.params, {}, tags)
+        run_id = self.start_trial(study_name, trial.number, shown_params(trial), {}, tags)
+        state = trial.state.name
+        if state != "RUNNING" and self._replay_spool(run_id, trial):  # everything the trial tried to write
+            self._end_as_stored(run_id, trial)
+            return
         max_steps = int(trial.user_attrs.get("st_hpo.max_steps", 1000))
         # per-mille -> steps; values measured on the eval subset keep their subset names
         names = (f"subset_{objective_name}", "objective_subset") if tags.get("st_hpo.intermediate_eval") \
-            else (objective_name, "objective")
+            else (objective_name, "objective_intermediate")
         curve = [(dict.fromkeys(names, value), round(progress * max_steps / 1000))
                  for progress, value in sorted(trial.intermediate_values.items())]
         self.log_series(run_id, curve)
-        state = trial.state.name
-        if state == "RUNNING":
-            return
-        error = _fail_reason(trial) if state == "FAIL" else None
-        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial))
+        if state != "RUNNING":
+            self._end_as_stored(run_id, trial)
 
 
 def _last_step(trial: Any) -> int:

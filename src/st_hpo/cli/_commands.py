@@ -151,7 +151,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     """Every trial of the study (cancelled ones left out) as a dict, and the study's budget."""
     from st_hpo._best_model import MODEL_DIR_ATTR, best_number
-    from st_hpo._results import StudyLocation, load_study
+    from st_hpo._results import StudyLocation, load_study, shown_params, trial_duration
 
     study_def = _load(ns)
     study = load_study(study_def, StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage))
@@ -162,11 +162,10 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
     for t in trials:
         if t.user_attrs.get("st_hpo.cancelled"):
             continue  # asked by a worker when others had filled the budget; it never ran
-        end = t.datetime_complete or (now if t.state.name == "RUNNING" else None)
-        duration = (end - t.datetime_start).total_seconds() if end and t.datetime_start else None
+        duration = trial_duration(t, now)
         model_dir = t.user_attrs.get(MODEL_DIR_ATTR)
         rows.append({
-            "number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+            "number": t.number, "state": t.state.name, "params": shown_params(t), "value": t.value,
             "duration_seconds": duration, "baseline": bool(t.user_attrs.get("st_hpo.baseline")),
             "error": t.user_attrs.get("st_hpo.error"), "mlflow_run_id": t.user_attrs.get("st_hpo.mlflow_run_id"),
             # how far training got: the last evaluation's step is per-mille of training done
@@ -250,6 +249,9 @@ def cmd_sync(ns: argparse.Namespace) -> int:
     where = StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage,
                                   tracking_uri=ns.tracking_uri)
     study = load_study(study_def, where)
+    from st_hpo._execution._recovery import recover_stale_trials
+
+    recover_stale_trials(study)  # a killed run's trials, as the next `run` would: FAIL, and their runs closed
     tracker = MlflowTracker(where.tracking_uri, study_def.experiment, artifact_root=where.artifact_root)
     before = study.user_attrs.get(PARENT_ATTR)
     tracker.ensure_parent(study, {"study": study_def.name})

@@ -58,6 +58,8 @@ def add_parsers(sub: Any) -> None:
                        "when the model was not kept, use st-hpo retrain --register-as NAME.")
     p.add_argument("study_file")
     p.add_argument("--name", help="the registered model's name (default: the study's name)")
+    p.add_argument("--new-version", action="store_true",
+                   help="log and register the model again when it is already registered (a new version)")
     _location(p, tracking=True)
 
     p = sub.add_parser("retrain", help="train the best configuration again and save the model",
@@ -124,9 +126,15 @@ def cmd_best(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from st_hpo._results import export_best
 
+    missing = next((p for p in reversed(Path(ns.to).resolve().parents) if not p.exists()), None)
     path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
+    if missing is not None:
+        _print(f"created the folder {missing}" + ("" if missing == path.resolve().parent
+                                                  else f" and those below it, to {path.resolve().parent}"))
     _print(f"wrote the best configuration to {path}")
     return 0
 
@@ -135,7 +143,12 @@ def cmd_register(ns: argparse.Namespace) -> int:
     from st_hpo._register import register_best
 
     result = register_best(_load(ns), name=ns.name, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri)
+                           tracking_uri=ns.tracking_uri, new_version=ns.new_version)
+    if result.already_registered:
+        _print(f"trial {result.trial_number}'s model is already registered as {result.name!r} version "
+               f"{result.version} (models:/{result.name}/{result.version}), from its MLflow run {result.run_id}; "
+               "pass --new-version to log and register it again")
+        return 0
     _print(f"logged trial {result.trial_number}'s model ({result.value:.4f}) from {result.model_dir} "
            f"on its MLflow run {result.run_id}: {result.model_uri}")
     if result.version:
