@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -132,5 +134,20 @@ def test_mlflow_outage_mid_run_then_sync_writes_what_was_missed(tmp_path, study_
         assert len(parents) == 1
         assert sorted(int(r.data.tags["st_hpo.trial_number"]) for r in runs) == [t.number for t in trials]
         assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
+        # what the trials could not write was kept beside them and is all in MLflow now
+        spooled = [t for t in trials if t.user_attrs.get("st_hpo.mlflow_spool")]
+        assert spooled, "the trials run while MLflow was down spooled their writes"
+        client = MlflowClient(tracking_uri=server.uri)
+        by_number = {int(r.data.tags["st_hpo.trial_number"]): r for r in runs}
+        for trial in spooled:
+            run = by_number[trial.number]
+            assert float(run.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+            assert client.get_metric_history(run.info.run_id, "train_loss"), "the loss curve"
+            assert len(client.get_metric_history(run.info.run_id, "objective_intermediate")) >= 2
+            assert run.data.metrics["objective"] == pytest.approx(trial.value)
+            assert run.data.metrics["train_seconds"] > 0
+            local = client.download_artifacts(run.info.run_id, "training_args.json", str(tmp_path / "a"))
+            assert json.load(open(local))["learning_rate"] == pytest.approx(trial.params["learning_rate"])
+            assert not Path(trial.user_attrs["st_hpo.mlflow_spool"]).exists(), "sync deletes the spool"
     finally:
         server.kill()

@@ -17,7 +17,6 @@ import st_hpo
 from st_hpo.cli._main import main
 from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
 from tests.helpers import load_trials, mlflow_runs
-from tests.servers import MlflowServer
 
 
 class _PruneTrialOne(optuna.pruners.BasePruner):
@@ -82,6 +81,9 @@ def test_baseline_outside_the_space_shows_its_values_queued_trials_theirs_and_re
     with open(out / "reports" / "trials.csv") as fh:
         row = next(csv.DictReader(fh))
     assert float(row["params_learning_rate"]) == 5e-05 and float(row["params_loss.scale"]) == 20.0
+    target = tmp_path / "new" / "dir" / "best.json"
+    assert main(["export", str(path), "--output-dir", str(out), "--to", str(target)]) == 0
+    assert f"created the folder {tmp_path / 'new'}" in capsys.readouterr().out and target.is_file()
     # register twice: one version
     first = st_hpo.register_best(study, output_dir=out)
     assert main(["register", str(path), "--output-dir", str(out)]) == 0
@@ -127,51 +129,3 @@ def test_sync_after_kill_fails_the_trial_closes_its_run_and_keeps_the_time_it_ra
     assert runs[0].info.end_time <= (killed_at + 0.5) * 1000, "the run ends when the trial stopped"
     assert "objective" not in runs[0].data.metrics
     assert main(["status", str(path), "--output-dir", str(out), "--json"]) == 0
-
-
-@pytest.mark.slow
-def test_mlflow_outage_spools_and_sync_writes_params_args_and_curves(tmp_path, study_file):
-    path = study_file(name="spool", n_trials=2, epochs=2)
-    server = MlflowServer(tmp_path / "mlflow").start()
-    out = tmp_path / "out"
-    proc = subprocess.Popen(_cmd("run", str(path), "--tracking-uri", server.uri, "--output-dir", str(out)),
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if any(t.state.name == "COMPLETE" for t in load_trials(out, "spool")):
-                break
-        except (KeyError, FileNotFoundError):
-            pass
-        time.sleep(0.2)
-    server.kill()  # gone for the second trial
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-    trials = load_trials(out, "spool")
-    spooled = [t for t in trials if t.user_attrs.get("st_hpo.mlflow_spool")]
-    assert spooled, "what MLflow could not take is kept next to the trial"
-    server.start()
-    try:
-        sync = subprocess.run(_cmd("sync", str(path), "--tracking-uri", server.uri, "--output-dir", str(out)),
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert sync.returncode == 0, sync.stderr[-3000:]
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=server.uri)
-        exp = client.get_experiment_by_name("spool")
-        runs = {int(r.data.tags["st_hpo.trial_number"]): r
-                for r in client.search_runs([exp.experiment_id], "tags.`st_hpo.kind` = 'trial'")}
-        for trial in spooled:
-            run = runs[trial.number]
-            assert run.info.status == "FINISHED"
-            assert float(run.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
-            assert client.get_metric_history(run.info.run_id, "train_loss"), "the loss curve"
-            assert client.get_metric_history(run.info.run_id, "learning_rate")
-            assert len(client.get_metric_history(run.info.run_id, "objective_intermediate")) >= 2
-            assert run.data.metrics["objective"] == pytest.approx(trial.value)
-            assert run.data.metrics["train_seconds"] > 0
-            local = client.download_artifacts(run.info.run_id, "training_args.json", str(tmp_path / "a"))
-            assert json.load(open(local))["learning_rate"] == pytest.approx(trial.params["learning_rate"])
-            assert not (out / "trials" / f"trial-{trial.number}" / "mlflow-spool.jsonl").exists()
-    finally:
-        server.kill()
