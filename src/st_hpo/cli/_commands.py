@@ -196,7 +196,7 @@ def _note(r: dict[str, Any]) -> str:
     done = "" if r["progress"] is None else f"{r['progress']:.0%} of training"
     where = f" on {r['worker']}@{r['host']}" if r["worker"] and r["host"] else ""
     if r["state"] == "RUNNING" and r["worker_gone"]:
-        return f"its worker{where} is gone; the next run marks it FAIL"
+        return f"its worker{where} is gone; the next `st-hpo run` or `st-hpo sync` marks it FAIL"
     if r["state"] == "RUNNING":
         return f"{done or 'started'}{where}"
     if r["state"] == "PRUNED":
