@@ -107,14 +107,14 @@ def run_study(
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, baseline=baseline,
                              intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model,
-                             trains_here=not (parallel and any(s.gpu is not None for s in specs)))
+                             trains_here=not (parallel and any(s.gpu is not None for s in specs)),
+                             study_file=study_file)
     if parallel and study_file is None:
         from st_hpo.exceptions import StudyDefinitionError
 
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     session = StudySession.open(study, options)
-    budget = n_trials or session.definition.n_trials
-    session.study.set_user_attr("st_hpo.n_trials", budget)
+    budget = _budget(session, n_trials)
     if progress:
         _announce(session, budget, len(specs) if parallel else 1)
     budget_met = interrupted = False
@@ -132,6 +132,25 @@ def run_study(
         session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
         _write_reports(session)
     return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason)
+
+
+def _budget(session: Any, n_trials: int | None) -> int:
+    """The study's total budget for this run, stored for the workers that join it.
+
+    ``n_trials`` given: that, said in a line when it lowers the stored budget. Not given: the stored
+    budget (an earlier ``--n-trials`` extension is kept) or the study file's ``n_trials``, the larger.
+    """
+    stored = session.study.user_attrs.get("st_hpo.n_trials")
+    if n_trials is not None:
+        budget = n_trials
+        if stored is not None and budget < stored:
+            logging.getLogger(__name__).warning(
+                "the study's budget is lowered from %d to %d trials (--n-trials / n_trials=)", stored, budget)
+    else:
+        budget = max(int(stored or 0), session.definition.n_trials)
+    if budget != stored:
+        session.study.set_user_attr("st_hpo.n_trials", budget)
+    return budget
 
 
 def _announce(session: Any, budget: int, workers: int) -> None:

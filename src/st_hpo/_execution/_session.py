@@ -19,6 +19,7 @@ from typing import Any
 from st_hpo import _args
 from st_hpo._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import current_host, recover_stale_trials
+from st_hpo._identity import check_unchanged, definition_record, record_on_parent
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._space import space_defaults
 from st_hpo._storage import default_storage_url, open_storage
@@ -59,6 +60,8 @@ class SessionOptions:
     #: False in a supervisor whose workers train on GPUs: it validates on the CPU and leaves the base
     #: model's score to the workers, so it never holds GPU memory (a CUDA context is ~0.5 GB)
     trains_here: bool = True
+    #: the study file, when there is one: the parent run records the git commit of its repository
+    study_file: str | Path | None = None
 
 
 def worker_seed(seed: int | None, salt: str | None) -> int | None:
@@ -159,9 +162,14 @@ class StudySession:
             artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
             tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
         study = _create_or_load(definition, storage_url, _sampler_salt(options, storage_url))
+        datasets = _datasets(resources)
+        record = definition_record(definition, validated.base_args, datasets)
+        check_unchanged(study, record, where=storage_url)
         _claim_output_dir(output_dir, definition.name, write=True)
         if tracker is not None:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
+            if options.role == "main":
+                record_on_parent(tracker, definition, record, datasets, study_file=options.study_file)
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
                       tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
         session.prepare(sync=options.role == "main", score=options.trains_here)
@@ -273,6 +281,15 @@ class StudySession:
             logger.warning("%s; run `st-hpo sync` when MLflow is back to log what is missing", exc)
 
 
+def _datasets(resources: StudyResources) -> dict[str, Any]:
+    """The study's datasets by field name (those it has)."""
+    found = {"train_dataset": resources.train_dataset, "eval_dataset": resources.eval_dataset}
+    test = getattr(resources, "test_dataset", None)
+    if test is not None:
+        found["test_dataset"] = test
+    return found
+
+
 def _sampler_salt(options: SessionOptions, storage_url: str) -> str | None:
     """Who samples here, for :func:`worker_seed`: every worker process, and a run whose storage other
     machines may share; None for a run on a local storage, which keeps the study's seed as it is."""
@@ -329,7 +346,6 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
         )
     if stored is None:
         study.set_user_attr("st_hpo.objective", definition.objective)
-        study.set_user_attr("st_hpo.n_trials", definition.n_trials)
     existing = len(study.get_trials(deepcopy=False))
     if existing:  # resumed or extended: seeded as before, the sampler would propose the first trials' values again
         study.sampler = make_sampler(definition.sampler, definition.seed, f"{salt or 'main'}/after-{existing}",
