@@ -7,9 +7,9 @@ from st_hpo import exceptions
 
 EXPECTED = {
     "BestTrial", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError", "Study",
-    "StudyDefinitionError", "StudyResult", "TrackingError", "TrialError", "__version__", "best_trial",
+    "StudyDefinitionError", "StudyResult", "TestScore", "TrackingError", "TrialError", "__version__", "best_trial",
     "export_best", "join_study", "load_study_file", "register_best", "report_study", "retrain_best",
-    "run_study", "validate_study",
+    "run_study", "score_best_on_test", "validate_study",
 }
 
 

@@ -12,6 +12,7 @@ from st_hpo._reports import report_study
 from st_hpo._results import BestTrial, best_trial, export_best
 from st_hpo._retrain import RetrainResult, retrain_best
 from st_hpo._study import Study
+from st_hpo._test_score import TestScore, score_best_on_test
 from st_hpo.exceptions import (
     SearchSpaceError,
     StHpoError,
@@ -33,6 +34,7 @@ __all__ = [
     "Study",
     "StudyDefinitionError",
     "StudyResult",
+    "TestScore",
     "TrackingError",
     "TrialError",
     "__version__",
@@ -44,5 +46,6 @@ __all__ = [
     "report_study",
     "retrain_best",
     "run_study",
+    "score_best_on_test",
     "validate_study",
 ]

@@ -36,6 +36,9 @@ class StudyResult:
     best_model_dir: Path | None = None
     #: why the study stopped short of its budget, other than a timeout or Ctrl-C (trials kept failing)
     stop_reason: str | None = None
+    #: the best trial's kept model scored on the held-out test set (``Study.test_dataset``), and the base model
+    test_value: float | None = None
+    base_model_test_value: float | None = None
 
 
 def validate_study(study: Study) -> None:
@@ -129,6 +132,8 @@ def run_study(
             budget_met, interrupted, stop_reason = loop.budget_met, loop.interrupted, loop.gave_up
     finally:
         _keep_only_best(session)
+        if budget_met:
+            _score_test(session)
         session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
         _write_reports(session)
     return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason)
@@ -186,6 +191,20 @@ def _keep_only_best(session: Any) -> None:
         keep_only_best(session.study, session.output_dir)
     except Exception as exc:  # noqa: BLE001 - a storage outage here must not hide how the run ended
         logging.getLogger(__name__).warning("could not clean up the saved models: %s", exc)
+
+
+def _score_test(session: Any) -> None:
+    """Score the kept best model and the base model on the held-out test set, when the study has one."""
+    from st_hpo._resources import pick_device
+    from st_hpo._test_score import has_test, score_on_test
+
+    if not has_test(session.definition):
+        return
+    try:
+        score_on_test(session.study, session.definition, session.resources,
+                      device=pick_device(session.validated.base_args), tracker=session.tracker)
+    except Exception as exc:  # noqa: BLE001 - the study's result stands; `st-hpo test` can score it later
+        logging.getLogger(__name__).warning("could not score the best model on the test set: %s", exc)
 
 
 def _write_reports(session: Any) -> None:
@@ -284,6 +303,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
     """A :class:`StudyResult` from an open session."""
     study = session.study
     from st_hpo._best_model import saved_best_model
+    from st_hpo._test_score import recorded_test_values
 
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
@@ -305,4 +325,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         budget_met=budget_met,
         best_model_dir=saved_best_model(study),
         stop_reason=stop_reason,
+        test_value=recorded_test_values(study)[0],
+        base_model_test_value=recorded_test_values(study)[1],
     )
+

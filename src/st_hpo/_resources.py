@@ -57,6 +57,8 @@ class StudyResources:
         self._subset_evaluator: Any = None
         self._base_model: Any = None
         self._trials_started = 0
+        self._test: Any = None
+        self._test_evaluator: Any = None
 
     @property
     def train_dataset(self) -> Any:
@@ -185,3 +187,42 @@ class StudyResources:
         if inspect.isclass(loss):
             return loss(model, **loss_params)
         return loss(model, params)
+
+    @property
+    def test_dataset(self) -> Any:
+        """The held-out test set (``Study.test_dataset``), or None."""
+        if self._test is None and self.study.test_dataset is not None:
+            self._test = _materialize(self.study.test_dataset, "test_dataset")
+        return self._test
+
+    @property
+    def test_evaluator(self) -> Any:
+        """The evaluator of the held-out test set."""
+        if self._test_evaluator is None:
+            self._test_evaluator = self.build_test_evaluator(self.test_dataset)
+        return self._test_evaluator
+
+    def build_test_evaluator(self, test_dataset: Any) -> Any:
+        """``Study.test_evaluator`` (built on ``test_dataset`` when it is a factory), else the study's
+        evaluator factory applied to ``test_dataset``."""
+        from st_hpo._compat import evaluator_base
+
+        chosen = self.study.test_evaluator
+        if chosen is None:
+            if isinstance(self.study.evaluator, evaluator_base()) or not callable(self.study.evaluator):
+                raise StudyDefinitionError(
+                    "test_dataset needs a test_evaluator (an evaluator, or a callable (test_dataset) -> evaluator): "
+                    "the study's evaluator holds its own data, so it cannot be pointed at the test set"
+                )
+            chosen = self.study.evaluator
+        if isinstance(chosen, evaluator_base()):
+            return chosen
+        if test_dataset is None:
+            raise StudyDefinitionError("test_evaluator is a factory (test_dataset) -> evaluator but the study "
+                                       "has no test_dataset; add one")
+        evaluator = chosen(test_dataset)
+        if not isinstance(evaluator, evaluator_base()):
+            raise StudyDefinitionError(
+                f"test_evaluator must be an evaluator or return one, not {type(evaluator).__name__}"
+            )
+        return evaluator

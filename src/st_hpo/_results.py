@@ -34,6 +34,7 @@ from typing import Any
 
 from st_hpo._best_model import saved_best_model
 from st_hpo._study import Study
+from st_hpo._test_score import recorded_test_values
 from st_hpo.exceptions import StorageError, StudyDefinitionError
 
 __all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
@@ -103,6 +104,9 @@ class BestTrial:
     base_model_value: float | None = None  #: the objective of the model before any fine-tuning
     #: the best trial's saved model (``keep_best_model``), when it is on this machine
     model_dir: str | None = None
+    #: that model's score on the held-out test set (``Study.test_dataset``), and the base model's
+    test_value: float | None = None
+    base_model_test_value: float | None = None
 
     @property
     def gain_over_baseline(self) -> float | None:
@@ -153,6 +157,8 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         baseline_value=float(baseline.value) if baseline else None,
         base_model_value=optuna_study.user_attrs.get("st_hpo.base_model_value"),
         model_dir=str(saved) if (saved := saved_best_model(optuna_study)) else None,
+        test_value=recorded_test_values(optuna_study)[0],
+        base_model_test_value=recorded_test_values(optuna_study)[1],
     )
 
 

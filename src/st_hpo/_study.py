@@ -80,6 +80,13 @@ class Study:
             ``None``: never stop. The default, 10, is seldom reached by chance: where half the space
             fails at random (the largest batch size runs out of memory), a run of 5 failures comes about
             once in 64 trials, a run of 10 about once in 2,000.
+        test_dataset: a held-out test set (same forms as ``eval_dataset``), never used to choose anything:
+            when the study reaches its budget (and with ``st-hpo test``) the kept best model and the base
+            model are scored on it, since the best trial's dev score is optimistic (it was picked on it).
+        test_evaluator: the evaluator for ``test_dataset`` (an evaluator, or a callable
+            ``(test_dataset) -> evaluator``); defaults to the ``evaluator`` factory applied to the test set.
+        test_objective: the test evaluator's metric to report; by default the objective's metric (the same
+            name, or the one name ending like it after the evaluator's prefix, e.g. ``sts-test_spearman_cosine``).
     """
 
     name: str
@@ -102,6 +109,9 @@ class Study:
     intermediate_eval_rows: int | None = None
     keep_best_model: bool = True
     max_failures_in_a_row: int | None = 10
+    test_dataset: Dataset | Callable[[], Dataset] | None = None
+    test_evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
+    test_objective: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -146,6 +156,9 @@ class Study:
             raise StudyDefinitionError(
                 f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
             )
+        if self.test_objective is not None and (not isinstance(self.test_objective, str) or not self.test_objective):
+            raise StudyDefinitionError(f"test_objective={self.test_objective!r} must name a metric of the test "
+                                       "evaluator, e.g. 'sts-test_spearman_cosine' (or be left out)")
         if not isinstance(self.keep_best_model, bool):
             raise StudyDefinitionError(f"keep_best_model={self.keep_best_model!r} must be True or False")
         if not (isinstance(self.model, str) or callable(self.model)):

@@ -18,6 +18,7 @@ from typing import Any
 from st_hpo import _args, _space
 from st_hpo._resources import StudyResources
 from st_hpo._study import Study
+from st_hpo._test_score import check_test_objective
 from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
 
 __all__ = ["ValidatedStudy", "validate_study", "objective_key"]
@@ -78,6 +79,7 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     _check_loss_on_rows(study, resources, model, base_args, params, loss_params, on_cpu=on_cpu)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
+    check_test_objective(study, resources, model)
     evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
     _check_cadence(study, base_args, evaluates, len(train))
     _check_checkpoints(base_args)

@@ -283,11 +283,8 @@ class StudySession:
 
 def _datasets(resources: StudyResources) -> dict[str, Any]:
     """The study's datasets by field name (those it has)."""
-    found = {"train_dataset": resources.train_dataset, "eval_dataset": resources.eval_dataset}
-    test = getattr(resources, "test_dataset", None)
-    if test is not None:
-        found["test_dataset"] = test
-    return found
+    return {"train_dataset": resources.train_dataset, "eval_dataset": resources.eval_dataset,
+            "test_dataset": resources.test_dataset}
 
 
 def _sampler_salt(options: SessionOptions, storage_url: str) -> str | None:

@@ -110,6 +110,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
             gain = f" (base model before fine-tuning: {result.base_model_value:.4f})"
         out.print(f"best: trial {result.best_trial_number}, {study.objective} = {result.best_value:.4f}{gain}")
         out.print(f"      {json.dumps(result.best_params)}")
+        if result.test_value is not None:
+            base = "" if result.base_model_test_value is None else f" (base model: {result.base_model_test_value:.4f})"
+            out.print(f"held-out test: {result.test_value:.4f}{base}; the dev value above is optimistic, it "
+                      "picked the trial")
         if result.best_model_dir:
             out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
