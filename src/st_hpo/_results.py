@@ -103,6 +103,8 @@ class BestTrial:
     base_model_value: float | None = None  #: the objective of the model before any fine-tuning
     #: the best trial's saved model (``keep_best_model``), when it is on this machine
     model_dir: str | None = None
+    #: what ``st-hpo confirm`` found (mean/std per configuration over new seeds, the winner, the test)
+    confirmed: dict[str, Any] | None = None
 
     @property
     def gain_over_baseline(self) -> float | None:
@@ -153,6 +155,7 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         baseline_value=float(baseline.value) if baseline else None,
         base_model_value=optuna_study.user_attrs.get("st_hpo.base_model_value"),
         model_dir=str(saved) if (saved := saved_best_model(optuna_study)) else None,
+        confirmed=optuna_study.user_attrs.get("st_hpo.confirmed"),
     )
 
 
