@@ -6,9 +6,9 @@ import st_hpo
 from st_hpo import exceptions
 
 EXPECTED = {
-    "BestTrial", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError", "Study",
+    "BestTrial", "ConfirmResult", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError", "Study",
     "StudyDefinitionError", "StudyResult", "TrackingError", "TrialError", "__version__", "best_trial",
-    "export_best", "join_study", "load_study_file", "register_best", "report_study", "retrain_best",
+    "confirm_study", "export_best", "join_study", "load_study_file", "register_best", "report_study", "retrain_best",
     "run_study", "validate_study",
 }
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._confirm_stats import ConfigScore, paired_test, score
-from st_hpo._execution._session import SessionOptions, StudySession
 from st_hpo._study import Study
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
@@ -75,22 +74,6 @@ class _Config:
     value: float | None
 
 
-class ConfirmSession(StudySession):
-    """The companion study's session: its trials are queued by :func:`confirm_study` only, its runs are
-    tagged ``st_hpo.kind=confirm``, and it leaves the study's parent run (best value, counts) alone."""
-
-    def prepare(self, *, sync: bool = True, score: bool = True) -> None:
-        from st_hpo._execution._recovery import recover_stale_trials
-
-        recover_stale_trials(self.study)
-        if self.tracker is not None:
-            self.tracker.run_kind = "confirm"
-            self.tracker.sync(self.study, self.definition.objective)
-
-    def update_parent(self) -> None:
-        """The parent run's figures are the study's, not the confirmation's."""
-
-
 def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str | Path | None = None,
                   storage: str | None = None, tracking_uri: str | None = None, study_name: str | None = None,
                   progress: bool = True) -> ConfirmResult:
@@ -122,10 +105,12 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     return result
 
 
-def _open_companion(study: Study, main: Any, location: Any) -> ConfirmSession:
+def _open_companion(study: Study, main: Any, location: Any) -> Any:
     """The companion study ``<name>.confirm``, attached to the study's MLflow parent run."""
     import optuna
 
+    from st_hpo._confirm_session import ConfirmSession
+    from st_hpo._execution._session import SessionOptions
     from st_hpo._results import PARENT_ATTR
     from st_hpo._storage import open_storage
 
@@ -144,7 +129,7 @@ def _open_companion(study: Study, main: Any, location: Any) -> ConfirmSession:
     return ConfirmSession.open(definition, options)
 
 
-def _configurations(main: Any, session: StudySession, top: int) -> list[_Config]:
+def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
     """The baseline (the base arguments, as the baseline trial ran them) and the ``top`` best other trials."""
     from st_hpo._results import trial_params
     from st_hpo._space import space_defaults
@@ -163,7 +148,7 @@ def _configurations(main: Any, session: StudySession, top: int) -> list[_Config]
     return configs
 
 
-def _queue(session: StudySession, configs: list[_Config], seeds: list[int]) -> int:
+def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
     """Queue every (configuration, seed) pair that has no complete, queued or running trial; returns how
     many pairs are not complete yet."""
     from st_hpo._trial import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, UNSAMPLED_ATTR
@@ -199,7 +184,7 @@ def _queue(session: StudySession, configs: list[_Config], seeds: list[int]) -> i
     return missing
 
 
-def _run(session: StudySession, configs: list[_Config], seeds: list[int], progress: bool) -> tuple[int, bool]:
+def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool) -> tuple[int, bool]:
     """Run the missing pairs with the study's trial loop; returns (trials run, interrupted)."""
     from st_hpo._execution._loop import work
     from st_hpo._progress import Progress

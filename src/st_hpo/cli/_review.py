@@ -114,6 +114,10 @@ def cmd_best(ns: argparse.Namespace) -> int:
                             ("base model", best.base_model_value, best.gain_over_base_model)):
         if ref is not None:
             _print(f"  vs {what}: {ref:.4f} -> {gain:+.4f}")
+    from st_hpo._confirm import confirmed_line
+
+    if note := confirmed_line(best.confirmed, best.number):
+        _print(f"  {note}")
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
     if best.model_dir:
