@@ -112,3 +112,19 @@ def test_best_names_the_winner_after_confirmation_only_when_it_differs():
 def test_confirm_refuses_a_non_positive_seed_count(make_study, tmp_path):
     with pytest.raises(st_hpo.StudyDefinitionError, match="seeds=0 must be a positive whole number"):
         st_hpo.confirm_study(make_study(), seeds=0, output_dir=tmp_path)
+
+
+def test_the_paired_test_is_one_sided_in_the_study_direction_and_needs_two_seeds():
+    from st_hpo._confirm_stats import paired_test, score
+
+    seeds = [1007, 1008, 1009]
+    best = score("trial 4", 4, False, {}, dict(zip(seeds, [0.50, 0.61, 0.55], strict=True)), seeds, 0.6, {})
+    base = score("baseline", 0, True, {}, dict(zip(seeds, [0.40, 0.46, 0.44], strict=True)), seeds, 0.4, {})
+    higher = paired_test(best, base, "maximize")
+    assert higher["beats_baseline"] is True and higher["p_value"] < 0.05
+    assert higher["line"].startswith("paired t-test over 3 seed(s), one-sided, alpha 0.05: p=0.0")
+    lower = paired_test(best, base, "minimize")  # higher values are worse when minimising
+    assert lower["beats_baseline"] is False and lower["p_value"] > 0.5
+    one = paired_test(score("trial 4", 4, False, {}, {1007: 0.5}, [1007], 0.6, {}),
+                      score("baseline", 0, True, {}, {1007: 0.4}, [1007], 0.4, {}), "maximize")
+    assert one["p_value"] is None and "no test is possible" in one["line"]

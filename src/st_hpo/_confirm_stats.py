@@ -82,7 +82,7 @@ def paired_test(best: ConfigScore, baseline: ConfigScore, direction: str) -> dic
     out.update(p_value=p, beats_baseline=beats)
     verdict = (f"{best.label} beats the baseline beyond seed noise" if beats
                else f"{best.label} does not beat the baseline beyond seed noise")
-    out["line"] = f"{method}: p={_p(p)}; {verdict} (mean gain {out['mean_gain']:+.4f})"
+    out["line"] = f"{method}: p={_p(p)}; {verdict} (mean gain {out['mean_gain']:+.3g})"
     return out
 
 
