@@ -6,10 +6,10 @@ import st_hpo
 from st_hpo import exceptions
 
 EXPECTED = {
-    "BestTrial", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError", "Study",
-    "StudyDefinitionError", "StudyResult", "TestScore", "TrackingError", "TrialError", "__version__", "best_trial",
-    "export_best", "join_study", "load_study_file", "register_best", "report_study", "retrain_best",
-    "run_study", "score_best_on_test", "validate_study",
+    "BestTrial", "ConfirmResult", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError",
+    "Study", "StudyDefinitionError", "StudyResult", "TestScore", "TrackingError", "TrialError", "__version__",
+    "best_trial", "confirm_study", "export_best", "join_study", "load_study_file", "register_best", "report_study",
+    "retrain_best", "run_study", "score_best_on_test", "validate_study",
 }
 
 

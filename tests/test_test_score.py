@@ -59,6 +59,9 @@ def test_the_best_model_and_the_base_model_are_scored_on_the_test_set_only_at_th
     assert metrics["base_model_test_objective"] == pytest.approx(best.base_model_test_value)
     assert parents[0].data.tags["st_hpo.test_metric"] == "sts-test_spearman_cosine"
     assert not any(k.startswith("test") for run in trials for k in run.data.metrics), "trials never see the test set"
+    # a confirmation scores each retrained model on the test set too
+    confirmed = st_hpo.confirm_study(study, top=1, seeds=1, output_dir=tmp_path, progress=False)
+    assert all(len(c.test_values) == 1 and c.test_mean == c.test_values[0] for c in confirmed.configs)
 
 
 def test_st_hpo_test_and_best_json_show_the_test_values(study_file, tmp_path):

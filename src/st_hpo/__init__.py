@@ -6,6 +6,7 @@ study and one child run per trial.
 """
 
 from st_hpo._api import StudyResult, join_study, run_study, validate_study
+from st_hpo._confirm import ConfirmResult, confirm_study
 from st_hpo._loading import load_study_file
 from st_hpo._register import RegisterResult, register_best
 from st_hpo._reports import report_study
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BestTrial",
+    "ConfirmResult",
     "RegisterResult",
     "RetrainResult",
     "SearchSpaceError",
@@ -39,6 +41,7 @@ __all__ = [
     "TrialError",
     "__version__",
     "best_trial",
+    "confirm_study",
     "export_best",
     "join_study",
     "load_study_file",

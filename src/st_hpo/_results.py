@@ -107,6 +107,8 @@ class BestTrial:
     #: that model's score on the held-out test set (``Study.test_dataset``), and the base model's
     test_value: float | None = None
     base_model_test_value: float | None = None
+    #: what ``st-hpo confirm`` found (mean/std per configuration over new seeds, the winner, the test)
+    confirmed: dict[str, Any] | None = None
 
     @property
     def gain_over_baseline(self) -> float | None:
@@ -159,6 +161,7 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         model_dir=str(saved) if (saved := saved_best_model(optuna_study)) else None,
         test_value=recorded_test_values(optuna_study)[0],
         base_model_test_value=recorded_test_values(optuna_study)[1],
+        confirmed=optuna_study.user_attrs.get("st_hpo.confirmed"),
     )
 
 

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 BASELINE_ATTR = "st_hpo.baseline"
 #: Set on a baseline whose base values lie outside the space: it runs the base arguments unsampled.
 UNSAMPLED_ATTR = "st_hpo.unsampled"
+#: Training-argument values set on an enqueued trial over its sampled ones (a confirmation's training seed).
+ARGS_OVERRIDE_ATTR = "st_hpo.args_override"
+#: Set on an enqueued trial whose trained model is scored on the study's test set (a confirmation's).
+SCORE_TEST_ATTR = "st_hpo.score_test"
 #: Fields that differ between trials by construction, left out of the "differs from base" params.
 _PER_TRIAL_FIELDS = {"output_dir", "run_name", "logging_dir", "report_to"}
 
@@ -111,6 +115,8 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     tags = {"st_hpo.worker": ctx.worker.name, "st_hpo.host": ctx.worker.host,
             "st_hpo.gpu": ctx.worker.gpu or ("all visible" if pick_device(args) == "cuda" else "none"),
             "st_hpo.baseline": baseline}
+    tags = {**{k.replace("st_hpo.tag.", "st_hpo."): str(v) for k, v in trial.user_attrs.items()
+               if k.startswith("st_hpo.tag.")}, **tags}  # set when enqueued
     rows = ctx.resources.subset_rows
     if rows is not None and ctx.validated.evaluates_during_training:
         # which values are which: intermediate (pruning) ones on the subset, `objective` on all eval rows
@@ -152,6 +158,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         if ctx.progress is not None:
             ctx.progress.trial_started(trial.number, params)
         overrides, loss_params, model_params = _args.split_params(params)
+        overrides.update(trial.user_attrs.get(ARGS_OVERRIDE_ATTR) or {})
         args = _args.clone_args(ctx.validated.base_args, overrides,
                                 output_dir=str(ctx.output_dir / "trials" / f"trial-{trial.number}"),
                                 run_name=f"trial-{trial.number}")
@@ -224,6 +231,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             trainer.evaluate()
         if reporter.last_value is None:
             raise TrialError(f"the evaluation reported no {validated.objective_metric!r}")
+        if trial.user_attrs.get(SCORE_TEST_ATTR):  # a confirmation trial of a study with a test set
+            _score_on_test(ctx, trial, trainer.model)
         if validated.study.keep_best_model:
             outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
         return reporter.last_value, step, train_seconds
@@ -231,6 +240,14 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         reporter.flush()  # the curves of a pruned or failed trial up to where it stopped
         trainer.model = None
         del trainer, model, loss, reporter
+
+
+def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
+    """The trained model's score on the held-out test set, kept as the trial's ``st_hpo.test_value``."""
+    from st_hpo._test_score import test_metric
+
+    metrics = ctx.resources.test_evaluator(model)
+    trial.set_user_attr("st_hpo.test_value", float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
 def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:

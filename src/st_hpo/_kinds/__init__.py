@@ -57,7 +57,7 @@ def declared_kind(study: Any) -> ModelKind | None:
         by_model = kind_of_model(study.model)
         if by_model is not None:
             sources.append((f"model is a {type(study.model).__name__}", by_model))
-    for (what, kind), (other_what, other) in zip(sources, sources[1:]):
+    for (what, kind), (other_what, other) in zip(sources, sources[1:], strict=False):
         if kind is not other:
             raise StudyDefinitionError(
                 f"the study's parts name two model kinds: {what} ({kind.model_class_name}) but {other_what} "

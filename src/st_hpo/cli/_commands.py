@@ -13,7 +13,7 @@ from typing import Any
 
 from st_hpo.cli._main import EXIT_ERROR, EXIT_INTERRUPTED
 
-__all__ = ["cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
+__all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
 
 def _console() -> Any:
@@ -266,3 +266,52 @@ def cmd_sync(ns: argparse.Namespace) -> int:
         tracker.set_parent_status("FINISHED" if finished >= budget else "KILLED")
     _console().print(f"MLflow at {where.tracking_uri}: {fixed} run(s) created or closed; every trial has its run")
     return 0
+
+
+def cmd_confirm(ns: argparse.Namespace) -> int:
+    from st_hpo._confirm import confirm_study
+
+    study = _load(ns)
+    result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
+                           tracking_uri=ns.tracking_uri, progress=not ns.quiet)
+    if result.interrupted:
+        sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
+                         f"{_resume_line(sys.argv[1:])}\n")
+        return EXIT_INTERRUPTED
+    if ns.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return 0
+    console = _console()
+    if not console.is_terminal:
+        console.width = 160
+    console.print(_confirm_table(result))
+    console.print(result.test["line"])
+    if result.winner is not None:
+        same = result.winner_trial == result.single_run_best
+        console.print(f"after confirmation, {result.winner} wins" + (
+            " (also the single-run best)" if same else f" (the single-run best was trial {result.single_run_best})"))
+    return 0
+
+
+def _confirm_table(result: Any) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from st_hpo._progress import format_params
+
+    tests = any(c.test_values for c in result.configs)
+    table = Table(title=f"{result.objective} ({result.direction}) over seeds {', '.join(map(str, result.seeds))}")
+    for col in ("#", "configuration", "single run", "mean", "std", "seeds", *(("test mean", "test std") if tests
+                                                                              else ()), "params"):
+        table.add_column(col)
+
+    def num(value: float | None) -> str:
+        return "" if value is None else f"{value:.4f}"
+
+    for c in result.configs:
+        row = ["" if c.trial is None else str(c.trial), c.label + (" *" if c.label == result.winner else ""),
+               num(c.single_run_value), num(c.mean), num(c.std), str(len(c.values))]
+        if tests:
+            row += [num(c.test_mean), num(c.test_std)]
+        table.add_row(*row, escape(format_params(c.params) or "(base arguments)"))
+    return table

@@ -127,6 +127,10 @@ def cmd_best(ns: argparse.Namespace) -> int:
     if best.test_value is not None:
         base = "" if best.base_model_test_value is None else f", base model {best.base_model_test_value:.4f}"
         _print(f"  held-out test: {best.test_value:.4f}{base} (the dev value is optimistic: it picked the trial)")
+    from st_hpo._confirm import confirmed_line
+
+    if note := confirmed_line(best.confirmed, best.number):
+        _print(f"  {note}")
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
     if best.model_dir:
