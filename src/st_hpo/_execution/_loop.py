@@ -15,7 +15,13 @@ import warnings
 from typing import Any
 
 from st_hpo._best_model import keep_only_best
-from st_hpo._execution._recovery import ERROR_ATTR, SUPERVISOR_ATTR, SUPERVISOR_ENV, recover_stale_trials
+from st_hpo._execution._recovery import (
+    ERROR_ATTR,
+    SUPERVISOR_ATTR,
+    SUPERVISOR_ENV,
+    record_worker,
+    recover_stale_trials,
+)
 from st_hpo._execution._session import StudySession
 from st_hpo._progress import Progress
 from st_hpo._storage import HeartbeatThread
@@ -90,7 +96,7 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             trial.set_user_attr(ERROR_ATTR, "not needed: other workers filled the budget")
             study.tell(trial, state=_state("FAIL"))
             continue
-        trial.set_user_attr("st_hpo.pid", worker.pid)
+        record_worker(trial, worker.pid)  # its pid, start time and boot id
         trial.set_user_attr("st_hpo.tag.host", worker.host)
         if os.environ.get(SUPERVISOR_ENV):  # the supervisor that started this worker reports how it ends
             trial.set_user_attr(SUPERVISOR_ATTR, int(os.environ[SUPERVISOR_ENV]))

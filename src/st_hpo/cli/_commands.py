@@ -186,10 +186,10 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
 
 def _gone(attrs: dict[str, Any]) -> bool:
     """True when the trial's worker ran on this host and its process no longer exists."""
-    from st_hpo._execution._recovery import current_host, pid_alive
+    from st_hpo._execution._recovery import current_host, worker_alive
 
     pid = attrs.get("st_hpo.pid")
-    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not pid_alive(int(pid))
+    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not worker_alive(attrs)
 
 
 def _note(r: dict[str, Any]) -> str:
