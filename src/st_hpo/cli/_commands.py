@@ -131,6 +131,9 @@ def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
 
 def cmd_worker(ns: argparse.Namespace) -> int:
     from st_hpo._api import join_study
+    from st_hpo._execution._workers import watch_supervisor
+
+    watch_supervisor()  # a supervisor killed by SIGKILL or SIGHUP stops its workers too
 
     study = _load(ns)
     result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=_remaining(ns),
