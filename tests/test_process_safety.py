@@ -116,3 +116,20 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path, study_file):
         assert trials[t.number].user_attrs["st_hpo.error"] == f"the supervisor (pid {supervisor.pid}) is gone"
     _, _, runs = mlflow_runs(out_dir, "orphans")
     assert not [r for r in runs if r.info.status == "RUNNING"], "their MLflow runs are closed"
+
+
+def test_the_installed_dependencies_meet_pyproject_s_floors():
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="needs Python 3.11+ to read pyproject.toml")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    below = []
+    for line in pyproject["project"]["dependencies"]:
+        req = Requirement(line)
+        installed = version(req.name).split("+")[0]  # torch's local tag (+cpu) is no part of the floor
+        if not req.specifier.contains(installed, prereleases=True):
+            below.append(f"{req.name} {installed} does not satisfy {req.specifier}")
+    assert not below
