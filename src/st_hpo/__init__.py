@@ -13,10 +13,12 @@ from st_hpo._results import BestTrial, best_trial, export_best
 from st_hpo._retrain import RetrainResult, retrain_best
 from st_hpo._study import Study
 from st_hpo.exceptions import (
+    NoResultError,
     SearchSpaceError,
     StHpoError,
     StorageError,
     StudyDefinitionError,
+    StudyFileError,
     TrackingError,
     TrialError,
 )
@@ -25,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BestTrial",
+    "NoResultError",
     "RegisterResult",
     "RetrainResult",
     "SearchSpaceError",
@@ -32,6 +35,7 @@ __all__ = [
     "StorageError",
     "Study",
     "StudyDefinitionError",
+    "StudyFileError",
     "StudyResult",
     "TrackingError",
     "TrialError",
