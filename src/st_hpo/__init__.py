@@ -15,10 +15,12 @@ from st_hpo._retrain import RetrainResult, retrain_best
 from st_hpo._study import Study
 from st_hpo._test_score import TestScore, score_best_on_test
 from st_hpo.exceptions import (
+    NoResultError,
     SearchSpaceError,
     StHpoError,
     StorageError,
     StudyDefinitionError,
+    StudyFileError,
     TrackingError,
     TrialError,
 )
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BestTrial",
     "ConfirmResult",
+    "NoResultError",
     "RegisterResult",
     "RetrainResult",
     "SearchSpaceError",
@@ -35,6 +38,7 @@ __all__ = [
     "StorageError",
     "Study",
     "StudyDefinitionError",
+    "StudyFileError",
     "StudyResult",
     "TestScore",
     "TrackingError",

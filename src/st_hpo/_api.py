@@ -306,6 +306,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
     from st_hpo._test_score import recorded_test_values
 
     trials = study.get_trials(deepcopy=False)
+    trials = [t for t in trials if not t.user_attrs.get("st_hpo.cancelled")]  # surplus asks that never ran
     count = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     best = study.best_trial if count["COMPLETE"] else None
     return StudyResult(

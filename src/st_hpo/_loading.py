@@ -8,17 +8,9 @@ import traceback
 from pathlib import Path
 
 from st_hpo._study import Study
-from st_hpo.exceptions import StudyDefinitionError
+from st_hpo.exceptions import StudyDefinitionError, StudyFileError
 
-__all__ = ["StudyFileError", "load_study_file"]
-
-
-class StudyFileError(StudyDefinitionError):
-    """The study file raised while it was imported; ``user_traceback`` is the file's own traceback."""
-
-    def __init__(self, message: str, user_traceback: str) -> None:
-        super().__init__(message)
-        self.user_traceback = user_traceback
+__all__ = ["StudyFileError", "load_study_file"]  # StudyFileError lives in st_hpo.exceptions
 
 
 def load_study_file(path: str | Path) -> Study:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from st_hpo._results import StudyLocation, best_of, load_study
 from st_hpo._study import Study
-from st_hpo.exceptions import StorageError, TrackingError
+from st_hpo.exceptions import NoResultError, TrackingError
 
 __all__ = ["RegisterResult", "register_best"]
 
@@ -38,7 +38,7 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
                   study_name: str | None = None) -> RegisterResult:
     """Log the best trial's kept model on its MLflow run and register it as ``name`` (default: the study's).
 
-    Raises StorageError when the study has no complete trial or its best model is not on this machine,
+    Raises NoResultError (a StorageError) when the study has no complete trial or its best model is not on this machine,
     TrackingError when MLflow cannot take it.
     """
     from sentence_transformers import SentenceTransformer
@@ -51,7 +51,7 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
     best = best_of(load_study(study, location), study.objective)
     if not best.model_dir:
-        raise StorageError(
+        raise NoResultError(
             f"trial {best.number}'s model was not kept on this machine (keep_best_model=False, or it ran "
             f"elsewhere); train it again and register that: st-hpo retrain STUDY_FILE --register-as NAME")
     if not best.mlflow_run_id:

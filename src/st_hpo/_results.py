@@ -35,7 +35,7 @@ from typing import Any
 from st_hpo._best_model import saved_best_model
 from st_hpo._study import Study
 from st_hpo._test_score import recorded_test_values
-from st_hpo.exceptions import StorageError, StudyDefinitionError
+from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
 
 __all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
 
@@ -136,12 +136,12 @@ def _baseline(trials: list[Any]) -> Any:
 
 
 def best_of(optuna_study: Any, objective: str) -> BestTrial:
-    """The :class:`BestTrial` of an open ``optuna.Study``; StorageError when no trial completed."""
+    """The :class:`BestTrial` of an open ``optuna.Study``; NoResultError (a StorageError) when no trial completed."""
     trials = optuna_study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if not complete:
         states = ", ".join(sorted({t.state.name for t in trials})) or "none"
-        raise StorageError(f"study {optuna_study.study_name!r} has no complete trial yet (trial states: "
+        raise NoResultError(f"study {optuna_study.study_name!r} has no complete trial yet (trial states: "
                            f"{states}); run more trials with st-hpo run")
     best = optuna_study.best_trial
     baseline = _baseline(trials)

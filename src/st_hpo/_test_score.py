@@ -18,7 +18,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from st_hpo.exceptions import StorageError, StudyDefinitionError
+from st_hpo.exceptions import NoResultError, StudyDefinitionError
 
 __all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "check_test_objective",
            "has_test", "recorded_test_values", "score_best_on_test", "score_on_test", "test_metric"]
@@ -101,7 +101,7 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
     The values go to the study's user attributes (so ``st-hpo best`` shows them) and, with a
     ``tracker``, to the parent run as ``test_objective`` and ``base_model_test_objective``. Without
     ``force`` a best trial already scored is not scored again. None when the study has no test set.
-    Raises StorageError when no trial completed or the best model was not kept on this machine.
+    Raises NoResultError when no trial completed or the best model was not kept on this machine.
     """
     from sentence_transformers import SentenceTransformer
 
@@ -111,7 +111,7 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
         return None
     complete = [t for t in optuna_study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
-        raise StorageError(f"study {optuna_study.study_name!r} has no complete trial to score on the test set")
+        raise NoResultError(f"study {optuna_study.study_name!r} has no complete trial to score on the test set")
     best = optuna_study.best_trial
     attrs = optuna_study.user_attrs
     if not force and attrs.get(TEST_TRIAL_ATTR) == best.number and TEST_VALUE_ATTR in attrs:
@@ -119,7 +119,7 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
                          attrs.get(BASE_TEST_VALUE_ATTR), float(best.value))
     model_dir = saved_best_model(optuna_study)
     if model_dir is None:
-        raise StorageError(f"trial {best.number}'s model was not kept on this machine, so it cannot be scored on "
+        raise NoResultError(f"trial {best.number}'s model was not kept on this machine, so it cannot be scored on "
                            "the test set; `st-hpo retrain` trains it again (and scores it on the test set)")
     evaluator = resources.test_evaluator
     metric, value = _score(evaluator, SentenceTransformer(str(model_dir), device=device, local_files_only=True),

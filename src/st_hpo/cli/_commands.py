@@ -135,6 +135,9 @@ def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
 
 def cmd_worker(ns: argparse.Namespace) -> int:
     from st_hpo._api import join_study
+    from st_hpo._execution._workers import watch_supervisor
+
+    watch_supervisor()  # a supervisor killed by SIGKILL or SIGHUP stops its workers too
 
     study = _load(ns)
     result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=_remaining(ns),
@@ -190,10 +193,10 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
 
 def _gone(attrs: dict[str, Any]) -> bool:
     """True when the trial's worker ran on this host and its process no longer exists."""
-    from st_hpo._execution._recovery import current_host, pid_alive
+    from st_hpo._execution._recovery import current_host, worker_alive
 
     pid = attrs.get("st_hpo.pid")
-    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not pid_alive(int(pid))
+    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not worker_alive(attrs)
 
 
 def _note(r: dict[str, Any]) -> str:

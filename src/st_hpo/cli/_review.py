@@ -212,13 +212,13 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
                         timeout: float = 90.0) -> subprocess.Popen:
     """Start ``mlflow server`` on ``tracking_uri`` in its own process group; return once it answers.
 
-    Raises StHpoError when the port is taken or the server does not come up within ``timeout`` seconds.
+    Raises TrackingError when the port is taken or the server does not come up within ``timeout`` seconds.
     """
-    from st_hpo.exceptions import StHpoError
+    from st_hpo.exceptions import TrackingError
 
     with socket.socket() as probe:
         if probe.connect_ex((host, port)) == 0:
-            raise StHpoError(f"port {port} on {host} is already in use; pass another --port")
+            raise TrackingError(f"port {port} on {host} is already in use; pass another --port")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port), "--workers", "1"]
     log = tempfile.TemporaryFile()  # a file, not a pipe: nobody reads the server's request log
@@ -227,7 +227,7 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StHpoError(f"mlflow server exited with code {proc.returncode}: {server_log(proc)[-2000:]}")
+            raise TrackingError(f"mlflow server exited with code {proc.returncode}: {server_log(proc)[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as resp:
                 if resp.status == 200:
@@ -235,7 +235,7 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
         except OSError:
             time.sleep(0.5)
     stop_server(proc)
-    raise StHpoError(f"mlflow server did not answer on http://{host}:{port} within {timeout:.0f} s")
+    raise TrackingError(f"mlflow server did not answer on http://{host}:{port} within {timeout:.0f} s")
 
 
 def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:
