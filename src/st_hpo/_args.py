@@ -210,6 +210,27 @@ def check_base_values(base: Any) -> None:
             problem = check_arg_value(name, getattr(base, name))
             if problem:
                 raise StudyDefinitionError(f"Study(args=...): {problem}")
+    for name in _CUDA_ONLY:
+        problem = check_precision(base, name, getattr(base, name, False))
+        if problem:
+            raise StudyDefinitionError(f"Study(args=...): {problem}")
+
+
+#: Half-precision flags that need a CUDA GPU (torch's CPU autocast runs bfloat16 only).
+_CUDA_ONLY = ("fp16", "fp16_full_eval")
+
+
+def check_precision(base: Any, name: str, value: Any) -> str | None:
+    """Why ``name=value`` cannot train where this process trains (fp16 without a CUDA GPU), or None."""
+    if name not in _CUDA_ONLY or value is not True:
+        return None
+    from st_hpo._resources import pick_device
+
+    if pick_device(base) != "cpu":
+        return None
+    where = "the base args set use_cpu=True" if getattr(base, "use_cpu", False) else "no CUDA GPU is visible"
+    return (f"{name}=True needs a CUDA GPU, but {where}; remove {name} to train in fp32 on the CPU (or use "
+            "bf16=True with use_cpu=True for mixed precision there), or run where a GPU is visible")
 
 
 def check_arg_value(name: str, value: Any) -> str | None:
