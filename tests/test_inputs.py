@@ -30,31 +30,13 @@ def _args(**changes):
 
 
 @pytest.mark.slow
-def test_eval_loss_study_without_an_evaluator_validates_and_runs_from_the_cli(tmp_path, study_file):
-    path = study_file(name="no-evaluator", n_trials=1)
-    text = path.read_text().replace("        evaluator=evaluator,\n", "")
-    text = text.replace('objective="sts-dev_spearman_cosine",', 'objective="eval_loss", direction="minimize",')
-    path.write_text(text)
-    proc = _cli("validate", str(path), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "ok study 'no-evaluator': objective 'eval_loss'" in proc.stdout
-    proc = _cli("run", str(path), "--pruner", "none", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "st-hpo-runs" / "no-evaluator"
-    trials = load_trials(out, "no-evaluator")
-    assert [t.state.name for t in trials] == ["COMPLETE"]
-    _, parents, runs = mlflow_runs(out, "no-evaluator")
-    assert parents[0].info.status == "FINISHED" and runs[0].info.status == "FINISHED"
-    assert runs[0].data.metrics["objective"] == pytest.approx(trials[0].value)
-    assert runs[0].data.metrics["eval_loss"] == pytest.approx(trials[0].value)
-
-
-@pytest.mark.slow
-def test_eval_loss_trial_ends_on_the_whole_eval_set_loss(make_study, tmp_path, pairs_eval):
+def test_eval_loss_study_without_an_evaluator_trains_and_ends_on_the_whole_eval_set(make_study, tmp_path):
     study = make_study(evaluator=None, objective="eval_loss", direction="minimize", n_trials=1, pruner="none",
                        intermediate_eval_rows=8, space={"learning_rate": FloatDistribution(1e-4, 1e-4)})
+    st_hpo.validate_study(study)
     result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
     assert result.n_complete == 1 and result.n_fail == 0
+    assert [t.state.name for t in load_trials(tmp_path, "tiny")] == ["COMPLETE"]
     client, _, runs = mlflow_runs(tmp_path, "tiny")
     metrics = runs[0].data.metrics
     assert metrics["objective"] == pytest.approx(result.best_value)

@@ -136,7 +136,8 @@ def build_base_args(args: Any, *, output_dir: str) -> Any:
     if not isinstance(args, cls):
         raise StudyDefinitionError(
             f"Study(args=...) must be a SentenceTransformerTrainingArguments or a dict of its fields, "
-            f"not {type(args).__name__}"
+            f"not {type(args).__name__}; build it with SentenceTransformerTrainingArguments(...) (the same "
+            "fields) or pass a dict"
         )
     return clone_args(args, {}, output_dir=output_dir, run_name=args.run_name)
 
@@ -198,6 +199,8 @@ _NON_NEGATIVE = {"weight_decay", "max_grad_norm", "label_smoothing_factor", "war
 _INTEGER = {"per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
             "max_steps", "seed", "eval_steps", "logging_steps", "save_steps"}
 _UNIT_INTERVAL = {"adam_beta1", "adam_beta2"}
+#: Fields that take whole numbers only.
+INTEGER_ARGS = frozenset(_INTEGER)
 #: Fields whose base value is checked too (integers are left to the arguments class: ``eval_steps=0.125``
 #: is a ratio there).
 BASE_CHECKED = _POSITIVE | _NON_NEGATIVE | _UNIT_INTERVAL

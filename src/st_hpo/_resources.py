@@ -12,7 +12,7 @@ import inspect
 import logging
 from typing import Any
 
-from st_hpo._study import Study, is_model_factory
+from st_hpo._study import Study, is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["StudyResources", "pick_device"]
@@ -211,4 +211,11 @@ class StudyResources:
         loss = self.study.loss
         if inspect.isclass(loss):
             return loss(model, **loss_params)
-        return loss(model, params)
+        built = loss(model, params)
+        if not is_module(built):
+            shown = built.__name__ if isinstance(built, type) else type(built).__name__
+            raise StudyDefinitionError(
+                f"the loss factory returned {shown}, not a loss module; it must return one built on the model "
+                "it is given, e.g. lambda model, params: CoSENTLoss(model)"
+            )
+        return built

@@ -122,6 +122,12 @@ def check_space(space: Mapping[str, Any] | Callable[..., dict[str, Any]], base_a
                     f"space[{name!r}] is a {type(dist).__name__}, not an Optuna distribution; write e.g. "
                     f"FloatDistribution(1e-5, 1e-4, log=True) or CategoricalDistribution([{dist!r}])"
                 )
+            if name in _args.INTEGER_ARGS and isinstance(dist, optuna.distributions.FloatDistribution):
+                raise SearchSpaceError(
+                    f"space[{name!r}] is a FloatDistribution, which samples floats, but {name} takes whole "
+                    "numbers; use "
+                    f"IntDistribution({int(dist.low)}, {int(dist.high)}) or CategoricalDistribution([...])"
+                )
             for value in extreme_values(dist):
                 _check_value(base_args, name, value)
         names = set(space)

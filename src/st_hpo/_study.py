@@ -159,8 +159,11 @@ def _check_scalars(study: Study) -> None:
         )
     if not _positive_int(study.n_trials):
         raise StudyDefinitionError(f"n_trials={study.n_trials!r} must be a positive whole number, e.g. n_trials=20")
-    if study.seed is not None and (isinstance(study.seed, bool) or not isinstance(study.seed, int)):
-        raise StudyDefinitionError(f"seed={study.seed!r} must be a whole number, e.g. seed=42 (or None: unseeded)")
+    seed = study.seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise StudyDefinitionError(
+            f"seed={seed!r} must be a whole number in [0, 2**32), e.g. seed=42 (or None: unseeded)"
+        )
     rows = study.intermediate_eval_rows
     if rows is not None and not _positive_int(rows):
         raise StudyDefinitionError(
@@ -271,6 +274,7 @@ def _check_evaluator(study: Study) -> None:
         )
     if not callable(evaluator):
         raise StudyDefinitionError(
-            f"evaluator is a {type(evaluator).__name__}, not a SentenceEvaluator; pass one (or a callable "
+            f"evaluator{'=' + repr(evaluator) if isinstance(evaluator, (str, int, float)) else ''} is a "
+            f"{type(evaluator).__name__}, not a SentenceEvaluator; pass one (or a callable "
             "(eval_dataset) -> evaluator)"
         )

@@ -82,7 +82,7 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
         raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
     params = _probe_params(study)  # one sample of the space builds the model and loss for the checks
     _, loss_params, model_params = _args.split_params(params)
-    model = resources.new_model(params, model_params)
+    model = _probe_model(resources, params, model_params)
     _check_loss_on_rows(study, resources, model, base_args, params, loss_params, on_cpu=on_cpu)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
@@ -175,6 +175,19 @@ def _probe_params(study: Study) -> dict[str, Any]:
     dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     return _space.sample(study.space, dry.ask())
 
+def _probe_model(resources: StudyResources, params: dict[str, Any], model_params: dict[str, Any]) -> Any:
+    """The model of the checks; a model factory that raises is named (it is called as model(params))."""
+    try:
+        return resources.new_model(params, model_params)
+    except StudyDefinitionError:
+        raise
+    except Exception as exc:
+        raise StudyDefinitionError(
+            f"the model factory raised {type(exc).__name__}: {exc}; it is called as model(params), params being "
+            "the trial's sampled values (a dict)"
+        ) from exc
+
+
 def _check_loss_params(study: Study, names: set[str]) -> None:
     loss_names = {n[len("loss.") :] for n in names if n.startswith("loss.")}
     if not loss_names or not inspect.isclass(study.loss):
@@ -200,6 +213,8 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
     columns = list(train.column_names)
     try:
         loss = resources.new_loss(model, params, loss_params)
+    except StudyDefinitionError:
+        raise
     except Exception as exc:
         raise StudyDefinitionError(f"building the loss raised {type(exc).__name__}: {exc}") from exc
     name = _loss_name(study, loss)
