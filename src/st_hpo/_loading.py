@@ -35,8 +35,10 @@ def _refuse_library_check(path: Path, resolved: str, exc: BaseException) -> None
         return
     mine = [f for f in frames if f.filename == resolved]
     where = f"study file {str(path)!r}" + (f", line {mine[-1].lineno}: {mine[-1].line.strip()!r}" if mine else "")
-    fix = "; a log distribution needs low > 0: use e.g. low=1e-6, or log=False" if "log distribution" in str(exc) else ""
-    raise StudyDefinitionError(f"{where}: {type(exc).__name__}: {exc}{fix}") from None
+    message = str(exc).rstrip(".")
+    if "log" in message and "low" in message:
+        message += "; a log distribution needs low > 0: use e.g. low=1e-6, or log=False"
+    raise StudyDefinitionError(f"{where}: {type(exc).__name__}: {message}") from None
 
 
 def load_study_file(path: str | Path) -> Study:
