@@ -188,7 +188,8 @@ def _bad_fields():
         ("train_dataset", dict(train_dataset=DatasetDict(train=pairs, validation=pairs)),
          r"train_dataset is a DatasetDict with the splits \['train', 'validation'\]; pick one"),
         ("train_dataset", dict(train_dataset=lambda: make_pairs(8)), r"train_dataset must be a datasets.Dataset "
-                                                                    r"\(or a callable returning one\), not dict"),
+                                                                    r"\(or a callable returning one\), not dict; "
+                                                                    r"build one with e.g. Dataset.from_dict"),
         ("eval_dataset", dict(eval_dataset=pairs.to_pandas()), r"not DataFrame; build one with e.g. "
                                                                r"Dataset.from_pandas\(df\)"),
         ("loss", dict(loss="CoSENTLoss"), r"loss='CoSENTLoss' must be a loss class"),
