@@ -224,7 +224,9 @@ class StudySession:
 
     def _score_base_model(self) -> None:
         """The objective of the model before any fine-tuning: the bar every trial should clear."""
-        if self.validated.needs_eval_loss or callable(self.definition.model):
+        from st_hpo._study import is_model_factory
+
+        if self.validated.needs_eval_loss or is_model_factory(self.definition.model):
             return
         try:
             model = self.resources.base_model()
