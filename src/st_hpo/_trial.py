@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo import _args, _space
-from st_hpo._callbacks import TrialReporter
+from st_hpo._callbacks import Diverged, TrialReporter, evaluation_fractions
 from st_hpo._execution._recovery import current_host
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._validate import ValidatedStudy
@@ -65,7 +65,7 @@ class TrialContext:
 
 @dataclasses.dataclass
 class TrialOutcome:
-    """How a trial ended: ``state`` is COMPLETE, PRUNED or FAIL."""
+    """How a trial ended: ``state`` is COMPLETE, PRUNED or FAIL (``diverged``: a NaN/inf loss or objective)."""
 
     number: int
     state: str
@@ -74,6 +74,10 @@ class TrialOutcome:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     train_seconds: float = 0.0
+    #: time in the trainer's evaluations (those during training and the final one); part of train_seconds
+    #: for the ones during training
+    eval_seconds: float = 0.0
+    diverged: bool = False
     step: int = 0
     run_id: str | None = None
     model_dir: str | None = None  #: where the trial saved its model (it beat every complete trial)
@@ -164,11 +168,12 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
                                 run_name=f"trial-{trial.number}")
         run = _start_run(ctx, trial, params, args)
         outcome.run_id = run.run_id
-        outcome.value, outcome.step, outcome.train_seconds = _train(ctx, trial, params, args,
-                                                                    loss_params, model_params, run, outcome)
+        outcome.value, outcome.step = _train(ctx, trial, params, args, loss_params, model_params, run, outcome)
         outcome.state = "COMPLETE"
     except optuna.TrialPruned as exc:
         outcome.state, outcome.error = "PRUNED", str(exc)
+    except Diverged as exc:  # a failure, not a pruned trial: its value says nothing about the configuration
+        outcome.state, outcome.error, outcome.diverged = "FAIL", str(exc), True
     except KeyboardInterrupt:
         outcome.state, outcome.error = "FAIL", "interrupted (Ctrl-C or SIGTERM)"
         raise
@@ -180,7 +185,8 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
         outcome.seconds = time.perf_counter() - started
         outcome.device_error = _release_memory(unfreeze=froze)
-        timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds}
+        timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds,
+                   "eval_seconds": outcome.eval_seconds}
         if outcome.device_error is None:
             timings.update(_peak_gpu_memory())
         for name, value in timings.items():
@@ -191,9 +197,10 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
 
 
 def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, loss_params: dict[str, Any],
-           model_params: dict[str, Any], run: _RunLog, outcome: TrialOutcome) -> tuple[float, int, float]:
+           model_params: dict[str, Any], run: _RunLog, outcome: TrialOutcome) -> tuple[float, int]:
     """Build model, loss and trainer; train; keep the model if it is the best so far (``outcome.model_dir``);
-    return (objective, final step, seconds in train())."""
+    return (objective, final step). ``outcome.train_seconds`` (in train()) and ``outcome.eval_seconds`` are
+    set however the trial ends."""
     from sentence_transformers import SentenceTransformerTrainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -206,8 +213,10 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     if ctx.progress is not None:
         def on_progress(step: int, max_steps: int, value: float, on_subset: bool) -> None:
             ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
+    fractions = evaluation_fractions(validated.base_args, len(resources.train_dataset))
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
-                             on_progress=on_progress)
+                             on_progress=on_progress, fractions=fractions)
+    reporter.watch_loss(loss)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=resources.train_dataset,
         eval_dataset=(resources.eval_subset if subset else resources.eval_dataset)
@@ -217,17 +226,19 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     )
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         trainer.train()
-        train_seconds = time.perf_counter() - t0
+        outcome.train_seconds = time.perf_counter() - t0
         step = int(trainer.state.global_step)
         if subset:  # the final evaluation, on the whole eval set
             reporter.final_on_full()
             trainer.evaluator = resources.evaluator
+            reporter.evaluation_starts()
             trainer.evaluate(resources.eval_dataset if validated.needs_eval_loss else None)
         elif reporter.last_step != step:  # the last evaluation was not at the end of training
             reporter.allow_prune = False
+            reporter.evaluation_starts()
             trainer.evaluate()
         if reporter.last_value is None:
             raise TrialError(f"the evaluation reported no {validated.objective_metric!r}")
@@ -235,9 +246,12 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             _score_on_test(ctx, trial, trainer.model)
         if validated.study.keep_best_model:
             outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
-        return reporter.last_value, step, train_seconds
+        return reporter.last_value, step
     finally:
-        reporter.flush()  # the curves of a pruned or failed trial up to where it stopped
+        if not outcome.train_seconds:  # pruned or failed in train(): the time it trained until then
+            outcome.train_seconds = time.perf_counter() - t0
+        outcome.eval_seconds = reporter.eval_seconds
+        reporter.close()  # the curves of a pruned or failed trial up to where it stopped
         trainer.model = None
         del trainer, model, loss, reporter
 

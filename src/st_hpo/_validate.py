@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import math
 import tempfile
 from typing import Any
 
@@ -101,21 +100,10 @@ MIN_EVALS_FOR_PRUNING = 3
 
 
 def evaluations_per_trial(base_args: Any, train_rows: int) -> int:
-    """About how many evaluations a trial with the base arguments runs during training."""
-    strategy = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy))
-    if strategy == "no":
-        return 0
-    if base_args.max_steps and base_args.max_steps > 0:
-        steps = base_args.max_steps
-    else:
-        per_step = max(base_args.per_device_train_batch_size * base_args.gradient_accumulation_steps, 1)
-        steps = math.ceil(math.ceil(train_rows / per_step) * base_args.num_train_epochs)
-    if strategy == "epoch":
-        return max(math.ceil(base_args.num_train_epochs), 1)
-    every = base_args.eval_steps or base_args.logging_steps
-    if every and every < 1:
-        every = math.ceil(steps * every)
-    return steps // max(int(every or 1), 1)
+    """How many evaluations every trial runs during training (the end of training included)."""
+    from st_hpo._callbacks import evaluation_fractions  # every trial evaluates on this grid
+
+    return len(evaluation_fractions(base_args, train_rows))
 
 
 def _check_cadence(study: Study, base_args: Any, evaluates: bool, train_rows: int) -> None:

@@ -165,6 +165,14 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         trial.set_user_attr(ERROR_ATTR, outcome.error[:2000])
     trial.set_user_attr("st_hpo.trial_seconds", round(outcome.seconds, 3))
     trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))
+    trial.set_user_attr("st_hpo.eval_seconds", round(outcome.eval_seconds, 3))
+    if outcome.diverged:
+        # FAIL, not PRUNED: a pruned trial keeps its last intermediate value, and the sampler would take the
+        # diverged configuration for a fair one. Optuna's samplers skip FAIL trials entirely (TPE reads only
+        # COMPLETE and PRUNED ones, constraints included); the constraint records the infeasibility in
+        # Optuna's own terms, for samplers and analyses that read it.
+        trial.set_user_attr("st_hpo.diverged", True)
+        trial.set_constraint("st_hpo.diverged", 1.0)
     if outcome.state == "COMPLETE":
         study.tell(trial, outcome.value)
     else:

@@ -100,8 +100,11 @@ def make_pruner(spec: Any) -> Any:
 
     if spec is None or spec == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    # st-hpo reports at per-mille of training done (0..1000): the first decision at 10% of training,
-    # each rung three times the resource of the one before (10%, 30%, 90%)
+    # st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
+    # (st_hpo._callbacks.evaluation_fractions). The rungs (10%, 30%, 90%: each three times the resource of the
+    # one before) need not be grid points: a trial's rung value is its first report at or past the rung, the
+    # same grid point for every trial (with eval_steps=0.125: 12.5%, 37.5%; 90% falls on the end of training,
+    # where st-hpo never prunes)
     if spec == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=100, reduction_factor=3)
     if spec == "hyperband":
@@ -255,6 +258,7 @@ class StudySession:
         metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
         metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
         metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
+        metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)
         step = max((t.number for t in trials), default=0)
         if counts["COMPLETE"]:
             best = self.study.best_trial
