@@ -10,7 +10,10 @@ evaluate ``--evals`` times during training (default 8) on a fixed subset of ``--
 (``Study.intermediate_eval_rows``), and every trial that finishes once more on all dev pairs; the best
 objective is always the all-pairs value. Steps are counted in per-mille of each trial's training: a
 pruned trial spent the steps up to its last report, a complete trial all of them (1000). ``examples``
-weighs steps by batch size (a step at batch 32 is twice the work of one at 16).
+counts the training examples behind them (trainer steps x batch size). The batch sizes (16 and 24) give
+step counts that differ and do not divide evenly, so the pruners compare trials of different step counts
+(every trial reports on the study's shared grid of fractions of training). Wall time is recorded per study
+next to the steps.
 
 Target: the pruned study's best within 0.005 Spearman of the unpruned study's best, at no more than half
 its training steps. Each pruner is compared with the unpruned study of the same seed.
@@ -34,6 +37,8 @@ import _common  # noqa: E402
 
 TOLERANCE = 0.005
 PRUNERS = ("median", "successive-halving", "hyperband")
+#: step counts that differ and do not divide evenly (256 rows: 16 and 11 steps; full STSb: 360 and 240)
+BATCH_SIZES = [16, 24]
 
 
 def make_study(cfg: dict[str, Any], seed: int, pruner: str) -> Any:
@@ -57,7 +62,7 @@ def make_study(cfg: dict[str, Any], seed: int, pruner: str) -> Any:
             "learning_rate": FloatDistribution(1e-5, 2e-4, log=True),
             "warmup_ratio": FloatDistribution(0.0, 0.3),
             "batch_sampler": CategoricalDistribution(["batch_sampler", "no_duplicates"]),
-            "per_device_train_batch_size": CategoricalDistribution([16, 32]),
+            "per_device_train_batch_size": CategoricalDistribution(BATCH_SIZES),
         },
         n_trials=cfg["n_trials"],
         sampler="tpe",
@@ -78,8 +83,10 @@ def trial_rows(output_dir: Path, name: str) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         steps = 1000 if t.state.name == "COMPLETE" else max(t.intermediate_values, default=0)
         batch = t.params.get("per_device_train_batch_size", 16)
+        train_steps = round(steps * t.user_attrs.get("st_hpo.max_steps", 0) / 1000)
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "steps": steps,
-                     "examples": steps * batch, "train_seconds": t.user_attrs.get("st_hpo.train_seconds", 0.0),
+                     "train_steps": train_steps, "examples": train_steps * batch,
+                     "eval_seconds": t.user_attrs.get("st_hpo.eval_seconds", 0.0), "train_seconds": t.user_attrs.get("st_hpo.train_seconds", 0.0),
                      "trial_seconds": t.user_attrs.get("st_hpo.trial_seconds", 0.0), "params": t.params})
     return rows
 
@@ -102,6 +109,7 @@ def run_one(cfg: dict[str, Any], seed: int, pruner: str, work: Path) -> dict[str
         "failed": sum(r["state"] == "FAIL" for r in rows),
         "steps": sum(r["steps"] for r in rows), "examples": sum(r["examples"] for r in rows),
         "train_seconds": sum(r["train_seconds"] for r in rows),
+        "eval_seconds": sum(r["eval_seconds"] for r in rows),
         "trial_seconds": sum(r["trial_seconds"] for r in rows), "trials": rows,
     }
     print(f"[pruning] seed {seed} {pruner:>6}: best {best:.4f}, {summary['complete']} complete, "
@@ -137,6 +145,8 @@ def compare(runs: list[dict[str, Any]], seeds: list[int],
                 "examples_ratio": pruned["examples"] / base["examples"] if base["examples"] else float("nan"),
                 "train_seconds_ratio": (pruned["train_seconds"] / base["train_seconds"]
                                         if base["train_seconds"] else float("nan")),
+                "wall_none": base["wall_s"], "wall_pruned": pruned["wall_s"],
+                "wall_ratio": pruned["wall_s"] / base["wall_s"] if base["wall_s"] else float("nan"),
                 "pruned_trials": pruned["pruned"],
                 "steps_to_target_none": steps_to_reach(base["trials"], target),
                 "steps_to_target_pruned": steps_to_reach(pruned["trials"], target),
@@ -145,6 +155,7 @@ def compare(runs: list[dict[str, Any]], seeds: list[int],
             per_seed.append(row)
             table.append([pruner, seed, base["best"], pruned["best"], row["best_gap"], base["steps"],
                           pruned["steps"], row["steps_ratio"], row["examples_ratio"], row["train_seconds_ratio"],
+                          base["wall_s"], pruned["wall_s"], row["wall_ratio"],
                           pruned["pruned"], row["steps_to_target_none"], row["steps_to_target_pruned"],
                           "yes" if row["met"] else "no"])
     return per_seed, table
@@ -203,7 +214,8 @@ def report(runs: list[dict[str, Any]], seeds: list[int], pruners: list[str], cfg
     """Write the results of the studies done so far; returns the tables."""
     per_seed, rows = compare(runs, seeds, pruners)
     headers = ["pruner", "seed", "best (none)", "best (pruned)", "gap", "steps (none)", "steps (pruned)",
-               "steps ratio", "examples ratio", "train s ratio", "pruned", "steps to best-0.005 (none)",
+               "steps ratio", "examples ratio", "train s ratio", "wall s (none)", "wall s (pruned)", "wall ratio",
+               "pruned", "steps to best-0.005 (none)",
                "(pruned)", "target met"]
     summary_rows = []
     for pruner in pruners:
@@ -212,18 +224,19 @@ def report(runs: list[dict[str, Any]], seeds: list[int], pruners: list[str], cfg
             summary_rows.append([
                 pruner, PRUNER_SETTINGS[pruner], len(mine), statistics.mean(r["best_gap"] for r in mine),
                 max(r["best_gap"] for r in mine), statistics.mean(r["steps_ratio"] for r in mine),
-                statistics.mean(r["train_seconds_ratio"] for r in mine), f"{sum(r['met'] for r in mine)} of {len(mine)}",
+                statistics.mean(r["train_seconds_ratio"] for r in mine),
+                statistics.mean(r["wall_ratio"] for r in mine), f"{sum(r['met'] for r in mine)} of {len(mine)}",
             ])
     data_label = "synthetic pairs" if cfg["data"] == "synthetic" else "STSb"
     subset = (f"on a fixed subset of {cfg['subset_rows']} dev pairs, the final one of each finished trial on all "
               f"{cfg['eval_rows']}" if cfg["subset_rows"] and cfg["subset_rows"] < cfg["eval_rows"]
               else f"on all {cfg['eval_rows']} dev pairs")
     table = (f"{mode}: {_common.model_label(cfg['model'])}, {cfg['train_rows']} train pairs, {cfg['eval_rows']} "
-             f"dev pairs ({data_label}), {cfg['n_trials']} trials per study, TPE; {cfg['evals']} evaluations per "
+             f"dev pairs ({data_label}), {cfg['n_trials']} trials per study, TPE, batch sizes {BATCH_SIZES}; {cfg['evals']} evaluations per "
              f"trial during training {subset}; each pruner against no pruning with the same seed; "
              f"{total / 60:.1f} min in all.\n\n"
              + _common.md_table(["pruner", "settings", "seeds", "mean gap", "worst gap", "mean steps ratio",
-                                 "mean train s ratio", "target met"], summary_rows)
+                                 "mean train s ratio", "mean wall ratio", "target met"], summary_rows)
              + f"\nTarget per seed: gap <= {TOLERANCE} and steps ratio <= 0.5.\n\n"
              + _common.md_table(headers, rows))
     cfg_out = {k: v for k, v in cfg.items() if k not in ("train", "dev")}

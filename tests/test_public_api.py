@@ -6,10 +6,10 @@ import st_hpo
 from st_hpo import exceptions
 
 EXPECTED = {
-    "BestTrial", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError", "StorageError", "Study",
-    "StudyDefinitionError", "StudyResult", "TrackingError", "TrialError", "__version__", "best_trial",
-    "export_best", "join_study", "load_study_file", "register_best", "report_study", "retrain_best",
-    "run_study", "validate_study",
+    "BestTrial", "ConfirmResult", "NoResultError", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError",
+    "StorageError", "Study", "StudyDefinitionError", "StudyFileError", "StudyResult", "TestScore", "TrackingError",
+    "TrialError", "__version__", "best_trial", "confirm_study", "export_best", "join_study", "load_study_file",
+    "register_best", "report_study", "retrain_best", "run_study", "score_best_on_test", "validate_study",
 }
 
 
@@ -27,6 +27,13 @@ def test_exception_tree():
     for name in exceptions.__all__:
         assert issubclass(getattr(exceptions, name), st_hpo.StHpoError)
     assert issubclass(st_hpo.SearchSpaceError, st_hpo.StudyDefinitionError)
+    assert issubclass(st_hpo.StudyFileError, st_hpo.StudyDefinitionError)
+    assert issubclass(st_hpo.NoResultError, st_hpo.StorageError)
+    from st_hpo._loading import StudyFileError
+
+    assert StudyFileError is exceptions.StudyFileError, "the old import path is the same class"
+    drawn = {line.lstrip(" │├└─").split(" ")[0] for line in exceptions.__doc__.splitlines()}
+    assert set(exceptions.__all__) <= drawn, "every class is drawn in the module's tree"
 
 
 def test_study_is_keyword_only_and_frozen(tmp_path):

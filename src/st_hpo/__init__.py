@@ -6,17 +6,21 @@ study and one child run per trial.
 """
 
 from st_hpo._api import StudyResult, join_study, run_study, validate_study
+from st_hpo._confirm import ConfirmResult, confirm_study
 from st_hpo._loading import load_study_file
 from st_hpo._register import RegisterResult, register_best
 from st_hpo._reports import report_study
 from st_hpo._results import BestTrial, best_trial, export_best
 from st_hpo._retrain import RetrainResult, retrain_best
 from st_hpo._study import Study
+from st_hpo._test_score import TestScore, score_best_on_test
 from st_hpo.exceptions import (
+    NoResultError,
     SearchSpaceError,
     StHpoError,
     StorageError,
     StudyDefinitionError,
+    StudyFileError,
     TrackingError,
     TrialError,
 )
@@ -25,6 +29,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BestTrial",
+    "ConfirmResult",
+    "NoResultError",
     "RegisterResult",
     "RetrainResult",
     "SearchSpaceError",
@@ -32,11 +38,14 @@ __all__ = [
     "StorageError",
     "Study",
     "StudyDefinitionError",
+    "StudyFileError",
     "StudyResult",
+    "TestScore",
     "TrackingError",
     "TrialError",
     "__version__",
     "best_trial",
+    "confirm_study",
     "export_best",
     "join_study",
     "load_study_file",
@@ -44,5 +53,6 @@ __all__ = [
     "report_study",
     "retrain_best",
     "run_study",
+    "score_best_on_test",
     "validate_study",
 ]

@@ -36,6 +36,9 @@ class StudyResult:
     best_model_dir: Path | None = None
     #: why the study stopped short of its budget, other than a timeout or Ctrl-C (trials kept failing)
     stop_reason: str | None = None
+    #: the best trial's kept model scored on the held-out test set (``Study.test_dataset``), and the base model
+    test_value: float | None = None
+    base_model_test_value: float | None = None
 
 
 def validate_study(study: Study) -> None:
@@ -107,15 +110,14 @@ def run_study(
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                              study_name=study_name, pruner=pruner, baseline=baseline,
                              intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model,
-                             trains_here=not (parallel and any(s.gpu is not None for s in specs)))
+                             trains_here=not (parallel and any(s.gpu is not None for s in specs)),
+                             study_file=study_file)
     if parallel and study_file is None:
         from st_hpo.exceptions import StudyDefinitionError
 
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     session = StudySession.open(study, options)
-    # a study extended with --n-trials keeps its larger budget when run again without it
-    budget = n_trials or max(session.definition.n_trials, int(session.study.user_attrs.get("st_hpo.n_trials", 0)))
-    session.study.set_user_attr("st_hpo.n_trials", budget)
+    budget = _budget(session, n_trials)
     if progress:
         _announce(session, budget, len(specs) if parallel else 1)
     budget_met = interrupted = False
@@ -130,9 +132,30 @@ def run_study(
             budget_met, interrupted, stop_reason = loop.budget_met, loop.interrupted, loop.gave_up
     finally:
         _keep_only_best(session)
+        if budget_met:
+            _score_test(session)
         session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
         _write_reports(session)
     return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason)
+
+
+def _budget(session: Any, n_trials: int | None) -> int:
+    """The study's total budget for this run, stored for the workers that join it.
+
+    ``n_trials`` given: that, said in a line when it lowers the stored budget. Not given: the stored
+    budget (an earlier ``--n-trials`` extension is kept) or the study file's ``n_trials``, the larger.
+    """
+    stored = session.study.user_attrs.get("st_hpo.n_trials")
+    if n_trials is not None:
+        budget = n_trials
+        if stored is not None and budget < stored:
+            logging.getLogger(__name__).warning(
+                "the study's budget is lowered from %d to %d trials (--n-trials / n_trials=)", stored, budget)
+    else:
+        budget = max(int(stored or 0), session.definition.n_trials)
+    if budget != stored:
+        session.study.set_user_attr("st_hpo.n_trials", budget)
+    return budget
 
 
 def _announce(session: Any, budget: int, workers: int) -> None:
@@ -168,6 +191,20 @@ def _keep_only_best(session: Any) -> None:
         keep_only_best(session.study, session.output_dir)
     except Exception as exc:  # noqa: BLE001 - a storage outage here must not hide how the run ended
         logging.getLogger(__name__).warning("could not clean up the saved models: %s", exc)
+
+
+def _score_test(session: Any) -> None:
+    """Score the kept best model and the base model on the held-out test set, when the study has one."""
+    from st_hpo._resources import pick_device
+    from st_hpo._test_score import has_test, score_on_test
+
+    if not has_test(session.definition):
+        return
+    try:
+        score_on_test(session.study, session.definition, session.resources,
+                      device=pick_device(session.validated.base_args), tracker=session.tracker)
+    except Exception as exc:  # noqa: BLE001 - the study's result stands; `st-hpo test` can score it later
+        logging.getLogger(__name__).warning("could not score the best model on the test set: %s", exc)
 
 
 def _write_reports(session: Any) -> None:
@@ -266,8 +303,10 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
     """A :class:`StudyResult` from an open session."""
     study = session.study
     from st_hpo._best_model import saved_best_model
+    from st_hpo._test_score import recorded_test_values
 
     trials = study.get_trials(deepcopy=False)
+    trials = [t for t in trials if not t.user_attrs.get("st_hpo.cancelled")]  # surplus asks that never ran
     count = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     best = study.best_trial if count["COMPLETE"] else None
     return StudyResult(
@@ -287,4 +326,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         budget_met=budget_met,
         best_model_dir=saved_best_model(study),
         stop_reason=stop_reason,
+        test_value=recorded_test_values(study)[0],
+        base_model_test_value=recorded_test_values(study)[1],
     )
+

@@ -136,7 +136,8 @@ def build_base_args(args: Any, *, output_dir: str) -> Any:
     if not isinstance(args, cls):
         raise StudyDefinitionError(
             f"Study(args=...) must be a SentenceTransformerTrainingArguments or a dict of its fields, "
-            f"not {type(args).__name__}"
+            f"not {type(args).__name__}; build it with SentenceTransformerTrainingArguments(...) (the same "
+            "fields) or pass a dict"
         )
     return clone_args(args, {}, output_dir=output_dir, run_name=args.run_name)
 
@@ -198,6 +199,8 @@ _NON_NEGATIVE = {"weight_decay", "max_grad_norm", "label_smoothing_factor", "war
 _INTEGER = {"per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
             "max_steps", "seed", "eval_steps", "logging_steps", "save_steps"}
 _UNIT_INTERVAL = {"adam_beta1", "adam_beta2"}
+#: Fields that take whole numbers only.
+INTEGER_ARGS = frozenset(_INTEGER)
 #: Fields whose base value is checked too (integers are left to the arguments class: ``eval_steps=0.125``
 #: is a ratio there).
 BASE_CHECKED = _POSITIVE | _NON_NEGATIVE | _UNIT_INTERVAL
@@ -210,6 +213,27 @@ def check_base_values(base: Any) -> None:
             problem = check_arg_value(name, getattr(base, name))
             if problem:
                 raise StudyDefinitionError(f"Study(args=...): {problem}")
+    for name in _CUDA_ONLY:
+        problem = check_precision(base, name, getattr(base, name, False))
+        if problem:
+            raise StudyDefinitionError(f"Study(args=...): {problem}")
+
+
+#: Half-precision flags that need a CUDA GPU (torch's CPU autocast runs bfloat16 only).
+_CUDA_ONLY = ("fp16", "fp16_full_eval")
+
+
+def check_precision(base: Any, name: str, value: Any) -> str | None:
+    """Why ``name=value`` cannot train where this process trains (fp16 without a CUDA GPU), or None."""
+    if name not in _CUDA_ONLY or value is not True:
+        return None
+    from st_hpo._resources import pick_device
+
+    if pick_device(base) != "cpu":
+        return None
+    where = "the base args set use_cpu=True" if getattr(base, "use_cpu", False) else "no CUDA GPU is visible"
+    return (f"{name}=True needs a CUDA GPU, but {where}; remove {name} to train in fp32 on the CPU (or use "
+            "bf16=True with use_cpu=True for mixed precision there), or run where a GPU is visible")
 
 
 def check_arg_value(name: str, value: Any) -> str | None:

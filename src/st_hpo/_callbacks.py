@@ -1,14 +1,22 @@
-"""The trainer callback that reports a trial's evaluations to Optuna (for pruning) and MLflow (curves)."""
+"""The trainer callback that reports a trial's evaluations to Optuna (for pruning) and MLflow (curves).
+
+Trials compare like with like: st-hpo decides the evaluation points itself. From the *base* arguments'
+schedule it derives the fractions of training at which every trial evaluates (:func:`evaluation_fractions`),
+and each trial's :class:`TrialReporter` evaluates at the trainer steps of those fractions for its own step
+count and reports at the fraction's per-mille, so every trial of a study reports at the same Optuna steps
+whatever its batch size or dataset size.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["PROGRESS_SCALE", "TrialReporter", "progress_step"]
+__all__ = ["PROGRESS_SCALE", "Diverged", "TrialReporter", "evaluation_fractions", "progress_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +27,38 @@ logger = logging.getLogger(__name__)
 PROGRESS_SCALE = 1000
 
 
+class Diverged(Exception):  # noqa: N818 - reads as the trial's fate: "diverged: training loss nan at step 12"
+    """A trial's training loss or objective became NaN or infinite: the trial fails (it is not pruned)."""
+
+
 def progress_step(global_step: int, max_steps: int) -> int:
     """The Optuna step (per-mille of training done) of a trainer step."""
     return round(PROGRESS_SCALE * global_step / max(max_steps, 1))
+
+
+def evaluation_fractions(base_args: Any, train_rows: int) -> tuple[float, ...]:
+    """The fractions of training (0 < f <= 1) at which every trial of the study evaluates; () for none.
+
+    Derived from the base arguments only, so they are the same for every trial: a fractional ``eval_steps``
+    (0.125) gives k x 0.125; an integer one is converted with the base arguments' step count;
+    ``eval_strategy="epoch"`` gives the end of each epoch. The end of training (1.0) is always one.
+    """
+    strategy = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy))
+    if strategy == "no":
+        return ()
+    per_step = max(base_args.per_device_train_batch_size * base_args.gradient_accumulation_steps, 1)
+    per_epoch = max(math.ceil(train_rows / per_step), 1)
+    if base_args.max_steps and base_args.max_steps > 0:
+        steps = base_args.max_steps
+    else:
+        steps = max(math.ceil(per_epoch * base_args.num_train_epochs), 1)
+    if strategy == "epoch":
+        every = per_epoch / steps
+    else:
+        every = base_args.eval_steps or base_args.logging_steps or 1
+        every = every if every < 1 else every / steps
+    fractions = [k * every for k in range(1, math.floor(1 / every + 1e-9) + 1)]
+    return (*(f for f in fractions if f < 1 - 1e-9), 1.0)
 
 
 class TrialReporter(TrainerCallback):
@@ -40,10 +77,16 @@ class TrialReporter(TrainerCallback):
             before the final evaluation on the whole set. Otherwise the values are ``objective_intermediate``;
             ``objective`` is the final value of a complete trial only, logged when it ends.
         on_progress: called at every evaluation with ``(step, max_steps, value, subset)`` (progress lines).
+        fractions: the study's evaluation grid (:func:`evaluation_fractions`): the trial evaluates exactly at
+            the trainer steps of these fractions of its training and reports at their per-mille. Empty: the
+            trainer's own schedule decides, and values are reported at the per-mille of their step.
+
+    A NaN or infinite training loss or objective raises :class:`Diverged`, which ends the trial. The time
+    spent in evaluations during training is summed in ``eval_seconds``.
     """
 
     def __init__(self, trial: Any, objective_key: str, log_series: Any, *, on_subset: bool = False,
-                 on_progress: Any = None) -> None:
+                 on_progress: Any = None, fractions: tuple[float, ...] = ()) -> None:
         self.trial = trial
         self.on_progress = on_progress  # (step, max_steps, value, subset) -> None, for the terminal
         self.on_subset = on_subset
@@ -57,6 +100,12 @@ class TrialReporter(TrainerCallback):
         self.allow_prune = True  # off for the final evaluation after training
         self.final_on_full_set = False  # the final evaluation runs on a larger set than the pruner's values
         self._pending: list[tuple[dict[str, float], int]] = []
+        self.fractions = fractions
+        self.grid: dict[int, list[int]] = {}  #: trainer step -> the per-mille grid points evaluated there
+        self.eval_seconds = 0.0  #: time spent in evaluations during training
+        self._eval_started: float | None = None
+        self._state: Any = None
+        self._hook: Any = None
 
     def final_on_full(self) -> None:
         """The next evaluation is the final one, on the whole eval set: log it as ``objective``, never prune."""
@@ -70,13 +119,54 @@ class TrialReporter(TrainerCallback):
             entries, self._pending = self._pending, []
             self.log_series(entries)
 
+    def watch_loss(self, loss: Any) -> None:
+        """Check every training forward of ``loss`` for a NaN or infinite value (the trainer's logged loss
+        cannot tell: ``logging_nan_inf_filter``, on by default, replaces such losses by the running mean)."""
+        self._hook = loss.register_forward_hook(self._check_loss)
+
+    def _check_loss(self, module: Any, inputs: Any, output: Any) -> None:
+        import torch
+
+        if not torch.is_grad_enabled() or self._state is None:  # an evaluation's loss: see the objective
+            return
+        values = output.values() if isinstance(output, dict) else [output]
+        for value in values:
+            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value.detach()).all()):
+                bad = value.detach()[~torch.isfinite(value.detach())].reshape(-1)[0]
+                raise Diverged(f"diverged: training loss {float(bad)} at step {self._state.global_step + 1}")
+
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._state = state
         self.max_steps = max(int(state.max_steps), 1)
+        self.grid = {}
+        for fraction in self.fractions:
+            step = min(max(round(fraction * self.max_steps), 1), self.max_steps)
+            per_mille = round(PROGRESS_SCALE * fraction)
+            if all(per_mille not in points for points in self.grid.values()):
+                self.grid.setdefault(step, []).append(per_mille)
         self.warmup_steps = int(args.get_warmup_steps(state.max_steps))
         self.trial.set_user_attr("st_hpo.max_steps", self.max_steps)
         self._pending.append(({"warmup_steps_effective": self.warmup_steps, "max_steps": self.max_steps}, 0))
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # runs after the trainer's DefaultFlowCallback: on a grid, st-hpo alone decides when to evaluate
+        if self.grid:
+            control.should_evaluate = state.global_step in self.grid
+        if control.should_evaluate:
+            self.evaluation_starts()
+
+    def evaluation_starts(self) -> None:
+        """An evaluation starts now: its time, up to :meth:`on_evaluate`, goes to ``eval_seconds``."""
+        self._eval_started = time.perf_counter()
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.grid:  # eval_strategy="epoch": the epoch's last step is a grid point, evaluated in on_step_end
+            control.should_evaluate = False
+
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        loss = (logs or {}).get("loss")
+        if isinstance(loss, (int, float)) and not math.isfinite(loss):
+            raise Diverged(f"diverged: training loss {loss} at step {state.global_step}")
         curves = {}
         for key, name in (("loss", "train_loss"), ("learning_rate", "learning_rate")):
             if logs and key in logs:
@@ -87,10 +177,20 @@ class TrialReporter(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.flush()
 
+    def close(self) -> None:
+        """Flush the curves and stop watching the loss (the trial has ended, however it ended)."""
+        self.flush()
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
                     **kw: Any) -> None:
         import optuna
 
+        if self._eval_started is not None:
+            self.eval_seconds += time.perf_counter() - self._eval_started
+            self._eval_started = None
         metrics = metrics or {}
         if self.objective_key not in metrics:
             return
@@ -110,15 +210,17 @@ class TrialReporter(TrainerCallback):
         self.flush()
         if self.on_progress is not None:
             self.on_progress(step, self.max_steps, value, self.on_subset)
-        if math.isnan(value):
-            raise optuna.TrialPruned(f"objective is NaN at step {step}")
+        if not math.isfinite(value):
+            raise Diverged(f"diverged: objective {value} at step {step}")
         if self.final_on_full_set:
             return  # not comparable with the subset values the pruner holds; it is the trial's value
-        progress = progress_step(step, self.max_steps)
-        if progress in self.reported:
+        points = [p for p in self.grid.get(step, [progress_step(step, self.max_steps)]) if p not in self.reported]
+        if not points:
             return
-        self.trial.report(value, progress)
-        self.reported.add(progress)
+        for point in points:  # several grid points on one step: a trial with fewer steps than grid points
+            self.trial.report(value, point)
+            self.reported.add(point)
+        progress = max(points)
         # at the end of training the trial has spent all its steps: pruning it then would only lose its value
         if self.allow_prune and progress < PROGRESS_SCALE and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} ({progress / 10:.0f}% of training) with "

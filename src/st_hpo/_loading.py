@@ -8,17 +8,29 @@ import traceback
 from pathlib import Path
 
 from st_hpo._study import Study
-from st_hpo.exceptions import StudyDefinitionError
+from st_hpo.exceptions import StudyDefinitionError, StudyFileError
 
-__all__ = ["StudyFileError", "load_study_file"]
+__all__ = ["StudyFileError", "load_study_file"]  # StudyFileError lives in st_hpo.exceptions
 
 
-class StudyFileError(StudyDefinitionError):
-    """The study file raised while it was imported; ``user_traceback`` is the file's own traceback."""
+#: Where the libraries check the values a study file gives them: an error raised there is a refused value,
+#: told in one line (the file's line and the library's message), not a traceback through the library.
+_VALUE_CHECKS = ("optuna/distributions.py", "transformers/training_args.py",
+                 "sentence_transformers/sentence_transformer/training_args.py")
 
-    def __init__(self, message: str, user_traceback: str) -> None:
-        super().__init__(message)
-        self.user_traceback = user_traceback
+
+def _refuse_library_check(path: Path, resolved: str, exc: BaseException) -> None:
+    if not isinstance(exc, (ValueError, TypeError)):
+        return
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or not frames[-1].filename.replace("\\", "/").endswith(_VALUE_CHECKS):
+        return
+    mine = [f for f in frames if f.filename == resolved]
+    where = f"study file {str(path)!r}" + (f", line {mine[-1].lineno}: {mine[-1].line.strip()!r}" if mine else "")
+    message = str(exc).rstrip(".")
+    if "log" in message and "low" in message:
+        message += "; a log distribution needs low > 0: use e.g. low=1e-6, or log=False"
+    raise StudyDefinitionError(f"{where}: {type(exc).__name__}: {message}") from None
 
 
 def load_study_file(path: str | Path) -> Study:
@@ -42,6 +54,7 @@ def load_study_file(path: str | Path) -> Study:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != resolved:
             tb = tb.tb_next  # drop runpy's frames: show the user's file first
+        _refuse_library_check(path, resolved, exc)
         text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
         raise StudyFileError(
             f"study file {str(path)!r} failed to import: {type(exc).__name__}: {exc}", text

@@ -16,7 +16,7 @@ from typing import Any
 
 from st_hpo._results import StudyLocation, best_of, load_study
 from st_hpo._study import Study
-from st_hpo.exceptions import StorageError, TrackingError
+from st_hpo.exceptions import NoResultError, TrackingError
 
 __all__ = ["RegisterResult", "register_best"]
 
@@ -44,7 +44,7 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     When the best trial's run already has a version of ``name``, nothing is logged or registered again
     and the result says which version it is (``already_registered``), unless ``new_version``.
 
-    Raises StorageError when the study has no complete trial or its best model is not on this machine,
+    Raises NoResultError (a StorageError) when the study has no complete trial or its best model is not on this machine,
     TrackingError when MLflow cannot take it.
     """
     from sentence_transformers import SentenceTransformer
@@ -57,7 +57,7 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
     best = best_of(load_study(study, location), study.objective)
     if not best.model_dir:
-        raise StorageError(
+        raise NoResultError(
             f"trial {best.number}'s model was not kept on this machine (keep_best_model=False, or it ran "
             f"elsewhere); train it again and register that: st-hpo retrain STUDY_FILE --register-as NAME")
     if not best.mlflow_run_id:

@@ -12,7 +12,7 @@ import inspect
 import logging
 from typing import Any
 
-from st_hpo._study import Study
+from st_hpo._study import Study, is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["StudyResources", "pick_device"]
@@ -38,9 +38,24 @@ def _materialize(value: Any, what: str) -> Any:
             value = value()
         except Exception as exc:
             raise StudyDefinitionError(f"{what}() raised {type(exc).__name__}: {exc}") from exc
-    if not hasattr(value, "column_names"):
+    import datasets
+
+    if isinstance(value, datasets.DatasetDict):
         raise StudyDefinitionError(
-            f"{what} must be a datasets.Dataset (or a callable returning one), not {type(value).__name__}"
+            f"{what} is a DatasetDict with the splits {list(value)}; pick one, e.g. load_dataset(..., "
+            f"split={next(iter(value), 'train')!r})"
+        )
+    if isinstance(value, datasets.IterableDataset):
+        raise StudyDefinitionError(
+            f"{what} is an IterableDataset; st-hpo needs a datasets.Dataset (it counts and subsets the rows): "
+            "load it without streaming=True"
+        )
+    if not isinstance(value, datasets.Dataset):
+        hint = {"DataFrame": "Dataset.from_pandas(df)", "list": "Dataset.from_list(rows)",
+                "dict": "Dataset.from_dict(columns)"}.get(type(value).__name__, "Dataset.from_dict(columns)")
+        raise StudyDefinitionError(
+            f"{what} must be a datasets.Dataset (or a callable returning one), not {type(value).__name__}; "
+            f"build one with e.g. {hint}"
         )
     return value
 
@@ -57,6 +72,8 @@ class StudyResources:
         self._subset_evaluator: Any = None
         self._base_model: Any = None
         self._trials_started = 0
+        self._test: Any = None
+        self._test_evaluator: Any = None
 
     @property
     def train_dataset(self) -> Any:
@@ -107,27 +124,39 @@ class StudyResources:
         return self._subset_evaluator
 
     def build_evaluator(self, eval_dataset: Any) -> Any:
-        """The study's evaluator, built from ``eval_dataset`` when the study gives a factory."""
+        """The study's evaluator, built from ``eval_dataset`` when the study gives a factory; None when the
+        study has none (its objective is the eval loss)."""
         from st_hpo._compat import evaluator_base
 
         SentenceEvaluator = evaluator_base()  # noqa: N806
         evaluator = self.study.evaluator
-        if isinstance(evaluator, SentenceEvaluator):
+        if evaluator is None or isinstance(evaluator, SentenceEvaluator):
             return evaluator
         if callable(evaluator):
             if eval_dataset is None:
                 raise StudyDefinitionError(
-                    "evaluator is a factory (eval_dataset) -> evaluator but the study has no eval_dataset"
+                    "evaluator is a factory (eval_dataset) -> evaluator but the study has no eval_dataset; add one"
                 )
-            evaluator = evaluator(eval_dataset)
+            try:
+                evaluator = evaluator(eval_dataset)
+            except Exception as exc:
+                raise StudyDefinitionError(
+                    f"the evaluator factory raised {type(exc).__name__} on eval_dataset (columns "
+                    f"{list(eval_dataset.column_names)}): {exc}; it is called as evaluator(eval_dataset)"
+                ) from exc
         if not isinstance(evaluator, SentenceEvaluator):
             raise StudyDefinitionError(
-                f"evaluator must be a SentenceEvaluator or return one, not {type(evaluator).__name__}"
+                f"evaluator must be a SentenceEvaluator or a callable returning one, not {type(evaluator).__name__}"
+                "; e.g. evaluator=lambda ds: EmbeddingSimilarityEvaluator(ds['sentence1'], ds['sentence2'], "
+                "ds['score'], name='sts-dev')"
             )
         return evaluator
 
     def base_model(self) -> Any:
-        """The base model loaded once on the CPU (only when ``study.model`` is a name or path)."""
+        """The base model, once per process on the CPU (only when ``study.model`` is not a factory): loaded
+        from a name or path, or a copy of the study's model instance (which is never changed)."""
+        if self._base_model is None and not isinstance(self.study.model, str):
+            self._base_model = copy.deepcopy(self.study.model).to("cpu")
         if self._base_model is None:
             from sentence_transformers import SentenceTransformer
 
@@ -160,7 +189,7 @@ class StudyResources:
 
     def new_model(self, params: dict[str, Any], model_params: dict[str, Any]) -> Any:
         """A fresh model for one trial."""
-        if callable(self.study.model):
+        if is_model_factory(self.study.model):
             model = self.study.model(params)
             from sentence_transformers import SentenceTransformer
 
@@ -184,4 +213,50 @@ class StudyResources:
         loss = self.study.loss
         if inspect.isclass(loss):
             return loss(model, **loss_params)
-        return loss(model, params)
+        built = loss(model, params)
+        if not is_module(built):
+            shown = built.__name__ if isinstance(built, type) else type(built).__name__
+            raise StudyDefinitionError(
+                f"the loss factory returned {shown}, not a loss module; it must return one built on the model "
+                "it is given, e.g. lambda model, params: CoSENTLoss(model)"
+            )
+        return built
+
+    @property
+    def test_dataset(self) -> Any:
+        """The held-out test set (``Study.test_dataset``), or None."""
+        if self._test is None and self.study.test_dataset is not None:
+            self._test = _materialize(self.study.test_dataset, "test_dataset")
+        return self._test
+
+    @property
+    def test_evaluator(self) -> Any:
+        """The evaluator of the held-out test set."""
+        if self._test_evaluator is None:
+            self._test_evaluator = self.build_test_evaluator(self.test_dataset)
+        return self._test_evaluator
+
+    def build_test_evaluator(self, test_dataset: Any) -> Any:
+        """``Study.test_evaluator`` (built on ``test_dataset`` when it is a factory), else the study's
+        evaluator factory applied to ``test_dataset``."""
+        from st_hpo._compat import evaluator_base
+
+        chosen = self.study.test_evaluator
+        if chosen is None:
+            if isinstance(self.study.evaluator, evaluator_base()) or not callable(self.study.evaluator):
+                raise StudyDefinitionError(
+                    "test_dataset needs a test_evaluator (an evaluator, or a callable (test_dataset) -> evaluator): "
+                    "the study's evaluator holds its own data, so it cannot be pointed at the test set"
+                )
+            chosen = self.study.evaluator
+        if isinstance(chosen, evaluator_base()):
+            return chosen
+        if test_dataset is None:
+            raise StudyDefinitionError("test_evaluator is a factory (test_dataset) -> evaluator but the study "
+                                       "has no test_dataset; add one")
+        evaluator = chosen(test_dataset)
+        if not isinstance(evaluator, evaluator_base()):
+            raise StudyDefinitionError(
+                f"test_evaluator must be an evaluator or return one, not {type(evaluator).__name__}"
+            )
+        return evaluator

@@ -34,7 +34,8 @@ from typing import Any
 
 from st_hpo._best_model import saved_best_model
 from st_hpo._study import Study
-from st_hpo.exceptions import StorageError, StudyDefinitionError
+from st_hpo._test_score import recorded_test_values
+from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
 
 __all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
 
@@ -103,6 +104,11 @@ class BestTrial:
     base_model_value: float | None = None  #: the objective of the model before any fine-tuning
     #: the best trial's saved model (``keep_best_model``), when it is on this machine
     model_dir: str | None = None
+    #: that model's score on the held-out test set (``Study.test_dataset``), and the base model's
+    test_value: float | None = None
+    base_model_test_value: float | None = None
+    #: what ``st-hpo confirm`` found (mean/std per configuration over new seeds, the winner, the test)
+    confirmed: dict[str, Any] | None = None
 
     @property
     def gain_over_baseline(self) -> float | None:
@@ -130,12 +136,12 @@ def _baseline(trials: list[Any]) -> Any:
 
 
 def best_of(optuna_study: Any, objective: str) -> BestTrial:
-    """The :class:`BestTrial` of an open ``optuna.Study``; StorageError when no trial completed."""
+    """The :class:`BestTrial` of an open ``optuna.Study``; NoResultError (a StorageError) when no trial completed."""
     trials = optuna_study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if not complete:
         states = ", ".join(sorted({t.state.name for t in trials})) or "none"
-        raise StorageError(f"study {optuna_study.study_name!r} has no complete trial yet (trial states: "
+        raise NoResultError(f"study {optuna_study.study_name!r} has no complete trial yet (trial states: "
                            f"{states}); run more trials with st-hpo run")
     best = optuna_study.best_trial
     baseline = _baseline(trials)
@@ -153,6 +159,9 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         baseline_value=float(baseline.value) if baseline else None,
         base_model_value=optuna_study.user_attrs.get("st_hpo.base_model_value"),
         model_dir=str(saved) if (saved := saved_best_model(optuna_study)) else None,
+        test_value=recorded_test_values(optuna_study)[0],
+        base_model_test_value=recorded_test_values(optuna_study)[1],
+        confirmed=optuna_study.user_attrs.get("st_hpo.confirmed"),
     )
 
 

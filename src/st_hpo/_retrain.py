@@ -116,9 +116,9 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     metrics = trainer.evaluate(resources.eval_dataset if validated.needs_eval_loss else None)
     value = metrics.get(validated.objective_metric)
     if value is None:
-        from st_hpo.exceptions import TrialError
+        from st_hpo.exceptions import StudyDefinitionError
 
-        raise TrialError(f"the retrained model's evaluation reported no {validated.objective_metric!r}")
+        raise StudyDefinitionError(f"the retrained model's evaluation reported no {validated.objective_metric!r}")
     return model, float(value), seconds
 
 

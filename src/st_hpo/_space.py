@@ -73,7 +73,8 @@ def extreme_values(dist: Any) -> list[Any]:
 def _check_value(base_args: Any, name: str, value: Any) -> None:
     if name.startswith(_args.FACTORY_PREFIXES):
         return
-    reason = _args.check_arg_value(name, value) or _args.check_clone(base_args, name, value)
+    reason = (_args.check_arg_value(name, value) or _args.check_precision(base_args, name, value)
+              or _args.check_clone(base_args, name, value))
     if reason:
         raise SearchSpaceError(f"search space: {reason}")
 
@@ -88,6 +89,17 @@ def _check_conflicts(base_args: Any, names: set[str]) -> None:
         raise SearchSpaceError(
             f"the space samples 'warmup_ratio' but the base args fix warmup_steps={steps}, which would "
             "override every sampled ratio; remove warmup_steps from the base args"
+        )
+    if "max_steps" in names and "num_train_epochs" in names:
+        raise SearchSpaceError(
+            "the space samples both 'max_steps' and 'num_train_epochs'; a max_steps > 0 overrides the epochs, "
+            "so the sampled epochs would do nothing: keep one"
+        )
+    max_steps = getattr(base_args, "max_steps", -1)
+    if "num_train_epochs" in names and isinstance(max_steps, int) and max_steps > 0:
+        raise SearchSpaceError(
+            f"the space samples 'num_train_epochs' but the base args fix max_steps={max_steps}, which overrides "
+            "every sampled number of epochs; remove max_steps from the base args"
         )
     if "per_device_train_batch_size" in names and getattr(base_args, "auto_find_batch_size", False):
         raise SearchSpaceError(
@@ -109,6 +121,12 @@ def check_space(space: Mapping[str, Any] | Callable[..., dict[str, Any]], base_a
                 raise SearchSpaceError(
                     f"space[{name!r}] is a {type(dist).__name__}, not an Optuna distribution; write e.g. "
                     f"FloatDistribution(1e-5, 1e-4, log=True) or CategoricalDistribution([{dist!r}])"
+                )
+            if name in _args.INTEGER_ARGS and isinstance(dist, optuna.distributions.FloatDistribution):
+                raise SearchSpaceError(
+                    f"space[{name!r}] is a FloatDistribution, which samples floats, but {name} takes whole "
+                    "numbers; use "
+                    f"IntDistribution({int(dist.low)}, {int(dist.high)}) or CategoricalDistribution([...])"
                 )
             for value in extreme_values(dist):
                 _check_value(base_args, name, value)

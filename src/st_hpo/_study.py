@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # heavy imports only for type checkers
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
     from sentence_transformers.evaluation import SentenceEvaluator
 
-__all__ = ["Study", "PRUNER_NAMES", "SAMPLER_NAMES"]
+__all__ = ["Study", "PRUNER_NAMES", "SAMPLER_NAMES", "is_module", "is_model_factory"]
 
 #: Pruners a study (or ``st-hpo run --pruner``) may name instead of passing an Optuna pruner object.
 PRUNER_NAMES = ("median", "successive-halving", "hyperband", "patient", "none")
@@ -35,7 +36,8 @@ class Study:
         name: the Optuna study name, the MLflow experiment name (unless ``experiment_name`` is given) and
             the default output folder ``st-hpo-runs/<name>/``.
         model: a hub id or local path loaded with ``SentenceTransformer`` (once per process; every trial
-            gets a fresh copy of its weights), or a callable ``(params) -> SentenceTransformer`` called
+            gets a fresh copy of its weights), a ``SentenceTransformer`` instance (never changed: every
+            trial trains a copy of its weights), or a callable ``(params) -> SentenceTransformer`` called
             once per trial with the trial's sampled values.
         train_dataset: a ``datasets.Dataset``, or a zero-argument callable that returns one (called once
             per process, not once per trial).
@@ -43,10 +45,12 @@ class Study:
             trainer only when the objective is the eval loss.
         loss: a loss class (built as ``loss(model, **loss_params)`` where ``loss_params`` are the sampled
             ``loss.<name>`` values), or a callable ``(model, params) -> torch.nn.Module``. A new loss
-            module is built for every trial.
-        evaluator: a ``SentenceEvaluator``, or a callable ``(eval_dataset) -> SentenceEvaluator``.
+            module is built for every trial, so a loss instance (bound to one model) is refused.
+        evaluator: a ``SentenceEvaluator``, or a callable ``(eval_dataset) -> SentenceEvaluator``; may be
+            left out (None) when the objective is ``"eval_loss"``.
         objective: the metric the evaluator reports that the study optimises, e.g.
-            ``"sts-dev_spearman_cosine"`` (the trainer's ``eval_`` prefix is optional), or ``"eval_loss"``.
+            ``"sts-dev_spearman_cosine"`` (the trainer's ``eval_`` prefix is optional), or ``"eval_loss"``
+            (the loss on ``eval_dataset``, computed by the trainer; needs no evaluator).
         direction: ``"maximize"`` or ``"minimize"`` the objective.
         args: the base ``SentenceTransformerTrainingArguments`` (or a dict of its fields). Never mutated:
             each trial gets a copy built with ``dataclasses.replace`` and its sampled values.
@@ -80,14 +84,21 @@ class Study:
             ``None``: never stop. The default, 10, is seldom reached by chance: where half the space
             fails at random (the largest batch size runs out of memory), a run of 5 failures comes about
             once in 64 trials, a run of 10 about once in 2,000.
+        test_dataset: a held-out test set (same forms as ``eval_dataset``), never used to choose anything:
+            when the study reaches its budget (and with ``st-hpo test``) the kept best model and the base
+            model are scored on it, since the best trial's dev score is optimistic (it was picked on it).
+        test_evaluator: the evaluator for ``test_dataset`` (an evaluator, or a callable
+            ``(test_dataset) -> evaluator``); defaults to the ``evaluator`` factory applied to the test set.
+        test_objective: the test evaluator's metric to report; by default the objective's metric (the same
+            name, or the one name ending like it after the evaluator's prefix, e.g. ``sts-test_spearman_cosine``).
     """
 
     name: str
-    model: str | Callable[[dict[str, Any]], SentenceTransformer]
+    model: str | SentenceTransformer | Callable[[dict[str, Any]], SentenceTransformer]
     train_dataset: Dataset | Callable[[], Dataset]
     eval_dataset: Dataset | Callable[[], Dataset] | None = None
     loss: type | Callable[[SentenceTransformer, dict[str, Any]], torch.nn.Module]
-    evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator]
+    evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     objective: str
     direction: Direction = "maximize"
     args: SentenceTransformerTrainingArguments | Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -102,60 +113,19 @@ class Study:
     intermediate_eval_rows: int | None = None
     keep_best_model: bool = True
     max_failures_in_a_row: int | None = 10
+    test_dataset: Dataset | Callable[[], Dataset] | None = None
+    test_evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
+    test_objective: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise StudyDefinitionError("Study(name=...) must be a non-empty string, e.g. name='stsb-minilm'")
-        if any(ch in self.name for ch in "/\\"):
-            raise StudyDefinitionError(
-                f"Study name {self.name!r} contains a path separator; it names a folder, use e.g. "
-                f"{self.name.replace('/', '-')!r}"
-            )
-        if self.direction not in ("maximize", "minimize"):
-            raise StudyDefinitionError(
-                f"direction={self.direction!r} is not allowed; use 'maximize' or 'minimize'"
-            )
-        if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            raise StudyDefinitionError(f"n_trials={self.n_trials!r} must be a positive integer")
-        if not isinstance(self.objective, str) or not self.objective:
-            raise StudyDefinitionError(
-                "objective must name a metric the evaluator reports, e.g. 'sts-dev_spearman_cosine'"
-            )
-        if not (callable(self.space) or isinstance(self.space, Mapping)):
-            raise StudyDefinitionError(
-                "space must be a dict of Optuna distributions or a callable (trial) -> dict, "
-                f"not {type(self.space).__name__}"
-            )
-        if isinstance(self.sampler, str) and self.sampler not in SAMPLER_NAMES:
-            raise StudyDefinitionError(
-                f"sampler={self.sampler!r} is not known; use one of {', '.join(SAMPLER_NAMES)} "
-                "or pass an optuna.samplers object"
-            )
-        if isinstance(self.pruner, str) and self.pruner not in PRUNER_NAMES:
-            raise StudyDefinitionError(
-                f"pruner={self.pruner!r} is not known; use one of {', '.join(PRUNER_NAMES)} "
-                "or pass an optuna.pruners object"
-            )
-        rows = self.intermediate_eval_rows
-        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
-            raise StudyDefinitionError(
-                f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them)"
-            )
-        limit = self.max_failures_in_a_row
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise StudyDefinitionError(
-                f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
-            )
-        if not isinstance(self.keep_best_model, bool):
-            raise StudyDefinitionError(f"keep_best_model={self.keep_best_model!r} must be True or False")
-        if not (isinstance(self.model, str) or callable(self.model)):
-            raise StudyDefinitionError(
-                "model must be a hub id or local path, or a callable (params) -> SentenceTransformer"
-            )
-        if not callable(self.loss):
-            raise StudyDefinitionError(
-                "loss must be a loss class (e.g. losses.CoSENTLoss) or a callable (model, params) -> module"
-            )
+        _check_scalars(self)
+        _check_choices(self)
+        _check_parts(self)
+
+    @property
+    def uses_eval_loss(self) -> bool:
+        """True when the objective is the trainer's eval loss (which needs no evaluator)."""
+        return self.objective in ("eval_loss", "loss")
 
     @property
     def experiment(self) -> str:
@@ -165,3 +135,159 @@ class Study:
     def replace(self, **changes: Any) -> Study:
         """A copy of this study with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def is_module(value: Any) -> bool:
+    """True when ``value`` is a ``torch.nn.Module`` instance (without importing torch: one exists only if
+    torch is imported already)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def is_model_factory(model: Any) -> bool:
+    """True when ``Study.model`` is a ``(params) -> model`` factory, not a name, path or model instance."""
+    return callable(model) and not is_module(model)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_scalars(study: Study) -> None:
+    """Names, numbers and flags."""
+    if not isinstance(study.name, str) or not study.name.strip():
+        raise StudyDefinitionError("Study(name=...) must be a non-empty string, e.g. name='stsb-minilm'")
+    if any(ch in study.name for ch in "/\\"):
+        raise StudyDefinitionError(
+            f"Study name {study.name!r} contains a path separator; it names a folder, use e.g. "
+            f"{study.name.replace('/', '-')!r}"
+        )
+    if study.experiment_name is not None and (not isinstance(study.experiment_name, str)
+                                              or not study.experiment_name.strip()):
+        raise StudyDefinitionError(
+            f"experiment_name={study.experiment_name!r} must be a non-empty string (or None: the study's name)"
+        )
+    if not _positive_int(study.n_trials):
+        raise StudyDefinitionError(f"n_trials={study.n_trials!r} must be a positive whole number, e.g. n_trials=20")
+    seed = study.seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise StudyDefinitionError(
+            f"seed={seed!r} must be a whole number in [0, 2**32), e.g. seed=42 (or None: unseeded)"
+        )
+    rows = study.intermediate_eval_rows
+    if rows is not None and not _positive_int(rows):
+        raise StudyDefinitionError(
+            f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them)"
+        )
+    limit = study.max_failures_in_a_row
+    if limit is not None and not _positive_int(limit):
+        raise StudyDefinitionError(
+            f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
+        )
+    for flag in ("keep_best_model", "baseline"):
+        if not isinstance(getattr(study, flag), bool):
+            raise StudyDefinitionError(f"{flag}={getattr(study, flag)!r} must be True or False")
+    if study.test_objective is not None and (not isinstance(study.test_objective, str) or not study.test_objective):
+        raise StudyDefinitionError(f"test_objective={study.test_objective!r} must name a metric of the test "
+                                   "evaluator, e.g. 'sts-test_spearman_cosine' (or be left out)")
+
+
+def _check_choices(study: Study) -> None:
+    """Direction, objective, sampler, pruner, enqueue."""
+    if study.direction not in ("maximize", "minimize"):
+        raise StudyDefinitionError(f"direction={study.direction!r} is not allowed; use 'maximize' or 'minimize'")
+    if not isinstance(study.objective, str) or not study.objective:
+        raise StudyDefinitionError(
+            f"objective={study.objective!r}: the objective must name a metric the evaluator reports, e.g. "
+            "'sts-dev_spearman_cosine', or be 'eval_loss'"
+        )
+    for what, names, base in (("sampler", SAMPLER_NAMES, "samplers.BaseSampler"),
+                              ("pruner", PRUNER_NAMES, "pruners.BasePruner")):
+        value = getattr(study, what)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            if value not in names:
+                raise StudyDefinitionError(f"{what}={value!r} is not known; use one of {', '.join(names)} "
+                                           f"or pass an optuna.{what}s object")
+            continue
+        optuna = sys.modules.get("optuna")
+        cls = getattr(getattr(optuna, f"{what}s", None), base.split(".")[1], None)
+        if cls is None or not isinstance(value, cls):
+            shown = value.__name__ if isinstance(value, type) else type(value).__name__
+            raise StudyDefinitionError(
+                f"{what}={shown} is not an Optuna {what} object; pass an instance (e.g. optuna.{what}s."
+                f"{'TPESampler(seed=42)' if what == 'sampler' else 'MedianPruner()'}) or one of "
+                f"{', '.join(names)}"
+            )
+    if isinstance(study.enqueue, (Mapping, str)) or not isinstance(study.enqueue, Sequence):
+        raise StudyDefinitionError(
+            f"enqueue={study.enqueue!r} must be a list of dicts of space names to values, e.g. "
+            "enqueue=[{'learning_rate': 2e-5}]"
+        )
+
+
+def _check_parts(study: Study) -> None:
+    """The model, data, loss, evaluator and space: the right kind of thing in each field."""
+    model = study.model
+    if is_module(model):
+        from sentence_transformers import SentenceTransformer
+
+        if not isinstance(model, SentenceTransformer):
+            raise StudyDefinitionError(
+                f"model is a {type(model).__name__} module, not a SentenceTransformer; pass a SentenceTransformer, "
+                "a hub id or local path, or a callable (params) -> SentenceTransformer"
+            )
+    elif not (isinstance(model, str) or callable(model)):
+        raise StudyDefinitionError(
+            f"model={model!r} must be a hub id or local path, a SentenceTransformer, or a callable "
+            "(params) -> SentenceTransformer"
+        )
+    for what in ("train_dataset", "eval_dataset"):
+        data = getattr(study, what)
+        if data is None and what == "train_dataset":
+            raise StudyDefinitionError("train_dataset=None: give a datasets.Dataset, or a callable returning one")
+        if isinstance(data, (str, bytes)):
+            raise StudyDefinitionError(
+                f"{what}={data!r} is a string; give a datasets.Dataset or a callable returning one, e.g. "
+                f"lambda: load_dataset({data!r}, split='train')"
+            )
+    if is_module(study.loss):
+        name = type(study.loss).__name__
+        raise StudyDefinitionError(
+            f"loss={name}(...) is a loss instance, bound to one model; pass the class (loss={name}) or a "
+            "callable (model, params) -> loss, so every trial gets a fresh loss for its own model"
+        )
+    if not callable(study.loss):
+        raise StudyDefinitionError(
+            f"loss={study.loss!r} must be a loss class (e.g. losses.CoSENTLoss) or a callable (model, params) -> module"
+        )
+    _check_evaluator(study)
+    if not (callable(study.space) or isinstance(study.space, Mapping)):
+        raise StudyDefinitionError(
+            "space must be a dict of Optuna distributions or a callable (trial) -> dict, "
+            f"not {type(study.space).__name__}"
+        )
+
+
+def _check_evaluator(study: Study) -> None:
+    evaluator = study.evaluator
+    if evaluator is None:
+        if not study.uses_eval_loss:
+            raise StudyDefinitionError(
+                f"objective {study.objective!r} needs an evaluator that reports it, and evaluator is None; pass "
+                "evaluator=... (a SentenceEvaluator or a callable (eval_dataset) -> evaluator), or use "
+                "objective='eval_loss'"
+            )
+        return
+    if isinstance(evaluator, type):
+        raise StudyDefinitionError(
+            f"evaluator={evaluator.__name__} is a class; pass an instance, or a callable (eval_dataset) -> "
+            f"evaluator, e.g. evaluator=lambda ds: {evaluator.__name__}(...)"
+        )
+    if not callable(evaluator):
+        raise StudyDefinitionError(
+            f"evaluator{'=' + repr(evaluator) if isinstance(evaluator, (str, int, float)) else ''} is a "
+            f"{type(evaluator).__name__}, not a SentenceEvaluator; pass one (or a callable "
+            "(eval_dataset) -> evaluator)"
+        )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo import _args, _space
-from st_hpo._callbacks import TrialReporter
+from st_hpo._callbacks import Diverged, TrialReporter, evaluation_fractions
 from st_hpo._execution._recovery import current_host
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._validate import ValidatedStudy
@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 BASELINE_ATTR = "st_hpo.baseline"
 #: Set on a baseline whose base values lie outside the space: it runs the base arguments unsampled.
 UNSAMPLED_ATTR = "st_hpo.unsampled"
+#: Training-argument values set on an enqueued trial over its sampled ones (a confirmation's training seed).
+ARGS_OVERRIDE_ATTR = "st_hpo.args_override"
+#: Set on an enqueued trial whose trained model is scored on the study's test set (a confirmation's).
+SCORE_TEST_ATTR = "st_hpo.score_test"
 #: Fields that differ between trials by construction, left out of the "differs from base" params.
 _PER_TRIAL_FIELDS = {"output_dir", "run_name", "logging_dir", "report_to"}
 
@@ -61,7 +65,7 @@ class TrialContext:
 
 @dataclasses.dataclass
 class TrialOutcome:
-    """How a trial ended: ``state`` is COMPLETE, PRUNED or FAIL."""
+    """How a trial ended: ``state`` is COMPLETE, PRUNED or FAIL (``diverged``: a NaN/inf loss or objective)."""
 
     number: int
     state: str
@@ -70,6 +74,10 @@ class TrialOutcome:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     train_seconds: float = 0.0
+    #: time in the trainer's evaluations (those during training and the final one); part of train_seconds
+    #: for the ones during training
+    eval_seconds: float = 0.0
+    diverged: bool = False
     step: int = 0
     run_id: str | None = None
     model_dir: str | None = None  #: where the trial saved its model (it beat every complete trial)
@@ -170,6 +178,8 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     tags = {"st_hpo.worker": ctx.worker.name, "st_hpo.host": ctx.worker.host,
             "st_hpo.gpu": ctx.worker.gpu or ("all visible" if pick_device(args) == "cuda" else "none"),
             "st_hpo.baseline": baseline}
+    tags = {**{k.replace("st_hpo.tag.", "st_hpo."): str(v) for k, v in trial.user_attrs.items()
+               if k.startswith("st_hpo.tag.")}, **tags}  # set when enqueued
     rows = ctx.resources.subset_rows
     if rows is not None and ctx.validated.evaluates_during_training:
         # which values are which: intermediate (pruning) ones on the subset, `objective` on all eval rows
@@ -223,16 +233,18 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         if ctx.progress is not None:
             ctx.progress.trial_started(trial.number, params)
         overrides, loss_params, model_params = _args.split_params(params)
+        overrides.update(trial.user_attrs.get(ARGS_OVERRIDE_ATTR) or {})
         args = _args.clone_args(ctx.validated.base_args, overrides,
                                 output_dir=str(ctx.output_dir / "trials" / f"trial-{trial.number}"),
                                 run_name=f"trial-{trial.number}")
         run = _start_run(ctx, trial, params, args)
         outcome.run_id = run.run_id
-        outcome.value, outcome.step, outcome.train_seconds = _train(ctx, trial, params, args,
-                                                                    loss_params, model_params, run, outcome)
+        outcome.value, outcome.step = _train(ctx, trial, params, args, loss_params, model_params, run, outcome)
         outcome.state = "COMPLETE"
     except optuna.TrialPruned as exc:
         outcome.state, outcome.error = "PRUNED", str(exc)
+    except Diverged as exc:  # a failure, not a pruned trial: its value says nothing about the configuration
+        outcome.state, outcome.error, outcome.diverged = "FAIL", str(exc), True
     except KeyboardInterrupt:
         outcome.state, outcome.error = "FAIL", "interrupted (Ctrl-C or SIGTERM)"
         raise
@@ -244,7 +256,8 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
         outcome.seconds = time.perf_counter() - started
         outcome.device_error = _release_memory(unfreeze=froze)
-        timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds}
+        timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds,
+                   "eval_seconds": outcome.eval_seconds}
         if outcome.device_error is None:
             timings.update(_peak_gpu_memory())
         trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))  # an interrupted one too
@@ -256,9 +269,10 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
 
 
 def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, loss_params: dict[str, Any],
-           model_params: dict[str, Any], run: _RunLog, outcome: TrialOutcome) -> tuple[float, int, float]:
+           model_params: dict[str, Any], run: _RunLog, outcome: TrialOutcome) -> tuple[float, int]:
     """Build model, loss and trainer; train; keep the model if it is the best so far (``outcome.model_dir``);
-    return (objective, final step, seconds in train())."""
+    return (objective, final step). ``outcome.train_seconds`` (in train()) and ``outcome.eval_seconds`` are
+    set however the trial ends."""
     from sentence_transformers import SentenceTransformerTrainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -271,8 +285,10 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     if ctx.progress is not None:
         def on_progress(step: int, max_steps: int, value: float, on_subset: bool) -> None:
             ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
+    fractions = evaluation_fractions(validated.base_args, len(resources.train_dataset))
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
-                             on_progress=on_progress)
+                             on_progress=on_progress, fractions=fractions)
+    reporter.watch_loss(loss)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=resources.train_dataset,
         eval_dataset=(resources.eval_subset if subset else resources.eval_dataset)
@@ -282,29 +298,42 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     )
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
-    t0, train_seconds = time.perf_counter(), None
+    t0 = time.perf_counter()
     try:
         trainer.train()
-        train_seconds = time.perf_counter() - t0
+        outcome.train_seconds = time.perf_counter() - t0
         step = int(trainer.state.global_step)
         if subset:  # the final evaluation, on the whole eval set
             reporter.final_on_full()
             trainer.evaluator = resources.evaluator
+            reporter.evaluation_starts()
             trainer.evaluate(resources.eval_dataset if validated.needs_eval_loss else None)
         elif reporter.last_step != step:  # the last evaluation was not at the end of training
             reporter.allow_prune = False
+            reporter.evaluation_starts()
             trainer.evaluate()
         if reporter.last_value is None:
             raise TrialError(f"the evaluation reported no {validated.objective_metric!r}")
+        if trial.user_attrs.get(SCORE_TEST_ATTR):  # a confirmation trial of a study with a test set
+            _score_on_test(ctx, trial, trainer.model)
         if validated.study.keep_best_model:
             outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
-        return reporter.last_value, step, train_seconds
+        return reporter.last_value, step
     finally:
-        # the time really spent in train(), also when it was pruned, failed or interrupted in there
-        outcome.train_seconds = time.perf_counter() - t0 if train_seconds is None else train_seconds
-        reporter.flush()  # the curves of a pruned or failed trial up to where it stopped
+        if not outcome.train_seconds:  # pruned or failed in train(): the time it trained until then
+            outcome.train_seconds = time.perf_counter() - t0
+        outcome.eval_seconds = reporter.eval_seconds
+        reporter.close()  # the curves of a pruned or failed trial up to where it stopped
         trainer.model = None
         del trainer, model, loss, reporter
+
+
+def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
+    """The trained model's score on the held-out test set, kept as the trial's ``st_hpo.test_value``."""
+    from st_hpo._test_score import test_metric
+
+    metrics = ctx.resources.test_evaluator(model)
+    trial.set_user_attr("st_hpo.test_value", float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
 def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:

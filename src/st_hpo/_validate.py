@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import math
 import tempfile
 from typing import Any
 
 from st_hpo import _args, _space
 from st_hpo._resources import StudyResources
 from st_hpo._study import Study
+from st_hpo._test_score import check_test_objective
 from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
 
 __all__ = ["ValidatedStudy", "validate_study", "objective_key"]
@@ -31,6 +31,14 @@ LABELLED_LOSSES = {"CoSENTLoss", "CosineSimilarityLoss", "AnglELoss", "SoftmaxLo
                    "OnlineContrastiveLoss", "BatchAllTripletLoss", "BatchHardTripletLoss",
                    "BatchSemiHardTripletLoss", "BatchHardSoftMarginTripletLoss", "MSELoss"}
 LABEL_COLUMNS = ("label", "score")
+#: The label columns the data collator takes, in its order (the first one present is the label).
+COLLATED_LABEL_COLUMNS = ("label", "labels", "score", "scores")
+#: Losses whose labels must lie in a range: (low, high, what the label is to the loss).
+LABEL_RANGES = {
+    "CosineSimilarityLoss": (-1.0, 1.0, "the target of the pairs' cosine similarity, which lies in [-1, 1]"),
+    "ContrastiveLoss": (0.0, 1.0, "1 for a similar pair and 0 for a dissimilar one"),
+    "OnlineContrastiveLoss": (0.0, 1.0, "1 for a similar pair and 0 for a dissimilar one (others are ignored)"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +82,11 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
         raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
     params = _probe_params(study)  # one sample of the space builds the model and loss for the checks
     _, loss_params, model_params = _args.split_params(params)
-    model = resources.new_model(params, model_params)
+    model = _probe_model(resources, params, model_params)
     _check_loss_on_rows(study, resources, model, base_args, params, loss_params, on_cpu=on_cpu)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
+    check_test_objective(study, resources, model)
     evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
     _check_cadence(study, base_args, evaluates, len(train))
     _check_checkpoints(base_args)
@@ -91,21 +100,10 @@ MIN_EVALS_FOR_PRUNING = 3
 
 
 def evaluations_per_trial(base_args: Any, train_rows: int) -> int:
-    """About how many evaluations a trial with the base arguments runs during training."""
-    strategy = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy))
-    if strategy == "no":
-        return 0
-    if base_args.max_steps and base_args.max_steps > 0:
-        steps = base_args.max_steps
-    else:
-        per_step = max(base_args.per_device_train_batch_size * base_args.gradient_accumulation_steps, 1)
-        steps = math.ceil(math.ceil(train_rows / per_step) * base_args.num_train_epochs)
-    if strategy == "epoch":
-        return max(math.ceil(base_args.num_train_epochs), 1)
-    every = base_args.eval_steps or base_args.logging_steps
-    if every and every < 1:
-        every = math.ceil(steps * every)
-    return steps // max(int(every or 1), 1)
+    """How many evaluations every trial runs during training (the end of training included)."""
+    from st_hpo._callbacks import evaluation_fractions  # every trial evaluates on this grid
+
+    return len(evaluation_fractions(base_args, train_rows))
 
 
 def _check_cadence(study: Study, base_args: Any, evaluates: bool, train_rows: int) -> None:
@@ -167,6 +165,19 @@ def _probe_params(study: Study) -> dict[str, Any]:
     dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     return _space.sample(study.space, dry.ask())
 
+def _probe_model(resources: StudyResources, params: dict[str, Any], model_params: dict[str, Any]) -> Any:
+    """The model of the checks; a model factory that raises is named (it is called as model(params))."""
+    try:
+        return resources.new_model(params, model_params)
+    except StudyDefinitionError:
+        raise
+    except Exception as exc:
+        raise StudyDefinitionError(
+            f"the model factory raised {type(exc).__name__}: {exc}; it is called as model(params), params being "
+            "the trial's sampled values (a dict)"
+        ) from exc
+
+
 def _check_loss_params(study: Study, names: set[str]) -> None:
     loss_names = {n[len("loss.") :] for n in names if n.startswith("loss.")}
     if not loss_names or not inspect.isclass(study.loss):
@@ -192,6 +203,8 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
     columns = list(train.column_names)
     try:
         loss = resources.new_loss(model, params, loss_params)
+    except StudyDefinitionError:
+        raise
     except Exception as exc:
         raise StudyDefinitionError(f"building the loss raised {type(exc).__name__}: {exc}") from exc
     name = _loss_name(study, loss)
@@ -200,6 +213,7 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
             f"{name} needs a label column ('score' or 'label') in train_dataset, which has columns "
             f"{columns}; rename the score column to 'score'"
         )
+    _check_label_range(name, loss, train)
     rows = train.select(range(min(2, len(train))))
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
         # the probe runs on the trials' device: `use_cpu=True` here would pin accelerate's process-wide
@@ -219,6 +233,35 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
                 f"{name} failed on 2 rows of train_dataset (columns {columns}): {type(exc).__name__}: {exc}; "
                 "check that the dataset has the columns this loss needs, in the order it needs them"
             ) from exc
+
+
+def _check_label_range(name: str, loss: Any, train: Any) -> None:
+    """Refuse labels outside the range the loss reads them in (e.g. 0-5 STSb scores for a cosine target)."""
+    column = next((c for c in COLLATED_LABEL_COLUMNS if c in train.column_names), None)
+    num_labels = getattr(loss, "num_labels", None) if name == "SoftmaxLoss" else None
+    if column is None or (name not in LABEL_RANGES and num_labels is None):
+        return
+    import numpy as np
+
+    labels = np.asarray(train.with_format("numpy")[column])
+    if labels.dtype.kind not in "biuf" or labels.ndim != 1 or labels.size == 0:
+        return
+    low, high = float(labels.min()), float(labels.max())
+    if num_labels is not None:
+        if low < 0 or high >= num_labels or not np.all(np.mod(labels, 1) == 0):
+            raise StudyDefinitionError(
+                f"SoftmaxLoss(num_labels={num_labels}) needs class ids 0..{num_labels - 1} in train_dataset's "
+                f"{column!r} column, which holds values in [{low:g}, {high:g}]; map the labels to class ids or "
+                "set num_labels"
+            )
+        return
+    lo, hi, meaning = LABEL_RANGES[name]
+    if low < lo or high > hi:
+        raise StudyDefinitionError(
+            f"{name} reads train_dataset's {column!r} column as {meaning}, but it holds values in "
+            f"[{low:g}, {high:g}]; rescale it into [{lo:g}, {hi:g}], e.g. dataset.map(lambda row: "
+            f"{{{column!r}: row[{column!r}] / {high:g}}})"
+        )
 
 
 def _check_objective(study: Study, resources: StudyResources, model: Any, key: str) -> None:

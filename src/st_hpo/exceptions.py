@@ -5,10 +5,12 @@ The CLI turns each into a one-line message and exit code 1 (tracebacks only with
 
     StHpoError
     ├── StudyDefinitionError      the study file or Study(...) is wrong (import error, bad field, bad objective)
-    │   └── SearchSpaceError      the search space names an unknown argument or allows a value it cannot take
+    │   ├── SearchSpaceError      the search space names an unknown argument or allows a value it cannot take
+    │   └── StudyFileError        the study file raised while it was imported (``user_traceback``: its own)
     ├── TrialError                one trial could not run (recorded as FAIL; the study goes on)
     ├── TrackingError             MLflow could not be reached or refused a write
     └── StorageError              the Optuna storage could not be opened or the study could not be found
+        └── NoResultError         the study has no such result yet (no complete trial, the model not kept here)
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ __all__ = [
     "StHpoError",
     "StudyDefinitionError",
     "SearchSpaceError",
+    "StudyFileError",
     "TrialError",
     "TrackingError",
     "StorageError",
+    "NoResultError",
 ]
 
 
@@ -35,6 +39,14 @@ class SearchSpaceError(StudyDefinitionError):
     """The search space names an unknown training argument or can sample a value it cannot take."""
 
 
+class StudyFileError(StudyDefinitionError):
+    """The study file raised while it was imported; ``user_traceback`` is the file's own traceback."""
+
+    def __init__(self, message: str, user_traceback: str) -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
 class TrialError(StHpoError):
     """A trial could not be run; it is recorded as FAIL and the study continues."""
 
@@ -45,3 +57,7 @@ class TrackingError(StHpoError):
 
 class StorageError(StHpoError):
     """The Optuna storage could not be opened, or holds no such study."""
+
+
+class NoResultError(StorageError):
+    """The study exists but has no such result yet: no complete trial, or its best model is not kept here."""

@@ -15,11 +15,18 @@ import warnings
 from typing import Any
 
 from st_hpo._best_model import keep_only_best
-from st_hpo._execution._recovery import ERROR_ATTR, SUPERVISOR_ATTR, SUPERVISOR_ENV, recover_stale_trials
+from st_hpo._execution._recovery import (
+    ERROR_ATTR,
+    SUPERVISOR_ATTR,
+    SUPERVISOR_ENV,
+    record_worker,
+    recover_stale_trials,
+)
 from st_hpo._execution._session import StudySession
+from st_hpo._execution._workers import supervisor_gone
 from st_hpo._progress import Progress
 from st_hpo._storage import HeartbeatThread
-from st_hpo._trial import TrialContext, TrialOutcome, WorkerInfo, run_trial
+from st_hpo._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
@@ -60,6 +67,25 @@ def _surplus(study: Any, number: int, budget: int) -> bool:
     return number not in running[: max(budget - finished, 0)]
 
 
+def _cancel_surplus(study: Any, trial: Any) -> None:
+    """End a trial the budget cannot use, giving back the queued configuration it popped, if any.
+
+    ``study.ask()`` takes a WAITING trial (the baseline, a warm-start configuration) before sampling; a
+    surplus trial that took one queues it again, with its user attrs, before it is ended, or it would be
+    lost (queueing skips configurations that exist in any state). The cancelled trial is marked
+    ``st_hpo.cancelled``: it never ran, and counts neither as a failure nor as a baseline run.
+    """
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    fixed = frozen.system_attrs.get("fixed_params")
+    if fixed is not None:
+        study.enqueue_trial(dict(fixed), user_attrs=dict(frozen.user_attrs), skip_if_exists=False)
+        if frozen.user_attrs.get(BASELINE_ATTR):
+            trial.set_user_attr(BASELINE_ATTR, False)  # the queued copy is the baseline now
+    trial.set_user_attr("st_hpo.cancelled", True)
+    trial.set_user_attr(ERROR_ATTR, "not needed: other workers filled the budget")
+    study.tell(trial, state=_state("FAIL"))
+
+
 def work(session: StudySession, *, budget: int, timeout: float | None, worker: WorkerInfo,
          progress: Progress) -> LoopResult:
     """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C."""
@@ -86,11 +112,9 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial = study.ask()
         if _surplus(study, trial.number, budget):
-            trial.set_user_attr("st_hpo.cancelled", True)
-            trial.set_user_attr(ERROR_ATTR, "not needed: other workers filled the budget")
-            study.tell(trial, state=_state("FAIL"))
+            _cancel_surplus(study, trial)
             continue
-        trial.set_user_attr("st_hpo.pid", worker.pid)
+        record_worker(trial, worker.pid)  # its pid, start time and boot id
         trial.set_user_attr("st_hpo.tag.host", worker.host)
         if os.environ.get(SUPERVISOR_ENV):  # the supervisor that started this worker reports how it ends
             trial.set_user_attr(SUPERVISOR_ATTR, int(os.environ[SUPERVISOR_ENV]))
@@ -98,7 +122,8 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
                 outcome = run_trial(ctx, trial)
         except KeyboardInterrupt:
-            stopped = TrialOutcome(trial.number, "FAIL", error="interrupted (Ctrl-C or SIGTERM)",
+            why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
+            stopped = TrialOutcome(trial.number, "FAIL", error=why,
                                    train_seconds=trial.user_attrs.get("st_hpo.train_seconds", 0.0))
             _finish(session, trial, stopped, killed=True)
             result.interrupted = True
@@ -142,6 +167,14 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         trial.set_user_attr(ERROR_ATTR, outcome.error[:2000])
     trial.set_user_attr("st_hpo.trial_seconds", round(outcome.seconds, 3))
     trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))
+    trial.set_user_attr("st_hpo.eval_seconds", round(outcome.eval_seconds, 3))
+    if outcome.diverged:
+        # FAIL, not PRUNED: a pruned trial keeps its last intermediate value, and the sampler would take the
+        # diverged configuration for a fair one. Optuna's samplers skip FAIL trials entirely (TPE reads only
+        # COMPLETE and PRUNED ones, constraints included); the constraint records the infeasibility in
+        # Optuna's own terms, for samplers and analyses that read it.
+        trial.set_user_attr("st_hpo.diverged", True)
+        trial.set_constraint("st_hpo.diverged", 1.0)
     if outcome.state == "COMPLETE":
         study.tell(trial, outcome.value)
     else:

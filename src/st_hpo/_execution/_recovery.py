@@ -1,8 +1,9 @@
 """Finding trials whose worker died: heartbeats on RDB storages, a liveness record elsewhere.
 
 The journal file storage has no heartbeat, so every trial records its worker's host and pid
-(``st_hpo.tag.host``, ``st_hpo.pid``); a RUNNING trial whose worker on this host is gone is failed with
-the reason. On RDB storages with a heartbeat Optuna's own ``fail_stale_trials`` does it (and re-queues the
+(``st_hpo.tag.host``, ``st_hpo.pid``) and, on Linux, the process's start time and the boot id
+(``st_hpo.pid_start``, ``st_hpo.boot_id``), so a pid reused after a reboot or by a later process is not
+taken for the worker; a RUNNING trial whose worker on this host is gone is failed with the reason. On RDB storages with a heartbeat Optuna's own ``fail_stale_trials`` does it (and re-queues the
 parameters through ``RetryFailedTrialCallback``).
 """
 
@@ -18,7 +19,8 @@ from typing import Any
 
 from st_hpo._storage import uses_heartbeat
 
-__all__ = ["current_host", "fail_trial", "pid_alive", "recover_stale_trials"]
+__all__ = ["current_host", "fail_trial", "pid_alive", "process_identity", "record_worker", "recover_stale_trials",
+           "worker_alive"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ SUPERVISOR_ENV = "ST_HPO_SUPERVISOR_PID"
 SUPERVISOR_ATTR = "st_hpo.supervisor_pid"
 #: How long other workers leave a dead worker's trial to its live supervisor, which knows the exit code.
 SUPERVISOR_GRACE_SECONDS = 15.0
+#: What identifies a worker process beyond its pid (Linux only; see :func:`process_identity`).
+PID_START_ATTR = "st_hpo.pid_start"
+BOOT_ID_ATTR = "st_hpo.boot_id"
 _deferred: dict[int, float] = {}  # trial id -> when this process first left it to the supervisor
 
 
@@ -51,6 +56,38 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """What tells process ``pid`` apart from a later one with the same pid: its start time (field 22 of
+    ``/proc/<pid>/stat``, clock ticks since boot) and the boot id. Empty where ``/proc`` is missing
+    (macOS): there a worker is then recognised by its pid alone, which a reused pid can fool."""
+    identity: dict[str, Any] = {}
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # the name (field 2) may hold spaces and ')': split after it
+            identity[PID_START_ATTR] = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            identity[BOOT_ID_ATTR] = fh.read().strip()
+    except (OSError, IndexError, ValueError):
+        pass
+    return identity
+
+
+def worker_alive(attrs: dict[str, Any]) -> bool:
+    """Whether the worker process a trial recorded (``st_hpo.pid`` and its identity) still runs here."""
+    pid = int(attrs["st_hpo.pid"])
+    if not pid_alive(pid):
+        return False
+    recorded = {k: attrs[k] for k in (PID_START_ATTR, BOOT_ID_ATTR) if k in attrs}
+    now = process_identity(pid)
+    return all(now.get(k, v) == v for k, v in recorded.items())  # a key /proc cannot give: pid only
+
+
+def record_worker(trial: Any, pid: int) -> None:
+    """Record on a trial the worker process that runs it: its pid and what identifies it beyond the pid."""
+    trial.set_user_attr("st_hpo.pid", pid)
+    for key, value in process_identity(pid).items():
+        trial.set_user_attr(key, value)
 
 
 def fail_trial(study: Any, trial: Any, reason: str) -> None:
@@ -92,7 +129,7 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
                 fail_trial(study, trial, "its worker died before it recorded itself on the trial")
                 failed.append(trial.number)
             continue
-        if trial.user_attrs.get("st_hpo.tag.host") != host or pid_alive(int(pid)):
+        if trial.user_attrs.get("st_hpo.tag.host") != host or worker_alive(trial.user_attrs):
             continue
         if exit_codes is None and _left_to_supervisor(trial):
             continue

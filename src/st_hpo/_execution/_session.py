@@ -19,6 +19,7 @@ from typing import Any
 from st_hpo import _args
 from st_hpo._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import current_host, recover_stale_trials
+from st_hpo._identity import check_unchanged, definition_record, record_on_parent
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._space import space_defaults
 from st_hpo._storage import default_storage_url, open_storage
@@ -59,6 +60,8 @@ class SessionOptions:
     #: False in a supervisor whose workers train on GPUs: it validates on the CPU and leaves the base
     #: model's score to the workers, so it never holds GPU memory (a CUDA context is ~0.5 GB)
     trains_here: bool = True
+    #: the study file, when there is one: the parent run records the git commit of its repository
+    study_file: str | Path | None = None
 
 
 def worker_seed(seed: int | None, salt: str | None) -> int | None:
@@ -97,8 +100,11 @@ def make_pruner(spec: Any) -> Any:
 
     if spec is None or spec == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    # st-hpo reports at per-mille of training done (0..1000): the first decision at 10% of training,
-    # each rung three times the resource of the one before (10%, 30%, 90%)
+    # st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
+    # (st_hpo._callbacks.evaluation_fractions). The rungs (10%, 30%, 90%: each three times the resource of the
+    # one before) need not be grid points: a trial's rung value is its first report at or past the rung, the
+    # same grid point for every trial (with eval_steps=0.125: 12.5%, 37.5%; 90% falls on the end of training,
+    # where st-hpo never prunes)
     if spec == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=100, reduction_factor=3)
     if spec == "hyperband":
@@ -159,9 +165,14 @@ class StudySession:
             artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
             tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
         study = _create_or_load(definition, storage_url, _sampler_salt(options, storage_url))
+        datasets = _datasets(resources)
+        record = definition_record(definition, validated.base_args, datasets)
+        check_unchanged(study, record, where=storage_url)
         _claim_output_dir(output_dir, definition.name, write=True)
         if tracker is not None:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
+            if options.role == "main":
+                record_on_parent(tracker, definition, record, datasets, study_file=options.study_file)
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
                       tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
         session.prepare(sync=options.role == "main", score=options.trains_here)
@@ -216,7 +227,9 @@ class StudySession:
 
     def _score_base_model(self) -> None:
         """The objective of the model before any fine-tuning: the bar every trial should clear."""
-        if self.validated.needs_eval_loss or callable(self.definition.model):
+        from st_hpo._study import is_model_factory
+
+        if self.validated.needs_eval_loss or is_model_factory(self.definition.model):
             return
         try:
             model = self.resources.base_model()
@@ -245,6 +258,7 @@ class StudySession:
         metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
         metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
         metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
+        metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)
         step = max((t.number for t in trials), default=0)
         if counts["COMPLETE"]:
             best = self.study.best_trial
@@ -271,6 +285,12 @@ class StudySession:
             self.tracker.set_parent_status(status)
         except TrackingError as exc:
             logger.warning("%s; run `st-hpo sync` when MLflow is back to log what is missing", exc)
+
+
+def _datasets(resources: StudyResources) -> dict[str, Any]:
+    """The study's datasets by field name (those it has)."""
+    return {"train_dataset": resources.train_dataset, "eval_dataset": resources.eval_dataset,
+            "test_dataset": resources.test_dataset}
 
 
 def _sampler_salt(options: SessionOptions, storage_url: str) -> str | None:
@@ -329,7 +349,6 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
         )
     if stored is None:
         study.set_user_attr("st_hpo.objective", definition.objective)
-        study.set_user_attr("st_hpo.n_trials", definition.n_trials)
     existing = len(study.get_trials(deepcopy=False))
     if existing:  # resumed or extended: seeded as before, the sampler would propose the first trials' values again
         study.sampler = make_sampler(definition.sampler, definition.seed, f"{salt or 'main'}/after-{existing}",

@@ -7,7 +7,8 @@ study first (validation, storage, MLflow parent run, baseline), starts the worke
 A worker that dies mid-trial (``kill -9``, a segfault, the OOM killer) has its trial failed with the
 reason ("worker killed by signal 9"), its run closed, and is replaced while the budget is not met.
 Ctrl-C or SIGTERM: the workers are told to stop (their running trials end FAIL, runs KILLED); a second
-Ctrl-C kills them at once.
+Ctrl-C kills them at once. A supervisor that dies without telling them (SIGKILL, SIGHUP) stops them too:
+each worker watches it (:func:`watch_supervisor`) and ends its trial as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 from st_hpo._execution._recovery import SUPERVISOR_ENV, recover_stale_trials
 
-__all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise"]
+__all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise", "supervisor_gone", "watch_supervisor"]
 
 logger = logging.getLogger(__name__)
 
 #: A worker slot that dies this many times in a row without finishing a trial is not restarted.
 MAX_RESTARTS = 5
+#: Seconds between a worker's looks at whether its supervisor is still its parent.
+SUPERVISOR_POLL_SECONDS = 1.0
 #: The exit code of a worker whose last ``Study.max_failures_in_a_row`` trials failed: not restarted.
 EXIT_GAVE_UP = 3
 
@@ -227,3 +231,47 @@ def _stop_all(slots: list[_Slot]) -> None:
         for proc in live:
             proc.wait()
 
+
+
+def supervisor_gone() -> str | None:
+    """In a worker started by a supervisor: why it must stop when that supervisor is no longer its parent
+    (it died; the worker was re-parented), else None."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or os.getppid() == int(supervisor):
+        return None
+    return f"the supervisor (pid {supervisor}) is gone"
+
+
+def watch_supervisor() -> None:
+    """In a worker process: stop (SIGTERM to itself, which the CLI turns into Ctrl-C) when the supervisor
+    that started it dies, even by SIGKILL or SIGHUP, so no worker trains on for a run nobody watches.
+
+    On Linux the kernel sends the signal (``PR_SET_PDEATHSIG``: on the death of the thread that started
+    this process; the supervisor starts its workers from the thread that then watches them until they
+    end). Elsewhere a daemon thread looks at the parent pid every second. A no-op outside a supervisor.
+    """
+    if not os.environ.get(SUPERVISOR_ENV):
+        return
+    if not _parent_death_signal(signal.SIGTERM):
+        threading.Thread(target=_poll_parent, name="st-hpo-supervisor-watch", daemon=True).start()
+    if supervisor_gone():  # it died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent dies; False where that is not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signum), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _poll_parent() -> None:
+    while not supervisor_gone():
+        time.sleep(SUPERVISOR_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -118,6 +118,8 @@ class MlflowTracker:
         self.experiment_id = self._call("open the experiment", self._ensure_experiment, retries=2)
         self.parent_run_id: str | None = None
         self._down_until = 0.0
+        #: the ``st_hpo.kind`` tag of the runs :meth:`start_trial` makes and :meth:`trial_runs` finds
+        self.run_kind = "trial"
 
     # --- plumbing -------------------------------------------------------------------------------------
 
@@ -229,14 +231,14 @@ class MlflowTracker:
         """Create the child run of trial ``number``; returns its run id."""
         all_tags = {
             "mlflow.parentRunId": self.parent_run_id or "",
-            "st_hpo.kind": "trial",
+            "st_hpo.kind": self.run_kind,
             "st_hpo.study": study_name,
             "st_hpo.trial_number": str(number),
             "st_hpo.trial_state": "RUNNING",
             **tags,
         }
         run = self._call("create a trial run", self.client.create_run, self.experiment_id,
-                         tags=all_tags, run_name=f"trial-{number}")
+                         tags=all_tags, run_name=f"{self.run_kind}-{number}")
         run_id = run.info.run_id
         logged = {k: _param_value(v) for k, v in extra_params.items()}
         logged.update({k: _param_value(v) for k, v in params.items()})
@@ -295,7 +297,7 @@ class MlflowTracker:
         while True:
             page = self._call(
                 "search runs", self.client.search_runs, [self.experiment_id],
-                filter_string=f"tags.`st_hpo.kind` = 'trial' and tags.`st_hpo.study` = '{study_name}'",
+                filter_string=f"tags.`st_hpo.kind` = '{self.run_kind}' and tags.`st_hpo.study` = '{study_name}'",
                 order_by=["attributes.start_time ASC"], max_results=1000, page_token=token,
             )
             for run in page:

@@ -13,7 +13,7 @@ from typing import Any
 
 from st_hpo.cli._main import EXIT_ERROR, EXIT_INTERRUPTED
 
-__all__ = ["cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
+__all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
 
 def _console() -> Any:
@@ -110,6 +110,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
             gain = f" (base model before fine-tuning: {result.base_model_value:.4f})"
         out.print(f"best: trial {result.best_trial_number}, {study.objective} = {result.best_value:.4f}{gain}")
         out.print(f"      {json.dumps(result.best_params)}")
+        if result.test_value is not None:
+            base = "" if result.base_model_test_value is None else f" (base model: {result.base_model_test_value:.4f})"
+            out.print(f"held-out test: {result.test_value:.4f}{base}; the dev value above is optimistic, it "
+                      "picked the trial")
         if result.best_model_dir:
             out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
@@ -131,6 +135,9 @@ def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
 
 def cmd_worker(ns: argparse.Namespace) -> int:
     from st_hpo._api import join_study
+    from st_hpo._execution._workers import watch_supervisor
+
+    watch_supervisor()  # a supervisor killed by SIGKILL or SIGHUP stops its workers too
 
     study = _load(ns)
     result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=_remaining(ns),
@@ -185,10 +192,10 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
 
 def _gone(attrs: dict[str, Any]) -> bool:
     """True when the trial's worker ran on this host and its process no longer exists."""
-    from st_hpo._execution._recovery import current_host, pid_alive
+    from st_hpo._execution._recovery import current_host, worker_alive
 
     pid = attrs.get("st_hpo.pid")
-    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not pid_alive(int(pid))
+    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not worker_alive(attrs)
 
 
 def _note(r: dict[str, Any]) -> str:
@@ -264,3 +271,52 @@ def cmd_sync(ns: argparse.Namespace) -> int:
         tracker.set_parent_status("FINISHED" if finished >= budget else "KILLED")
     _console().print(f"MLflow at {where.tracking_uri}: {fixed} run(s) created or closed; every trial has its run")
     return 0
+
+
+def cmd_confirm(ns: argparse.Namespace) -> int:
+    from st_hpo._confirm import confirm_study
+
+    study = _load(ns)
+    result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
+                           tracking_uri=ns.tracking_uri, progress=not ns.quiet)
+    if result.interrupted:
+        sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
+                         f"{_resume_line(sys.argv[1:])}\n")
+        return EXIT_INTERRUPTED
+    if ns.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return 0
+    console = _console()
+    if not console.is_terminal:
+        console.width = 160
+    console.print(_confirm_table(result))
+    console.print(result.test["line"])
+    if result.winner is not None:
+        same = result.winner_trial == result.single_run_best
+        console.print(f"after confirmation, {result.winner} wins" + (
+            " (also the single-run best)" if same else f" (the single-run best was trial {result.single_run_best})"))
+    return 0
+
+
+def _confirm_table(result: Any) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from st_hpo._progress import format_params
+
+    tests = any(c.test_values for c in result.configs)
+    table = Table(title=f"{result.objective} ({result.direction}) over seeds {', '.join(map(str, result.seeds))}")
+    for col in ("#", "configuration", "single run", "mean", "std", "seeds", *(("test mean", "test std") if tests
+                                                                              else ()), "params"):
+        table.add_column(col)
+
+    def num(value: float | None) -> str:
+        return "" if value is None else f"{value:.4f}"
+
+    for c in result.configs:
+        row = ["" if c.trial is None else str(c.trial), c.label + (" *" if c.label == result.winner else ""),
+               num(c.single_run_value), num(c.mean), num(c.std), str(len(c.values))]
+        if tests:
+            row += [num(c.test_mean), num(c.test_std)]
+        table.add_row(*row, escape(format_params(c.params) or "(base arguments)"))
+    return table

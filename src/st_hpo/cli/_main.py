@@ -132,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of {number, state, params, value, ...}")
     _add_location(p, tracking=False)
 
+    p = sub.add_parser("confirm", help="train the best configurations and the baseline again with new seeds",
+                       description="Train the K best configurations and the baseline again with S new training "
+                       "seeds each (seed + 1000 + i), in this process, as runs nested under the study's parent run "
+                       "(st_hpo.kind=confirm). Prints mean and standard deviation per configuration and whether "
+                       "the best one beats the baseline beyond seed noise (a one-sided paired t-test by seed). "
+                       "Running it again resumes: only missing (configuration, seed) runs train.")
+    p.add_argument("study_file")
+    p.add_argument("--top", type=_count(1), default=3, metavar="K", help="configurations to confirm (default 3)")
+    p.add_argument("--seeds", type=_count(1), default=3, metavar="S", help="new training seeds each (default 3)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_location(p)
+
     p = sub.add_parser("sync", help="bring MLflow up to date with the Optuna storage",
                        description="Create or close MLflow runs so that every trial has exactly one run "
                        "in the state of its trial (also done at the start and end of every run).")
@@ -202,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     command = getattr(_review if ns.command in _review.COMMANDS else _commands, f"cmd_{ns.command}")
     try:
-        if ns.command in ("run", "worker"):
+        if ns.command in ("run", "worker", "confirm"):
             _sigterm_as_interrupt()
         return command(ns)
     except StHpoError as exc:

@@ -8,6 +8,7 @@ study's tracking store and stops it on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -20,10 +21,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_ui",
+__all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
            "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
 
-COMMANDS = ("best", "export", "register", "retrain", "report", "ui")
+COMMANDS = ("best", "export", "register", "retrain", "report", "test", "ui")
 
 
 def _location(p: argparse.ArgumentParser, *, tracking: bool) -> None:
@@ -79,6 +80,15 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("study_file")
     _location(p, tracking=True)
 
+    p = sub.add_parser("test", help="score the kept best model and the base model on the held-out test set",
+                       description="Score the best trial's kept model and the base model on the study's "
+                       "test_dataset (never used to choose anything), record the values on the parent run "
+                       "(test_objective, base_model_test_objective) and print them. A run that reaches its "
+                       "budget does this by itself.")
+    p.add_argument("study_file")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _location(p, tracking=True)
+
     p = sub.add_parser("ui", help="open the study's MLflow store in the MLflow UI",
                        description="Start an MLflow server on the study's tracking store and print the URL "
                        "of its experiment; Ctrl-C stops it. With an http(s) --tracking-uri only the URL is printed.")
@@ -116,12 +126,33 @@ def cmd_best(ns: argparse.Namespace) -> int:
                             ("base model", best.base_model_value, best.gain_over_base_model)):
         if ref is not None:
             _print(f"  vs {what}: {ref:.4f} -> {gain:+.4f}")
+    if best.test_value is not None:
+        base = "" if best.base_model_test_value is None else f", base model {best.base_model_test_value:.4f}"
+        _print(f"  held-out test: {best.test_value:.4f}{base} (the dev value is optimistic: it picked the trial)")
+    from st_hpo._confirm import confirmed_line
+
+    if note := confirmed_line(best.confirmed, best.number):
+        _print(f"  {note}")
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
     if best.model_dir:
         _print(f"  model: {best.model_dir} (SentenceTransformer({best.model_dir!r}))")
     else:
         _print("  model: not kept on this machine; `st-hpo retrain` trains it again")
+    return 0
+
+
+def cmd_test(ns: argparse.Namespace) -> int:
+    from st_hpo._test_score import score_best_on_test
+
+    score = score_best_on_test(_load(ns), output_dir=ns.output_dir, storage=ns.storage,
+                               tracking_uri=ns.tracking_uri)
+    if ns.json:
+        print(json.dumps(dataclasses.asdict(score), indent=2))
+        return 0
+    base = "" if score.base_model_value is None else f"; base model {score.base_model_value:.4f}"
+    _print(f"trial {score.trial_number} on the held-out test set: {score.metric} = {score.value:.4f}{base} "
+           f"(dev objective {score.dev_value:.4f})")
     return 0
 
 
@@ -194,13 +225,13 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
                         timeout: float = 90.0) -> subprocess.Popen:
     """Start ``mlflow server`` on ``tracking_uri`` in its own process group; return once it answers.
 
-    Raises StHpoError when the port is taken or the server does not come up within ``timeout`` seconds.
+    Raises TrackingError when the port is taken or the server does not come up within ``timeout`` seconds.
     """
-    from st_hpo.exceptions import StHpoError
+    from st_hpo.exceptions import TrackingError
 
     with socket.socket() as probe:
         if probe.connect_ex((host, port)) == 0:
-            raise StHpoError(f"port {port} on {host} is already in use; pass another --port")
+            raise TrackingError(f"port {port} on {host} is already in use; pass another --port")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port), "--workers", "1"]
     log = tempfile.TemporaryFile()  # a file, not a pipe: nobody reads the server's request log
@@ -209,7 +240,7 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StHpoError(f"mlflow server exited with code {proc.returncode}: {server_log(proc)[-2000:]}")
+            raise TrackingError(f"mlflow server exited with code {proc.returncode}: {server_log(proc)[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as resp:
                 if resp.status == 200:
@@ -217,7 +248,7 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
         except OSError:
             time.sleep(0.5)
     stop_server(proc)
-    raise StHpoError(f"mlflow server did not answer on http://{host}:{port} within {timeout:.0f} s")
+    raise TrackingError(f"mlflow server did not answer on http://{host}:{port} within {timeout:.0f} s")
 
 
 def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:

@@ -1,0 +1,254 @@
+"""Confirming a study's winner beyond seed noise (``st-hpo confirm``, :func:`confirm_study`).
+
+The ``top`` best configurations of a study and its baseline (the base arguments) are trained again with
+``seeds`` new training seeds each: seed index i trains with ``args.seed + 1000 + i`` (and ``data_seed``
+the same when the base arguments set one), the same seed for every configuration, so that the
+comparison with the baseline is paired by seed.
+
+The confirmation reuses the study machinery rather than a second runner: a companion Optuna study
+``<study name>.confirm`` in the same storage (no pruner) holds one enqueued trial per (configuration,
+seed), with the configuration's values fixed and user attributes naming the source trial, the seed
+index and the training seed. The ordinary trial loop (:func:`st_hpo._execution._loop.work`) runs them
+in this process, so a stopped or killed confirmation resumes with only the missing pairs and a finished
+one runs nothing again. Their MLflow runs are children of the study's parent run, tagged
+``st_hpo.kind=confirm``, ``st_hpo.source_trial``, ``st_hpo.seed_index`` and ``st_hpo.training_seed``;
+their trial folders are under ``<output dir>/confirm/trials``. The figures (see
+:mod:`st_hpo._confirm_stats`) are kept in the study's user attribute ``st_hpo.confirmed``, which
+``st-hpo best --json`` shows as ``confirmed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from st_hpo._confirm_stats import ConfigScore, paired_test, score
+from st_hpo._study import Study
+from st_hpo.exceptions import StudyDefinitionError, TrialError
+
+__all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
+
+logger = logging.getLogger(__name__)
+
+CONFIRMED_ATTR = "st_hpo.confirmed"
+KEY_ATTR = "st_hpo.confirm.config"  #: "baseline" or the source trial's number
+SEED_ATTR = "st_hpo.confirm.seed"  #: the training seed (the run's tags are strings: not matched on)
+SEED_OFFSET = 1000
+#: A (configuration, seed) pair that failed this many times stops the confirmation with its error.
+MAX_TRIES = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmResult:
+    """What :func:`confirm_study` found; ``to_dict()`` is what the study keeps as ``st_hpo.confirmed``."""
+
+    study_name: str
+    objective: str
+    direction: str
+    seeds: list[int]  #: the training seeds every configuration was trained with
+    configs: list[ConfigScore]  #: the baseline first, then the configurations in single-run order
+    single_run_best: int | None  #: the study's best trial (one run each)
+    winner: str | None  #: the label of the best mean after confirmation ("trial N" or "baseline")
+    winner_trial: int | None
+    test: dict[str, Any]  #: the paired test of the best non-baseline configuration against the baseline
+    trials_run: int = 0  #: confirmation trials trained by this call
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("interrupted")
+        data.pop("trials_run")
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    key: str
+    label: str
+    trial: int | None
+    params: dict[str, Any]
+    baseline: bool
+    unsampled: bool
+    value: float | None
+
+
+def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str | Path | None = None,
+                  storage: str | None = None, tracking_uri: str | None = None, study_name: str | None = None,
+                  progress: bool = True) -> ConfirmResult:
+    """Train the ``top`` best configurations and the baseline again with ``seeds`` new seeds each.
+
+    Runs in this process, in the study's storage and MLflow store (as given to ``run_study``); calling it
+    again resumes (only missing pairs train) and reports. A Ctrl-C fails the running trial and returns
+    with ``interrupted``. Raises StorageError when the study has no complete trial.
+    """
+    from st_hpo._results import StudyLocation, best_of, load_study
+
+    for name, value in (("top", top), ("seeds", seeds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise StudyDefinitionError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)")
+    if study_name:
+        study = study.replace(name=study_name)
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
+    main = load_study(study, location)
+    best = best_of(main, study.objective)
+    session = _open_companion(study, main, location)
+    base_seed = int(session.validated.base_args.seed)
+    seed_list = [base_seed + SEED_OFFSET + i for i in range(seeds)]
+    configs = _configurations(main, session, top)
+    trials_run, interrupted = _run(session, configs, seed_list, progress)
+    result = _summarize(session.study, best, configs, seed_list, trials_run, interrupted)
+    main.set_user_attr(CONFIRMED_ATTR, result.to_dict())
+    if session.tracker is not None:
+        session.tracker.sync(session.study, study.objective)
+    return result
+
+
+def _open_companion(study: Study, main: Any, location: Any) -> Any:
+    """The companion study ``<name>.confirm``, attached to the study's MLflow parent run."""
+    import optuna
+
+    from st_hpo._confirm_session import ConfirmSession
+    from st_hpo._execution._session import SessionOptions
+    from st_hpo._results import PARENT_ATTR
+    from st_hpo._storage import open_storage
+
+    name = f"{study.name}.confirm"
+    companion = optuna.create_study(study_name=name, storage=open_storage(location.storage),
+                                    load_if_exists=True, direction=main.direction.name.lower(),
+                                    pruner=optuna.pruners.NopPruner())
+    if main.user_attrs.get(PARENT_ATTR):
+        companion.set_user_attr(PARENT_ATTR, main.user_attrs[PARENT_ATTR])
+    companion.set_user_attr("st_hpo.queued", True)  # nothing of the study's own queue (baseline, warm start)
+    # one try per queued pair at a time: a failed pair is queued again here, never replaced by a sampled one
+    definition = study.replace(name=name, experiment_name=study.experiment, pruner="none", baseline=False,
+                               enqueue=(), keep_best_model=False, max_failures_in_a_row=1)
+    options = SessionOptions(output_dir=location.output_dir / "confirm", storage=location.storage,
+                             tracking_uri=location.tracking_uri)
+    return ConfirmSession.open(definition, options)
+
+
+def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
+    """The baseline (the base arguments, as the baseline trial ran them) and the ``top`` best other trials."""
+    from st_hpo._results import trial_params
+    from st_hpo._space import space_defaults
+    from st_hpo._trial import BASELINE_ATTR
+
+    trials = [t for t in main.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    base_trial = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
+    defaults = space_defaults(session.definition.space, session.validated.base_args)
+    configs = [_Config("baseline", "baseline", base_trial.number if base_trial else None, defaults or {},
+                       True, defaults is None, base_trial.value if base_trial else None)]
+    others = sorted((t for t in trials if not t.user_attrs.get(BASELINE_ATTR)), key=lambda t: t.value,
+                    reverse=main.direction.name == "MAXIMIZE")
+    for t in others[:top]:
+        configs.append(_Config(str(t.number), f"trial {t.number}", t.number, trial_params(t), False, False,
+                               t.value))
+    return configs
+
+
+def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
+    """Queue every (configuration, seed) pair that has no complete, queued or running trial; returns how
+    many pairs are not complete yet."""
+    from st_hpo._test_score import has_test
+    from st_hpo._trial import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, SCORE_TEST_ATTR, UNSAMPLED_ATTR
+
+    study = session.study
+    trials = study.get_trials(deepcopy=False)
+    base = session.validated.base_args
+    missing = 0
+    for config in configs:
+        for index, seed in enumerate(seeds):
+            mine = [t for t in trials if t.user_attrs.get(KEY_ATTR) == config.key
+                    and t.user_attrs.get(SEED_ATTR) == seed]
+            if any(t.state.name == "COMPLETE" for t in mine):
+                continue
+            missing += 1
+            if any(t.state.name in ("WAITING", "RUNNING") for t in mine):
+                continue
+            failed = [t for t in mine if t.state.name in ("FAIL", "PRUNED")]
+            if len(failed) >= MAX_TRIES:
+                error = failed[-1].user_attrs.get("st_hpo.error", "unknown error")
+                raise TrialError(f"the confirmation of {config.label} with seed {seed} failed {len(failed)} times "
+                                 f"(last: {error.splitlines()[0][:300]}); fix the cause and run st-hpo confirm again")
+            override = {"seed": seed, **({"data_seed": seed} if getattr(base, "data_seed", None) is not None else {})}
+            attrs = {KEY_ATTR: config.key, SEED_ATTR: seed, "st_hpo.tag.seed_index": index,
+                     "st_hpo.tag.training_seed": seed,
+                     "st_hpo.tag.source_trial": "baseline" if config.trial is None else config.trial,
+                     ARGS_OVERRIDE_ATTR: override}
+            if has_test(session.definition):
+                attrs[SCORE_TEST_ATTR] = True
+            if config.baseline:
+                attrs[BASELINE_ATTR] = True
+                if config.unsampled:
+                    attrs[UNSAMPLED_ATTR] = True
+            study.enqueue_trial(dict(config.params), user_attrs=attrs, skip_if_exists=False)
+    return missing
+
+
+def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool) -> tuple[int, bool]:
+    """Run the missing pairs with the study's trial loop; returns (trials run, interrupted)."""
+    from st_hpo._execution._loop import work
+    from st_hpo._progress import Progress
+    from st_hpo._trial import WorkerInfo
+
+    ran = 0
+    while True:
+        missing = _queue(session, configs, seeds)
+        if not missing:
+            return ran, False
+        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
+        budget = finished + missing
+        bar = Progress(budget=budget, enabled=progress)
+        if ran == 0:
+            bar.message(f"confirming {len(configs) - 1} configuration(s) and the baseline with "
+                        f"{len(seeds)} seed(s) each: {missing} training run(s) to go")
+        loop = work(session, budget=budget, timeout=None, worker=WorkerInfo(name="main"), progress=bar)
+        ran += loop.trials_run
+        if loop.interrupted:
+            return ran, True
+
+
+def _summarize(companion: Any, best: Any, configs: list[_Config], seeds: list[int], trials_run: int,
+               interrupted: bool) -> ConfirmResult:
+    done = [t for t in companion.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    scores = []
+    for config in configs:
+        mine = [t for t in done if t.user_attrs.get(KEY_ATTR) == config.key]
+        by_seed = {t.user_attrs[SEED_ATTR]: float(t.value) for t in mine}
+        tests = {t.user_attrs[SEED_ATTR]: v for t in mine if (v := test_score_of(t)) is not None}
+        scores.append(score(config.label, config.trial, config.baseline, config.params, by_seed, seeds,
+                            config.value, tests))
+    sign = 1.0 if best.direction == "maximize" else -1.0
+    ranked = sorted((s for s in scores if s.mean is not None), key=lambda s: sign * s.mean, reverse=True)
+    winner = ranked[0] if ranked else None
+    contenders = [s for s in ranked if not s.baseline]
+    test = paired_test(contenders[0], scores[0], best.direction) if contenders else {
+        "method": "paired t-test", "line": "no configuration besides the baseline was confirmed",
+        "p_value": None, "beats_baseline": None}
+    return ConfirmResult(study_name=best.study_name, objective=best.objective, direction=best.direction,
+                         seeds=seeds, configs=scores, single_run_best=best.number,
+                         winner=winner.label if winner else None, winner_trial=winner.trial if winner else None,
+                         test=test, trials_run=trials_run, interrupted=interrupted)
+
+
+def test_score_of(trial: Any) -> float | None:
+    """The confirmation trial's objective on the study's test set, when it has one.
+
+    The one place a per-trial test score enters the confirmation: it reads the trial's
+    ``st_hpo.test_value`` user attribute, which a study with a test set sets; None otherwise.
+    """
+    value = trial.user_attrs.get("st_hpo.test_value")
+    return None if value is None else float(value)
+
+
+def confirmed_line(confirmed: dict[str, Any] | None, single_run_best: int) -> str | None:
+    """``st-hpo best``'s note when the confirmation's winner is not the single-run best, else None."""
+    if not confirmed or confirmed.get("winner") is None:
+        return None
+    if confirmed.get("winner_trial") == single_run_best:
+        return None
+    seeds = len(confirmed.get("seeds") or [])
+    return (f"after confirmation ({seeds} seeds each, st-hpo confirm), {confirmed['winner']} wins, "
+            f"not trial {single_run_best}; {confirmed['test']['line']}")

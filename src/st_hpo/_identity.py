@@ -1,0 +1,196 @@
+"""What a study is: the definition it was created with, and what it ran on.
+
+A study keeps, in its Optuna user attributes, a record of the definition its trials were run under: the
+base training arguments, the search space, the model, and a fingerprint of each dataset. A later session
+(a resume, an extension, a worker joining from another machine) compares its own definition with that
+record and is refused when they differ, because trials of two definitions cannot be compared: the
+message says what changed and how to start a new study instead.
+
+The parent MLflow run gets the same record for review: package versions, the git commit of the study
+file's repository, the model, and the datasets as MLflow dataset inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from st_hpo.exceptions import StudyDefinitionError
+
+__all__ = ["DEFINITION_ATTR", "PACKAGES", "check_unchanged", "dataset_fingerprint", "definition_record",
+           "git_commit", "package_versions"]
+
+logger = logging.getLogger(__name__)
+
+#: Study user attribute: the definition the study's trials ran under (see :func:`definition_record`).
+DEFINITION_ATTR = "st_hpo.definition"
+#: Packages whose versions the parent run records.
+PACKAGES = ("st-hpo", "torch", "transformers", "sentence-transformers", "optuna", "mlflow", "datasets",
+            "accelerate")
+#: Argument fields that name where one run writes, not what it trains with.
+_PER_RUN_FIELDS = {"output_dir", "logging_dir", "run_name", "report_to"}
+
+
+def package_versions() -> dict[str, str]:
+    """The installed version of each of :data:`PACKAGES` ("not installed" when missing)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(path: str | Path | None) -> tuple[str, bool] | None:
+    """(commit, dirty) of the git repository holding ``path``, or None when it is in none (or no git)."""
+    if path is None:
+        return None
+    folder = Path(path).resolve()
+    folder = folder if folder.is_dir() else folder.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip(), bool(status.stdout.strip())
+
+
+def dataset_fingerprint(dataset: Any) -> str | None:
+    """A digest of a dataset's columns, row count and content (None for no dataset).
+
+    A ``datasets.Dataset`` is hashed from its Arrow data, batch by batch; a dict of datasets (a
+    ``DatasetDict``, several training sets) from each of its datasets under its key.
+    """
+    if dataset is None:
+        return None
+    digest = hashlib.sha256()
+    if isinstance(dataset, Mapping):
+        for key in sorted(dataset):
+            digest.update(f"{key}={dataset_fingerprint(dataset[key])};".encode())
+        return digest.hexdigest()[:16]
+    digest.update(json.dumps([list(dataset.column_names), len(dataset)]).encode())
+    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    for batch in table.to_batches(max_chunksize=65536):
+        digest.update(batch.serialize())
+    return digest.hexdigest()[:16]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str) or value is None:
+        return str(value)
+    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+    if name is not None:
+        return f"{getattr(value, '__module__', '')}.{name}".lstrip(".")
+    named = getattr(value, "name_or_path", None) or getattr(getattr(value, "model_card_data", None),
+                                                             "base_model", None)
+    return f"{type(value).__name__}({named})" if named else type(value).__name__
+
+
+def _describe_space(space: Any) -> Any:
+    if isinstance(space, Mapping):
+        return {name: repr(dist) for name, dist in sorted(space.items())}
+    return _describe(space)
+
+
+def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies a study's trials: base arguments, space, model, dataset fingerprints."""
+    from st_hpo import _args
+
+    args = {k: v for k, v in _args.args_to_dict(base_args).items() if k not in _PER_RUN_FIELDS}
+    return {
+        "base_args": args,
+        "space": _describe_space(definition.space),
+        "model": _describe(definition.model),
+        "data": {name: dataset_fingerprint(ds) for name, ds in datasets.items() if ds is not None},
+    }
+
+
+def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What differs between two records, in words (at most a few items per part)."""
+    changes = []
+    old_args, new_args = stored.get("base_args", {}), current.get("base_args", {})
+    differ = sorted(k for k in set(old_args) | set(new_args) if old_args.get(k) != new_args.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {old_args.get(k)!r} -> {new_args.get(k)!r}" for k in differ[:3])
+        changes.append(f"base args ({shown}{', ...' if len(differ) > 3 else ''})")
+    old_space, new_space = stored.get("space"), current.get("space")
+    if old_space != new_space:
+        if isinstance(old_space, Mapping) and isinstance(new_space, Mapping):
+            names = sorted(k for k in set(old_space) | set(new_space) if old_space.get(k) != new_space.get(k))
+            changes.append(f"search space ({', '.join(names)})")
+        else:
+            changes.append(f"search space ({old_space!r} -> {new_space!r})")
+    if stored.get("model") != current.get("model"):
+        changes.append(f"model ({stored.get('model')!r} -> {current.get('model')!r})")
+    old_data, new_data = stored.get("data", {}), current.get("data", {})
+    data = sorted(k for k in set(old_data) | set(new_data) if old_data.get(k) != new_data.get(k))
+    if data:
+        changes.append(f"data ({', '.join(data)} content differs)")
+    return changes
+
+
+def check_unchanged(study: Any, record: dict[str, Any], *, where: str) -> None:
+    """Store ``record`` on a new study; refuse a study created under another definition.
+
+    ``where`` names the storage for the message.
+    """
+    stored = study.user_attrs.get(DEFINITION_ATTR)
+    if stored is None:
+        study.set_user_attr(DEFINITION_ATTR, json.loads(json.dumps(record, default=str)))
+        return
+    changes = _changes(stored, json.loads(json.dumps(record, default=str)))
+    if changes:
+        raise StudyDefinitionError(
+            f"study {study.study_name!r} in {where} ran under another definition: changed "
+            f"{'; '.join(changes)}. Its trials could not be compared with new ones; to run the changed "
+            f"definition as a new study, give it another name (--study-name NEW, or Study(name=...)) and "
+            f"another --output-dir if you give one; to resume the old one, undo the change"
+        )
+
+
+def record_on_parent(tracker: Any, definition: Any, record: Mapping[str, Any], datasets: Mapping[str, Any], *,
+                     study_file: str | Path | None) -> None:
+    """Tag the parent run with package versions, the study file's git commit and the model, and log
+    each dataset as an MLflow dataset input (name, digest, schema, row count). Informative: a failure
+    is a warning."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    run_id = tracker.parent_run_id
+    if not run_id:
+        return
+    tags = {f"st_hpo.version.{name}": version for name, version in package_versions().items()}
+    tags["st_hpo.model"] = record["model"]
+    commit = git_commit(study_file or Path.cwd())
+    if commit is not None:
+        tags["mlflow.source.git.commit"] = commit[0]  # the MLflow UI shows it as the run's source version
+        tags["st_hpo.git_dirty"] = str(commit[1]).lower()
+    inputs = []
+    for name, ds in datasets.items():
+        if ds is None or name not in record["data"]:
+            continue
+        parts = ds if isinstance(ds, Mapping) else {"": ds}
+        schema = {key: {"columns": list(part.column_names)} for key, part in parts.items()}
+        profile = {key or "rows": len(part) for key, part in parts.items()}
+        entity = Dataset(name=name, digest=record["data"][name], source_type="st-hpo",
+                         source=json.dumps({"study": definition.name, "dataset": name}),
+                         schema=json.dumps(schema), profile=json.dumps(profile))
+        context = "training" if name.startswith("train") else ("evaluation" if name.startswith("eval") else "test")
+        inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)]))
+    try:
+        for key, value in tags.items():
+            tracker.client.set_tag(run_id, key, value)
+        if inputs:
+            tracker.client.log_inputs(run_id, datasets=inputs)
+    except Exception as exc:  # noqa: BLE001 - the record is for review; the study goes on
+        logger.warning("could not record versions and datasets on the parent run: %s", str(exc)[:200])

@@ -1,0 +1,111 @@
+"""The contract of a model kind: what differs between SentenceTransformer, CrossEncoder, SparseEncoder and
+MultiVectorEncoder training, asked in one place instead of tested for in every module.
+
+Each kind is one small module that builds a :class:`ModelKind`; :func:`st_hpo._kinds.kind_named` and
+:func:`st_hpo._kinds.declared_kind` choose one. sentence-transformers' classes are imported only when a
+kind is asked for them, so ``import st_hpo`` stays light.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+from typing import Any
+
+__all__ = ["ModelKind"]
+
+#: Where sentence-transformers keeps what every kind shares (a loss or evaluator from here fits any kind).
+SHARED_PACKAGES = ("sentence_transformers.base", "sentence_transformers.util", "torch.", "transformers.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """One trainable kind of sentence-transformers model.
+
+    Attributes:
+        name: the kind's name in st-hpo (``"cross-encoder"``): the tag ``st_hpo.model_kind``, ``Study(kind=)``.
+        model_class_name: the model class, e.g. ``"CrossEncoder"``.
+        package: the sentence-transformers package of the kind, whose ``__init__`` exports the model,
+            arguments and trainer classes, and under which its losses and evaluators live.
+        side_metrics: endings of evaluator metrics that are not the objective but matter to users of the
+            kind (a sparse retriever's active dimensions), shown in ``status`` and the reports.
+        mlflow_flavor: True when MLflow has a flavor for the kind (``mlflow.sentence_transformers``);
+            otherwise its kept model is logged as a plain folder that loads back with the model class.
+    """
+
+    name: str
+    model_class_name: str
+    package: str
+    side_metrics: tuple[str, ...] = ()
+    mlflow_flavor: bool = False
+
+    # --- classes --------------------------------------------------------------------------------------
+
+    def _export(self, suffix: str) -> type:
+        return getattr(importlib.import_module(self.package), f"{self.model_class_name}{suffix}")
+
+    def model_class(self) -> type:
+        return self._export("")
+
+    def args_class(self) -> type:
+        """The kind's training-arguments class, e.g. ``CrossEncoderTrainingArguments``."""
+        return self._export("TrainingArguments")
+
+    def trainer_class(self) -> type:
+        return self._export("Trainer")
+
+    @property
+    def args_class_name(self) -> str:
+        return f"{self.model_class_name}TrainingArguments"
+
+    # --- what belongs to the kind -----------------------------------------------------------------------
+
+    def owns_model(self, model: Any) -> bool:
+        return isinstance(model, self.model_class())
+
+    def owns_args(self, args: Any) -> bool:
+        return isinstance(args, self.args_class())
+
+    def package_of(self, obj: Any) -> str | None:
+        """The other kind's package that ``obj``'s class comes from, or None when it fits this kind.
+
+        The most derived sentence-transformers class in the class's MRO decides (a user's subclass of
+        ``CoSENTLoss`` is a sentence-transformer loss; ``SparseMultipleNegativesRankingLoss``, which
+        subclasses a sentence-transformer loss, is a sparse-encoder one). Shared classes fit every kind.
+        """
+        cls = obj if isinstance(obj, type) else type(obj)
+        for c in cls.__mro__:
+            module = c.__module__
+            if not module.startswith("sentence_transformers."):
+                continue
+            if module.startswith(self.package) or module.startswith(SHARED_PACKAGES):
+                return None
+            return ".".join(module.split(".")[:2])
+        return None
+
+    # --- models ---------------------------------------------------------------------------------------
+
+    def load(self, name_or_path: str, *, device: str = "cpu") -> Any:
+        """The base model from a hub id or a folder (once per process)."""
+        return self.model_class()(name_or_path, device=device)
+
+    def load_saved(self, path: str, *, device: str = "cpu") -> Any:
+        """A model this kind saved (a kept best model), from its folder."""
+        return self.model_class()(str(path), device=device, local_files_only=True)
+
+    def copy_for_trial(self, base: Any) -> Any:
+        """A trial's own model: a copy of the base weights in memory, never the base itself."""
+        return copy.deepcopy(base)
+
+    def save(self, model: Any, path: str) -> None:
+        model.save(str(path))
+
+    def load_hint(self, path: str) -> str:
+        """How a user loads a kept model of this kind, as code."""
+        return f"{self.model_class_name}({str(path)!r})"
+
+    def side_metrics_of(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """The metrics among ``metrics`` that :attr:`side_metrics` names."""
+        return {k: float(v) for k, v in metrics.items()
+                if isinstance(v, (int, float)) and k.endswith(self.side_metrics)} if self.side_metrics else {}

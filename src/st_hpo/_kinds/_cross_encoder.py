@@ -1,0 +1,25 @@
+"""CrossEncoder: rerankers that score a (query, document) pair with one forward pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from st_hpo._kinds._base import ModelKind
+
+
+class CrossEncoderKind(ModelKind):
+    def load(self, name_or_path: str, *, device: str = "cpu") -> Any:
+        """A reranker checkpoint keeps its head; from a bi-encoder's or a bare BERT's weights the new head
+        gets one output (a relevance score), where transformers' default would be two classes."""
+        from transformers import AutoConfig
+
+        try:
+            architectures = AutoConfig.from_pretrained(name_or_path).architectures or []
+        except Exception:  # noqa: BLE001 - not a transformers folder: let the model class decide
+            architectures = []
+        has_head = any("ForSequenceClassification" in name for name in architectures)
+        return self.model_class()(name_or_path, device=device, **({} if has_head else {"num_labels": 1}))
+
+
+KIND = CrossEncoderKind(name="cross-encoder", model_class_name="CrossEncoder",
+                        package="sentence_transformers.cross_encoder")

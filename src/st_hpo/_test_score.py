@@ -1,0 +1,189 @@
+"""The held-out test score: the kept best model and the base model scored on data no trial chose by.
+
+The best trial is the one with the best dev score among many, so its dev score is optimistic: part of
+its lead is the luck of the draw on the dev set it was picked on. A study with ``Study(test_dataset=...,
+test_evaluator=...)`` scores the kept best model (and the base model, once) on a test set that no
+trial, pruner or sampler ever sees: when a study reaches its budget, and on demand with ``st-hpo test``.
+
+The test metric is the objective's metric as the test evaluator reports it: the same name, or the one
+name that ends like the objective after the evaluator's prefix (``sts-dev_spearman_cosine`` on the dev
+evaluator is ``sts-test_spearman_cosine`` on an evaluator named ``sts-test``), unless
+``Study(test_objective=...)`` names it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from typing import Any
+
+from st_hpo.exceptions import NoResultError, StudyDefinitionError
+
+__all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "check_test_objective",
+           "has_test", "recorded_test_values", "score_best_on_test", "score_on_test", "test_metric"]
+
+logger = logging.getLogger(__name__)
+
+TEST_VALUE_ATTR = "st_hpo.test_value"
+TEST_TRIAL_ATTR = "st_hpo.test_trial"
+TEST_METRIC_ATTR = "st_hpo.test_metric"
+BASE_TEST_VALUE_ATTR = "st_hpo.base_model_test_value"
+#: Rows of the test set the evaluator runs on at validation, to prove it reports the test metric.
+PROBE_ROWS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class TestScore:
+    """The held-out test score of a study's best trial's kept model (and of the base model)."""
+
+    __test__ = False  # not a pytest test class
+
+    trial_number: int
+    metric: str  #: the test evaluator's metric, e.g. 'sts-test_spearman_cosine'
+    value: float
+    base_model_value: float | None
+    dev_value: float  #: the trial's dev objective, for comparison
+
+
+def has_test(definition: Any) -> bool:
+    """True when the study scores its best model on a test set."""
+    return definition.test_dataset is not None or definition.test_evaluator is not None
+
+
+def test_metric(definition: Any, metrics: dict[str, Any]) -> str:
+    """The test evaluator's key for the study's objective (see the module docstring); raises when none."""
+    bare = {k.removeprefix("eval_"): k for k in metrics}
+    wanted = (definition.test_objective or definition.objective).removeprefix("eval_")
+    if wanted in bare:
+        return bare[wanted]
+    if definition.test_objective is None:
+        for i, ch in enumerate(wanted):  # the longest ending (after an '_') that one reported name shares
+            if ch != "_":
+                continue
+            matches = [k for k in bare if k.endswith(wanted[i:])]
+            if len(matches) == 1:
+                return bare[matches[0]]
+            if matches:
+                break
+    raise StudyDefinitionError(
+        f"the test evaluator reports no metric for objective {wanted!r} (it reports: {', '.join(sorted(bare))}); "
+        "name it with Study(test_objective=...)"
+    )
+
+
+def check_test_objective(definition: Any, resources: Any, model: Any) -> None:
+    """Run the test evaluator on a few test rows and check that it reports the test metric."""
+    if not has_test(definition):
+        return
+    test = resources.test_dataset
+    if test is not None and len(test) == 0:
+        raise StudyDefinitionError("test_dataset is empty; give it at least one row (or leave it out)")
+    evaluator = resources.build_test_evaluator(test.select(range(min(PROBE_ROWS, len(test))))
+                                               if test is not None else None)
+    try:
+        metrics = evaluator(model)
+    except Exception as exc:
+        raise StudyDefinitionError(f"the test evaluator raised {type(exc).__name__} on the base model: {exc}") from exc
+    test_metric(definition, metrics if isinstance(metrics, dict) else {})
+
+
+def _score(evaluator: Any, model: Any, definition: Any) -> tuple[str, float]:
+    metrics = evaluator(model)
+    key = test_metric(definition, metrics)
+    return key.removeprefix("eval_"), float(metrics[key])
+
+
+def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device: str, tracker: Any = None,
+                  force: bool = False) -> TestScore | None:
+    """Score the best trial's kept model and the base model on the test set; record and return it.
+
+    The values go to the study's user attributes (so ``st-hpo best`` shows them) and, with a
+    ``tracker``, to the parent run as ``test_objective`` and ``base_model_test_objective``. Without
+    ``force`` a best trial already scored is not scored again. None when the study has no test set.
+    Raises NoResultError when no trial completed or the best model was not kept on this machine.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from st_hpo._best_model import saved_best_model
+
+    if not has_test(definition):
+        return None
+    complete = [t for t in optuna_study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        raise NoResultError(f"study {optuna_study.study_name!r} has no complete trial to score on the test set")
+    best = optuna_study.best_trial
+    attrs = optuna_study.user_attrs
+    if not force and attrs.get(TEST_TRIAL_ATTR) == best.number and TEST_VALUE_ATTR in attrs:
+        return TestScore(best.number, attrs[TEST_METRIC_ATTR], attrs[TEST_VALUE_ATTR],
+                         attrs.get(BASE_TEST_VALUE_ATTR), float(best.value))
+    model_dir = saved_best_model(optuna_study)
+    if model_dir is None:
+        raise NoResultError(f"trial {best.number}'s model was not kept on this machine, so it cannot be scored on "
+                           "the test set; `st-hpo retrain` trains it again (and scores it on the test set)")
+    evaluator = resources.test_evaluator
+    metric, value = _score(evaluator, SentenceTransformer(str(model_dir), device=device, local_files_only=True),
+                           definition)
+    base_value = attrs.get(BASE_TEST_VALUE_ATTR)
+    if base_value is None or force:
+        base_value = _score_base(resources, evaluator, definition, device)
+    optuna_study.set_user_attr(TEST_VALUE_ATTR, value)
+    optuna_study.set_user_attr(TEST_TRIAL_ATTR, best.number)
+    optuna_study.set_user_attr(TEST_METRIC_ATTR, metric)
+    if base_value is not None:
+        optuna_study.set_user_attr(BASE_TEST_VALUE_ATTR, base_value)
+    if tracker is not None:
+        metrics = {"test_objective": value, **({"base_model_test_objective": base_value}
+                                               if base_value is not None else {})}
+        tracker.log_parent(metrics, best.number, tags={"st_hpo.test_metric": metric,
+                                                        "st_hpo.test_trial": str(best.number)})
+    return TestScore(best.number, metric, value, base_value, float(best.value))
+
+
+def _score_base(resources: Any, evaluator: Any, definition: Any, device: str) -> float | None:
+    """The base model's test score (None for a model factory, which has no one base model)."""
+    if callable(definition.model) and not hasattr(definition.model, "state_dict"):
+        return None
+    model = resources.base_model()
+    if device != "cpu":
+        model = copy.deepcopy(model).to(device)
+    return _score(evaluator, model, definition)[1]
+
+
+def recorded_test_values(study: Any) -> tuple[float | None, float | None]:
+    """(the best trial's test value, the base model's) as recorded; the first is None when the study's
+    best trial is not the one that was scored (a later trial beat it: run ``st-hpo test``)."""
+    attrs = study.user_attrs
+    complete = any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    scored = complete and attrs.get(TEST_TRIAL_ATTR) == study.best_trial.number
+    return (attrs.get(TEST_VALUE_ATTR) if scored else None), attrs.get(BASE_TEST_VALUE_ATTR)
+
+
+def score_best_on_test(study: Any, *, output_dir: Any = None, storage: str | None = None,
+                       tracking_uri: str | None = None, study_name: str | None = None,
+                       track: bool = True) -> TestScore:
+    """Score a study's kept best model and the base model on its test set now (``st-hpo test``).
+
+    Records the values like the end of a run does (study attributes, the parent run's ``test_objective``
+    and ``base_model_test_objective``). Raises StudyDefinitionError when the study has no test set.
+    """
+    from st_hpo._resources import StudyResources, pick_device
+    from st_hpo._results import PARENT_ATTR, StudyLocation, base_args_of, load_study
+
+    if study_name:
+        study = study.replace(name=study_name)
+    if not has_test(study):
+        raise StudyDefinitionError(f"study {study.name!r} has no test set; add Study(test_dataset=..., "
+                                   "test_evaluator=...) to the study file")
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
+    optuna_study = load_study(study, location)
+    tracker = None
+    if track and optuna_study.user_attrs.get(PARENT_ATTR):
+        from st_hpo._tracking import MlflowTracker
+
+        tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+        tracker.parent_run_id = optuna_study.user_attrs[PARENT_ATTR]
+    device = pick_device(base_args_of(study, str(location.output_dir / "trials")))
+    score = score_on_test(optuna_study, study, StudyResources(study), device=device, tracker=tracker, force=True)
+    assert score is not None
+    return score

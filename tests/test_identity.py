@@ -1,0 +1,83 @@
+"""A study knows what it is: the definition its trials ran under, refused when changed, and on the parent run."""
+
+from __future__ import annotations
+
+import subprocess
+
+import optuna
+import pytest
+from datasets import Dataset
+
+import st_hpo
+from tests.conftest import make_pairs
+from tests.helpers import load_trials, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_resuming_a_changed_definition_is_refused_and_says_what_changed(make_study, tmp_path):
+    st_hpo.run_study(make_study(), n_trials=1, output_dir=tmp_path, progress=False)
+    base_args = dict(make_study().args)
+    changes = {
+        r"base args \(learning_rate 5e-05 -> 0\.0001\)": dict(args={**base_args, "learning_rate": 1e-4}),
+        r"search space \(warmup_ratio\)": dict(space={
+            "learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
+            "warmup_ratio": optuna.distributions.FloatDistribution(0.0, 0.3)}),
+        r"data \(train_dataset content differs\)": dict(train_dataset=Dataset.from_dict(make_pairs(64, seed=9))),
+        r"model \('.*' -> '.*other-model'\)": dict(model=str(tmp_path / "other-model")),
+    }
+    import shutil
+
+    shutil.copytree(make_study().model, tmp_path / "other-model")
+    for what, change in changes.items():
+        with pytest.raises(st_hpo.StudyDefinitionError, match=rf"ran under another definition: changed {what}.*"
+                                                              r"--study-name NEW"):
+            st_hpo.run_study(make_study(**change), n_trials=2, output_dir=tmp_path, progress=False)
+    assert len(load_trials(tmp_path, "tiny")) == 1, "no refused definition ran a trial"
+    # a new name is a new study, in its own folder
+    other = st_hpo.run_study(make_study(**changes[r"base args \(learning_rate 5e-05 -> 0\.0001\)"]),
+                             study_name="tiny-lr", n_trials=1, output_dir=tmp_path / "lr", progress=False)
+    assert other.budget_met
+    # the unchanged definition resumes
+    assert st_hpo.run_study(make_study(), n_trials=2, output_dir=tmp_path, progress=False).budget_met
+
+
+def test_the_parent_run_records_versions_commit_model_and_datasets(make_study, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    study_file = repo / "study.py"
+    study_file.write_text("# a study file under git\n")
+    for cmd in (["init", "-q"], ["add", "study.py"],
+                ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "study"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    study = make_study()
+    st_hpo.run_study(study, n_trials=1, output_dir=tmp_path / "out", progress=False, study_file=study_file)
+    client, parents, _ = mlflow_runs(tmp_path / "out", "tiny")
+    parent = client.get_run(parents[0].info.run_id)
+    tags = parent.data.tags
+    import optuna as optuna_module
+    import sentence_transformers
+    import torch
+
+    assert tags["st_hpo.version.torch"] == torch.__version__
+    assert tags["st_hpo.version.sentence-transformers"] == sentence_transformers.__version__
+    assert tags["st_hpo.version.optuna"] == optuna_module.__version__
+    assert tags["st_hpo.version.st-hpo"] == st_hpo.__version__
+    assert tags["mlflow.source.git.commit"] == head and tags["st_hpo.git_dirty"] == "false"
+    assert tags["st_hpo.model"] == study.model
+    inputs = {d.dataset.name: d for d in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"train_dataset", "eval_dataset"}
+    assert '"rows": 64' in inputs["train_dataset"].dataset.profile
+    assert {t.value for t in inputs["eval_dataset"].tags if t.key == "mlflow.data.context"} == {"evaluation"}
+    assert len(inputs["train_dataset"].dataset.digest) == 16
+
+
+def test_a_run_without_n_trials_keeps_the_extended_budget(make_study, tmp_path):
+    study = make_study(n_trials=1, pruner="none")
+    assert st_hpo.run_study(study, n_trials=2, output_dir=tmp_path, progress=False).budget_met
+    again = st_hpo.run_study(study, output_dir=tmp_path, progress=False)  # the file still says n_trials=1
+    assert again.budget_met and again.n_complete == 2
+    study_attrs = optuna.load_study(study_name="tiny", storage=st_hpo._storage.open_storage(
+        str(tmp_path / "optuna.journal"))).user_attrs
+    assert study_attrs["st_hpo.n_trials"] == 2, "the extension is not overwritten by the file's n_trials"

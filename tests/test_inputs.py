@@ -1,0 +1,211 @@
+"""Inputs a new user plausibly gets wrong: each is refused before anything is written, in one line naming
+the value, the rule and the fix; inputs the README allows (no evaluator with the eval loss, a model
+instance) train."""
+
+from __future__ import annotations
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+import st_hpo
+from st_hpo import SearchSpaceError, StudyDefinitionError
+from tests.helpers import load_trials, mlflow_runs
+
+
+def _args(**changes):
+    args = dict(num_train_epochs=1, per_device_train_batch_size=16, eval_strategy="steps", eval_steps=2,
+                save_strategy="no", disable_tqdm=True, use_cpu=True)
+    return {**args, **changes}
+
+
+# --- 1. objective="eval_loss" needs no evaluator ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_eval_loss_study_without_an_evaluator_trains_and_ends_on_the_whole_eval_set(make_study, tmp_path):
+    study = make_study(evaluator=None, objective="eval_loss", direction="minimize", n_trials=1, pruner="none",
+                       intermediate_eval_rows=8, space={"learning_rate": FloatDistribution(1e-4, 1e-4)})
+    st_hpo.validate_study(study)
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert result.n_complete == 1 and result.n_fail == 0
+    assert [t.state.name for t in load_trials(tmp_path, "tiny")] == ["COMPLETE"]
+    client, _, runs = mlflow_runs(tmp_path, "tiny")
+    metrics = runs[0].data.metrics
+    assert metrics["objective"] == pytest.approx(result.best_value)
+    assert "objective_subset" in metrics and metrics["objective_subset"] != metrics["objective"]
+
+
+def test_another_objective_without_an_evaluator_is_refused_in_one_line(make_study):
+    with pytest.raises(StudyDefinitionError, match=r"objective 'sts-dev_spearman_cosine' needs an evaluator "
+                                                   r"that reports it, and evaluator is None.*objective='eval_loss'"):
+        make_study(evaluator=None)
+
+
+# --- 2. a SentenceTransformer instance is a base model ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_model_instance_is_the_base_model_and_is_never_changed(make_study, tiny_model_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    study = make_study(model=model, n_trials=1, pruner="none")
+    st_hpo.validate_study(study)
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert (result.n_complete, result.n_fail) == (1, 0)
+    assert result.base_model_value is not None, "the instance's own score is the bar trials must clear"
+    after = model.state_dict()
+    assert all(before[k].equal(after[k]) for k in before), "training must not touch the user's instance"
+    kept = SentenceTransformer(str(result.best_model_dir), device="cpu").state_dict()
+    assert any(not before[k].equal(kept[k]) for k in before), "the trial trained a copy of its weights"
+
+
+def test_a_module_that_is_not_a_sentence_transformer_is_refused(make_study):
+    import torch
+
+    with pytest.raises(StudyDefinitionError, match=r"model is a Linear module, not a SentenceTransformer"):
+        make_study(model=torch.nn.Linear(2, 2))
+
+
+# --- 3. a loss instance ----------------------------------------------------------------------------------
+
+
+def test_a_loss_instance_is_refused_in_one_line(make_study, tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    loss = CoSENTLoss(SentenceTransformer(tiny_model_path, device="cpu"))
+    with pytest.raises(StudyDefinitionError, match=r"loss=CoSENTLoss\(...\) is a loss instance, bound to one "
+                                                   r"model; pass the class \(loss=CoSENTLoss\)"):
+        make_study(loss=loss)
+
+
+# --- 4. conflicts and ranges validation names ------------------------------------------------------------
+
+
+def _scaled(ds, factor):
+    return ds.map(lambda row: {"score": row["score"] * factor})
+
+
+@pytest.mark.parametrize(("change", "error", "line"), [
+    (dict(space={"max_steps": IntDistribution(2, 4), "num_train_epochs": IntDistribution(1, 2)}),
+     SearchSpaceError, r"samples both 'max_steps' and 'num_train_epochs'.*keep one"),
+    (dict(space={"num_train_epochs": IntDistribution(1, 2)}, args=_args(max_steps=4)),
+     SearchSpaceError, r"samples 'num_train_epochs' but the base args fix max_steps=4.*remove max_steps"),
+    (dict(args=_args(fp16=True)),
+     StudyDefinitionError, r"Study\(args=...\): fp16=True needs a CUDA GPU, but the base args set use_cpu=True; "
+                           r"remove fp16"),
+    (dict(space={"fp16": CategoricalDistribution([True, False])}),
+     SearchSpaceError, r"fp16=True needs a CUDA GPU"),
+], ids=["max_steps-and-epochs", "epochs-under-fixed-max_steps", "fp16-on-cpu", "fp16-in-space-on-cpu"])
+def test_conflicts_are_refused_before_training(make_study, change, error, line):
+    with pytest.raises(error, match=line):
+        st_hpo.validate_study(make_study(**change))
+
+
+def test_labels_outside_the_losses_range_are_refused(make_study, pairs_train):
+    from sentence_transformers.sentence_transformer.losses import (
+        ContrastiveLoss,
+        CosineSimilarityLoss,
+        SoftmaxLoss,
+    )
+
+    stsb_scale = _scaled(pairs_train, 5)  # 0..5 STSb scores where a cosine target in [-1, 1] is expected
+    with pytest.raises(StudyDefinitionError, match=r"CosineSimilarityLoss reads train_dataset's 'score' column as "
+                                                   r"the target.*holds values in \[0, 5\]; rescale it into \[-1, 1\]"):
+        st_hpo.validate_study(make_study(loss=CosineSimilarityLoss, train_dataset=stsb_scale))
+    with pytest.raises(StudyDefinitionError, match=r"ContrastiveLoss reads .* values in \[0, 5\]"):
+        st_hpo.validate_study(make_study(loss=ContrastiveLoss, train_dataset=stsb_scale))
+
+    def softmax(model, params):
+        return SoftmaxLoss(model, model.get_embedding_dimension(), num_labels=3)
+
+    with pytest.raises(StudyDefinitionError, match=r"SoftmaxLoss\(num_labels=3\) needs class ids 0..2"):
+        st_hpo.validate_study(make_study(loss=softmax))
+    st_hpo.validate_study(make_study(loss=CosineSimilarityLoss))  # scores in [0, 1] are cosine targets
+    # CoSENTLoss only ranks pairs by their scores: any scale is right for it
+    st_hpo.validate_study(make_study(train_dataset=stsb_scale))
+
+
+# --- 5. a value Optuna refuses in the study file ---------------------------------------------------------
+
+
+def test_a_log_distribution_from_zero_in_the_study_file_is_one_line(study_file):
+    from st_hpo._loading import load_study_file
+
+    path = study_file(name="log-zero")
+    text = path.read_text().replace('"warmup_ratio": optuna.distributions.FloatDistribution(0.0, 0.5)',
+                                    '"weight_decay": optuna.distributions.FloatDistribution(0.0, 0.1, log=True)')
+    path.write_text(text)
+    with pytest.raises(StudyDefinitionError) as info:
+        load_study_file(path)
+    # the CLI prints a file's traceback before the error line only when the error carries one
+    assert getattr(info.value, "user_traceback", None) is None
+    line = str(info.value)
+    assert "\n" not in line and line.startswith(f"study file {str(path)!r}, line ")
+    assert "FloatDistribution(0.0, 0.1, log=True)" in line and "low=1e-6, or log=False" in line
+
+
+# --- every field, got wrong the ways a new user would ----------------------------------------------------
+
+
+def _bad_fields():
+    from datasets import Dataset, DatasetDict
+    from optuna import pruners, samplers
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    from tests.conftest import make_pairs
+
+    pairs = Dataset.from_dict(make_pairs(8))
+    return [
+        ("n_trials", dict(n_trials=20.0), r"n_trials=20.0 must be a positive whole number"),
+        ("n_trials", dict(n_trials="20"), r"n_trials='20' must be a positive whole number"),
+        ("n_trials", dict(n_trials=True), r"n_trials=True must be"),
+        ("seed", dict(seed="42"), r"seed='42' must be a whole number"),
+        ("seed", dict(seed=-1), r"seed=-1 must be a whole number in \[0, 2\*\*32\)"),
+        ("sampler", dict(sampler=samplers.TPESampler), r"sampler=TPESampler is not an Optuna sampler object; pass "
+                                                        r"an instance"),
+        ("pruner", dict(pruner=samplers.RandomSampler()), r"pruner=RandomSampler is not an Optuna pruner object"),
+        ("pruner", dict(pruner=pruners.MedianPruner), r"pruner=MedianPruner is not an Optuna pruner object"),
+        ("baseline", dict(baseline="yes"), r"baseline='yes' must be True or False"),
+        ("experiment_name", dict(experiment_name=3), r"experiment_name=3 must be a non-empty string"),
+        ("enqueue", dict(enqueue={"learning_rate": 1e-4}), r"enqueue=\{'learning_rate': 0.0001\} must be a list "
+                                                            r"of dicts"),
+        ("evaluator", dict(evaluator=EmbeddingSimilarityEvaluator), r"evaluator=EmbeddingSimilarityEvaluator is "
+                                                                    r"a class; pass an instance"),
+        ("evaluator", dict(evaluator="sts-dev"), r"evaluator='sts-dev' is a str, not a SentenceEvaluator"),
+        ("evaluator", dict(evaluator=pairs), r"evaluator is a Dataset, not a SentenceEvaluator"),
+        ("evaluator", dict(evaluator=lambda ds: [ds]), r"not list; e.g. evaluator=lambda ds: "),
+        ("evaluator", dict(evaluator=lambda ds: EmbeddingSimilarityEvaluator(ds["s1"], ds["s2"], ds["score"])),
+         r"the evaluator factory raised ValueError on eval_dataset \(columns \['sentence1', 'sentence2', 'score'\]\)"),
+        ("model", dict(model=3), r"model=3 must be a hub id or local path, a SentenceTransformer, or a callable"),
+        ("model", dict(model=lambda: None), r"the model factory raised TypeError: .*it is called as model\(params\)"),
+        ("train_dataset", dict(train_dataset=None), r"train_dataset=None: give a datasets.Dataset"),
+        ("train_dataset", dict(train_dataset="sentence-transformers/stsb"),
+         r"train_dataset='sentence-transformers/stsb' is a string; .*load_dataset\('sentence-transformers/stsb', "
+         r"split='train'\)"),
+        ("train_dataset", dict(train_dataset=DatasetDict(train=pairs, validation=pairs)),
+         r"train_dataset is a DatasetDict with the splits \['train', 'validation'\]; pick one"),
+        ("train_dataset", dict(train_dataset=lambda: make_pairs(8)), r"train_dataset must be a datasets.Dataset "
+                                                                    r"\(or a callable returning one\), not dict; "
+                                                                    r"build one with e.g. Dataset.from_dict"),
+        ("eval_dataset", dict(eval_dataset=pairs.to_pandas()), r"not DataFrame; build one with e.g. "
+                                                               r"Dataset.from_pandas\(df\)"),
+        ("loss", dict(loss="CoSENTLoss"), r"loss='CoSENTLoss' must be a loss class"),
+        ("loss", dict(loss=lambda model, params: None), r"the loss factory returned NoneType, not a loss module"),
+        ("args", dict(args=[("learning_rate", 1e-5)]), r"must be a SentenceTransformerTrainingArguments or a dict "
+                                                       r"of its fields, not list; build it with"),
+        ("space", dict(space={"per_device_train_batch_size": FloatDistribution(8, 32, step=8)}),
+         r"space\['per_device_train_batch_size'\] is a FloatDistribution, which samples floats.*IntDistribution"),
+    ]
+
+
+_BAD = _bad_fields()
+
+
+@pytest.mark.parametrize(("field", "change", "line"), _BAD, ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(_BAD)])
+def test_each_field_got_wrong_is_one_line_with_the_fix(make_study, field, change, line):
+    with pytest.raises(StudyDefinitionError, match=line) as info:
+        st_hpo.validate_study(make_study(**change))
+    assert "\n" not in str(info.value)
