@@ -171,6 +171,7 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
              f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or 'median')}; "
              f"{workers} worker(s) on {pick_device(session.validated.base_args)}",
+             f"  model   {session.validated.kind.model_class_name} ({_describe(definition.model)})",
              f"  storage {session.storage_url}",
              f"  output  {session.output_dir}"]
     if session.tracking_uri:

@@ -46,15 +46,18 @@ RESERVED_ARGS = {
 }
 
 
-def _args_class() -> type:
+def _args_class(args_class: type | None = None) -> type:
+    """``args_class``, or the default kind's (SentenceTransformer's) arguments class."""
+    if args_class is not None:
+        return args_class
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     return SentenceTransformerTrainingArguments
 
 
-def training_arg_names() -> set[str]:
-    """Names of the ``SentenceTransformerTrainingArguments`` fields a user can set."""
-    return {f.name for f in dataclasses.fields(_args_class()) if f.init and not f.name.startswith("_")}
+def training_arg_names(args_class: type | None = None) -> set[str]:
+    """Names of the fields a user can set on ``args_class`` (default ``SentenceTransformerTrainingArguments``)."""
+    return {f.name for f in dataclasses.fields(_args_class(args_class)) if f.init and not f.name.startswith("_")}
 
 
 def uses_warmup_steps_for_ratio() -> bool:
@@ -108,21 +111,23 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def build_base_args(args: Any, *, output_dir: str) -> Any:
-    """The study's base arguments as a ``SentenceTransformerTrainingArguments``.
+def build_base_args(args: Any, *, output_dir: str, args_class: type | None = None) -> Any:
+    """The study's base arguments as an object of the kind's ``args_class`` (default
+    ``SentenceTransformerTrainingArguments``).
 
     ``args`` is an arguments object or a dict of its fields; reporting to other trackers is switched
     off (st-hpo logs to MLflow itself) and ``output_dir`` defaults to the study's trial folder.
     """
-    cls = _args_class()
+    cls = _args_class(args_class)
     if isinstance(args, Mapping):
         fields = dict(args)
-        unknown = sorted(set(fields) - training_arg_names())
+        known = training_arg_names(cls)
+        unknown = sorted(set(fields) - known)
         if unknown:
             name = unknown[0]
             raise StudyDefinitionError(
-                f"unknown training argument {name!r} in Study(args=...)"
-                f"{suggest_name(name, training_arg_names())}"
+                f"unknown training argument {name!r} in Study(args=...) for {cls.__name__}"
+                f"{suggest_name(name, known)}"
             )
         fields = _warmup_overrides(fields)
         fields.setdefault("output_dir", output_dir)
@@ -135,8 +140,8 @@ def build_base_args(args: Any, *, output_dir: str) -> Any:
             raise StudyDefinitionError(f"Study(args=...) is not valid: {exc}") from None
     if not isinstance(args, cls):
         raise StudyDefinitionError(
-            f"Study(args=...) must be a SentenceTransformerTrainingArguments or a dict of its fields, "
-            f"not {type(args).__name__}; build it with SentenceTransformerTrainingArguments(...) (the same "
+            f"Study(args=...) must be a {cls.__name__} or a dict of its fields, "
+            f"not {type(args).__name__}; build it with {cls.__name__}(...) (the same "
             "fields) or pass a dict"
         )
     return clone_args(args, {}, output_dir=output_dir, run_name=args.run_name)
@@ -267,17 +272,17 @@ def check_clone(base: Any, name: str, value: Any) -> str | None:
     try:
         clone_args(base, {name: value}, output_dir=base.output_dir, run_name=None)
     except (ValueError, TypeError) as exc:
-        return f"{name}={value!r} is rejected by SentenceTransformerTrainingArguments: {exc}"
+        return f"{name}={value!r} is rejected by {type(base).__name__}: {exc}"
     return None
 
 
-def check_space_name(name: str) -> None:
-    """Raise SearchSpaceError when ``name`` is not a settable training argument (loss./model. excepted)."""
+def check_space_name(name: str, args_class: type | None = None) -> None:
+    """Raise SearchSpaceError when ``name`` is not a settable field of ``args_class`` (loss./model. excepted)."""
     if name.startswith(FACTORY_PREFIXES):
         return
     if name in RESERVED_ARGS:
         raise SearchSpaceError(f"the space samples {name!r}, but {RESERVED_ARGS[name]}; remove it from the space")
-    known = training_arg_names()
+    known = training_arg_names(args_class)
     if name not in known:
         raise SearchSpaceError(
             f"unknown training argument {name!r} in the space{suggest_name(name, known)} "

@@ -93,6 +93,7 @@ class TrialReporter(TrainerCallback):
         self.objective_key = objective_key
         self.log_series = log_series
         self.last_value: float | None = None
+        self.last_metrics: dict[str, Any] = {}  #: every metric of the last evaluation that reported the objective
         self.last_step: int | None = None
         self.warmup_steps: int | None = None
         self.max_steps: int = 1
@@ -197,6 +198,7 @@ class TrialReporter(TrainerCallback):
         value = float(metrics[self.objective_key])
         step = int(state.global_step)
         self.last_value, self.last_step = value, step
+        self.last_metrics = dict(metrics)
         # no eval dataset (the evaluator alone): the trainer's eval speeds are 0.0, which would only mislead
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.endswith("_runtime")
                    and not (k.endswith("_per_second") and not v)}

@@ -103,12 +103,14 @@ def _describe_space(space: Any) -> Any:
     return _describe(space)
 
 
-def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, Any]) -> dict[str, Any]:
-    """What identifies a study's trials: base arguments, space, model, dataset fingerprints."""
+def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, Any], *,
+                      kind: str = "sentence-transformer") -> dict[str, Any]:
+    """What identifies a study's trials: the model kind, base arguments, space, model, dataset fingerprints."""
     from st_hpo import _args
 
     args = {k: v for k, v in _args.args_to_dict(base_args).items() if k not in _PER_RUN_FIELDS}
     return {
+        "kind": kind,
         "base_args": args,
         "space": _describe_space(definition.space),
         "model": _describe(definition.model),
@@ -119,6 +121,8 @@ def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, An
 def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """What differs between two records, in words (at most a few items per part)."""
     changes = []
+    if stored.get("kind", "sentence-transformer") != current.get("kind", "sentence-transformer"):
+        changes.append(f"model kind ({stored.get('kind', 'sentence-transformer')} -> {current.get('kind')})")
     old_args, new_args = stored.get("base_args", {}), current.get("base_args", {})
     differ = sorted(k for k in set(old_args) | set(new_args) if old_args.get(k) != new_args.get(k))
     if differ:
@@ -171,6 +175,7 @@ def record_on_parent(tracker: Any, definition: Any, record: Mapping[str, Any], d
         return
     tags = {f"st_hpo.version.{name}": version for name, version in package_versions().items()}
     tags["st_hpo.model"] = record["model"]
+    tags["st_hpo.model_kind"] = record["kind"]
     commit = git_commit(study_file or Path.cwd())
     if commit is not None:
         tags["mlflow.source.git.commit"] = commit[0]  # the MLflow UI shows it as the run's source version

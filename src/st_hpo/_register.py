@@ -47,15 +47,14 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     Raises NoResultError (a StorageError) when the study has no complete trial or its best model is not on this machine,
     TrackingError when MLflow cannot take it.
     """
-    from sentence_transformers import SentenceTransformer
-
+    from st_hpo._kinds import stored_kind
     from st_hpo._tracking import MlflowTracker
-    from st_hpo._tracking._models import log_sentence_transformer
 
     if study_name:
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    best = best_of(load_study(study, location), study.objective)
+    optuna_study = load_study(study, location)
+    best = best_of(optuna_study, study.objective)
     if not best.model_dir:
         raise NoResultError(
             f"trial {best.number}'s model was not kept on this machine (keep_best_model=False, or it ran "
@@ -69,8 +68,8 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
         return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
                               run_id=best.mlflow_run_id, model_uri=f"models:/{name}/{existing.version}",
                               name=name, version=str(existing.version), already_registered=True)
-    model = SentenceTransformer(best.model_dir, device="cpu", local_files_only=True)
-    model_uri, version = log_sentence_transformer(location.tracking_uri, best.mlflow_run_id, model, name)
+    model_uri, version = stored_kind(optuna_study).log_to_mlflow(location.tracking_uri, best.mlflow_run_id,
+                                                                 best.model_dir, name)
     label = f"{name} v{version}" if version else name
     tracker.client.set_tag(best.mlflow_run_id, "st_hpo.registered_model", label)
     return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),

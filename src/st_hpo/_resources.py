@@ -71,6 +71,7 @@ class StudyResources:
         self._subset: Any = None
         self._subset_evaluator: Any = None
         self._base_model: Any = None
+        self._kind: Any = None
         self._trials_started = 0
         self._test: Any = None
         self._test_evaluator: Any = None
@@ -152,19 +153,33 @@ class StudyResources:
             )
         return evaluator
 
+    @property
+    def kind(self) -> Any:
+        """The study's model kind (:class:`st_hpo._kinds.ModelKind`): what validation resolved, else what the
+        study's parts declare, else SentenceTransformer."""
+        if self._kind is None:
+            from st_hpo._kinds import declared_kind, kind_named
+
+            self._kind = declared_kind(self.study) or kind_named("sentence-transformer")
+        return self._kind
+
+    @kind.setter
+    def kind(self, kind: Any) -> None:
+        self._kind = kind
+
     def base_model(self) -> Any:
         """The base model, once per process on the CPU (only when ``study.model`` is not a factory): loaded
-        from a name or path, or a copy of the study's model instance (which is never changed)."""
+        with the kind's model class from a name or path, or a copy of the study's model instance (which is
+        never changed)."""
         if self._base_model is None and not isinstance(self.study.model, str):
             self._base_model = copy.deepcopy(self.study.model).to("cpu")
         if self._base_model is None:
-            from sentence_transformers import SentenceTransformer
-
             try:
-                self._base_model = SentenceTransformer(self.study.model, device="cpu")
+                self._base_model = self.kind.load(self.study.model, device="cpu")
             except Exception as exc:
                 raise StudyDefinitionError(
-                    f"could not load model {self.study.model!r}: {type(exc).__name__}: {exc}"
+                    f"could not load model {self.study.model!r} as a {self.kind.model_class_name}: "
+                    f"{type(exc).__name__}: {exc}"
                 ) from exc
         return self._base_model
 
@@ -190,20 +205,22 @@ class StudyResources:
     def new_model(self, params: dict[str, Any], model_params: dict[str, Any]) -> Any:
         """A fresh model for one trial."""
         if is_model_factory(self.study.model):
-            model = self.study.model(params)
-            from sentence_transformers import SentenceTransformer
+            from st_hpo._kinds import resolve_kind
 
-            if not isinstance(model, SentenceTransformer):
+            model = self.study.model(params)
+            kind = resolve_kind(self.study, model)  # one of the four kinds, and the study's if it declares one
+            if self._kind is not None and kind is not self._kind:
                 raise StudyDefinitionError(
-                    f"the model factory returned {type(model).__name__}, not a SentenceTransformer"
+                    f"the model factory returned a {kind.model_class_name} for params {params}, but validation "
+                    f"found it returns a {self._kind.model_class_name}; a study trains one model kind"
                 )
             return model
-        model = copy.deepcopy(self.base_model())
+        model = self.kind.copy_for_trial(self.base_model())
         for name, value in model_params.items():
             if not hasattr(model, name):
                 raise StudyDefinitionError(
-                    f"the space samples 'model.{name}' but SentenceTransformer has no attribute {name!r}; "
-                    "use a model factory (params) -> SentenceTransformer to consume it"
+                    f"the space samples 'model.{name}' but {type(model).__name__} has no attribute {name!r}; "
+                    "use a model factory (params) -> model to consume it"
                 )
             setattr(model, name, value)
         return model

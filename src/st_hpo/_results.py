@@ -16,12 +16,16 @@ name ends in ``.yaml``/``.yml``) mapping::
     trial:          the best trial's number (baseline: true when it is the baseline trial)
     mlflow_run_id:  the best trial's MLflow run (null when it was not tracked)
     params:         every value the trial sampled, names as in the search space
-    args:           the full effective SentenceTransformerTrainingArguments, without output_dir and
+    model_kind:     the model kind ("sentence-transformer", "cross-encoder", "sparse-encoder",
+                    "multi-vector-encoder")
+    args_class:     the arguments class to build, e.g. "sentence_transformers.CrossEncoderTrainingArguments"
+    args:           the full effective training arguments (of ``args_class``), without output_dir and
                     logging_dir (secrets redacted by transformers are left out too)
     loss_params:    the sampled ``loss.<name>`` values without their prefix (kwargs of the loss class)
     model_params:   the sampled ``model.<name>`` values without their prefix
 
-so that ``SentenceTransformerTrainingArguments(output_dir="out", **config["args"])`` gives the arguments
+so that ``SentenceTransformerTrainingArguments(output_dir="out", **config["args"])`` (the class named by
+``args_class``) gives the arguments
 the best trial trained with, and ``loss_cls(model, **config["loss_params"])`` its loss.
 """
 
@@ -107,6 +111,8 @@ class BestTrial:
     #: that model's score on the held-out test set (``Study.test_dataset``), and the base model's
     test_value: float | None = None
     base_model_test_value: float | None = None
+    #: the model kind the study trains ("sentence-transformer", "cross-encoder", ...)
+    model_kind: str = "sentence-transformer"
     #: what ``st-hpo confirm`` found (mean/std per configuration over new seeds, the winner, the test)
     confirmed: dict[str, Any] | None = None
 
@@ -162,6 +168,7 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         test_value=recorded_test_values(optuna_study)[0],
         base_model_test_value=recorded_test_values(optuna_study)[1],
         confirmed=optuna_study.user_attrs.get("st_hpo.confirmed"),
+        model_kind=optuna_study.user_attrs.get("st_hpo.model_kind", "sentence-transformer"),
     )
 
 
@@ -212,11 +219,11 @@ def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, r
                                    "was the study file changed since the study ran?") from None
 
 
-def base_args_of(study: Study, output_dir: str) -> Any:
-    """The study's base arguments, checked the way validation checks them (no model needed)."""
+def base_args_of(study: Study, output_dir: str, *, args_class: type | None = None) -> Any:
+    """The study's base arguments (of the kind's ``args_class``), checked the way validation checks them."""
     from st_hpo import _args
 
-    return _args.build_base_args(study.args, output_dir=output_dir)
+    return _args.build_base_args(study.args, output_dir=output_dir, args_class=args_class)
 
 
 def best_config(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
@@ -230,7 +237,10 @@ def best_config(study: Study, *, output_dir: str | Path | None = None, storage: 
     optuna_study = load_study(study, location)
     best = best_of(optuna_study, study.objective)
     params = trial_params(optuna_study.best_trial)
-    args = effective_args(base_args_of(study, str(location.output_dir / "trials")), params,
+    from st_hpo._kinds import stored_kind
+
+    kind = stored_kind(optuna_study)
+    args = effective_args(base_args_of(study, str(location.output_dir / "trials"), args_class=kind.args_class()), params,
                           output_dir=str(location.output_dir / "trials" / f"trial-{best.number}"), run_name=None)
     fields = json.loads(args.to_json_string())
     fields = {k: v for k, v in fields.items()
@@ -239,7 +249,8 @@ def best_config(study: Study, *, output_dir: str | Path | None = None, storage: 
     return {
         "format": EXPORT_FORMAT, "study": best.study_name, "objective": best.objective,
         "direction": best.direction, "value": best.value, "trial": best.number, "baseline": best.is_baseline,
-        "mlflow_run_id": best.mlflow_run_id, "params": best.params, "args": fields,
+        "mlflow_run_id": best.mlflow_run_id, "params": best.params, "model_kind": kind.name,
+        "args_class": f"sentence_transformers.{kind.args_class_name}", "args": fields,
         "loss_params": loss_params, "model_params": model_params,
     }
 

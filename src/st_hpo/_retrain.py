@@ -35,7 +35,7 @@ CARD_ANCHOR = "## Training Details"
 class RetrainResult:
     """What :func:`retrain_best` made."""
 
-    model_dir: Path  #: the saved SentenceTransformer (with README.md)
+    model_dir: Path  #: the saved model (with README.md), loadable with its kind's class
     trial_number: int  #: the best trial whose configuration was retrained
     trial_value: float  #: that trial's objective
     value: float  #: the retrained model's objective
@@ -84,7 +84,7 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         _describe_model(model, study, best)
         model.save(str(target))
         if track:
-            result = _log(optuna_study, study, location, result, model, args, params, register_as)
+            result = _log(optuna_study, study, location, result, (validated.kind, model), args, params, register_as)
     logger.info("retrained trial %d's configuration: %s = %.4f (trial: %.4f); saved to %s",
                 best.number, study.objective, value, best.value, target)
     return result
@@ -92,7 +92,6 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
 
 def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) -> tuple[Any, float, float]:
     """Train a fresh model with ``args``; returns (model, objective of the final model, train seconds)."""
-    from sentence_transformers import SentenceTransformerTrainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from st_hpo import _args
@@ -102,7 +101,7 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     loss = resources.new_loss(model, params, loss_params)
     # evaluations during training as in the trials (on the study's eval subset, if it has one); the final
     # evaluation on the whole eval set
-    trainer = SentenceTransformerTrainer(
+    trainer = validated.kind.trainer_class()(
         model=model, args=args, train_dataset=resources.train_dataset,
         eval_dataset=resources.eval_subset if validated.needs_eval_loss else None,
         loss=loss, evaluator=resources.intermediate_evaluator,
@@ -177,13 +176,12 @@ def _describe_model(model: Any, study: Study, best: BestTrial) -> None:
         card.tags = [*card.tags, "st-hpo"]
 
 
-def _log(optuna_study: Any, study: Study, location: StudyLocation, result: RetrainResult, model: Any,
+def _log(optuna_study: Any, study: Study, location: StudyLocation, result: RetrainResult, trained: tuple[Any, Any],
          args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
     """Log the retraining as a run nested under the parent run, with the model (and register it)."""
     from st_hpo import _args
     from st_hpo._results import PARENT_ATTR
     from st_hpo._tracking import MlflowTracker
-    from st_hpo._tracking._models import log_sentence_transformer
 
     tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
     parent = optuna_study.user_attrs.get(PARENT_ATTR)
@@ -196,6 +194,8 @@ def _log(optuna_study: Any, study: Study, location: StudyLocation, result: Retra
                                  "train_seconds": result.seconds}, 0)
     tracker.log_dict(run_id, _args.args_to_dict(args), "training_args.json")
     tracker.log_artifact(run_id, str(result.model_dir / "README.md"))
-    model_uri, version = log_sentence_transformer(location.tracking_uri, run_id, model, register_as)
+    kind, model = trained
+    model_uri, version = kind.log_to_mlflow(location.tracking_uri, run_id, str(result.model_dir), register_as,
+                                            model=model)
     tracker.client.set_terminated(run_id, "FINISHED")
     return dataclasses.replace(result, run_id=run_id, model_uri=model_uri, registered_version=version)

@@ -116,7 +116,7 @@ def check_space(space: Mapping[str, Any] | Callable[..., dict[str, Any]], base_a
         if not space:
             raise SearchSpaceError("the search space is empty; add at least one distribution, e.g. learning_rate")
         for name, dist in space.items():
-            _args.check_space_name(name)
+            _args.check_space_name(name, type(base_args))
             if not isinstance(dist, optuna.distributions.BaseDistribution):
                 raise SearchSpaceError(
                     f"space[{name!r}] is a {type(dist).__name__}, not an Optuna distribution; write e.g. "
@@ -151,7 +151,7 @@ def _dry_sample(space: Callable[..., dict[str, Any]], base_args: Any) -> set[str
         except Exception as exc:
             raise SearchSpaceError(f"the space callable raised {type(exc).__name__}: {exc}") from exc
         for name, value in values.items():
-            _args.check_space_name(name)
+            _args.check_space_name(name, type(base_args))
             _check_value(base_args, name, value)
             names.add(name)
         dry.tell(trial, 0.0)

@@ -35,10 +35,10 @@ class Study:
     Args:
         name: the Optuna study name, the MLflow experiment name (unless ``experiment_name`` is given) and
             the default output folder ``st-hpo-runs/<name>/``.
-        model: a hub id or local path loaded with ``SentenceTransformer`` (once per process; every trial
-            gets a fresh copy of its weights), a ``SentenceTransformer`` instance (never changed: every
-            trial trains a copy of its weights), or a callable ``(params) -> SentenceTransformer`` called
-            once per trial with the trial's sampled values.
+        model: a hub id or local path loaded with the kind's model class (``SentenceTransformer``,
+            ``CrossEncoder``, ...; once per process, every trial gets a fresh copy of its weights), a model
+            instance (never changed: every trial trains a copy of its weights), or a callable
+            ``(params) -> model`` called once per trial with the trial's sampled values.
         train_dataset: a ``datasets.Dataset``, or a zero-argument callable that returns one (called once
             per process, not once per trial).
         eval_dataset: like ``train_dataset``; handed to ``evaluator`` when that is a callable, and to the
@@ -52,7 +52,8 @@ class Study:
             ``"sts-dev_spearman_cosine"`` (the trainer's ``eval_`` prefix is optional), or ``"eval_loss"``
             (the loss on ``eval_dataset``, computed by the trainer; needs no evaluator).
         direction: ``"maximize"`` or ``"minimize"`` the objective.
-        args: the base ``SentenceTransformerTrainingArguments`` (or a dict of its fields). Never mutated:
+        args: the base training arguments of the kind (``SentenceTransformerTrainingArguments``,
+            ``CrossEncoderTrainingArguments``, ...), or a dict of their fields. Never mutated:
             each trial gets a copy built with ``dataclasses.replace`` and its sampled values.
         space: a dict from names to Optuna distributions, or a define-by-run callable
             ``(trial) -> dict`` for conditional spaces. Plain names are training-argument fields; names
@@ -91,6 +92,12 @@ class Study:
             ``(test_dataset) -> evaluator``); defaults to the ``evaluator`` factory applied to the test set.
         test_objective: the test evaluator's metric to report; by default the objective's metric (the same
             name, or the one name ending like it after the evaluator's prefix, e.g. ``sts-test_spearman_cosine``).
+        kind: the model kind, ``"sentence-transformer"``, ``"cross-encoder"``, ``"sparse-encoder"`` or
+            ``"multi-vector-encoder"``, for a study whose other parts do not say it. By default the kind comes
+            from ``args`` (a ``CrossEncoderTrainingArguments`` object trains a CrossEncoder), from a model
+            instance, or from the class a model factory returns; SentenceTransformer otherwise. The kind
+            picks the model class that loads ``model``, the arguments class, the trainer, and how the kept
+            model is saved, loaded and logged.
     """
 
     name: str
@@ -116,6 +123,7 @@ class Study:
     test_dataset: Dataset | Callable[[], Dataset] | None = None
     test_evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     test_objective: str | None = None
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         _check_scalars(self)
@@ -231,18 +239,23 @@ def _check_parts(study: Study) -> None:
     """The model, data, loss, evaluator and space: the right kind of thing in each field."""
     model = study.model
     if is_module(model):
-        from sentence_transformers import SentenceTransformer
+        from st_hpo._kinds import kind_of_model
 
-        if not isinstance(model, SentenceTransformer):
+        if kind_of_model(model) is None:
             raise StudyDefinitionError(
-                f"model is a {type(model).__name__} module, not a SentenceTransformer; pass a SentenceTransformer, "
-                "a hub id or local path, or a callable (params) -> SentenceTransformer"
+                f"model is a {type(model).__name__} module, not a SentenceTransformer, CrossEncoder, SparseEncoder "
+                "or MultiVectorEncoder; pass one of those, a hub id or local path, or a callable (params) -> model"
             )
     elif not (isinstance(model, str) or callable(model)):
         raise StudyDefinitionError(
-            f"model={model!r} must be a hub id or local path, a SentenceTransformer, or a callable "
-            "(params) -> SentenceTransformer"
+            f"model={model!r} must be a hub id or local path, a model instance (SentenceTransformer, CrossEncoder, "
+            "...), or a callable (params) -> model"
         )
+    if study.kind is not None:
+        from st_hpo._kinds import KIND_NAMES
+
+        if study.kind not in KIND_NAMES:
+            raise StudyDefinitionError(f"kind={study.kind!r} is not a model kind; use one of {', '.join(KIND_NAMES)}")
     for what in ("train_dataset", "eval_dataset"):
         data = getattr(study, what)
         if data is None and what == "train_dataset":

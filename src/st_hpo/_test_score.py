@@ -103,8 +103,6 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
     ``force`` a best trial already scored is not scored again. None when the study has no test set.
     Raises NoResultError when no trial completed or the best model was not kept on this machine.
     """
-    from sentence_transformers import SentenceTransformer
-
     from st_hpo._best_model import saved_best_model
 
     if not has_test(definition):
@@ -122,8 +120,7 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
         raise NoResultError(f"trial {best.number}'s model was not kept on this machine, so it cannot be scored on "
                            "the test set; `st-hpo retrain` trains it again (and scores it on the test set)")
     evaluator = resources.test_evaluator
-    metric, value = _score(evaluator, SentenceTransformer(str(model_dir), device=device, local_files_only=True),
-                           definition)
+    metric, value = _score(evaluator, resources.kind.load_saved(str(model_dir), device=device), definition)
     base_value = attrs.get(BASE_TEST_VALUE_ATTR)
     if base_value is None or force:
         base_value = _score_base(resources, evaluator, definition, device)
@@ -183,7 +180,12 @@ def score_best_on_test(study: Any, *, output_dir: Any = None, storage: str | Non
 
         tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
         tracker.parent_run_id = optuna_study.user_attrs[PARENT_ATTR]
-    device = pick_device(base_args_of(study, str(location.output_dir / "trials")))
-    score = score_on_test(optuna_study, study, StudyResources(study), device=device, tracker=tracker, force=True)
+    from st_hpo._kinds import stored_kind
+
+    kind = stored_kind(optuna_study)
+    device = pick_device(base_args_of(study, str(location.output_dir / "trials"), args_class=kind.args_class()))
+    resources = StudyResources(study)
+    resources.kind = kind
+    score = score_on_test(optuna_study, study, resources, device=device, tracker=tracker, force=True)
     assert score is not None
     return score

@@ -35,6 +35,8 @@ BASELINE_ATTR = "st_hpo.baseline"
 UNSAMPLED_ATTR = "st_hpo.unsampled"
 #: Training-argument values set on an enqueued trial over its sampled ones (a confirmation's training seed).
 ARGS_OVERRIDE_ATTR = "st_hpo.args_override"
+#: The final evaluation's metrics that matter to the kind besides the objective (sparsity): status, reports.
+SIDE_METRICS_ATTR = "st_hpo.side_metrics"
 #: Set on an enqueued trial whose trained model is scored on the study's test set (a confirmation's).
 SCORE_TEST_ATTR = "st_hpo.score_test"
 #: Fields that differ between trials by construction, left out of the "differs from base" params.
@@ -177,7 +179,7 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     baseline = str(bool(trial.user_attrs.get(BASELINE_ATTR))).lower()
     tags = {"st_hpo.worker": ctx.worker.name, "st_hpo.host": ctx.worker.host,
             "st_hpo.gpu": ctx.worker.gpu or ("all visible" if pick_device(args) == "cuda" else "none"),
-            "st_hpo.baseline": baseline}
+            "st_hpo.baseline": baseline, "st_hpo.model_kind": ctx.validated.kind.name}
     tags = {**{k.replace("st_hpo.tag.", "st_hpo."): str(v) for k, v in trial.user_attrs.items()
                if k.startswith("st_hpo.tag.")}, **tags}  # set when enqueued
     rows = ctx.resources.subset_rows
@@ -273,7 +275,6 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     """Build model, loss and trainer; train; keep the model if it is the best so far (``outcome.model_dir``);
     return (objective, final step). ``outcome.train_seconds`` (in train()) and ``outcome.eval_seconds`` are
     set however the trial ends."""
-    from sentence_transformers import SentenceTransformerTrainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     validated, resources = ctx.validated, ctx.resources
@@ -289,7 +290,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
                              on_progress=on_progress, fractions=fractions)
     reporter.watch_loss(loss)
-    trainer = SentenceTransformerTrainer(
+    trainer = validated.kind.trainer_class()(
         model=model, args=args, train_dataset=resources.train_dataset,
         eval_dataset=(resources.eval_subset if subset else resources.eval_dataset)
         if validated.needs_eval_loss else None,
@@ -314,6 +315,9 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             trainer.evaluate()
         if reporter.last_value is None:
             raise TrialError(f"the evaluation reported no {validated.objective_metric!r}")
+        side = validated.kind.side_metrics_of(reporter.last_metrics)  # e.g. a sparse model's active dimensions
+        if side:
+            trial.set_user_attr(SIDE_METRICS_ATTR, {k.removeprefix("eval_"): round(v, 4) for k, v in side.items()})
         if trial.user_attrs.get(SCORE_TEST_ATTR):  # a confirmation trial of a study with a test set
             _score_on_test(ctx, trial, trainer.model)
         if validated.study.keep_best_model:

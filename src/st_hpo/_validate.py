@@ -15,6 +15,7 @@ import tempfile
 from typing import Any
 
 from st_hpo import _args, _space
+from st_hpo._kinds import ModelKind
 from st_hpo._resources import StudyResources
 from st_hpo._study import Study
 from st_hpo._test_score import check_test_objective
@@ -51,6 +52,7 @@ class ValidatedStudy:
     space_names: frozenset[str]
     needs_eval_loss: bool
     evaluates_during_training: bool
+    kind: ModelKind  #: the model kind the study trains (SentenceTransformer, CrossEncoder, ...)
 
 
 def objective_key(objective: str) -> str:
@@ -65,7 +67,8 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     ``on_cpu``: run the loss probe on the CPU, for a process that never trains (a supervisor whose
     workers own the GPUs), so that it holds no GPU memory.
     """
-    base_args = _args.build_base_args(study.args, output_dir=output_dir)
+    kind, probe = _study_kind(study, resources)
+    base_args = _args.build_base_args(study.args, output_dir=output_dir, args_class=kind.args_class())
     _args.check_base_values(base_args)
     names = _space.check_space(study.space, base_args)
     _space.check_enqueued(study.enqueue, study.space, base_args)
@@ -80,9 +83,9 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
                                    "evaluator holds its own data)")
     if needs_eval_loss and resources.eval_dataset is None:
         raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
-    params = _probe_params(study)  # one sample of the space builds the model and loss for the checks
+    params, model = probe or _probe(study, resources)  # one sample of the space: the model and loss of the checks
     _, loss_params, model_params = _args.split_params(params)
-    model = _probe_model(resources, params, model_params)
+    _check_kind_of_parts(kind, study, resources)
     _check_loss_on_rows(study, resources, model, base_args, params, loss_params, on_cpu=on_cpu)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
@@ -91,8 +94,8 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     _check_cadence(study, base_args, evaluates, len(train))
     _check_checkpoints(base_args)
     _check_subset(study, resources, evaluates, needs_eval_loss)
-    del model
-    return ValidatedStudy(study, base_args, key, frozenset(names), needs_eval_loss, evaluates)
+    del model, probe
+    return ValidatedStudy(study, base_args, key, frozenset(names), needs_eval_loss, evaluates, kind)
 
 
 #: Fewer evaluations per trial than this leave a pruner too few points to compare trials at.
@@ -165,6 +168,52 @@ def _probe_params(study: Study) -> dict[str, Any]:
     dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     return _space.sample(study.space, dry.ask())
 
+def _study_kind(study: Study, resources: StudyResources) -> tuple[ModelKind, tuple[dict[str, Any], Any] | None]:
+    """The study's kind, and the probe (params, model) when the model had to be built to tell it: a model
+    factory, with no kind declared by ``kind=``, ``args`` or a model instance, is asked for one model."""
+    from st_hpo._kinds import declared_kind, kind_named, resolve_kind
+    from st_hpo._study import is_model_factory
+
+    kind = declared_kind(study)
+    probe = None
+    if kind is None and is_model_factory(study.model):
+        probe = _probe(study, resources)
+        kind = resolve_kind(study, probe[1])
+    kind = kind or kind_named("sentence-transformer")
+    resources.kind = kind
+    return kind, probe
+
+
+def _probe(study: Study, resources: StudyResources) -> tuple[dict[str, Any], Any]:
+    """One sample of the space and the model it builds."""
+    params = _probe_params(study)
+    _, _, model_params = _args.split_params(params)
+    return params, _probe_model(resources, params, model_params)
+
+
+def check_kind_of(kind: ModelKind, what: str, part: Any) -> None:
+    """Refuse a loss or evaluator (class or instance) of another model kind than the study's."""
+    foreign = kind.package_of(part)
+    if foreign:
+        name = part.__name__ if isinstance(part, type) else type(part).__name__
+        where = "losses" if what == "loss" else "evaluation"
+        raise StudyDefinitionError(
+            f"{what} {name} is from {foreign}, but the study trains a {kind.model_class_name}; use one from "
+            f"{kind.package}.{where} (or change the study's kind: its args class, model or kind=)"
+        )
+
+
+def _check_kind_of_parts(kind: ModelKind, study: Study, resources: StudyResources) -> None:
+    """The loss class and an evaluator instance must be the study's kind's (or shared ones); what factories
+    build is checked where it is built."""
+    from st_hpo._compat import evaluator_base
+
+    if inspect.isclass(study.loss):
+        check_kind_of(kind, "loss", study.loss)
+    if isinstance(study.evaluator, evaluator_base()):
+        check_kind_of(kind, "evaluator", study.evaluator)
+
+
 def _probe_model(resources: StudyResources, params: dict[str, Any], model_params: dict[str, Any]) -> Any:
     """The model of the checks; a model factory that raises is named (it is called as model(params))."""
     try:
@@ -197,8 +246,6 @@ def _loss_name(study: Study, loss: Any) -> str:
 def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: Any,
                         params: dict[str, Any], loss_params: dict[str, Any], *, on_cpu: bool = False) -> None:
     """Build the loss and evaluate it on two training rows, so missing columns fail here."""
-    from sentence_transformers import SentenceTransformerTrainer
-
     train = resources.train_dataset
     columns = list(train.column_names)
     try:
@@ -207,6 +254,7 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
         raise
     except Exception as exc:
         raise StudyDefinitionError(f"building the loss raised {type(exc).__name__}: {exc}") from exc
+    check_kind_of(resources.kind, "loss", loss)
     name = _loss_name(study, loss)
     if name in LABELLED_LOSSES and not any(c in columns for c in LABEL_COLUMNS):
         raise StudyDefinitionError(
@@ -225,7 +273,7 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
             probe["use_cpu"] = True
         args = _args.clone_args(base_args, probe, output_dir=tmp, run_name=None)
         try:
-            trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)
+            trainer = resources.kind.trainer_class()(model=model, args=args, train_dataset=rows, loss=loss)
             batch = next(iter(trainer.get_train_dataloader()))
             trainer.compute_loss(model, batch)
         except Exception as exc:
@@ -273,6 +321,7 @@ def _check_objective(study: Study, resources: StudyResources, model: Any, key: s
         evaluator = resources.build_evaluator(eval_ds.select(range(min(PROBE_ROWS, len(eval_ds)))))
     else:
         evaluator = resources.evaluator
+    check_kind_of(resources.kind, "evaluator", evaluator)
     try:
         metrics = evaluator(model)
     except Exception as exc:

@@ -20,6 +20,7 @@ from st_hpo import _args
 from st_hpo._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import current_host, recover_stale_trials
 from st_hpo._identity import check_unchanged, definition_record, record_on_parent
+from st_hpo._kinds import KIND_ATTR
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._space import space_defaults
 from st_hpo._storage import default_storage_url, open_storage
@@ -166,8 +167,10 @@ class StudySession:
             tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
         study = _create_or_load(definition, storage_url, _sampler_salt(options, storage_url))
         datasets = _datasets(resources)
-        record = definition_record(definition, validated.base_args, datasets)
+        record = definition_record(definition, validated.base_args, datasets, kind=validated.kind.name)
         check_unchanged(study, record, where=storage_url)
+        if study.user_attrs.get(KIND_ATTR) != validated.kind.name:
+            study.set_user_attr(KIND_ATTR, validated.kind.name)
         _claim_output_dir(output_dir, definition.name, write=True)
         if tracker is not None:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))

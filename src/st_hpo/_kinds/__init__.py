@@ -12,7 +12,11 @@ from typing import Any
 from st_hpo._kinds._base import ModelKind
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["KIND_NAMES", "ModelKind", "all_kinds", "declared_kind", "kind_named", "resolve_kind"]
+__all__ = ["KIND_ATTR", "KIND_NAMES", "ModelKind", "all_kinds", "declared_kind", "kind_named", "kind_of_model",
+           "resolve_kind", "stored_kind"]
+
+#: Study user attribute: the name of the kind the study trains (readers that load no study file part use it).
+KIND_ATTR = "st_hpo.model_kind"
 
 #: The kinds by name, in the order they are tried.
 KIND_NAMES = ("sentence-transformer", "cross-encoder", "sparse-encoder", "multi-vector-encoder")
@@ -68,7 +72,9 @@ def declared_kind(study: Any) -> ModelKind | None:
 
 def _is_factory(model: Any) -> bool:
     """A ``(params) -> model`` callable, as opposed to a model instance (a module is callable too)."""
-    return callable(model) and kind_of_model(model) is None and not hasattr(model, "state_dict")
+    from st_hpo._study import is_model_factory
+
+    return is_model_factory(model)
 
 
 def resolve_kind(study: Any, probe_model: Any | None = None) -> ModelKind:
@@ -87,3 +93,8 @@ def resolve_kind(study: Any, probe_model: Any | None = None) -> ModelKind:
             f"(its args or kind=); return a {declared.model_class_name} or use {built.args_class_name}"
         )
     return declared or built or kind_named("sentence-transformer")
+
+
+def stored_kind(optuna_study: Any) -> ModelKind:
+    """The kind a stored study trains (SentenceTransformer for studies from before kinds were recorded)."""
+    return kind_named(optuna_study.user_attrs.get(KIND_ATTR, "sentence-transformer"))

@@ -105,6 +105,27 @@ class ModelKind:
         """How a user loads a kept model of this kind, as code."""
         return f"{self.model_class_name}({str(path)!r})"
 
+    def log_to_mlflow(self, tracking_uri: str, run_id: str, model_dir: str, register_as: str | None, *,
+                      model: Any = None) -> tuple[str, str | None]:
+        """Log a saved model on run ``run_id`` (and register it as ``register_as``); (model URI, version).
+
+        ``model``: the model in memory, when the caller has it (else it is loaded from ``model_dir``).
+        With MLflow's ``sentence_transformers`` flavor for a SentenceTransformer (``mlflow.pyfunc`` and
+        ``mlflow.sentence_transformers.load_model`` load it); for the other kinds, the saved folder as the
+        ``model`` artifact, which the kind's model class loads back.
+        """
+        from st_hpo._tracking._models import log_model_folder, log_sentence_transformer
+
+        if self.mlflow_flavor:
+            return log_sentence_transformer(tracking_uri, run_id, model or self.load_saved(model_dir), register_as)
+        return log_model_folder(tracking_uri, run_id, str(model_dir), register_as)
+
+    def registry_hint(self, uri: str) -> str:
+        """How a user loads a registered model of this kind, as code."""
+        if self.mlflow_flavor:
+            return f"mlflow.sentence_transformers.load_model({uri!r})"
+        return f"{self.model_class_name}(mlflow.artifacts.download_artifacts({uri!r}))"
+
     def side_metrics_of(self, metrics: dict[str, Any]) -> dict[str, float]:
         """The metrics among ``metrics`` that :attr:`side_metrics` names."""
         return {k: float(v) for k, v in metrics.items()

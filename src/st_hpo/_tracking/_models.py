@@ -6,7 +6,7 @@ from typing import Any
 
 from st_hpo.exceptions import TrackingError
 
-__all__ = ["log_sentence_transformer"]
+__all__ = ["log_model_folder", "log_sentence_transformer"]
 
 
 def log_sentence_transformer(tracking_uri: str, run_id: str, model: Any,
@@ -40,3 +40,27 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("sentence-transformers", "transformers", "torch")]
+
+
+def log_model_folder(tracking_uri: str, run_id: str, folder: str, register_as: str | None) -> tuple[str, str | None]:
+    """Log a saved model folder as the ``model`` artifact of run ``run_id`` and register it; (URI, version).
+
+    For the kinds MLflow has no flavor for (CrossEncoder, SparseEncoder, MultiVectorEncoder): the folder is
+    what the model class loads back, e.g. ``CrossEncoder(mlflow.artifacts.download_artifacts(uri))``.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.log_artifacts(run_id, folder, artifact_path="model")
+        source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+        if register_as is None:
+            return source, None
+        try:
+            client.get_registered_model(register_as)
+        except Exception:  # noqa: BLE001 - not registered yet
+            client.create_registered_model(register_as)
+        version = client.create_model_version(register_as, source=source, run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - the MLflow client raises many kinds
+        raise TrackingError(f"MLflow at {tracking_uri} could not log the model: {type(exc).__name__}: {exc}") from exc
+    return f"models:/{register_as}/{version.version}", str(version.version)

@@ -155,8 +155,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
-    """Every trial of the study (cancelled ones left out) as a dict, and the study's budget."""
+def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
+    """Every trial of the study (cancelled ones left out) as a dict, the study's budget and model kind."""
     from st_hpo._best_model import MODEL_DIR_ATTR, best_number
     from st_hpo._results import StudyLocation, load_study, shown_params, trial_duration
 
@@ -185,9 +185,11 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
             # a RUNNING trial whose worker on this host is gone: the next run or worker fails it
             "worker_gone": t.state.name == "RUNNING" and _gone(t.user_attrs),
             "gpu": t.user_attrs.get("st_hpo.tag.gpu"),
+            # what the kind's evaluators report besides the objective (a sparse model's active dimensions)
+            "side_metrics": t.user_attrs.get("st_hpo.side_metrics"),
         })
     budget = study.user_attrs.get("st_hpo.n_trials", study_def.n_trials)
-    return rows, budget
+    return rows, budget, study.user_attrs.get("st_hpo.model_kind", "sentence-transformer")
 
 
 def _gone(attrs: dict[str, Any]) -> bool:
@@ -210,13 +212,15 @@ def _note(r: dict[str, Any]) -> str:
         return f"pruned at {done}" if done else "pruned"
     if r["state"] == "FAIL":
         return (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
+    side = ", ".join(f"{k} {v:g}" for k, v in (r.get("side_metrics") or {}).items())
     if r["best"]:
-        return "best, model kept" if r["model_dir"] else "best"
-    return ""
+        best = "best, model kept" if r["model_dir"] else "best"
+        return f"{best}; {side}" if side else best
+    return side
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    rows, budget = _rows(ns)
+    rows, budget, kind = _rows(ns)
     if ns.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -226,7 +230,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from st_hpo._progress import format_params
 
     count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
-    table = Table(title=f"{count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
+    table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
                         f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
                         f"{count['RUNNING']} running")
     for col in ("#", "state", "value", "params", "seconds", "note"):
