@@ -62,11 +62,11 @@ class Choice:
             raise SearchSpaceError(f"{label!r} is not a label of this Choice (labels: {', '.join(self.labels)})")
         return self.options[label]
 
-    def __repr__(self) -> str:
-        return f"Choice({', '.join(self.labels)})"
+    def __repr__(self) -> str:  # the values too: a study's identity notices a changed value
+        return f"Choice({self.options!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Choice) and self.labels == other.labels
+        return isinstance(other, Choice) and self.options == other.options
 
     def __hash__(self) -> int:
         return hash(self.labels)

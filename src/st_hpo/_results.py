@@ -15,11 +15,17 @@ name ends in ``.yaml``/``.yml``) mapping::
     value:          the best trial's objective
     trial:          the best trial's number (baseline: true when it is the baseline trial)
     mlflow_run_id:  the best trial's MLflow run (null when it was not tracked)
-    params:         every value the trial sampled, names as in the search space
+    params:         what the trial shows (as in MLflow and ``status``): its suggestions, the values it
+                    trained with, and the label of each ``st_hpo.Choice`` name
+    labels:         the sampled label of each Choice name (its value is in ``args``, ``loss_params``...)
     args:           the full effective SentenceTransformerTrainingArguments, without output_dir and
                     logging_dir (secrets redacted by transformers are left out too)
     loss_params:    the sampled ``loss.<name>`` values without their prefix (kwargs of the loss class)
     model_params:   the sampled ``model.<name>`` values without their prefix
+    loss:           the sampled loss class as ``module.QualName``, when the space samples ``loss``
+
+Every value is the one the trial recorded it trained with (see :mod:`st_hpo._record`), never one
+re-derived from Optuna's ``trial.params``.
 
 so that ``SentenceTransformerTrainingArguments(output_dir="out", **config["args"])`` gives the arguments
 the best trial trained with, and ``loss_cls(model, **config["loss_params"])`` its loss.
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._best_model import saved_best_model
+from st_hpo._record import CONFIG_ATTR, trained_values
 from st_hpo._study import Study
 from st_hpo._test_score import recorded_test_values
 from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
@@ -151,7 +158,7 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         direction=optuna_study.direction.name.lower(),
         number=best.number,
         value=float(best.value),
-        params=dict(best.params),
+        params=shown_params(best),
         mlflow_run_id=best.user_attrs.get("st_hpo.mlflow_run_id"),
         is_baseline=bool(best.user_attrs.get("st_hpo.baseline")),
         n_complete=len(complete),
@@ -175,8 +182,8 @@ def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: s
 
 
 def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params (status, trials.csv, MLflow): see :func:`st_hpo._tracking._mlflow.shown_params`."""
-    from st_hpo._tracking._mlflow import shown_params as _shown
+    """What to show as a trial's params (status, trials.csv, MLflow, best): see :func:`st_hpo._record.shown_params`."""
+    from st_hpo._record import shown_params as _shown
 
     return _shown(trial)
 
@@ -192,7 +199,9 @@ def trial_duration(trial: Any, now: Any = None) -> float | None:
 
 
 def trial_params(trial: Any) -> dict[str, Any]:
-    """The values a trial trained with: none for a baseline that ran the base arguments unsampled."""
+    """What Optuna sampled for a trial (Choice labels, helper suggestions): the params to queue to run the
+    same configuration again; none for a baseline that ran the base arguments unsampled. What the trial
+    trained with is :func:`st_hpo._record.trained_values`."""
     from st_hpo._trial import UNSAMPLED_ATTR
 
     return {} if trial.user_attrs.get(UNSAMPLED_ATTR) else dict(trial.params)
@@ -202,8 +211,10 @@ def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, r
                    extra: dict[str, Any] | None = None) -> Any:
     """The arguments a trial with ``params`` trains with: ``base_args`` cloned with the training overrides."""
     from st_hpo import _args
+    from st_hpo._space import LOSS_NAME
 
     overrides, _, _ = _args.split_params(params)
+    overrides.pop(LOSS_NAME, None)  # a sampled loss class, not an argument
     overrides.update(extra or {})
     try:
         return _args.clone_args(base_args, overrides, output_dir=output_dir, run_name=run_name)
@@ -229,19 +240,24 @@ def best_config(study: Study, *, output_dir: str | Path | None = None, storage: 
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
     optuna_study = load_study(study, location)
     best = best_of(optuna_study, study.objective)
-    params = trial_params(optuna_study.best_trial)
+    params = trained_values(optuna_study.best_trial, study.space)
     args = effective_args(base_args_of(study, str(location.output_dir / "trials")), params,
                           output_dir=str(location.output_dir / "trials" / f"trial-{best.number}"), run_name=None)
     fields = json.loads(args.to_json_string())
     fields = {k: v for k, v in fields.items()
               if k not in _PER_RUN_FIELDS and not (isinstance(v, str) and v.endswith("_TOKEN>"))}
     _, loss_params, model_params = _args.split_params(params)
-    return {
+    config = {
         "format": EXPORT_FORMAT, "study": best.study_name, "objective": best.objective,
         "direction": best.direction, "value": best.value, "trial": best.number, "baseline": best.is_baseline,
-        "mlflow_run_id": best.mlflow_run_id, "params": best.params, "args": fields,
-        "loss_params": loss_params, "model_params": model_params,
+        "mlflow_run_id": best.mlflow_run_id, "params": best.params,
+        "labels": dict((optuna_study.best_trial.user_attrs.get(CONFIG_ATTR) or {}).get("labels", {})),
+        "args": fields, "loss_params": loss_params, "model_params": model_params,
     }
+    if "loss" in params:
+        loss = params["loss"]
+        config["loss"] = f"{getattr(loss, '__module__', '?')}.{getattr(loss, '__qualname__', repr(loss))}"
+    return config
 
 
 def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None = None,
