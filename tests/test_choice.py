@@ -161,3 +161,13 @@ def test_define_by_run_exports_and_retrains_what_the_trial_ran(make_study, tmp_p
     retrained = st_hpo.retrain_best(study, output_dir=tmp_path, track=False)
     assert retrained.trial_number == best.number
     assert retrained.value == pytest.approx(best.value, abs=1e-6), "same recorded values, same seed"
+
+
+def test_a_choice_describes_its_values_the_same_in_every_process():
+    # the study's identity (checked on every resume) compares the space's repr: no memory addresses in it
+    def factory(model, params):
+        return None
+
+    text = repr(st_hpo.Choice({"f": factory, "q": QUERY}))
+    assert "0x" not in text and "factory" in text and "'query: '" in text
+    assert repr(st_hpo.Choice({"q": {"sentence1": "q: "}})) != repr(st_hpo.Choice({"q": {"sentence1": "query: "}}))
