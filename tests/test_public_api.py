@@ -6,7 +6,7 @@ import st_hpo
 from st_hpo import exceptions
 
 EXPECTED = {
-    "BestTrial", "ConfirmResult", "NoResultError", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError",
+    "BestTrial", "Choice", "ConfirmResult", "NoResultError", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError",
     "StorageError", "Study", "StudyDefinitionError", "StudyFileError", "StudyResult", "TestScore", "TrackingError",
     "TrialError", "__version__", "best_trial", "confirm_study", "export_best", "join_study", "load_study_file",
     "register_best", "report_study", "retrain_best", "run_study", "score_best_on_test", "validate_study",

@@ -6,6 +6,7 @@ study and one child run per trial.
 """
 
 from st_hpo._api import StudyResult, join_study, run_study, validate_study
+from st_hpo._choice import Choice
 from st_hpo._confirm import ConfirmResult, confirm_study
 from st_hpo._loading import load_study_file
 from st_hpo._register import RegisterResult, register_best
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BestTrial",
+    "Choice",
     "ConfirmResult",
     "NoResultError",
     "RegisterResult",

@@ -62,11 +62,18 @@ class Choice:
             raise SearchSpaceError(f"{label!r} is not a label of this Choice (labels: {', '.join(self.labels)})")
         return self.options[label]
 
-    def __repr__(self) -> str:
-        return f"Choice({', '.join(self.labels)})"
+    def __repr__(self) -> str:  # the values too (a study's identity notices a changed one), stable across runs
+        return f"Choice({{{', '.join(f'{label!r}: {_describe(value)}' for label, value in self.options.items())}}})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Choice) and self.labels == other.labels
+        return isinstance(other, Choice) and self.options == other.options
 
     def __hash__(self) -> int:
         return hash(self.labels)
+
+
+def _describe(value: Any) -> str:
+    """``repr`` of a value, but a class or function by its dotted name (its repr holds a memory address)."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return repr(value)

@@ -226,8 +226,8 @@ class StudyResources:
         return model
 
     def new_loss(self, model: Any, params: dict[str, Any], loss_params: dict[str, Any]) -> Any:
-        """A fresh loss module for one trial."""
-        loss = self.study.loss
+        """A fresh loss module for one trial: the study's loss, or the one the space sampled (``loss``)."""
+        loss = params.get("loss", self.study.loss)
         if inspect.isclass(loss):
             return loss(model, **loss_params)
         built = loss(model, params)

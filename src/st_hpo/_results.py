@@ -15,7 +15,9 @@ name ends in ``.yaml``/``.yml``) mapping::
     value:          the best trial's objective
     trial:          the best trial's number (baseline: true when it is the baseline trial)
     mlflow_run_id:  the best trial's MLflow run (null when it was not tracked)
-    params:         every value the trial sampled, names as in the search space
+    params:         what the trial shows (as in MLflow and ``status``): its suggestions, the values it
+                    trained with, and the label of each ``st_hpo.Choice`` name
+    labels:         the sampled label of each Choice name (its value is in ``args``, ``loss_params``...)
     model_kind:     the model kind ("sentence-transformer", "cross-encoder", "sparse-encoder",
                     "multi-vector-encoder")
     args_class:     the arguments class to build, e.g. "sentence_transformers.CrossEncoderTrainingArguments"
@@ -23,6 +25,10 @@ name ends in ``.yaml``/``.yml``) mapping::
                     logging_dir (secrets redacted by transformers are left out too)
     loss_params:    the sampled ``loss.<name>`` values without their prefix (kwargs of the loss class)
     model_params:   the sampled ``model.<name>`` values without their prefix
+    loss:           the sampled loss class as ``module.QualName``, when the space samples ``loss``
+
+Every value is the one the trial recorded it trained with (see :mod:`st_hpo._record`), never one
+re-derived from Optuna's ``trial.params``.
 
 so that ``SentenceTransformerTrainingArguments(output_dir="out", **config["args"])`` (the class named by
 ``args_class``) gives the arguments
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._best_model import saved_best_model
+from st_hpo._record import CONFIG_ATTR, trained_values
 from st_hpo._study import Study
 from st_hpo._test_score import recorded_test_values
 from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
@@ -157,7 +164,7 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
         direction=optuna_study.direction.name.lower(),
         number=best.number,
         value=float(best.value),
-        params=dict(best.params),
+        params=shown_params(best),
         mlflow_run_id=best.user_attrs.get("st_hpo.mlflow_run_id"),
         is_baseline=bool(best.user_attrs.get("st_hpo.baseline")),
         n_complete=len(complete),
@@ -182,8 +189,8 @@ def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: s
 
 
 def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params (status, trials.csv, MLflow): see :func:`st_hpo._tracking._mlflow.shown_params`."""
-    from st_hpo._tracking._mlflow import shown_params as _shown
+    """What to show as a trial's params (status, trials.csv, MLflow, best): see :func:`st_hpo._record.shown_params`."""
+    from st_hpo._record import shown_params as _shown
 
     return _shown(trial)
 
@@ -199,7 +206,9 @@ def trial_duration(trial: Any, now: Any = None) -> float | None:
 
 
 def trial_params(trial: Any) -> dict[str, Any]:
-    """The values a trial trained with: none for a baseline that ran the base arguments unsampled."""
+    """What Optuna sampled for a trial (Choice labels, helper suggestions): the params to queue to run the
+    same configuration again; none for a baseline that ran the base arguments unsampled. What the trial
+    trained with is :func:`st_hpo._record.trained_values`."""
     from st_hpo._trial import UNSAMPLED_ATTR
 
     return {} if trial.user_attrs.get(UNSAMPLED_ATTR) else dict(trial.params)
@@ -209,8 +218,10 @@ def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, r
                    extra: dict[str, Any] | None = None) -> Any:
     """The arguments a trial with ``params`` trains with: ``base_args`` cloned with the training overrides."""
     from st_hpo import _args
+    from st_hpo._space import LOSS_NAME
 
     overrides, _, _ = _args.split_params(params)
+    overrides.pop(LOSS_NAME, None)  # a sampled loss class, not an argument
     overrides.update(extra or {})
     try:
         return _args.clone_args(base_args, overrides, output_dir=output_dir, run_name=run_name)
@@ -236,7 +247,7 @@ def best_config(study: Study, *, output_dir: str | Path | None = None, storage: 
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
     optuna_study = load_study(study, location)
     best = best_of(optuna_study, study.objective)
-    params = trial_params(optuna_study.best_trial)
+    params = trained_values(optuna_study.best_trial, study.space)
     from st_hpo._kinds import stored_kind
 
     kind = stored_kind(optuna_study)
@@ -246,13 +257,18 @@ def best_config(study: Study, *, output_dir: str | Path | None = None, storage: 
     fields = {k: v for k, v in fields.items()
               if k not in _PER_RUN_FIELDS and not (isinstance(v, str) and v.endswith("_TOKEN>"))}
     _, loss_params, model_params = _args.split_params(params)
-    return {
+    config = {
         "format": EXPORT_FORMAT, "study": best.study_name, "objective": best.objective,
         "direction": best.direction, "value": best.value, "trial": best.number, "baseline": best.is_baseline,
-        "mlflow_run_id": best.mlflow_run_id, "params": best.params, "model_kind": kind.name,
-        "args_class": f"sentence_transformers.{kind.args_class_name}", "args": fields,
-        "loss_params": loss_params, "model_params": model_params,
+        "mlflow_run_id": best.mlflow_run_id, "params": best.params,
+        "labels": dict((optuna_study.best_trial.user_attrs.get(CONFIG_ATTR) or {}).get("labels", {})),
+        "model_kind": kind.name, "args_class": f"sentence_transformers.{kind.args_class_name}",
+        "args": fields, "loss_params": loss_params, "model_params": model_params,
     }
+    if "loss" in params:
+        loss = params["loss"]
+        config["loss"] = f"{getattr(loss, '__module__', '?')}.{getattr(loss, '__qualname__', repr(loss))}"
+    return config
 
 
 def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None = None,

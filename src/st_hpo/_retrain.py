@@ -1,7 +1,7 @@
 """Retraining the best configuration of a study, saving it with a model card, logging it to MLflow.
 
 :func:`retrain_best` trains the best trial's configuration again on the study's data: the study's base
-arguments cloned with the best trial's values (as the trial did, with ``--epochs`` as the only change
+arguments cloned with the values the best trial recorded it trained with (as the trial did, with ``--epochs`` as the only change
 allowed), a fresh model and loss, the same evaluator. With the same seed and hardware it reproduces the
 trial's objective. The model is saved with a sentence-transformers model card that has a
 "Hyperparameter search" section (study, objective, best trial, its value, baseline and the retrained
@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from st_hpo._results import BestTrial, StudyLocation, best_of, effective_args, load_study, trial_params
+from st_hpo._record import trained_values
+from st_hpo._results import BestTrial, StudyLocation, best_of, effective_args, load_study
 from st_hpo._study import Study
 
 __all__ = ["RetrainResult", "retrain_best"]
@@ -68,7 +69,7 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
     optuna_study = load_study(study, location)
     best = best_of(optuna_study, study.objective)
-    params = trial_params(optuna_study.best_trial)
+    params = trained_values(optuna_study.best_trial, study.space)  # what it recorded it trained with
     target = Path(model_dir or location.output_dir / "best-model").resolve()
     work = location.output_dir / "retrain" / f"trial-{best.number}"
     resources = StudyResources(study)
@@ -84,7 +85,7 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         _describe_model(model, study, best)
         model.save(str(target))
         if track:
-            result = _log(optuna_study, study, location, result, (validated.kind, model), args, params, register_as)
+            result = _log(optuna_study, study, location, result, (validated.kind, model), args, best.params, register_as)
     logger.info("retrained trial %d's configuration: %s = %.4f (trial: %.4f); saved to %s",
                 best.number, study.objective, value, best.value, target)
     return result

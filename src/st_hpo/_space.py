@@ -14,9 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from st_hpo import _args
+from st_hpo._choice import Choice
 from st_hpo.exceptions import SearchSpaceError
 
-__all__ = ["check_space", "extreme_values", "sample", "space_defaults"]
+__all__ = ["LOSS_NAME", "check_prompts", "check_space", "extreme_values", "loss_options", "sample", "sample_config",
+           "space_defaults"]
+
+#: The space name whose value is the loss itself (a Choice of loss classes in a dict space).
+LOSS_NAME = "loss"
 
 #: How many times a define-by-run space is sampled to check what it can produce.
 DRY_SAMPLES = 16
@@ -33,15 +38,29 @@ def _normalize(dist: Any) -> Any:
 
 
 def sample(space: Mapping[str, Any] | Callable[..., dict[str, Any]], trial: Any) -> dict[str, Any]:
-    """The trial's values: every distribution of a dict space suggested, or the callable's dict."""
+    """The trial's values: every distribution of a dict space suggested (a Choice's value), or the callable's dict."""
+    return sample_config(space, trial)[0]
+
+
+def sample_config(space: Mapping[str, Any] | Callable[..., dict[str, Any]],
+                  trial: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the trial's values, the sampled label of every Choice name): what it trains with, what to show."""
     if callable(space) and not isinstance(space, Mapping):
         values = space(trial)
         if not isinstance(values, Mapping):
             raise SearchSpaceError(
                 f"the space callable returned {type(values).__name__}; it must return a dict of names to values"
             )
-        return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in values.items()}
-    return {name: _suggest(trial, name, _normalize(dist)) for name, dist in space.items()}
+        return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in values.items()}, {}
+    out: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    for name, dist in space.items():
+        if isinstance(dist, Choice):
+            labels[name] = trial.suggest_categorical(name, dist.labels)
+            out[name] = dist.value(labels[name])
+        else:
+            out[name] = _suggest(trial, name, _normalize(dist))
+    return out, labels
 
 
 def _suggest(trial: Any, name: str, dist: Any) -> Any:
@@ -71,12 +90,37 @@ def extreme_values(dist: Any) -> list[Any]:
 
 
 def _check_value(base_args: Any, name: str, value: Any) -> None:
+    if name == LOSS_NAME:
+        _check_loss_value(value)
+        return
     if name.startswith(_args.FACTORY_PREFIXES):
         return
     reason = (_args.check_arg_value(name, value) or _args.check_precision(base_args, name, value)
               or _args.check_clone(base_args, name, value))
     if reason:
         raise SearchSpaceError(f"search space: {reason}")
+
+
+def _check_loss_value(value: Any) -> None:
+    from st_hpo._study import is_module
+
+    if is_module(value) or not callable(value):
+        shown = type(value).__name__ if is_module(value) else repr(value)
+        raise SearchSpaceError(
+            f"the space's loss option {shown} is not a loss class or a callable (model, params) -> loss; give "
+            "classes, e.g. 'loss': st_hpo.Choice({'cosent': CoSENTLoss, 'angle': AnglELoss})"
+        )
+
+
+def _check_name(name: str, args_class: type | None = None) -> None:
+    if name != LOSS_NAME:
+        _args.check_space_name(name, args_class)
+
+
+def loss_options(space: Mapping[str, Any] | Callable[..., Any]) -> list[Any]:
+    """The losses a dict space's ``loss`` Choice can give (every one is checked on rows), else []."""
+    dist = space.get(LOSS_NAME) if isinstance(space, Mapping) else None
+    return list(dist.options.values()) if isinstance(dist, Choice) else []
 
 
 def _check_conflicts(base_args: Any, names: set[str]) -> None:
@@ -116,11 +160,20 @@ def check_space(space: Mapping[str, Any] | Callable[..., dict[str, Any]], base_a
         if not space:
             raise SearchSpaceError("the search space is empty; add at least one distribution, e.g. learning_rate")
         for name, dist in space.items():
-            _args.check_space_name(name, type(base_args))
+            _check_name(name, type(base_args))
+            if isinstance(dist, Choice):  # every value as if it were the only one
+                for value in dist.options.values():
+                    _check_value(base_args, name, value)
+                continue
+            if name == LOSS_NAME:
+                raise SearchSpaceError(
+                    f"space['loss'] is a {type(dist).__name__}; the loss is sampled with a Choice of loss "
+                    "classes, e.g. 'loss': st_hpo.Choice({'cosent': CoSENTLoss, 'angle': AnglELoss})"
+                )
             if not isinstance(dist, optuna.distributions.BaseDistribution):
                 raise SearchSpaceError(
-                    f"space[{name!r}] is a {type(dist).__name__}, not an Optuna distribution; write e.g. "
-                    f"FloatDistribution(1e-5, 1e-4, log=True) or CategoricalDistribution([{dist!r}])"
+                    f"space[{name!r}] is a {type(dist).__name__}, not an Optuna distribution or a st_hpo.Choice; "
+                    f"write e.g. FloatDistribution(1e-5, 1e-4, log=True) or CategoricalDistribution([{dist!r}])"
                 )
             if name in _args.INTEGER_ARGS and isinstance(dist, optuna.distributions.FloatDistribution):
                 raise SearchSpaceError(
@@ -151,7 +204,7 @@ def _dry_sample(space: Callable[..., dict[str, Any]], base_args: Any) -> set[str
         except Exception as exc:
             raise SearchSpaceError(f"the space callable raised {type(exc).__name__}: {exc}") from exc
         for name, value in values.items():
-            _args.check_space_name(name, type(base_args))
+            _check_name(name, type(base_args))
             _check_value(base_args, name, value)
             names.add(name)
         dry.tell(trial, 0.0)
@@ -170,8 +223,15 @@ def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any
         return None
     values: dict[str, Any] = {}
     for name, dist in space.items():
-        if name.startswith(_args.FACTORY_PREFIXES):
+        if name.startswith(_args.FACTORY_PREFIXES) or name == LOSS_NAME:
             return None
+        if isinstance(dist, Choice):  # the label whose value is the base value
+            base = getattr(base_args, name)
+            label = next((k for k, v in dist.options.items() if _same(v, base)), None)
+            if label is None:
+                return None
+            values[name] = label
+            continue
         if name == "warmup_ratio":
             value: Any = _args.effective_warmup_ratio(base_args)
         else:
@@ -196,6 +256,8 @@ def _outside(dist: Any, value: Any) -> str | None:
     """Why ``dist`` cannot produce ``value``, or None."""
     import optuna
 
+    if isinstance(dist, Choice):
+        return None if value in dist.labels else f"is not one of its labels {list(dist.labels)}"
     dist = _normalize(dist)
     value = value.value if isinstance(value, enum.Enum) else value
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
@@ -229,3 +291,63 @@ def check_enqueued(configs: Any, space: Mapping[str, Any] | Callable[..., Any], 
                     raise SearchSpaceError(f"{where} {reason}")
             elif not name.startswith(_args.FACTORY_PREFIXES):
                 _check_value(base_args, name, value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(type(a) is type(b) and a == b) or (a is None and b in (None, {}))
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
+        return False
+
+
+def _prompt_candidates(space: Mapping[str, Any] | Callable[..., Any], base_args: Any) -> list[Any]:
+    """Every ``prompts`` value a trial can train with: the base one, and what the space can give."""
+    import optuna
+
+    found = [getattr(base_args, "prompts", None)]
+    if isinstance(space, Mapping):
+        dist = space.get("prompts")
+        if isinstance(dist, Choice):
+            found += list(dist.options.values())
+        elif isinstance(dist, optuna.distributions.CategoricalDistribution):
+            found += list(dist.choices)
+        return found
+    dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(DRY_SAMPLES):  # the space already passed check_space: it samples without raising
+        trial = dry.ask()
+        found.append(sample(space, trial).get("prompts"))
+        dry.tell(trial, 0.0)
+    return found
+
+
+def _prompt_problem(prompts: Any, columns: dict[str | None, list[str]]) -> str | None:
+    """Why ``prompts`` names a column or dataset that is not there (``columns``: dataset name -> columns;
+    the only key is None for a single Dataset), or None."""
+    if not isinstance(prompts, Mapping) or not prompts:
+        return None
+    every = sorted({c for cols in columns.values() for c in cols})
+    names = [k for k in columns if k is not None]
+    if any(isinstance(v, Mapping) for v in prompts.values()):  # dataset name -> (prompt | column -> prompt)
+        for dataset, inner in prompts.items():
+            if dataset not in names:
+                return (f"names dataset {dataset!r}, but the train dataset "
+                        f"{'has datasets ' + repr(names) if names else 'is a single Dataset'}")
+            unknown = [c for c in (inner if isinstance(inner, Mapping) else {}) if c not in columns[dataset]]
+            if unknown:
+                return f"names column {unknown[0]!r} of dataset {dataset!r}, which has columns {columns[dataset]}"
+        return None
+    for key in prompts:
+        if key not in every and key not in names:
+            return f"names column {key!r}, which the train dataset does not have (its columns: {every})"
+    return None
+
+
+def check_prompts(space: Mapping[str, Any] | Callable[..., Any], base_args: Any, train_dataset: Any) -> None:
+    """Refuse a ``prompts`` value (base args or space) whose keys name no column or dataset of the train data."""
+    names = train_dataset.column_names
+    columns = {k: list(v) for k, v in names.items()} if isinstance(names, Mapping) else {None: list(names)}
+    for prompts in _prompt_candidates(space, base_args):
+        reason = _prompt_problem(prompts, columns)
+        if reason:
+            raise SearchSpaceError(f"prompts={prompts!r} {reason}; key prompts by the train dataset's column "
+                                   "names (or by dataset name for a dict of datasets)")

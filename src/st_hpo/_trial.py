@@ -22,6 +22,7 @@ from typing import Any
 from st_hpo import _args, _space
 from st_hpo._callbacks import Diverged, TrialReporter, evaluation_fractions
 from st_hpo._execution._recovery import current_host
+from st_hpo._record import shown_params, store_config
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._validate import ValidatedStudy
 from st_hpo.exceptions import TrackingError, TrialError
@@ -136,14 +137,16 @@ class _RunLog:
 
 
 def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
+    """The values the trial trains with, recorded with the trial (``st_hpo.config``, see :mod:`st_hpo._record`)
+    for every reader: MLflow, ``status``, ``best``, ``export``, ``retrain``, the reports."""
     if trial.user_attrs.get(UNSAMPLED_ATTR):
         # a baseline whose base values lie outside the space: run the base arguments as they are, and
         # record what every searched name was, for MLflow, `st-hpo status` and trials.csv
-        from st_hpo._tracking._mlflow import EFFECTIVE_PARAMS_ATTR
-
-        trial.set_user_attr(EFFECTIVE_PARAMS_ATTR, _base_values(ctx))
+        store_config(trial, {}, {}, shown=_base_values(ctx))
         return {}
-    return _space.sample(ctx.validated.study.space, trial)
+    values, labels = _space.sample_config(ctx.validated.study.space, trial)
+    store_config(trial, values, labels)
+    return values
 
 
 def _base_values(ctx: TrialContext) -> dict[str, Any]:
@@ -162,7 +165,9 @@ def _base_values(ctx: TrialContext) -> dict[str, Any]:
         defaults = {}
     values: dict[str, Any] = {}
     for name in space:
-        if name.startswith("loss."):
+        if name == _space.LOSS_NAME:
+            value = getattr(loss, "__name__", "(default)")
+        elif name.startswith("loss."):
             value = defaults.get(name[len("loss.") :], "(default)")
         elif name.startswith("model."):
             value = "(default)"
@@ -191,8 +196,6 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     if ctx.tracker is None:
         return _RunLog(None, None, trial=trial)
     if not params:
-        from st_hpo._tracking._mlflow import shown_params
-
         params = shown_params(trial)  # an unsampled baseline: the values it trains with
     base = _args.args_to_dict(ctx.validated.base_args)
     effective = _args.args_to_dict(args)
@@ -231,15 +234,16 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
     run = _RunLog(None, None)
     try:
         params = _trial_params(ctx, trial)
-        outcome.params = params
+        outcome.params = shown_params(trial)  # Choice labels, not their values
         if ctx.progress is not None:
-            ctx.progress.trial_started(trial.number, params)
+            ctx.progress.trial_started(trial.number, outcome.params)
         overrides, loss_params, model_params = _args.split_params(params)
+        overrides.pop(_space.LOSS_NAME, None)  # a sampled loss class: new_loss builds it
         overrides.update(trial.user_attrs.get(ARGS_OVERRIDE_ATTR) or {})
         args = _args.clone_args(ctx.validated.base_args, overrides,
                                 output_dir=str(ctx.output_dir / "trials" / f"trial-{trial.number}"),
                                 run_name=f"trial-{trial.number}")
-        run = _start_run(ctx, trial, params, args)
+        run = _start_run(ctx, trial, outcome.params, args)
         outcome.run_id = run.run_id
         outcome.value, outcome.step = _train(ctx, trial, params, args, loss_params, model_params, run, outcome)
         outcome.state = "COMPLETE"

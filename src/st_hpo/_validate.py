@@ -72,7 +72,9 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     _args.check_base_values(base_args)
     names = _space.check_space(study.space, base_args)
     _space.check_enqueued(study.enqueue, study.space, base_args)
-    _check_loss_params(study, names)
+    losses = [study.replace(loss=option) for option in _space.loss_options(study.space)] or [study]
+    for chosen in losses:  # each loss a `loss` Choice can give, else the study's
+        _check_loss_params(chosen, names)
     key = objective_key(study.objective)
     needs_eval_loss = key == "eval_loss"
     train = resources.train_dataset
@@ -83,10 +85,13 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
                                    "evaluator holds its own data)")
     if needs_eval_loss and resources.eval_dataset is None:
         raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
+    _space.check_prompts(study.space, base_args, train)
     params, model = probe or _probe(study, resources)  # one sample of the space: the model and loss of the checks
     _, loss_params, model_params = _args.split_params(params)
     _check_kind_of_parts(kind, study, resources)
-    _check_loss_on_rows(study, resources, model, base_args, params, loss_params, on_cpu=on_cpu)
+    for chosen in losses:
+        _check_loss_on_rows(chosen, resources, model, base_args, params if chosen is study else
+                            {**params, "loss": chosen.loss}, loss_params, on_cpu=on_cpu)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
     check_test_objective(study, resources, model)

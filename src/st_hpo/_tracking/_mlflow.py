@@ -31,7 +31,7 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUN
 _ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}}
 PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
 RUN_ATTR = "st_hpo.mlflow_run_id"
-#: The value of every searched name a trial trained with when it sampled none (a baseline run unsampled).
+#: Where a baseline run unsampled kept its base values before trials recorded ``st_hpo.config`` (read only).
 EFFECTIVE_PARAMS_ATTR = "st_hpo.effective_params"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 #: After MLflow failed a write through all retries, skip writes for this long (trials go on meanwhile).
@@ -81,17 +81,10 @@ def seed_sqlite_store(tracking_uri: str) -> None:
 
 
 def shown_params(trial: Any) -> dict[str, Any]:
-    """The values of the searched names a trial trains (or trained) with, for every reader (MLflow, status,
-    trials.csv): its sampled params; for a baseline run unsampled, the base values it recorded; for a
-    queued (WAITING) trial, the values it was queued with."""
-    if trial.params:
-        return dict(trial.params)
-    effective = trial.user_attrs.get(EFFECTIVE_PARAMS_ATTR)
-    if effective:
-        return dict(effective)
-    if trial.state.name == "WAITING":
-        return dict(trial.system_attrs.get("fixed_params") or {})
-    return {}
+    """What to show as a trial's params: see :func:`st_hpo._record.shown_params` (the trial's record)."""
+    from st_hpo._record import shown_params as _shown
+
+    return _shown(trial)
 
 
 def _param_value(value: Any) -> str:
