@@ -31,16 +31,52 @@ def _journal_study(tmp_path, name="s"):
     return optuna.create_study(storage=storage, study_name=name)
 
 
+def test_a_worker_killed_while_it_records_itself_leaves_a_trial_recovery_fails(tmp_path):
+    """The pid is written last: a worker killed between two writes leaves a trial without a pid, which
+    recovery fails once it is unclaimed for long enough (a pid without a host was never recovered)."""
+    import datetime
+
+    from st_hpo._execution import _recovery
+
+    class KilledAtLastWrite:
+        def __init__(self, trial):
+            self.trial, self.written = trial, []
+
+        def set_user_attr(self, key, value):
+            if key == "st_hpo.pid":
+                raise KeyboardInterrupt  # the worker dies here, at its last write
+            self.written.append(key)
+            self.trial.set_user_attr(key, value)
+
+    study = _journal_study(tmp_path)
+    trial = study.ask()
+    with pytest.raises(KeyboardInterrupt):
+        record_worker(KilledAtLastWrite(trial), os.getpid(), current_host())
+    assert study.trials[0].user_attrs["st_hpo.tag.host"] == current_host()
+    later = datetime.datetime.now() + datetime.timedelta(seconds=_recovery.UNCLAIMED_SECONDS + 1)
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return later
+
+    original = _recovery.datetime.datetime
+    _recovery.datetime.datetime = Later
+    try:
+        assert recover_stale_trials(study) == [trial.number]
+    finally:
+        _recovery.datetime.datetime = original
+    assert study.trials[0].state.name == "FAIL"
+
+
 @linux_only
 def test_a_reused_pid_is_not_taken_for_the_worker(tmp_path):
     study = _journal_study(tmp_path)
     impostor = study.ask()  # recorded by a process that had this pid before (a reboot, a later process)
-    impostor.set_user_attr("st_hpo.tag.host", current_host())
-    record_worker(impostor, os.getpid())
+    record_worker(impostor, os.getpid(), current_host())
     impostor.set_user_attr(PID_START_ATTR, process_identity(os.getpid())[PID_START_ATTR] + 1)
     genuine = study.ask()
-    genuine.set_user_attr("st_hpo.tag.host", current_host())
-    record_worker(genuine, os.getpid())
+    record_worker(genuine, os.getpid(), current_host())
 
     assert recover_stale_trials(study) == [impostor.number]
     states = {t.number: t.state.name for t in study.get_trials()}

@@ -114,10 +114,9 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         if _surplus(study, trial.number, budget):
             _cancel_surplus(study, trial)
             continue
-        record_worker(trial, worker.pid)  # its pid, start time and boot id
-        trial.set_user_attr("st_hpo.tag.host", worker.host)
         if os.environ.get(SUPERVISOR_ENV):  # the supervisor that started this worker reports how it ends
             trial.set_user_attr(SUPERVISOR_ATTR, int(os.environ[SUPERVISOR_ENV]))
+        record_worker(trial, worker.pid, worker.host)  # its host, start time, boot id, and last its pid
         try:
             with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
                 outcome = run_trial(ctx, trial)

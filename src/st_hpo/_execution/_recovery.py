@@ -83,11 +83,14 @@ def worker_alive(attrs: dict[str, Any]) -> bool:
     return all(now.get(k, v) == v for k, v in recorded.items())  # a key /proc cannot give: pid only
 
 
-def record_worker(trial: Any, pid: int) -> None:
-    """Record on a trial the worker process that runs it: its pid and what identifies it beyond the pid."""
-    trial.set_user_attr("st_hpo.pid", pid)
+def record_worker(trial: Any, pid: int, host: str) -> None:
+    """Record on a trial the worker process that runs it: its host, what identifies it beyond the pid, and
+    the pid last. Recovery reads a trial without a pid as one whose worker died before it recorded itself,
+    so a worker killed between two of these writes never leaves a half-recorded trial RUNNING for ever."""
+    trial.set_user_attr("st_hpo.tag.host", host)
     for key, value in process_identity(pid).items():
         trial.set_user_attr(key, value)
+    trial.set_user_attr("st_hpo.pid", pid)
 
 
 def fail_trial(study: Any, trial: Any, reason: str) -> None:
