@@ -23,9 +23,9 @@ import os
 from _stsb import limit, load_split, model_name  # the file beside this one: STSb and the base model
 from datasets import Dataset
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from sentence_transformers import SentenceTransformerTrainingArguments
-from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator, SimilarityFunction
-from sentence_transformers.losses import CoSENTLoss
+from sentence_transformers import SentenceTransformerTrainingArguments, SimilarityFunction
+from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 
 import st_hpo
 

@@ -32,8 +32,8 @@ from _stsb import limit, load_split, model_name  # the file beside this one: STS
 from datasets import Dataset
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from sentence_transformers import SentenceTransformerTrainingArguments
-from sentence_transformers.evaluation import InformationRetrievalEvaluator
-from sentence_transformers.losses import MultipleNegativesRankingLoss
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 import st_hpo
 

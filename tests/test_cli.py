@@ -158,3 +158,16 @@ def test_sync_rebuilds_a_lost_mlflow_store_and_closes_its_parent_run(tmp_path, s
     # a path that is a folder: one line, not a traceback
     proc = st_hpo("export", path, "--to", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_a_study_file_s_own_deprecation_warnings_are_shown(study_file, tmp_path):
+    """Library deprecation notices are hidden; one the study file's own code triggers is the user's to see."""
+    path = study_file(name="deprecated")
+    text = path.read_text().replace("from sentence_transformers.sentence_transformer.losses import CoSENTLoss",
+                                    "from sentence_transformers.losses import CoSENTLoss")
+    assert "from sentence_transformers.losses import CoSENTLoss" in text
+    path.write_text(text)
+    proc = st_hpo("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "DeprecationWarning: Importing from 'sentence_transformers.losses' is deprecated" in proc.stderr
+    assert proc.stderr.count("Warning:") == 1, proc.stderr

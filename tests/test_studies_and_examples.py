@@ -29,6 +29,7 @@ def test_studies_stsb_minilm_runs(tmp_path, tiny_model_path):
                            "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
                           env=_env(tiny_model_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DeprecationWarning" not in proc.stderr, "the study uses sentence-transformers 6's import paths"
     trials = load_trials(out, "stsb-minilm")
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert trials[0].user_attrs["st_hpo.baseline"] is True
@@ -77,3 +78,41 @@ def test_examples_quickstart_runs(tmp_path, tiny_model_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 complete" in proc.stdout
     assert (out / "mlflow.db").exists()
+
+
+def test_studies_stsb_reranker_runs(tmp_path, tiny_model_path):
+    """A CrossEncoder from the bi-encoder's weights, the loss searched with a Choice."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_reranker.py"),
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
+                          env=_env(tiny_model_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DeprecationWarning" not in proc.stderr
+    trials = load_trials(out, "stsb-reranker")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    _, parents, runs = mlflow_runs(out, "stsb-reranker")
+    assert parents[0].data.tags["st_hpo.model_kind"] == "cross-encoder"
+    assert runs[0].data.params["loss"] == "bce", "the baseline shows the label of the study's loss"
+    assert runs[1].data.params["loss"] in ("bce", "mse")
+    from sentence_transformers import CrossEncoder
+
+    best = [t for t in trials if t.user_attrs.get("st_hpo.model_dir")][-1]
+    assert CrossEncoder(best.user_attrs["st_hpo.model_dir"]).num_labels == 1
+
+
+def test_studies_stsb_sparse_runs(tmp_path, tiny_model_path):
+    """SPLADE on the base model's encoder, SpladeLoss's regularizer weights searched, sparsity kept."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_sparse.py"),
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
+                          env=_env(tiny_model_path, STHPO_EVAL_ROWS="96", STHPO_INTERMEDIATE_EVAL_ROWS="8"),
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load_trials(out, "stsb-sparse")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert set(trials[0].params) == {"learning_rate", "loss.document_regularizer_weight",
+                                     "loss.query_regularizer_weight"}
+    assert trials[0].user_attrs["st_hpo.side_metrics"]["stsb-ir_query_active_dims"] > 0
+    _, _, runs = mlflow_runs(out, "stsb-sparse")
+    assert [r.data.tags["st_hpo.model_kind"] for r in runs] == ["sparse-encoder"] * 2
+    assert runs[0].data.metrics["eval_stsb-ir_corpus_active_dims"] > 0

@@ -304,6 +304,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
     """A :class:`StudyResult` from an open session."""
     study = session.study
     from st_hpo._best_model import saved_best_model
+    from st_hpo._record import shown_params
     from st_hpo._test_score import recorded_test_values
 
     trials = study.get_trials(deepcopy=False)
@@ -321,7 +322,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         n_fail=count["FAIL"],
         best_trial_number=best.number if best else None,
         best_value=best.value if best else None,
-        best_params=dict(best.params) if best else {},
+        best_params=shown_params(best) if best else {},
         base_model_value=study.user_attrs.get("st_hpo.base_model_value"),
         interrupted=interrupted,
         budget_met=budget_met,

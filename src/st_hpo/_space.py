@@ -211,8 +211,11 @@ def _dry_sample(space: Callable[..., dict[str, Any]], base_args: Any) -> set[str
     return names
 
 
-def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any) -> dict[str, Any] | None:
+def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any, *,
+                   base_loss: Any = None) -> dict[str, Any] | None:
     """The base arguments' values for every name of a dict space (the baseline trial), or None.
+
+    A ``loss`` Choice takes the label of ``base_loss`` (the study's ``loss``) when it is one of its options.
 
     None when a name has no value in the base arguments that the distribution can take (a ``loss.`` or
     ``model.`` name, or a base value outside the space) or when the space is define-by-run.
@@ -223,10 +226,10 @@ def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any
         return None
     values: dict[str, Any] = {}
     for name, dist in space.items():
-        if name.startswith(_args.FACTORY_PREFIXES) or name == LOSS_NAME:
+        if name.startswith(_args.FACTORY_PREFIXES) or name == LOSS_NAME and base_loss is None:
             return None
         if isinstance(dist, Choice):  # the label whose value is the base value
-            base = getattr(base_args, name)
+            base = base_loss if name == LOSS_NAME else getattr(base_args, name)
             label = next((k for k, v in dist.options.items() if _same(v, base)), None)
             if label is None:
                 return None

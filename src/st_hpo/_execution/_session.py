@@ -210,7 +210,7 @@ class StudySession:
         self._queue_warm_start()
 
     def _queue_baseline(self) -> None:
-        values = space_defaults(self.definition.space, self.validated.base_args)
+        values = space_defaults(self.definition.space, self.validated.base_args, base_loss=self.definition.loss)
         attrs: dict[str, Any] = {BASELINE_ATTR: True}
         if values is None:
             attrs[UNSAMPLED_ATTR] = True

@@ -8,9 +8,11 @@ kind is asked for them, so ``import st_hpo`` stays light.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["ModelKind"]
@@ -87,8 +89,20 @@ class ModelKind:
     # --- models ---------------------------------------------------------------------------------------
 
     def load(self, name_or_path: str, *, device: str = "cpu") -> Any:
-        """The base model from a hub id or a folder (once per process)."""
-        return self.model_class()(name_or_path, device=device)
+        """The base model from a hub id or a folder (once per process; see :meth:`seeded`)."""
+        with self.seeded():
+            return self.model_class()(name_or_path, device=device)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def seeded() -> Iterator[None]:
+        """Load with a fixed seed, so that weights new to a checkpoint (a reranker's head on a bi-encoder's
+        weights, a sparse model's projection) are the same in every process: workers start from one base."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            yield
 
     def load_saved(self, path: str, *, device: str = "cpu") -> Any:
         """A model this kind saved (a kept best model), from its folder."""

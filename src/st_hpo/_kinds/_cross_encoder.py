@@ -18,7 +18,8 @@ class CrossEncoderKind(ModelKind):
         except Exception:  # noqa: BLE001 - not a transformers folder: let the model class decide
             architectures = []
         has_head = any("ForSequenceClassification" in name for name in architectures)
-        return self.model_class()(name_or_path, device=device, **({} if has_head else {"num_labels": 1}))
+        with self.seeded():
+            return self.model_class()(name_or_path, device=device, **({} if has_head else {"num_labels": 1}))
 
 
 KIND = CrossEncoderKind(name="cross-encoder", model_class_name="CrossEncoder",

@@ -159,6 +159,14 @@ def _version() -> str:
     return __version__
 
 
+#: Modules whose FutureWarning/DeprecationWarning the CLI hides below -vv (a study file's are shown).
+LIBRARY_MODULES = (r"(transformers|torch|accelerate|datasets|huggingface_hub|mlflow|optuna|sentence_transformers|"
+                   r"pydantic|sqlalchemy|alembic|matplotlib|plotly|pkg_resources|google|st_hpo|importlib|"
+                   r"setuptools|_distutils_hack|safetensors|tokenizers|pyarrow|numpy|scipy|sklearn)(\.|$)")
+
+#: The module name a study file runs under (:func:`st_hpo.load_study_file`): its warnings are the user's.
+STUDY_MODULE = "__st_hpo_study__"
+
 #: Carries -q/-v from ``st-hpo run`` to the worker processes it starts (they inherit the environment).
 VERBOSITY_ENV = "ST_HPO_VERBOSITY"
 
@@ -189,8 +197,11 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         import warnings
 
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # the libraries' own deprecation notices, not those a study file's own code triggers (an import
+        # path sentence-transformers deprecates is reported at the study file's line, and shown)
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
+            warnings.filterwarnings("default", category=category, module=STUDY_MODULE)
         warnings.filterwarnings("ignore", message=".*pkg_resources.*")
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
