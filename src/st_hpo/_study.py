@@ -20,6 +20,8 @@ __all__ = ["Study", "PRUNER_NAMES", "SAMPLER_NAMES", "is_module", "is_model_fact
 
 #: Pruners a study (or ``st-hpo run --pruner``) may name instead of passing an Optuna pruner object.
 PRUNER_NAMES = ("median", "successive-halving", "hyperband", "patient", "none")
+#: The pruner of a study that names none (``pruner=None``): change it here, and only here.
+DEFAULT_PRUNER = "median"
 #: Samplers a study may name instead of passing an Optuna sampler object.
 SAMPLER_NAMES = ("tpe", "random", "qmc")
 
@@ -110,7 +112,7 @@ class Study:
     experiment_name: str | None = None
     baseline: bool = True
     enqueue: Sequence[Mapping[str, Any]] = ()
-    intermediate_eval_rows: int | None = None
+    intermediate_eval_rows: int | Literal["auto"] | None = "auto"
     keep_best_model: bool = True
     max_failures_in_a_row: int | None = 10
     test_dataset: Dataset | Callable[[], Dataset] | None = None
@@ -175,9 +177,10 @@ def _check_scalars(study: Study) -> None:
             f"seed={seed!r} must be a whole number in [0, 2**32), e.g. seed=42 (or None: unseeded)"
         )
     rows = study.intermediate_eval_rows
-    if rows is not None and not _positive_int(rows):
+    if rows is not None and rows != "auto" and not _positive_int(rows):
         raise StudyDefinitionError(
-            f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them)"
+            f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them, "
+            "'auto': st-hpo decides)"
         )
     limit = study.max_failures_in_a_row
     if limit is not None and not _positive_int(limit):
