@@ -81,14 +81,16 @@ def agreement(cosines: dict[str, list[float]], scores, sizes, draws: int) -> tup
     sims = np.stack([np.asarray(cosines[n]) for n in names])
     scores = np.asarray(scores)
     full = np.array([spearmanr(s, scores).statistic for s in sims])
-    close = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names)) if abs(full[i] - full[j]) < 0.01]
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    close = [(i, j) for i, j in pairs if abs(full[i] - full[j]) < 0.01]
+    far = [(i, j) for i, j in pairs if abs(full[i] - full[j]) >= 0.01]
     rows = []
     n = len(scores)
     for k in sizes:
         if k >= n:
             continue
         rng = random.Random(1)
-        taus, top, kept = [], 0, []
+        taus, top, kept, far_kept, regret = [], 0, [], [], []
         picks = [sorted(random.Random(0).sample(range(n), k))]  # st-hpo's own subset first
         picks += [sorted(rng.sample(range(n), k)) for _ in range(draws)]
         for idx in picks:
@@ -96,12 +98,16 @@ def agreement(cosines: dict[str, list[float]], scores, sizes, draws: int) -> tup
             taus.append(kendalltau(sub, full).statistic)
             top += int(np.argmax(sub) == np.argmax(full))
             kept += [np.sign(sub[i] - sub[j]) == np.sign(full[i] - full[j]) for i, j in close]
+            far_kept += [np.sign(sub[i] - sub[j]) == np.sign(full[i] - full[j]) for i, j in far]
+            regret.append(float(full.max() - full[np.argmax(sub)]))  # whole-set score lost by the subset's pick
         rows.append({"k": k, "tau_st_hpo_subset": round(float(taus[0]), 4),
                      "tau_mean": round(float(np.mean(taus[1:])), 4),
                      "tau_p5": round(float(np.percentile(taus[1:], 5)), 4),
                      "top1_same": round(top / len(picks), 3),
                      "close_pairs": len(close),
-                     "close_pairs_kept": round(float(np.mean(kept)), 3) if kept else None})
+                     "close_pairs_kept": round(float(np.mean(kept)), 3) if kept else None,
+                     "far_pairs": len(far), "far_pairs_kept": round(float(np.mean(far_kept)), 4) if far_kept else None,
+                     "regret_mean": round(float(np.mean(regret)), 5), "regret_max": round(float(np.max(regret)), 5)})
     return rows, dict(zip(names, (round(float(v), 4) for v in full), strict=True))
 
 
@@ -132,9 +138,11 @@ def main() -> None:
              "random subsets per size.\n\n")
     table += _common.md_table(
         ["subset rows", "Kendall tau (st-hpo's subset)", "tau mean", "tau 5th pct", "same best model",
-         "pairs < 0.01 apart kept in order"],
+         "pairs < 0.01 apart kept in order", "pairs >= 0.01 apart kept", "best's loss mean / max"],
         [[r["k"], r["tau_st_hpo_subset"], r["tau_mean"], r["tau_p5"], r["top1_same"],
-          f"{r['close_pairs_kept']} of {r['close_pairs']}" if r["close_pairs"] else "-"] for r in rows])
+          f"{r['close_pairs_kept']} of {r['close_pairs']}" if r["close_pairs"] else "-",
+          f"{r['far_pairs_kept']} of {r['far_pairs']}" if r["far_pairs"] else "-",
+          f"{r['regret_mean']:.4f} / {r['regret_max']:.4f}"] for r in rows])
     path = _common.write_results(name, data, table)
     print(table)
     print(f"wrote {path}")

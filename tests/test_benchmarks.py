@@ -68,3 +68,10 @@ def test_study_time_quick(tmp_path):
         assert -1 <= run[side]["best_test"] <= 1, "the best model's test score, on both sides"
     (row,) = data["summary"]
     assert row["wall_ratio"] == pytest.approx(run["st-hpo"]["wall_s"] / run["recipe"]["wall_s"])
+
+
+def test_eval_subset_quick(tmp_path):
+    data = _run("eval_subset.py", tmp_path)
+    assert [r["k"] for r in data["by_size"]] == [50, 100] and len(data["models"]) == 5
+    for row in data["by_size"]:
+        assert -1 <= row["tau_mean"] <= 1 and 0 <= row["top1_same"] <= 1 and row["regret_mean"] >= 0

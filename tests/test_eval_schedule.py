@@ -8,6 +8,7 @@ from datasets import Dataset
 
 import st_hpo
 from st_hpo._resources import StudyResources
+from st_hpo._study import DEFAULT_PRUNER
 from tests.conftest import make_pairs, sts_evaluator
 from tests.helpers import load_trials
 
@@ -36,7 +37,6 @@ class _StepRecorder:
 @pytest.mark.slow
 @pytest.mark.parametrize(("pruner", "points", "steps"), [
     ("successive-halving", [111, 333, 1000], [2, 5, 16]),  # the rungs at 1/9 and 1/3 of training, and the end
-    ("median", [250, 500, 750, 1000], [4, 8, 12, 16]),
     ("none", [1000], [16]),  # nothing to decide: the final evaluation alone
 ])
 def test_a_study_without_eval_settings_evaluates_where_its_pruner_decides(make_study, tmp_path, pruner, points,
@@ -55,15 +55,29 @@ def test_a_study_without_eval_settings_evaluates_where_its_pruner_decides(make_s
 @pytest.mark.slow
 def test_a_large_eval_set_is_subset_during_training_and_whole_at_the_end(make_study, tmp_path):
     recorder = _StepRecorder()
-    big = Dataset.from_dict(make_pairs(1200, seed=3))
+    big = Dataset.from_dict(make_pairs(1000, seed=3))
     study = make_study(args=NO_CADENCE, pruner="successive-halving", n_trials=1, evaluator=recorder,
                        eval_dataset=big)  # intermediate_eval_rows left at its default
     recorder.calls.clear()
     st_hpo.run_study(study, output_dir=tmp_path, progress=False)
     (trial,) = load_trials(tmp_path, "tiny")
-    assert [(s, r) for s, r in recorder.calls if s > 0] == [(2, 500), (5, 500), (16, 1200)]
+    # no subset evaluation at the end: the final one, on every row, is the trial's value
+    assert [(s, r) for s, r in recorder.calls if s > 0] == [(2, 500), (5, 500), (16, 1000)]
     assert list(trial.intermediate_values) == [111, 333]
-    assert trial.user_attrs["st_hpo.tag.intermediate_eval"] == "500 of 1200 eval rows"
+    assert trial.user_attrs["st_hpo.tag.intermediate_eval"] == "500 of 1000 eval rows"
+
+
+def test_every_pruner_gets_the_points_where_it_decides():
+    from st_hpo._callbacks import evaluation_fractions
+
+    base = _base_args(NO_CADENCE)
+    assert evaluation_fractions(base, 64, "successive-halving") == (0.111, 0.333, 1.0)
+    assert evaluation_fractions(base, 64, "hyperband") == (0.111, 0.333, 1.0)  # its brackets' rungs
+    assert evaluation_fractions(base, 64, "median") == (0.25, 0.5, 0.75, 1.0)
+    assert evaluation_fractions(base, 64, "patient") == (0.25, 0.5, 0.75, 1.0)  # its wrapped median pruner's
+    assert evaluation_fractions(base, 64, None) == evaluation_fractions(base, 64, DEFAULT_PRUNER)
+    assert evaluation_fractions(base, 64, optuna.pruners.ThresholdPruner(lower=0.1)) == (0.25, 0.5, 0.75, 1.0)
+    assert evaluation_fractions(base, 64, "none") == (1.0,)
 
 
 def test_the_default_subset_only_where_it_ranks_like_the_whole_set(make_study, pairs_eval):
@@ -71,7 +85,7 @@ def test_the_default_subset_only_where_it_ranks_like_the_whole_set(make_study, p
         study = make_study(eval_dataset=Dataset.from_dict(make_pairs(n, seed=3)), **kw)
         return StudyResources(study).subset_rows
 
-    assert rows(999) is None and rows(1000) == 500 and rows(5000) == 500
+    assert rows(999) is None and rows(1000) == 500 and rows(3000) == 500
     assert rows(1200, intermediate_eval_rows=None) is None, "None: every evaluation on all rows"
     assert rows(1200, intermediate_eval_rows=300) == 300
     # an evaluator instance holds its own data: no subset, and no error either
