@@ -1,7 +1,8 @@
 """The trainer callback that reports a trial's evaluations to Optuna (for pruning) and MLflow (curves).
 
 Trials compare like with like: st-hpo decides the evaluation points itself. From the *base* arguments'
-schedule it derives the fractions of training at which every trial evaluates (:func:`evaluation_fractions`),
+schedule, or where they set none from the study's pruner (evaluations only where it can decide,
+:func:`pruner_fractions`), it derives the fractions of training at which every trial evaluates (:func:`evaluation_fractions`),
 and each trial's :class:`TrialReporter` evaluates at the trainer steps of those fractions for its own step
 count and reports at the fraction's per-mille, so every trial of a study reports at the same Optuna steps
 whatever its batch size or dataset size.

@@ -71,8 +71,12 @@ AUTO_SUBSET_MAX = 500
 def auto_subset_rows(eval_rows: int) -> int | None:
     """The subset size of ``intermediate_eval_rows="auto"`` for an eval set of ``eval_rows`` rows; None: all.
 
-    A subset is used only where it ranks trials the way the whole set does (see
-    ``benchmarks/results/eval_subset.md``); the final evaluation of every finished trial is on all rows.
+    Measured with ``benchmarks/eval_subset.py`` (MiniLM, STSb dev, 1,500 pairs; 9 models from the base model
+    to fine-tunes 0.18 worse; 200 random subsets per size): at 500 rows, Kendall's tau between the subset's
+    and the whole set's ranking was 0.82 on average, and practically all misorderings were between models less than
+    0.01 apart (the measured tau equals that of all 26 pairs 0.01 or more apart kept in order); at 100-200
+    rows pairs further apart flipped too. Half of a smaller set is less than 500 rows: below 1,000 rows,
+    all of them. The final evaluation of every finished trial is on all rows.
     """
     if eval_rows < AUTO_SUBSET_MIN_EVAL:
         return None
