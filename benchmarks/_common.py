@@ -89,17 +89,17 @@ def load_pairs(split: str, rows: int) -> Any:
 
     folder = data_dir()
     if folder == "synthetic":
-        return Dataset.from_dict(synthetic_pairs(rows, seed=1 if split == "train" else 2))
+        return Dataset.from_dict(synthetic_pairs(rows, seed={"train": 1, "dev": 2}.get(split, 3)))
     with open(os.path.join(folder, f"{split}.csv"), newline="") as fh:
         pairs = [r for r in csv.reader(fh) if len(r) == 3][:rows]
     return Dataset.from_dict({"sentence1": [r[0] for r in pairs], "sentence2": [r[1] for r in pairs],
                               "score": [float(r[2]) / 5.0 for r in pairs]})
 
 
-def make_evaluator(ds: Any) -> Any:
+def make_evaluator(ds: Any, name: str = "sts-dev") -> Any:
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
-    return EmbeddingSimilarityEvaluator(ds["sentence1"], ds["sentence2"], ds["score"], name="sts-dev")
+    return EmbeddingSimilarityEvaluator(ds["sentence1"], ds["sentence2"], ds["score"], name=name)
 
 
 # --- models -----------------------------------------------------------------------------------------
@@ -231,6 +231,22 @@ def training_args(cfg: dict[str, Any], output_dir: str) -> dict[str, Any]:
         disable_tqdm=True,
         report_to="none",
     )
+
+
+def recipe_args(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The base arguments of benchmarks/study_time.py (both sides): the docs' recipe, no evaluation cadence."""
+    return dict(num_train_epochs=1, per_device_train_batch_size=32, learning_rate=2e-5, warmup_ratio=0.1,
+                save_strategy="no", logging_steps=10, seed=TRAIN_SEED, disable_tqdm=True)
+
+
+def recipe_space(trial: Any) -> dict[str, Any]:
+    """The docs' HPO space (https://sbert.net/examples/training/hpo), as Optuna suggestions."""
+    return {
+        "num_train_epochs": trial.suggest_int("num_train_epochs", 1, 2),
+        "per_device_train_batch_size": trial.suggest_int("per_device_train_batch_size", 32, 128),
+        "warmup_ratio": trial.suggest_float("warmup_ratio", 0, 0.3),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-6, 1e-4, log=True),
+    }
 
 
 #: The searched space: (low, high, log) of learning_rate and warmup_ratio, at a fixed batch size.

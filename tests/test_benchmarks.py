@@ -56,3 +56,22 @@ def test_memory_drift_quick(tmp_path):
     assert [s["after_trial"] for s in data["samples"]] == [1, 2, 3, 4, 5, 6]
     assert all(s["rss_mb"] > 0 for s in data["samples"])
     assert data["checks"][0]["key"] == "rss_mb"
+
+
+def test_study_time_quick(tmp_path):
+    data = _run("study_time.py", tmp_path)
+    (run,) = data["runs"]
+    assert (run["trials"], run["seed"]) == (2, 42)
+    assert run["recipe"]["n_trials"] == 2 and run["st-hpo"]["n_complete"] + run["st-hpo"]["n_pruned"] == 2
+    for side in ("recipe", "st-hpo"):
+        assert run[side]["wall_s"] > 0 and -1 <= run[side]["best_dev"] <= 1
+        assert -1 <= run[side]["best_test"] <= 1, "the best model's test score, on both sides"
+    (row,) = data["summary"]
+    assert row["wall_ratio"] == pytest.approx(run["st-hpo"]["wall_s"] / run["recipe"]["wall_s"])
+
+
+def test_eval_subset_quick(tmp_path):
+    data = _run("eval_subset.py", tmp_path)
+    assert [r["k"] for r in data["by_size"]] == [50, 100] and len(data["models"]) == 5
+    for row in data["by_size"]:
+        assert -1 <= row["tau_mean"] <= 1 and 0 <= row["top1_same"] <= 1 and row["regret_mean"] >= 0

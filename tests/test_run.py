@@ -193,22 +193,23 @@ class _RowCountingEvaluator:
 def test_intermediate_evaluations_use_the_subset_and_the_final_one_every_row(make_study, tmp_path):
     counting = _RowCountingEvaluator()
     study = make_study(evaluator=counting, intermediate_eval_rows=8, n_trials=2, pruner="none",
-                       args={**make_study().args, "eval_steps": 1})  # 4 steps: 4 evaluations on the subset
+                       args={**make_study().args, "eval_steps": 1})  # 4 steps: 3 evaluations on the subset
     st_hpo.run_study(study, output_dir=tmp_path, progress=False)
     trials = load_trials(tmp_path, "tiny")
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    in_trials = [c for c in counting.calls if c[0] in (8, 32)][-10:]  # validation and the base score ran before
-    assert [rows for rows, _ in in_trials] == [8, 8, 8, 8, 32] * 2
+    in_trials = [c for c in counting.calls if c[0] in (8, 32)][-8:]  # validation and the base score ran before
+    # the end of training is evaluated once, on every row: a subset evaluation there would decide nothing
+    assert [rows for rows, _ in in_trials] == [8, 8, 8, 32] * 2
     client, parents, runs = mlflow_runs(tmp_path, "tiny")
     assert parents[0].data.params["intermediate_eval_rows"] == "8"
     for i, (trial, run) in enumerate(zip(trials, runs, strict=True)):
-        final_full = in_trials[5 * i + 4][1]
+        final_full = in_trials[4 * i + 3][1]
         assert trial.value == pytest.approx(final_full), "the trial's value is measured on every eval row"
         assert run.data.tags["st_hpo.intermediate_eval"] == "8 of 32 eval rows"
         full = client.get_metric_history(run.info.run_id, "objective")
         assert {(m.step, round(m.value, 9)) for m in full} == {(4, round(final_full, 9))}
         subset = sorted(client.get_metric_history(run.info.run_id, "objective_subset"), key=lambda m: m.step)
-        assert [m.value for m in subset] == pytest.approx([v for _, v in in_trials[5 * i: 5 * i + 4]])
+        assert [m.value for m in subset] == pytest.approx([v for _, v in in_trials[4 * i: 4 * i + 3]])
         assert client.get_metric_history(run.info.run_id, "subset_eval_sts-dev_spearman_cosine")
         # the pruner saw the subset's values, at per-mille of training done
         assert trial.intermediate_values == pytest.approx(

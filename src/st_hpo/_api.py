@@ -165,11 +165,12 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     from st_hpo._execution._session import _describe
     from st_hpo._progress import Progress
     from st_hpo._resources import pick_device
+    from st_hpo._study import DEFAULT_PRUNER
 
     definition, study = session.definition, session.study
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
     lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
-             f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or 'median')}; "
+             f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or DEFAULT_PRUNER)}; "
              f"{workers} worker(s) on {pick_device(session.validated.base_args)}",
              f"  model   {session.validated.kind.model_class_name} ({_describe(definition.model)})",
              f"  storage {session.storage_url}",

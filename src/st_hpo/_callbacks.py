@@ -1,7 +1,8 @@
 """The trainer callback that reports a trial's evaluations to Optuna (for pruning) and MLflow (curves).
 
 Trials compare like with like: st-hpo decides the evaluation points itself. From the *base* arguments'
-schedule it derives the fractions of training at which every trial evaluates (:func:`evaluation_fractions`),
+schedule, or where they set none from the study's pruner (evaluations only where it can decide,
+:func:`pruner_fractions`), it derives the fractions of training at which every trial evaluates (:func:`evaluation_fractions`),
 and each trial's :class:`TrialReporter` evaluates at the trainer steps of those fractions for its own step
 count and reports at the fraction's per-mille, so every trial of a study reports at the same Optuna steps
 whatever its batch size or dataset size.
@@ -16,7 +17,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["PROGRESS_SCALE", "Diverged", "TrialReporter", "evaluation_fractions", "progress_step"]
+__all__ = ["PROGRESS_SCALE", "Diverged", "TrialReporter", "evaluation_fractions", "progress_step", "pruner_fractions"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +37,53 @@ def progress_step(global_step: int, max_steps: int) -> int:
     return round(PROGRESS_SCALE * global_step / max(max_steps, 1))
 
 
-def evaluation_fractions(base_args: Any, train_rows: int) -> tuple[float, ...]:
-    """The fractions of training (0 < f <= 1) at which every trial of the study evaluates; () for none.
+#: Successive halving and hyperband in st-hpo's units (per-mille of training): the first rung at 1/9 of
+#: training, each next one 3 times further (1/9, 1/3, then the end of training, where st-hpo never prunes).
+RUNG_MIN_RESOURCE = 111
+RUNG_REDUCTION_FACTOR = 3
+#: Where the median pruner (and a pruner of st-hpo's that wraps it) compares trials: each point is a decision.
+MEDIAN_FRACTIONS = (0.25, 0.5, 0.75)
+#: An Optuna pruner object from the study file: st-hpo cannot know where it decides, so a few points.
+FALLBACK_FRACTIONS = (0.25, 0.5, 0.75)
 
-    Derived from the base arguments only, so they are the same for every trial: a fractional ``eval_steps``
-    (0.125) gives k x 0.125; an integer one is converted with the base arguments' step count;
-    ``eval_strategy="epoch"`` gives the end of each epoch. The end of training (1.0) is always one.
+
+def pruner_fractions(pruner: Any) -> tuple[float, ...]:
+    """The fractions of training at which ``pruner`` (a study's ``pruner`` field) can act, the end of
+    training (1.0) included; ``(1.0,)`` for no pruner: the final evaluation alone.
+
+    Successive halving and hyperband decide at their rungs (all hyperband brackets' rungs are those of its
+    first bracket: 1/9 and 1/3 of training); the median pruner at each of :data:`MEDIAN_FRACTIONS`; a
+    pruner object at :data:`FALLBACK_FRACTIONS` (set ``eval_strategy``/``eval_steps`` to choose others).
+    """
+    from st_hpo._study import DEFAULT_PRUNER
+
+    name = DEFAULT_PRUNER if pruner is None else pruner
+    if name == "none" or type(name).__name__ == "NopPruner":
+        return (1.0,)
+    if name in ("successive-halving", "hyperband"):
+        points, rung = [], RUNG_MIN_RESOURCE
+        while rung < PROGRESS_SCALE - 1:  # a rung at the end is no decision: st-hpo never prunes there
+            points.append(rung / PROGRESS_SCALE)
+            rung *= RUNG_REDUCTION_FACTOR
+        return (*points, 1.0)
+    if name in ("median", "patient"):
+        return (*MEDIAN_FRACTIONS, 1.0)
+    return (*FALLBACK_FRACTIONS, 1.0)
+
+
+def evaluation_fractions(base_args: Any, train_rows: int, pruner: Any = None) -> tuple[float, ...]:
+    """The fractions of training (0 < f <= 1) at which every trial of the study evaluates.
+
+    Derived from the base arguments and the study's ``pruner`` only, so they are the same for every trial.
+    Base arguments that set no cadence (``eval_strategy="no"``, the transformers default) get st-hpo's
+    schedule, :func:`pruner_fractions`: evaluations only where the pruner can decide, plus the final one.
+    A cadence the user set is kept: a fractional ``eval_steps`` (0.125) gives k x 0.125; an integer one
+    is converted with the base arguments' step count; ``eval_strategy="epoch"`` gives the end of each
+    epoch. The end of training (1.0) is always one.
     """
     strategy = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy))
     if strategy == "no":
-        return ()
+        return pruner_fractions(pruner)
     per_step = max(base_args.per_device_train_batch_size * base_args.gradient_accumulation_steps, 1)
     per_epoch = max(math.ceil(train_rows / per_step), 1)
     if base_args.max_steps and base_args.max_steps > 0:
@@ -78,8 +116,9 @@ class TrialReporter(TrainerCallback):
             ``objective`` is the final value of a complete trial only, logged when it ends.
         on_progress: called at every evaluation with ``(step, max_steps, value, subset)`` (progress lines).
         fractions: the study's evaluation grid (:func:`evaluation_fractions`): the trial evaluates exactly at
-            the trainer steps of these fractions of its training and reports at their per-mille. Empty: the
-            trainer's own schedule decides, and values are reported at the per-mille of their step.
+            the trainer steps of these fractions of its training and reports at their per-mille (on a subset,
+            not at the end: the final evaluation on the whole set is the caller's). Empty: the trainer's own
+            schedule decides, and values are reported at the per-mille of their step.
 
     A NaN or infinite training loss or objective raises :class:`Diverged`, which ends the trial. The time
     spent in evaluations during training is summed in ``eval_seconds``.
@@ -140,7 +179,10 @@ class TrialReporter(TrainerCallback):
         self._state = state
         self.max_steps = max(int(state.max_steps), 1)
         self.grid = {}
-        for fraction in self.fractions:
+        # on a subset, the end of training is evaluated once, on the whole set, after train(): a subset
+        # evaluation there would decide nothing (st-hpo never prunes at the end)
+        fractions = [f for f in self.fractions if f < 1.0] if self.on_subset else self.fractions
+        for fraction in fractions:
             step = min(max(round(fraction * self.max_steps), 1), self.max_steps)
             per_mille = round(PROGRESS_SCALE * fraction)
             if all(per_mille not in points for points in self.grid.values()):

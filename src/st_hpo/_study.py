@@ -20,6 +20,8 @@ __all__ = ["Study", "PRUNER_NAMES", "SAMPLER_NAMES", "is_module", "is_model_fact
 
 #: Pruners a study (or ``st-hpo run --pruner``) may name instead of passing an Optuna pruner object.
 PRUNER_NAMES = ("median", "successive-halving", "hyperband", "patient", "none")
+#: The pruner of a study that names none (``pruner=None``): change it here, and only here.
+DEFAULT_PRUNER = "median"
 #: Samplers a study may name instead of passing an Optuna sampler object.
 SAMPLER_NAMES = ("tpe", "random", "qmc")
 
@@ -60,9 +62,12 @@ class Study:
             with a ``loss.`` or ``model.`` prefix go to the loss and model factories.
         n_trials: how many finished (complete or pruned) trials the study should reach in total.
         sampler: an Optuna sampler, or one of ``"tpe"`` (default), ``"random"``, ``"qmc"``.
-        pruner: an Optuna pruner, or one of ``"median"`` (default), ``"successive-halving"``,
-            ``"hyperband"``, ``"patient"``, ``"none"``. Pruning needs evaluations during training
-            (``eval_strategy="steps"`` or ``"epoch"`` in ``args``).
+        pruner: an Optuna pruner, or one of ``"median"`` (the default, :data:`DEFAULT_PRUNER`),
+            ``"successive-halving"``, ``"hyperband"``, ``"patient"``, ``"none"``. Base ``args`` that set no
+            evaluation cadence (``eval_strategy`` left at ``"no"``) get st-hpo's: trials evaluate where the
+            pruner can decide (successive halving and hyperband at 1/9 and 1/3 of training, median and
+            patient at 25%, 50% and 75%, an Optuna pruner object at 25%, 50% and 75%) and at the end. A
+            cadence set in ``args`` is kept (validation says what it costs next to st-hpo's schedule).
         seed: seeds the sampler (the training seed is ``args.seed``).
         experiment_name: the MLflow experiment; defaults to ``name``.
         baseline: run the base arguments unchanged as the first trial, so reviews show the gain over
@@ -70,9 +75,12 @@ class Study:
         enqueue: known configurations (dicts of space names to values) to try first (warm start).
         intermediate_eval_rows: evaluate the evaluations *during* training (the ones the pruner sees) on a
             fixed, seeded subset of this many eval rows, and the final evaluation of every trial that
-            finishes on the whole eval set. Cuts the cost of a dense evaluation cadence. Needs
-            ``evaluator`` to be a callable ``(eval_dataset) -> evaluator`` (or the objective
-            ``eval_loss``). In MLflow the subset's values are the metrics ``objective_subset`` and
+            finishes on the whole eval set. Needs ``evaluator`` to be a callable ``(eval_dataset) ->
+            evaluator`` (or the objective ``eval_loss``). ``"auto"`` (the default): an eval set of 1,000
+            rows or more gets a subset of half its rows, at most 500 (on STSb dev, 500 rows kept the order
+            of every pair of models 0.01 or more apart: ``benchmarks/results/eval_subset.md``); smaller
+            eval sets, and an evaluator instance (which holds its own data), use all rows. ``None``: all
+            rows. In MLflow the subset's values are the metrics ``objective_subset`` and
             ``subset_<metric>``; ``objective`` is always measured on the whole eval set.
         keep_best_model: save the fine-tuned model of every trial that beats all complete trials so far
             to ``<output-dir>/trials/trial-N/model`` (a ``SentenceTransformer`` folder), and delete the
@@ -117,7 +125,7 @@ class Study:
     experiment_name: str | None = None
     baseline: bool = True
     enqueue: Sequence[Mapping[str, Any]] = ()
-    intermediate_eval_rows: int | None = None
+    intermediate_eval_rows: int | Literal["auto"] | None = "auto"
     keep_best_model: bool = True
     max_failures_in_a_row: int | None = 10
     test_dataset: Dataset | Callable[[], Dataset] | None = None
@@ -183,9 +191,10 @@ def _check_scalars(study: Study) -> None:
             f"seed={seed!r} must be a whole number in [0, 2**32), e.g. seed=42 (or None: unseeded)"
         )
     rows = study.intermediate_eval_rows
-    if rows is not None and not _positive_int(rows):
+    if rows is not None and rows != "auto" and not _positive_int(rows):
         raise StudyDefinitionError(
-            f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them)"
+            f"intermediate_eval_rows={rows!r} must be a positive number of eval rows (or None: all of them, "
+            "'auto': st-hpo decides)"
         )
     limit = study.max_failures_in_a_row
     if limit is not None and not _positive_int(limit):

@@ -290,7 +290,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     if ctx.progress is not None:
         def on_progress(step: int, max_steps: int, value: float, on_subset: bool) -> None:
             ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
-    fractions = evaluation_fractions(validated.base_args, len(resources.train_dataset))
+    fractions = evaluation_fractions(validated.base_args, len(resources.train_dataset), validated.study.pruner)
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
                              on_progress=on_progress, fractions=fractions)
     reporter.watch_loss(loss)

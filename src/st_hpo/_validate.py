@@ -95,8 +95,8 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
     check_test_objective(study, resources, model)
-    evaluates = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) != "no"
-    _check_cadence(study, base_args, evaluates, len(train))
+    evaluates = evaluations_per_trial(base_args, len(train), study.pruner) > 1  # any before the end
+    _check_cadence(study, resources, base_args, len(train))
     _check_checkpoints(base_args)
     _check_subset(study, resources, evaluates, needs_eval_loss)
     del model, probe
@@ -107,28 +107,49 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
 MIN_EVALS_FOR_PRUNING = 3
 
 
-def evaluations_per_trial(base_args: Any, train_rows: int) -> int:
-    """How many evaluations every trial runs during training (the end of training included)."""
+def evaluations_per_trial(base_args: Any, train_rows: int, pruner: Any = None) -> int:
+    """How many evaluations every trial runs (the one at the end of training included), for the study's
+    ``pruner`` (None: the default one)."""
     from st_hpo._callbacks import evaluation_fractions  # every trial evaluates on this grid
 
-    return len(evaluation_fractions(base_args, train_rows))
+    return len(evaluation_fractions(base_args, train_rows, pruner))
 
 
-def _check_cadence(study: Study, base_args: Any, evaluates: bool, train_rows: int) -> None:
-    if study.pruner == "none" or type(study.pruner).__name__ == "NopPruner":
+def _pruner_name(pruner: Any) -> str:
+    from st_hpo._study import DEFAULT_PRUNER
+
+    return str(pruner or DEFAULT_PRUNER) if isinstance(pruner, str) or pruner is None else type(pruner).__name__
+
+
+def _check_cadence(study: Study, resources: StudyResources, base_args: Any, train_rows: int) -> None:
+    """Say what the evaluations cost: st-hpo's own schedule (base args with no cadence), or the cadence the
+    user set next to what st-hpo's schedule would cost instead."""
+    from st_hpo._callbacks import FALLBACK_FRACTIONS, pruner_fractions
+
+    own = pruner_fractions(study.pruner)
+    name = _pruner_name(study.pruner)
+    if str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy)) == "no":
+        points = ", ".join(f"{f:.0%}" for f in own[:-1])
+        if isinstance(study.pruner, str) or study.pruner is None or len(own) == 1:
+            logger.info("trials evaluate %s (st-hpo's schedule for pruner %s)",
+                        f"at {points} and the end of training" if points else "once, at the end of training", name)
+        else:
+            logger.warning("st-hpo cannot tell where pruner %s decides: trials evaluate at %s and the end of "
+                           "training; set eval_strategy='steps' and eval_steps to choose other points", name,
+                           ", ".join(f"{f:.0%}" for f in FALLBACK_FRACTIONS))
         return
-    if not evaluates:
-        logger.warning(
-            "the study has a pruner but its base args never evaluate during training "
-            "(eval_strategy='no'), so no trial can be pruned; set eval_strategy='steps' and eval_steps=0.125"
-        )
-        return
-    count = evaluations_per_trial(base_args, train_rows)
-    if count < MIN_EVALS_FOR_PRUNING:
+    count = evaluations_per_trial(base_args, train_rows, study.pruner)
+    rows = resources.subset_rows or (len(resources.eval_dataset) if resources.eval_dataset is not None else None)
+    if rows is not None and count != len(own):
+        (logger.warning if count > len(own) else logger.info)(
+            "the base args evaluate %d times per trial on %d eval rows (%d x %d rows per trial); st-hpo's own "
+            "schedule for pruner %s would evaluate %d times: leave eval_strategy unset to use it",
+            count, rows, count, rows, name, len(own))
+    if len(own) > 1 and count < MIN_EVALS_FOR_PRUNING:
         logger.warning(
             "the study has a pruner but a trial with the base args evaluates about %d time(s) during "
-            "training, which leaves the pruner little to compare; set eval_steps=0.125 (8 evaluations per "
-            "trial) and intermediate_eval_rows to keep them cheap", count,
+            "training, which leaves the pruner little to compare; leave eval_strategy unset (st-hpo evaluates "
+            "where the pruner decides) or set eval_steps=0.125 (8 evaluations per trial)", count,
         )
 
 
@@ -146,6 +167,12 @@ def _check_checkpoints(base_args: Any) -> None:
 
 def _check_subset(study: Study, resources: StudyResources, evaluates: bool, needs_eval_loss: bool) -> None:
     rows = study.intermediate_eval_rows
+    if rows == "auto":  # st-hpo's choice: a subset only where it can build one and it pays
+        if evaluates and resources.subset_rows is not None:
+            logger.info("evaluations during training use %d of the %d eval rows (intermediate_eval_rows='auto'); "
+                        "the final one of every trial uses all of them", resources.subset_rows,
+                        len(resources.eval_dataset))
+        return
     if rows is None:
         return
     from st_hpo._compat import evaluator_base

@@ -24,7 +24,7 @@ from st_hpo._kinds import KIND_ATTR
 from st_hpo._resources import StudyResources, pick_device
 from st_hpo._space import space_defaults
 from st_hpo._storage import default_storage_url, open_storage
-from st_hpo._study import Study
+from st_hpo._study import DEFAULT_PRUNER, Study
 from st_hpo._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
@@ -97,19 +97,27 @@ def make_sampler(spec: Any, seed: int | None, salt: str | None = None, *, parall
 
 
 def make_pruner(spec: Any) -> Any:
+    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._study.DEFAULT_PRUNER`).
+
+    st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
+    (:func:`st_hpo._callbacks.evaluation_fractions`). Successive halving and hyperband have their first rung
+    at 111 (1/9 of training) and each next one 3 times further: 333, then 999, the end of training, where
+    st-hpo never prunes. A base-args cadence need not hit the rungs: a trial's rung value is its first
+    report at or past the rung, the same grid point for every trial (eval_steps=0.125: 12.5%, 37.5%).
+    """
     import optuna
 
-    if spec is None or spec == "median":
+    from st_hpo._callbacks import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
+
+    spec = DEFAULT_PRUNER if spec is None else spec
+    if spec == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    # st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
-    # (st_hpo._callbacks.evaluation_fractions). The rungs (10%, 30%, 90%: each three times the resource of the
-    # one before) need not be grid points: a trial's rung value is its first report at or past the rung, the
-    # same grid point for every trial (with eval_steps=0.125: 12.5%, 37.5%; 90% falls on the end of training,
-    # where st-hpo never prunes)
     if spec == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=100, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=RUNG_MIN_RESOURCE,
+                                                      reduction_factor=RUNG_REDUCTION_FACTOR)
     if spec == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=100, max_resource=1000, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=RUNG_MIN_RESOURCE, max_resource=PROGRESS_SCALE,
+                                              reduction_factor=RUNG_REDUCTION_FACTOR)
     if spec == "patient":
         return optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(n_startup_trials=4), patience=1)
     if spec == "none":
@@ -371,7 +379,7 @@ def _settings(definition: Study, validated: ValidatedStudy, storage_url: str) ->
         "model": _describe(definition.model),
         "loss": _describe(definition.loss),
         "sampler": _describe(definition.sampler or "tpe"),
-        "pruner": _describe(definition.pruner or "median"),
+        "pruner": _describe(definition.pruner or DEFAULT_PRUNER),
         "seed": definition.seed,
         "baseline": definition.baseline,
         "intermediate_eval_rows": definition.intermediate_eval_rows or "all",
