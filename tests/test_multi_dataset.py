@@ -97,6 +97,10 @@ def test_loss_keys_that_do_not_match_the_datasets_are_refused_by_name(multi_stud
         r"the loss key\(s\) \['nli'\] name no dataset": dict(loss={**_losses(), "nli": CoSENTLoss}),
         r"loss is a dict of losses keyed by dataset name .* but train_dataset is one Dataset": dict(
             train_dataset=_datasets(16, 1)["sts"]),
+        r"the loss factory's dict keys \['sts'\] do not match the train_dataset keys \['pairs', 'sts'\]": dict(
+            loss=lambda model, params: {"sts": CoSENTLoss(model)}),
+        r"objective 'eval_loss' with several datasets is not supported: .* \(eval_<name>_loss\)": dict(
+            objective="eval_loss", direction="minimize", evaluator=None),
     }
     for message, change in cases.items():
         space = {"learning_rate": FloatDistribution(1e-5, 1e-3, log=True)}
