@@ -3,9 +3,11 @@ like any study; what is wrong with one dataset or its loss is refused in one lin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -151,7 +153,7 @@ def test_mismatched_loss_keys_from_the_cli_exit_1_in_one_line_and_write_nothing(
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--output-dir", str(out)],
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": _pythonpath()})
+                          env={**os.environ, "PYTHONPATH": _pythonpath()})
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "loss keys ['pair', 'sts'] do not match the train_dataset keys ['pairs', 'sts']" \
@@ -160,8 +162,6 @@ def test_mismatched_loss_keys_from_the_cli_exit_1_in_one_line_and_write_nothing(
 
 
 def _pythonpath() -> str:
-    import os
-    from pathlib import Path
-
+    """The sources under test and the repository (the study file imports this module's helpers)."""
     repo = Path(__file__).resolve().parents[1]
     return os.pathsep.join([str(repo / "src"), str(repo), os.environ.get("PYTHONPATH", "")])
