@@ -179,7 +179,8 @@ def _bad_fields():
         ("evaluator", dict(evaluator=lambda ds: [ds]), r"not list; e.g. evaluator=lambda ds: "),
         ("evaluator", dict(evaluator=lambda ds: EmbeddingSimilarityEvaluator(ds["s1"], ds["s2"], ds["score"])),
          r"the evaluator factory raised ValueError on eval_dataset \(columns \['sentence1', 'sentence2', 'score'\]\)"),
-        ("model", dict(model=3), r"model=3 must be a hub id or local path, a SentenceTransformer, or a callable"),
+        ("model", dict(model=3), r"model=3 must be a hub id or local path, a model instance \(SentenceTransformer, "
+                                 r"CrossEncoder, ...\), or a callable"),
         ("model", dict(model=lambda: None), r"the model factory raised TypeError: .*it is called as model\(params\)"),
         ("train_dataset", dict(train_dataset=None), r"train_dataset=None: give a datasets.Dataset"),
         ("train_dataset", dict(train_dataset="sentence-transformers/stsb"),

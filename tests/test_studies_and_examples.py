@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import st_hpo
 from tests.conftest import REPO, STSB_DIR
 from tests.helpers import load_trials, mlflow_runs
 
@@ -116,3 +117,22 @@ def test_studies_stsb_sparse_runs(tmp_path, tiny_model_path):
     _, _, runs = mlflow_runs(out, "stsb-sparse")
     assert [r.data.tags["st_hpo.model_kind"] for r in runs] == ["sparse-encoder"] * 2
     assert runs[0].data.metrics["eval_stsb-ir_corpus_active_dims"] > 0
+@pytest.mark.skipif(not hasattr(st_hpo, "Choice"), reason="st_hpo.Choice is not in this build's search space yet")
+def test_studies_stsb_multitask_runs(tmp_path, tiny_model_path):
+    """Two datasets with a loss each; the batch sampler and the prompts (a Choice) searched with the rate."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_multitask.py"),
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
+                          env=_env(tiny_model_path, STHPO_TRAIN_ROWS="64", STHPO_EVAL_ROWS="48"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load_trials(out, "stsb-multitask")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert set(trials[1].params) == {"learning_rate", "multi_dataset_batch_sampler", "prompts"}
+    assert trials[1].params["prompts"] in ("none", "query-passage")
+    _, parents, runs = mlflow_runs(out, "stsb-multitask")
+    assert len(parents) == 1 and [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    metrics = runs[1].data.metrics
+    assert metrics["objective"] == pytest.approx(trials[1].value) == pytest.approx(
+        metrics["eval_sts-dev_spearman_cosine"])
+    assert "eval_pairs-dev_cosine_ndcg_10" in metrics  # the SequentialEvaluator's other evaluator
+    assert all(r.data.tags["st_hpo.intermediate_eval"].startswith("16 of ") for r in runs)

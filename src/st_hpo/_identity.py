@@ -89,6 +89,8 @@ def dataset_fingerprint(dataset: Any) -> str | None:
 def _describe(value: Any) -> str:
     if isinstance(value, str) or value is None:
         return str(value)
+    if isinstance(value, Mapping):  # e.g. a dict of losses keyed by dataset name
+        return "{" + ", ".join(f"{key}: {_describe(part)}" for key, part in value.items()) + "}"
     name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
     if name is not None:
         return f"{getattr(value, '__module__', '')}.{name}".lstrip(".")

@@ -10,8 +10,10 @@ import copy
 import gc
 import inspect
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+from st_hpo._datasets import describe_columns, materialize, row_count, subset_shares
 from st_hpo._study import Study, is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
 
@@ -28,36 +30,6 @@ def pick_device(args: Any = None) -> str:
     if args is not None and getattr(args, "use_cpu", False):
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _materialize(value: Any, what: str) -> Any:
-    if value is None:
-        return None
-    if callable(value) and not hasattr(value, "column_names"):
-        try:
-            value = value()
-        except Exception as exc:
-            raise StudyDefinitionError(f"{what}() raised {type(exc).__name__}: {exc}") from exc
-    import datasets
-
-    if isinstance(value, datasets.DatasetDict):
-        raise StudyDefinitionError(
-            f"{what} is a DatasetDict with the splits {list(value)}; pick one, e.g. load_dataset(..., "
-            f"split={next(iter(value), 'train')!r})"
-        )
-    if isinstance(value, datasets.IterableDataset):
-        raise StudyDefinitionError(
-            f"{what} is an IterableDataset; st-hpo needs a datasets.Dataset (it counts and subsets the rows): "
-            "load it without streaming=True"
-        )
-    if not isinstance(value, datasets.Dataset):
-        hint = {"DataFrame": "Dataset.from_pandas(df)", "list": "Dataset.from_list(rows)",
-                "dict": "Dataset.from_dict(columns)"}.get(type(value).__name__, "Dataset.from_dict(columns)")
-        raise StudyDefinitionError(
-            f"{what} must be a datasets.Dataset (or a callable returning one), not {type(value).__name__}; "
-            f"build one with e.g. {hint}"
-        )
-    return value
 
 
 #: ``intermediate_eval_rows="auto"``: eval sets of at least this many rows get a subset for the evaluations
@@ -102,13 +74,13 @@ class StudyResources:
     @property
     def train_dataset(self) -> Any:
         if self._train is None:
-            self._train = _materialize(self.study.train_dataset, "train_dataset")
+            self._train = materialize(self.study.train_dataset, "train_dataset")
         return self._train
 
     @property
     def eval_dataset(self) -> Any:
         if self._eval is None and self.study.eval_dataset is not None:
-            self._eval = _materialize(self.study.eval_dataset, "eval_dataset")
+            self._eval = materialize(self.study.eval_dataset, "eval_dataset")
         return self._eval
 
     @property
@@ -116,6 +88,16 @@ class StudyResources:
         if self._evaluator is None:
             self._evaluator = self.build_evaluator(self.eval_dataset)
         return self._evaluator
+
+    @property
+    def train_rows(self) -> int:
+        """Rows of the training set (of all its datasets together)."""
+        return row_count(self.train_dataset)
+
+    @property
+    def eval_rows(self) -> int:
+        """Rows of the eval set (of all its datasets together); 0 without one."""
+        return row_count(self.eval_dataset)
 
     @property
     def subset_rows(self) -> int | None:
@@ -126,29 +108,38 @@ class StudyResources:
         none and the objective is the eval loss); an evaluator instance holds its own data: all rows.
         """
         rows = self.study.intermediate_eval_rows
-        eval_ds = self.eval_dataset
-        if rows is None or eval_ds is None:
+        if rows is None or self.eval_dataset is None:
             return None
         if rows == "auto":
             from st_hpo._compat import evaluator_base
 
             if isinstance(self.study.evaluator, evaluator_base()):
                 return None
-            rows = auto_subset_rows(len(eval_ds))
-        if rows is None or rows >= len(eval_ds):
+            rows = auto_subset_rows(self.eval_rows)
+        if rows is None or rows >= self.eval_rows:
             return None
         return rows
 
     @property
     def eval_subset(self) -> Any:
-        """A fixed, seeded random subset of the eval set (the same in every worker), or the whole set."""
+        """A fixed, seeded random subset of the eval set (the same in every worker), or the whole set.
+
+        Of an eval set of several datasets, a subset of each: ``intermediate_eval_rows`` shared among them in
+        proportion to their sizes (at least one row each), in the same form (a ``DatasetDict`` or dict)."""
         if self.subset_rows is None:
             return self.eval_dataset
         if self._subset is None:
             import random
 
-            picked = sorted(random.Random(0).sample(range(len(self.eval_dataset)), self.subset_rows))
-            self._subset = self.eval_dataset.select(picked)
+            def pick(part: Any, rows: int) -> Any:
+                return part.select(sorted(random.Random(0).sample(range(len(part)), rows)))
+
+            eval_ds = self.eval_dataset
+            if isinstance(eval_ds, Mapping):
+                shares = subset_shares({name: len(part) for name, part in eval_ds.items()}, self.subset_rows)
+                self._subset = type(eval_ds)({name: pick(part, shares[name]) for name, part in eval_ds.items()})
+            else:
+                self._subset = pick(eval_ds, self.subset_rows)
         return self._subset
 
     @property
@@ -179,7 +170,7 @@ class StudyResources:
             except Exception as exc:
                 raise StudyDefinitionError(
                     f"the evaluator factory raised {type(exc).__name__} on eval_dataset (columns "
-                    f"{list(eval_dataset.column_names)}): {exc}; it is called as evaluator(eval_dataset)"
+                    f"{describe_columns(eval_dataset)}): {exc}; it is called as evaluator(eval_dataset)"
                 ) from exc
         if not isinstance(evaluator, SentenceEvaluator):
             raise StudyDefinitionError(
@@ -262,24 +253,25 @@ class StudyResources:
         return model
 
     def new_loss(self, model: Any, params: dict[str, Any], loss_params: dict[str, Any]) -> Any:
-        """A fresh loss module for one trial: the study's loss, or the one the space sampled (``loss``)."""
-        loss = params.get("loss", self.study.loss)
-        if inspect.isclass(loss):
-            return loss(model, **loss_params)
-        built = loss(model, params)
-        if not is_module(built):
-            shown = built.__name__ if isinstance(built, type) else type(built).__name__
-            raise StudyDefinitionError(
-                f"the loss factory returned {shown}, not a loss module; it must return one built on the model "
-                "it is given, e.g. lambda model, params: CoSENTLoss(model)"
-            )
+        """A fresh loss module for one trial; for a study whose loss is a dict (or a factory returning one),
+        a dict of fresh loss modules keyed by dataset name. A loss class in a dict gets the sampled
+        ``loss.<dataset>.<param>`` values of its dataset."""
+        loss = params.get("loss", self.study.loss)  # a loss the space sampled (a Choice)
+        if isinstance(loss, Mapping):
+            return {name: _build_loss(part, model, params, _params_of(loss_params, name), f"loss[{name!r}]")
+                    for name, part in loss.items()}
+        built = _build_loss(loss, model, params, loss_params, "loss")
+        if isinstance(built, Mapping):
+            for name, part in built.items():
+                _check_built(part, f"loss factory's dict entry {name!r}")
+            return dict(built)
         return built
 
     @property
     def test_dataset(self) -> Any:
         """The held-out test set (``Study.test_dataset``), or None."""
         if self._test is None and self.study.test_dataset is not None:
-            self._test = _materialize(self.study.test_dataset, "test_dataset")
+            self._test = materialize(self.study.test_dataset, "test_dataset", allow_mapping=False)
         return self._test
 
     @property
@@ -313,3 +305,29 @@ class StudyResources:
                 f"test_evaluator must be an evaluator or return one, not {type(evaluator).__name__}"
             )
         return evaluator
+
+
+def _params_of(loss_params: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The ``loss.<dataset>.<param>`` values of one dataset's loss, as ``{param: value}``."""
+    return {key[len(dataset) + 1 :]: value for key, value in loss_params.items() if key.startswith(f"{dataset}.")}
+
+
+def _build_loss(loss: Any, model: Any, params: dict[str, Any], loss_params: dict[str, Any], what: str) -> Any:
+    """A loss class built as ``loss(model, **loss_params)``, or a factory called as ``loss(model, params)``
+    (which may return a dict of losses only where ``what`` is the study's whole loss)."""
+    if inspect.isclass(loss):
+        return loss(model, **loss_params)
+    built = loss(model, params)
+    if isinstance(built, Mapping) and what == "loss":
+        return built
+    _check_built(built, f"{what} factory" if what != "loss" else "loss factory")
+    return built
+
+
+def _check_built(built: Any, what: str) -> None:
+    if not is_module(built):
+        shown = built.__name__ if isinstance(built, type) else type(built).__name__
+        raise StudyDefinitionError(
+            f"the {what} returned {shown}, not a loss module; it must return one built on the model "
+            "it is given, e.g. lambda model, params: CoSENTLoss(model)"
+        )

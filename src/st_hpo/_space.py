@@ -347,8 +347,10 @@ def _prompt_problem(prompts: Any, columns: dict[str | None, list[str]]) -> str |
 
 def check_prompts(space: Mapping[str, Any] | Callable[..., Any], base_args: Any, train_dataset: Any) -> None:
     """Refuse a ``prompts`` value (base args or space) whose keys name no column or dataset of the train data."""
-    names = train_dataset.column_names
-    columns = {k: list(v) for k, v in names.items()} if isinstance(names, Mapping) else {None: list(names)}
+    if isinstance(train_dataset, Mapping):  # several datasets (a DatasetDict, a dict): columns per dataset
+        columns = {k: list(part.column_names) for k, part in train_dataset.items()}
+    else:
+        columns = {None: list(train_dataset.column_names)}
     for prompts in _prompt_candidates(space, base_args):
         reason = _prompt_problem(prompts, columns)
         if reason:

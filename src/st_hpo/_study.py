@@ -42,12 +42,20 @@ class Study:
             instance (never changed: every trial trains a copy of its weights), or a callable
             ``(params) -> model`` called once per trial with the trial's sampled values.
         train_dataset: a ``datasets.Dataset``, or a zero-argument callable that returns one (called once
-            per process, not once per trial).
-        eval_dataset: like ``train_dataset``; handed to ``evaluator`` when that is a callable, and to the
-            trainer only when the objective is the eval loss.
+            per process, not once per trial); or, for multi-dataset training, several datasets named by
+            their keys: a ``DatasetDict`` or a dict of datasets (or of callables returning one), or a
+            callable returning such a mapping. The trainer draws batches from one dataset at a time, as
+            ``multi_dataset_batch_sampler`` says (searchable like any argument). A ``DatasetDict`` keyed only
+            by split names (``train``, ``validation``, ``test``, ...) is refused: it is one dataset's splits.
+        eval_dataset: like ``train_dataset``; handed to ``evaluator`` when that is a callable (as it is: a
+            mapping for several datasets), and to the trainer only when the objective is the eval loss
+            (of one eval dataset only).
         loss: a loss class (built as ``loss(model, **loss_params)`` where ``loss_params`` are the sampled
-            ``loss.<name>`` values), or a callable ``(model, params) -> torch.nn.Module``. A new loss
-            module is built for every trial, so a loss instance (bound to one model) is refused.
+            ``loss.<name>`` values), or a callable ``(model, params) -> torch.nn.Module``; for several
+            training datasets also a dict of those keyed by dataset name (its keys must be the dataset
+            names; a class in it gets the sampled ``loss.<dataset>.<name>`` values), or a callable
+            ``(model, params) -> dict`` of loss modules. One loss (not a dict) trains every dataset. A new
+            loss module is built for every trial, so a loss instance (bound to one model) is refused.
         evaluator: a ``SentenceEvaluator``, or a callable ``(eval_dataset) -> SentenceEvaluator``; may be
             left out (None) when the objective is ``"eval_loss"``.
         objective: the metric the evaluator reports that the study optimises, e.g.
@@ -110,9 +118,10 @@ class Study:
 
     name: str
     model: str | SentenceTransformer | Callable[[dict[str, Any]], SentenceTransformer]
-    train_dataset: Dataset | Callable[[], Dataset]
-    eval_dataset: Dataset | Callable[[], Dataset] | None = None
-    loss: type | Callable[[SentenceTransformer, dict[str, Any]], torch.nn.Module]
+    train_dataset: Dataset | Mapping[str, Dataset] | Callable[[], Dataset | Mapping[str, Dataset]]
+    eval_dataset: Dataset | Mapping[str, Dataset] | Callable[[], Dataset | Mapping[str, Dataset]] | None = None
+    loss: (type | Callable[[SentenceTransformer, dict[str, Any]], torch.nn.Module | Mapping[str, torch.nn.Module]]
+           | Mapping[str, type | Callable[[SentenceTransformer, dict[str, Any]], torch.nn.Module]])
     evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     objective: str
     direction: Direction = "maximize"
@@ -274,21 +283,41 @@ def _check_parts(study: Study) -> None:
                 f"{what}={data!r} is a string; give a datasets.Dataset or a callable returning one, e.g. "
                 f"lambda: load_dataset({data!r}, split='train')"
             )
-    if is_module(study.loss):
-        name = type(study.loss).__name__
-        raise StudyDefinitionError(
-            f"loss={name}(...) is a loss instance, bound to one model; pass the class (loss={name}) or a "
-            "callable (model, params) -> loss, so every trial gets a fresh loss for its own model"
-        )
-    if not callable(study.loss):
-        raise StudyDefinitionError(
-            f"loss={study.loss!r} must be a loss class (e.g. losses.CoSENTLoss) or a callable (model, params) -> module"
-        )
+    _check_loss(study.loss)
     _check_evaluator(study)
     if not (callable(study.space) or isinstance(study.space, Mapping)):
         raise StudyDefinitionError(
             "space must be a dict of Optuna distributions or a callable (trial) -> dict, "
             f"not {type(study.space).__name__}"
+        )
+
+
+def _check_loss(loss: Any) -> None:
+    """A loss class or factory, or a non-empty dict of them keyed by dataset name."""
+    if isinstance(loss, Mapping):
+        if not loss:
+            raise StudyDefinitionError("loss={} has no losses; key one loss class per training dataset, e.g. "
+                                       "loss={'sts': CoSENTLoss, 'pairs': MultipleNegativesRankingLoss}")
+        for key, part in loss.items():
+            if not isinstance(key, str) or not key or "." in key:
+                raise StudyDefinitionError(f"loss has the key {key!r}; key each loss by the name of its training "
+                                           "dataset (a non-empty string without dots)")
+            _check_one_loss(part, f"loss[{key!r}]")
+        return
+    _check_one_loss(loss, "loss")
+
+
+def _check_one_loss(loss: Any, what: str) -> None:
+    if is_module(loss):
+        name = type(loss).__name__
+        raise StudyDefinitionError(
+            f"{what}={name}(...) is a loss instance, bound to one model; pass the class ({what}={name}) or a "
+            "callable (model, params) -> loss, so every trial gets a fresh loss for its own model"
+        )
+    if not callable(loss):
+        raise StudyDefinitionError(
+            f"{what}={loss!r} must be a loss class (e.g. losses.CoSENTLoss) or a callable (model, params) -> module"
+            + (", or a dict of them keyed by dataset name" if what == "loss" else "")
         )
 
 

@@ -190,7 +190,7 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     rows = ctx.resources.subset_rows
     if rows is not None and ctx.validated.evaluates_during_training:
         # which values are which: intermediate (pruning) ones on the subset, `objective` on all eval rows
-        tags["st_hpo.intermediate_eval"] = f"{rows} of {len(ctx.resources.eval_dataset)} eval rows"
+        tags["st_hpo.intermediate_eval"] = f"{rows} of {ctx.resources.eval_rows} eval rows"
     for key, value in tags.items():
         trial.set_user_attr(key.replace("st_hpo.", "st_hpo.tag."), value)
     if ctx.tracker is None:
@@ -290,10 +290,11 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     if ctx.progress is not None:
         def on_progress(step: int, max_steps: int, value: float, on_subset: bool) -> None:
             ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
-    fractions = evaluation_fractions(validated.base_args, len(resources.train_dataset), validated.study.pruner)
+    fractions = evaluation_fractions(validated.base_args, resources.train_rows, validated.study.pruner)
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
                              on_progress=on_progress, fractions=fractions)
-    reporter.watch_loss(loss)
+    for part in loss.values() if isinstance(loss, dict) else [loss]:  # a dict: one loss per dataset
+        reporter.watch_loss(part)
     trainer = validated.kind.trainer_class()(
         model=model, args=args, train_dataset=resources.train_dataset,
         eval_dataset=(resources.eval_subset if subset else resources.eval_dataset)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 from st_hpo import _args, _space
-from st_hpo._kinds import ModelKind
+from st_hpo._datasets import dataset_parts, head, part_label
+from st_hpo._kinds import ModelKind, check_kind_of
 from st_hpo._resources import StudyResources
 from st_hpo._study import Study
 from st_hpo._test_score import check_test_objective
-from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
+from st_hpo._validate_loss import check_loss_keys, check_loss_on_rows, check_loss_params
+from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["ValidatedStudy", "validate_study", "objective_key"]
 
@@ -27,19 +29,6 @@ logger = logging.getLogger(__name__)
 
 #: Rows of the eval set the evaluator runs on to prove it reports the objective.
 PROBE_ROWS = 16
-#: Losses that regress a similarity score and need a 'score' or 'label' column.
-LABELLED_LOSSES = {"CoSENTLoss", "CosineSimilarityLoss", "AnglELoss", "SoftmaxLoss", "ContrastiveLoss",
-                   "OnlineContrastiveLoss", "BatchAllTripletLoss", "BatchHardTripletLoss",
-                   "BatchSemiHardTripletLoss", "BatchHardSoftMarginTripletLoss", "MSELoss"}
-LABEL_COLUMNS = ("label", "score")
-#: The label columns the data collator takes, in its order (the first one present is the label).
-COLLATED_LABEL_COLUMNS = ("label", "labels", "score", "scores")
-#: Losses whose labels must lie in a range: (low, high, what the label is to the loss).
-LABEL_RANGES = {
-    "CosineSimilarityLoss": (-1.0, 1.0, "the target of the pairs' cosine similarity, which lies in [-1, 1]"),
-    "ContrastiveLoss": (0.0, 1.0, "1 for a similar pair and 0 for a dissimilar one"),
-    "OnlineContrastiveLoss": (0.0, 1.0, "1 for a similar pair and 0 for a dissimilar one (others are ignored)"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,29 +63,22 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     _space.check_enqueued(study.enqueue, study.space, base_args)
     losses = [study.replace(loss=option) for option in _space.loss_options(study.space)] or [study]
     for chosen in losses:  # each loss a `loss` Choice can give, else the study's
-        _check_loss_params(chosen, names)
+        check_loss_params(chosen, names)
     key = objective_key(study.objective)
     needs_eval_loss = key == "eval_loss"
-    train = resources.train_dataset
-    if len(train) == 0:
-        raise StudyDefinitionError("train_dataset is empty; give it at least one row")
-    if resources.eval_dataset is not None and len(resources.eval_dataset) == 0:
-        raise StudyDefinitionError("eval_dataset is empty; give it at least one row (or leave it out when the "
-                                   "evaluator holds its own data)")
-    if needs_eval_loss and resources.eval_dataset is None:
-        raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
-    _space.check_prompts(study.space, base_args, train)
+    _check_datasets(study, resources, needs_eval_loss)
+    _space.check_prompts(study.space, base_args, resources.train_dataset)
     params, model = probe or _probe(study, resources)  # one sample of the space: the model and loss of the checks
     _, loss_params, model_params = _args.split_params(params)
     _check_kind_of_parts(kind, study, resources)
     for chosen in losses:
-        _check_loss_on_rows(chosen, resources, model, base_args, params if chosen is study else
-                            {**params, "loss": chosen.loss}, loss_params, on_cpu=on_cpu)
+        check_loss_on_rows(chosen, resources, model, base_args, params if chosen is study else
+                           {**params, "loss": chosen.loss}, loss_params, on_cpu=on_cpu)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
     check_test_objective(study, resources, model)
-    evaluates = evaluations_per_trial(base_args, len(train), study.pruner) > 1  # any before the end
-    _check_cadence(study, resources, base_args, len(train))
+    evaluates = evaluations_per_trial(base_args, resources.train_rows, study.pruner) > 1  # any before the end
+    _check_cadence(study, resources, base_args, resources.train_rows)
     _check_checkpoints(base_args)
     _check_subset(study, resources, evaluates, needs_eval_loss)
     del model, probe
@@ -165,6 +147,27 @@ def _check_checkpoints(base_args: Any) -> None:
     )
 
 
+def _check_datasets(study: Study, resources: StudyResources, needs_eval_loss: bool) -> None:
+    """No dataset empty; a loss dict keyed like the training datasets; the eval loss of one eval set."""
+    for what, data in (("train_dataset", resources.train_dataset), ("eval_dataset", resources.eval_dataset)):
+        for name, part in dataset_parts(data):
+            if len(part) == 0:
+                extra = "" if what == "train_dataset" else " (or leave it out when the evaluator holds its own data)"
+                raise StudyDefinitionError(f"{part_label(what, name)} is empty; give it at least one row{extra}")
+    if isinstance(study.loss, Mapping):
+        check_loss_keys(study.loss, resources.train_dataset, "loss")
+    if not needs_eval_loss:
+        return
+    if resources.eval_dataset is None:
+        raise StudyDefinitionError("objective 'eval_loss' needs an eval_dataset; add one to the Study")
+    if isinstance(resources.eval_dataset, Mapping) or isinstance(study.loss, Mapping):
+        raise StudyDefinitionError(
+            "objective 'eval_loss' with several datasets is not supported: the trainer reports one loss per eval "
+            "dataset (eval_<name>_loss) and none named 'eval_loss'; make the objective a metric of an evaluator "
+            "(e.g. a SequentialEvaluator of one evaluator per dataset)"
+        )
+
+
 def _check_subset(study: Study, resources: StudyResources, evaluates: bool, needs_eval_loss: bool) -> None:
     rows = study.intermediate_eval_rows
     if rows == "auto":  # st-hpo's choice: a subset only where it can build one and it pays
@@ -187,7 +190,7 @@ def _check_subset(study: Study, resources: StudyResources, evaluates: bool, need
         raise StudyDefinitionError(f"intermediate_eval_rows={rows} needs an eval_dataset; add one to the Study")
     if resources.subset_rows is None:
         logger.warning("intermediate_eval_rows=%d is not smaller than the eval set (%d rows): every evaluation "
-                       "uses all of it", rows, len(resources.eval_dataset))
+                       "uses all of it", rows, resources.eval_rows)
     elif not evaluates:
         logger.warning("intermediate_eval_rows=%d has no effect: the base args never evaluate during training",
                        rows)
@@ -223,25 +226,14 @@ def _probe(study: Study, resources: StudyResources) -> tuple[dict[str, Any], Any
     return params, _probe_model(resources, params, model_params)
 
 
-def check_kind_of(kind: ModelKind, what: str, part: Any) -> None:
-    """Refuse a loss or evaluator (class or instance) of another model kind than the study's."""
-    foreign = kind.package_of(part)
-    if foreign:
-        name = part.__name__ if isinstance(part, type) else type(part).__name__
-        where = "losses" if what == "loss" else "evaluation"
-        raise StudyDefinitionError(
-            f"{what} {name} is from {foreign}, but the study trains a {kind.model_class_name}; use one from "
-            f"{kind.package}.{where} (or change the study's kind: its args class, model or kind=)"
-        )
-
-
 def _check_kind_of_parts(kind: ModelKind, study: Study, resources: StudyResources) -> None:
-    """The loss class and an evaluator instance must be the study's kind's (or shared ones); what factories
+    """The loss class(es) and an evaluator instance must be the study's kind's (or shared ones); what factories
     build is checked where it is built."""
     from st_hpo._compat import evaluator_base
 
-    if inspect.isclass(study.loss):
-        check_kind_of(kind, "loss", study.loss)
+    for part in study.loss.values() if isinstance(study.loss, Mapping) else [study.loss]:
+        if inspect.isclass(part):
+            check_kind_of(kind, "loss", part)
     if isinstance(study.evaluator, evaluator_base()):
         check_kind_of(kind, "evaluator", study.evaluator)
 
@@ -259,98 +251,13 @@ def _probe_model(resources: StudyResources, params: dict[str, Any], model_params
         ) from exc
 
 
-def _check_loss_params(study: Study, names: set[str]) -> None:
-    loss_names = {n[len("loss.") :] for n in names if n.startswith("loss.")}
-    if not loss_names or not inspect.isclass(study.loss):
-        return
-    accepted = set(inspect.signature(study.loss.__init__).parameters) - {"self", "model"}
-    for name in sorted(loss_names - accepted):
-        raise SearchSpaceError(
-            f"the space samples 'loss.{name}' but {study.loss.__name__} takes no parameter {name!r}"
-            f"{_args.suggest_name(name, accepted)} (it takes: {', '.join(sorted(accepted))})"
-        )
-
-
-def _loss_name(study: Study, loss: Any) -> str:
-    return study.loss.__name__ if inspect.isclass(study.loss) else type(loss).__name__
-
-
-def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: Any,
-                        params: dict[str, Any], loss_params: dict[str, Any], *, on_cpu: bool = False) -> None:
-    """Build the loss and evaluate it on two training rows, so missing columns fail here."""
-    train = resources.train_dataset
-    columns = list(train.column_names)
-    try:
-        loss = resources.new_loss(model, params, loss_params)
-    except StudyDefinitionError:
-        raise
-    except Exception as exc:
-        raise StudyDefinitionError(f"building the loss raised {type(exc).__name__}: {exc}") from exc
-    check_kind_of(resources.kind, "loss", loss)
-    name = _loss_name(study, loss)
-    if name in LABELLED_LOSSES and not any(c in columns for c in LABEL_COLUMNS):
-        raise StudyDefinitionError(
-            f"{name} needs a label column ('score' or 'label') in train_dataset, which has columns "
-            f"{columns}; rename the score column to 'score'"
-        )
-    _check_label_range(name, loss, train)
-    rows = train.select(range(min(2, len(train))))
-    with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
-        # the probe runs on the trials' device: `use_cpu=True` here would pin accelerate's process-wide
-        # state to the CPU, and every later trial in this process with it (harmless where none trains).
-        # With fp16/bf16_full_eval the trainer leaves the model where it is until train(): keep it off.
-        probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False,
-                 "fp16_full_eval": False, "bf16_full_eval": False}
-        if on_cpu:
-            probe["use_cpu"] = True
-        args = _args.clone_args(base_args, probe, output_dir=tmp, run_name=None)
-        try:
-            trainer = resources.kind.trainer_class()(model=model, args=args, train_dataset=rows, loss=loss)
-            batch = next(iter(trainer.get_train_dataloader()))
-            trainer.compute_loss(model, batch)
-        except Exception as exc:
-            raise StudyDefinitionError(
-                f"{name} failed on 2 rows of train_dataset (columns {columns}): {type(exc).__name__}: {exc}; "
-                "check that the dataset has the columns this loss needs, in the order it needs them"
-            ) from exc
-
-
-def _check_label_range(name: str, loss: Any, train: Any) -> None:
-    """Refuse labels outside the range the loss reads them in (e.g. 0-5 STSb scores for a cosine target)."""
-    column = next((c for c in COLLATED_LABEL_COLUMNS if c in train.column_names), None)
-    num_labels = getattr(loss, "num_labels", None) if name == "SoftmaxLoss" else None
-    if column is None or (name not in LABEL_RANGES and num_labels is None):
-        return
-    import numpy as np
-
-    labels = np.asarray(train.with_format("numpy")[column])
-    if labels.dtype.kind not in "biuf" or labels.ndim != 1 or labels.size == 0:
-        return
-    low, high = float(labels.min()), float(labels.max())
-    if num_labels is not None:
-        if low < 0 or high >= num_labels or not np.all(np.mod(labels, 1) == 0):
-            raise StudyDefinitionError(
-                f"SoftmaxLoss(num_labels={num_labels}) needs class ids 0..{num_labels - 1} in train_dataset's "
-                f"{column!r} column, which holds values in [{low:g}, {high:g}]; map the labels to class ids or "
-                "set num_labels"
-            )
-        return
-    lo, hi, meaning = LABEL_RANGES[name]
-    if low < lo or high > hi:
-        raise StudyDefinitionError(
-            f"{name} reads train_dataset's {column!r} column as {meaning}, but it holds values in "
-            f"[{low:g}, {high:g}]; rescale it into [{lo:g}, {hi:g}], e.g. dataset.map(lambda row: "
-            f"{{{column!r}: row[{column!r}] / {high:g}}})"
-        )
-
-
 def _check_objective(study: Study, resources: StudyResources, model: Any, key: str) -> None:
     """Run the evaluator on a few rows and check that it reports the objective."""
     eval_ds = resources.eval_dataset
     from st_hpo._compat import evaluator_base
 
     if eval_ds is not None and not isinstance(study.evaluator, evaluator_base()):
-        evaluator = resources.build_evaluator(eval_ds.select(range(min(PROBE_ROWS, len(eval_ds)))))
+        evaluator = resources.build_evaluator(head(eval_ds, PROBE_ROWS))
     else:
         evaluator = resources.evaluator
     check_kind_of(resources.kind, "evaluator", evaluator)

@@ -7,11 +7,14 @@ a trial that the budget cannot use (finished + running elsewhere already cover i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from st_hpo._best_model import keep_only_best
@@ -121,10 +124,11 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
                 outcome = run_trial(ctx, trial)
         except KeyboardInterrupt:
-            why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
-            stopped = TrialOutcome(trial.number, "FAIL", error=why,
-                                   train_seconds=trial.user_attrs.get("st_hpo.train_seconds", 0.0))
-            _finish(session, trial, stopped, killed=True)
+            with _sigterm_ignored():  # a second SIGTERM must not leave the trial RUNNING half-recorded
+                why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
+                stopped = TrialOutcome(trial.number, "FAIL", error=why,
+                                       train_seconds=trial.user_attrs.get("st_hpo.train_seconds", 0.0))
+                _finish(session, trial, stopped, killed=True)
             result.interrupted = True
             return result
         _finish(session, trial, outcome)
@@ -134,6 +138,24 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         result.gave_up = _give_up(outcome, failures, session.definition.max_failures_in_a_row, worker.name)
         if result.gave_up:
             return result
+
+
+@contextlib.contextmanager
+def _sigterm_ignored() -> Iterator[None]:
+    """Ignore SIGTERM while an interrupted trial's end is recorded (a second Ctrl-C, SIGINT, still stops).
+
+    A worker whose supervisor dies gets its parent-death signal once per thread of the supervisor that
+    exits (Linux re-parents it each time): the later ones would interrupt the recording and leave the
+    trial RUNNING in the storage and its MLflow run open."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _give_up(outcome: TrialOutcome, failures: int, limit: int | None, worker_name: str) -> str | None:

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from st_hpo._execution._recovery import SUPERVISOR_ENV, recover_stale_trials
+from st_hpo._execution._recovery import SUPERVISOR_ENV, pid_alive, recover_stale_trials
 
 __all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise", "supervisor_gone", "watch_supervisor"]
 
@@ -237,7 +237,11 @@ def supervisor_gone() -> str | None:
     """In a worker started by a supervisor: why it must stop when that supervisor is no longer its parent
     (it died; the worker was re-parented), else None."""
     supervisor = os.environ.get(SUPERVISOR_ENV)
-    if not supervisor or os.getppid() == int(supervisor):
+    if not supervisor:
+        return None
+    # on Linux the parent-death signal comes when the supervisor's thread that started this worker exits,
+    # which can be before the rest of the supervisor has (it is then a zombie, and not yet our ex-parent)
+    if os.getppid() == int(supervisor) and pid_alive(int(supervisor)):
         return None
     return f"the supervisor (pid {supervisor}) is gone"
 

@@ -12,7 +12,7 @@ from typing import Any
 from st_hpo._kinds._base import ModelKind
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["KIND_ATTR", "KIND_NAMES", "ModelKind", "all_kinds", "declared_kind", "kind_named", "kind_of_model",
+__all__ = ["KIND_ATTR", "KIND_NAMES", "ModelKind", "all_kinds", "check_kind_of", "declared_kind", "kind_named", "kind_of_model",
            "resolve_kind", "stored_kind"]
 
 #: Study user attribute: the name of the kind the study trains (readers that load no study file part use it).
@@ -98,3 +98,15 @@ def resolve_kind(study: Any, probe_model: Any | None = None) -> ModelKind:
 def stored_kind(optuna_study: Any) -> ModelKind:
     """The kind a stored study trains (SentenceTransformer for studies from before kinds were recorded)."""
     return kind_named(optuna_study.user_attrs.get(KIND_ATTR, "sentence-transformer"))
+
+
+def check_kind_of(kind: ModelKind, what: str, part: Any) -> None:
+    """Refuse a loss or evaluator (class or instance) of another model kind than the study's."""
+    foreign = kind.package_of(part)
+    if foreign:
+        name = part.__name__ if isinstance(part, type) else type(part).__name__
+        where = "losses" if what == "loss" else "evaluation"
+        raise StudyDefinitionError(
+            f"{what} {name} is from {foreign}, but the study trains a {kind.model_class_name}; use one from "
+            f"{kind.package}.{where} (or change the study's kind: its args class, model or kind=)"
+        )
