@@ -66,7 +66,7 @@ def test_confirm_trains_each_configuration_with_new_seeds_and_a_killed_one_resum
     done_before = len(_by_pair(load_trials(out, "confk.confirm")))
     assert 1 <= done_before < 4
 
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    again = subprocess.run(cmd + ["--workers", "2"], cwd=tmp_path, capture_output=True, text=True)  # on workers
     assert again.returncode == 0, again.stderr
     trials = load_trials(out, "confk.confirm")
     pairs = _by_pair(trials)  # (baseline + the best trial) x 2 new seeds, each trained once
@@ -80,6 +80,8 @@ def test_confirm_trains_each_configuration_with_new_seeds_and_a_killed_one_resum
     assert len(parents) == 1 and len(study_runs) == 2  # no confirmation run among the study's trial runs
     assert [r.info.status for r in confirm].count("FINISHED") == 4
     assert all(r.info.status in ("FINISHED", "FAILED", "KILLED") for r in confirm)  # the killed one closed
+    by_workers = {r.data.tags["st_hpo.worker"] for r in confirm if r.info.status == "FINISHED"} - {"main"}
+    assert by_workers and by_workers <= {"w0", "w1"}, "the resumed pairs ran on the worker processes"
     for run in confirm:
         tags = run.data.tags
         assert tags["mlflow.parentRunId"] == parents[0].info.run_id

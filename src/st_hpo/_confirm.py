@@ -76,12 +76,15 @@ class _Config:
 
 def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str | Path | None = None,
                   storage: str | None = None, tracking_uri: str | None = None, study_name: str | None = None,
-                  progress: bool = True) -> ConfirmResult:
+                  progress: bool = True, workers: int | None = None, gpus: str | None = None,
+                  trials_per_gpu: int = 1, study_file: str | Path | None = None) -> ConfirmResult:
     """Train the ``top`` best configurations and the baseline again with ``seeds`` new seeds each.
 
-    Runs in this process, in the study's storage and MLflow store (as given to ``run_study``); calling it
-    again resumes (only missing pairs train) and reports. A Ctrl-C fails the running trial and returns
-    with ``interrupted``. Raises StorageError when the study has no complete trial.
+    Runs in the study's storage and MLflow store (as given to ``run_study``): in this process, or with
+    ``workers``/``gpus``/``trials_per_gpu`` on worker processes as ``run_study`` places them (they load
+    ``study_file``), under the same budget, kill and restart rules as trials. Calling it again resumes
+    (only missing pairs train) and reports. A Ctrl-C fails the running trials and returns with
+    ``interrupted``. Raises NoResultError when the study has no complete trial.
     """
     from st_hpo._results import StudyLocation, best_of, load_study
 
@@ -93,11 +96,17 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
     main = load_study(study, location)
     best = best_of(main, study.objective)
-    session = _open_companion(study, main, location)
+    specs = _worker_specs(workers, gpus, trials_per_gpu, study_file)
+    session = _open_companion(study, main, location,
+                              trains_here=not (specs and any(s.gpu is not None for s in specs)))
     base_seed = int(session.validated.base_args.seed)
     seed_list = [base_seed + SEED_OFFSET + i for i in range(seeds)]
     configs = _configurations(main, session, top)
-    trials_run, interrupted = _run(session, configs, seed_list, progress)
+    if specs:
+        trials_run, interrupted = _run_on_workers(session, configs, seed_list, progress, specs, study.name,
+                                                  str(Path(study_file).resolve()))
+    else:
+        trials_run, interrupted = _run(session, configs, seed_list, progress)
     result = _summarize(session.study, best, configs, seed_list, trials_run, interrupted)
     main.set_user_attr(CONFIRMED_ATTR, result.to_dict())
     if session.tracker is not None:
@@ -105,7 +114,46 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     return result
 
 
-def _open_companion(study: Study, main: Any, location: Any) -> Any:
+def _worker_specs(workers: int | None, gpus: str | None, trials_per_gpu: int, study_file: Any) -> list[Any]:
+    """The worker slots of a confirmation on workers (as ``run_study`` plans them); [] to run in this process."""
+    from st_hpo._execution._workers import default_gpu_list, plan_workers, visible_gpus
+
+    if gpus is None and (workers or 1) > 1:
+        gpus = default_gpu_list()
+    if not gpus and (workers or 1) <= 1:
+        return []
+    if study_file is None:
+        raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
+    return plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
+                        devices=visible_gpus() if gpus else None)
+
+
+def companion_definition(study: Study) -> Study:
+    """The definition of the companion study ``<name>.confirm``: the study's, with nothing of its own queue
+    (baseline, warm start), no pruning, and one try per queued pair at a time (a failed pair is queued
+    again by :func:`confirm_study`, never replaced by a sampled configuration)."""
+    return study.replace(name=f"{study.name}.confirm", experiment_name=study.experiment, pruner="none",
+                         baseline=False, enqueue=(), keep_best_model=False, max_failures_in_a_row=1)
+
+
+def join_confirmation(study: Study, *, worker_name: str, budget: int, output_dir: str | Path, storage: str,
+                      tracking_uri: str | None, progress: bool = True) -> Any:
+    """In a worker process started by :func:`confirm_study`: run the companion study's queued pairs until
+    ``budget`` of its trials have finished; returns the loop's result."""
+    from st_hpo._confirm_session import ConfirmSession
+    from st_hpo._execution._loop import work
+    from st_hpo._execution._session import SessionOptions
+    from st_hpo._progress import Progress
+    from st_hpo._trial import WorkerInfo
+
+    options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri, role="worker",
+                             worker_name=worker_name)
+    session = ConfirmSession.open(companion_definition(study), options)
+    bar = Progress(budget=budget, enabled=progress, worker=worker_name)
+    return work(session, budget=budget, timeout=None, worker=WorkerInfo(name=worker_name), progress=bar)
+
+
+def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool = True) -> Any:
     """The companion study ``<name>.confirm``, attached to the study's MLflow parent run."""
     import optuna
 
@@ -121,12 +169,9 @@ def _open_companion(study: Study, main: Any, location: Any) -> Any:
     if main.user_attrs.get(PARENT_ATTR):
         companion.set_user_attr(PARENT_ATTR, main.user_attrs[PARENT_ATTR])
     companion.set_user_attr("st_hpo.queued", True)  # nothing of the study's own queue (baseline, warm start)
-    # one try per queued pair at a time: a failed pair is queued again here, never replaced by a sampled one
-    definition = study.replace(name=name, experiment_name=study.experiment, pruner="none", baseline=False,
-                               enqueue=(), keep_best_model=False, max_failures_in_a_row=1)
     options = SessionOptions(output_dir=location.output_dir / "confirm", storage=location.storage,
-                             tracking_uri=location.tracking_uri)
-    return ConfirmSession.open(definition, options)
+                             tracking_uri=location.tracking_uri, trains_here=trains_here)
+    return ConfirmSession.open(companion_definition(study), options)
 
 
 def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
@@ -207,6 +252,31 @@ def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool)
         loop = work(session, budget=budget, timeout=None, worker=WorkerInfo(name="main"), progress=bar)
         ran += loop.trials_run
         if loop.interrupted:
+            return ran, True
+
+
+def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], progress: bool, specs: list[Any],
+                    study_name: str, study_file: str) -> tuple[int, bool]:
+    """Run the missing pairs on worker processes (``st-hpo worker --confirm-of``); (trials run, interrupted)."""
+    from st_hpo._execution._workers import supervise
+    from st_hpo._progress import Progress
+
+    ran = 0
+    extra = ["--confirm-of", study_name] + ([] if progress else ["--no-progress"])
+    while True:
+        missing = _queue(session, configs, seeds)
+        if not missing:
+            return ran, False
+        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
+        budget = finished + missing
+        bar = Progress(budget=budget, enabled=progress)
+        bar.message(f"confirming on {len(specs)} worker(s) ({', '.join(s.name for s in specs)}): {missing} "
+                    "training run(s) to go")
+        _, interrupted, _ = supervise(session, study_file=study_file, specs=specs, budget=budget,
+                                      extra_args=extra, progress=bar)
+        now = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
+        ran += now - finished
+        if interrupted:
             return ran, True
 
 

@@ -17,7 +17,8 @@ class ConfirmSession(StudySession):
         recover_stale_trials(self.study)
         if self.tracker is not None:
             self.tracker.run_kind = "confirm"
-            self.tracker.sync(self.study, self.definition.objective)
+            if sync:  # the process that runs the confirmation; its workers leave MLflow's catch-up to it
+                self.tracker.sync(self.study, self.definition.objective)
 
     def update_parent(self) -> None:
         """The parent run's figures are the study's, not the confirmation's."""

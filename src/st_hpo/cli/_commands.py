@@ -140,6 +140,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     watch_supervisor()  # a supervisor killed by SIGKILL or SIGHUP stops its workers too
 
     study = _load(ns)
+    if ns.confirm_of:  # started by `st-hpo confirm --workers`: run the companion study's queued pairs
+        return _confirm_worker(ns, study.replace(name=ns.confirm_of))
     result = join_study(study, n_trials=ns.n_trials, worker_name=ns.worker_name, timeout=_remaining(ns),
                         output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
                         pruner=ns.pruner, intermediate_eval_rows=ns.intermediate_eval_rows,
@@ -151,6 +153,21 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         from st_hpo._execution._workers import EXIT_GAVE_UP
 
         sys.stderr.write(f"error: {result.stop_reason}\n")
+        return EXIT_GAVE_UP
+    return 0
+
+
+def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
+    from st_hpo._confirm import join_confirmation
+
+    loop = join_confirmation(study, worker_name=ns.worker_name, budget=ns.n_trials, output_dir=ns.output_dir,
+                             storage=ns.storage, tracking_uri=ns.tracking_uri,
+                             progress=not (ns.no_progress or ns.quiet))
+    if loop.interrupted:
+        return EXIT_INTERRUPTED
+    if loop.gave_up:
+        from st_hpo._execution._workers import EXIT_GAVE_UP
+
         return EXIT_GAVE_UP
     return 0
 
@@ -281,8 +298,14 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
     from st_hpo._confirm import confirm_study
 
     study = _load(ns)
+    gpus = ns.gpus
+    if gpus is None and ns.workers and ns.workers > 1:  # spread over the GPUs, as run does
+        from st_hpo._execution._workers import default_gpu_list
+
+        gpus = default_gpu_list()
     result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, progress=not ns.quiet)
+                           tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=gpus,
+                           trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
                          f"{_resume_line(sys.argv[1:])}\n")

@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None, help="as for run")
     p.add_argument("--worker-name", help="the name tagged on this worker's runs (default worker-<pid>)")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--confirm-of", metavar="STUDY", help=argparse.SUPPRESS)  # a worker of `st-hpo confirm`
     _add_location(p)
 
     p = sub.add_parser("status", help="list a study's trials",
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("confirm", help="train the best configurations and the baseline again with new seeds",
                        description="Train the K best configurations and the baseline again with S new training "
-                       "seeds each (seed + 1000 + i), in this process, as runs nested under the study's parent run "
+                       "seeds each (seed + 1000 + i), in this process or on --workers/--gpus, as runs nested under the study's parent run "
                        "(st_hpo.kind=confirm). Prints mean and standard deviation per configuration and whether "
                        "the best one beats the baseline beyond seed noise (a one-sided paired t-test by seed). "
                        "Running it again resumes: only missing (configuration, seed) runs train.")
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_count(1), default=3, metavar="K", help="configurations to confirm (default 3)")
     p.add_argument("--seeds", type=_count(1), default=3, metavar="S", help="new training seeds each (default 3)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--workers", type=int, help="run the confirmation on N worker processes, as for run")
+    p.add_argument("--gpus", help="comma-separated GPU ids, as for run (default on a GPU machine: every visible one)")
+    p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
     _add_location(p)
 
     p = sub.add_parser("sync", help="bring MLflow up to date with the Optuna storage",
