@@ -203,8 +203,8 @@ def configure(ns: argparse.Namespace) -> tuple[dict[str, Any], list[int], str]:
 
 PRUNER_SETTINGS = {
     "median": "MedianPruner(n_startup_trials=4)",
-    "successive-halving": "SuccessiveHalvingPruner(min_resource=10%, reduction_factor=3)",
-    "hyperband": "HyperbandPruner(min_resource=10%, max_resource=100%, reduction_factor=3)",
+    "successive-halving": "SuccessiveHalvingPruner(min_resource=1/9 of training, reduction_factor=3)",
+    "hyperband": "HyperbandPruner(min_resource=1/9, max_resource=100%, reduction_factor=3)",
     "patient": "PatientPruner(MedianPruner(n_startup_trials=4), patience=1)",
 }
 
