@@ -170,7 +170,7 @@ def run(cfg: dict[str, Any], work: Path) -> tuple[MemoryLog, dict[str, int], dic
     log.samples = [s for s in log.samples if s["after_trial"] <= n]
     import optuna
 
-    from st_hpo._storage import open_storage
+    from st_hpo._execution._storage import open_storage
 
     trials = optuna.load_study(study_name="memory-drift",
                                storage=open_storage(str(work / "study" / "optuna.journal"))).get_trials()

@@ -76,7 +76,7 @@ def make_study(cfg: dict[str, Any], seed: int, pruner: str) -> Any:
 def trial_rows(output_dir: Path, name: str) -> list[dict[str, Any]]:
     import optuna
 
-    from st_hpo._storage import open_storage
+    from st_hpo._execution._storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(str(output_dir / "optuna.journal")))
     rows = []

@@ -67,7 +67,7 @@ def _commands(work: Path) -> dict[str, list[str]]:
 def _st_hpo_result(out: Path) -> dict[str, Any]:
     import optuna
 
-    from st_hpo._storage import default_storage_url, open_storage
+    from st_hpo._execution._storage import default_storage_url, open_storage
 
     study = optuna.load_study(study_name="study-time", storage=open_storage(default_storage_url(out)))
     trials = study.get_trials(deepcopy=False)

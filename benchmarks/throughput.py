@@ -81,7 +81,7 @@ def run_one(workers: int, *, gpu: bool, n_trials: int, root: Path) -> dict[str, 
     wall = time.time() - started
     if proc.returncode != 0:
         raise RuntimeError(f"st-hpo run failed with {workers} workers:\n{proc.stderr[-3000:]}")
-    from st_hpo._storage import open_storage
+    from st_hpo._execution._storage import open_storage
 
     study = optuna.load_study(study_name="overhead", storage=open_storage(str(out / "optuna.journal")))
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]

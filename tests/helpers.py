@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 
 def load_trials(output_dir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
-    from st_hpo._storage import open_storage
+    from st_hpo._execution._storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(str(output_dir / "optuna.journal")))
     return study.get_trials(deepcopy=False)

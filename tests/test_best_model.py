@@ -66,7 +66,7 @@ def test_a_leftover_model_of_a_killed_save_is_cleaned_up(make_study, tmp_path):
 def test_clean_up_spares_the_best_and_running_trials_in_either_direction(tmp_path):
     import optuna
 
-    from st_hpo._best_model import beats_best, keep_only_best
+    from st_hpo._execution._best_model import beats_best, keep_only_best
 
     for direction, values, best in (("maximize", [0.5, 0.7], 1), ("minimize", [0.5, 0.7], 0)):
         out = tmp_path / direction

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 import st_hpo
-from st_hpo._confirm import confirmed_line
+from st_hpo._results._confirm import confirmed_line
 from tests.helpers import load_trials, mlflow_runs
 
 
@@ -34,7 +34,7 @@ def _by_pair(trials: list) -> dict[tuple[str, int], list]:
 
 
 def _wait_for_complete(out: Path, name: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    from st_hpo._storage import open_storage
+    from st_hpo._execution._storage import open_storage
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -117,7 +117,7 @@ def test_confirm_refuses_a_non_positive_seed_count(make_study, tmp_path):
 
 
 def test_the_paired_test_is_one_sided_in_the_study_direction_and_needs_two_seeds():
-    from st_hpo._confirm_stats import paired_test, score
+    from st_hpo._results._confirm_stats import paired_test, score
 
     seeds = [1007, 1008, 1009]
     best = score("trial 4", 4, False, {}, dict(zip(seeds, [0.50, 0.61, 0.55], strict=True)), seeds, 0.6, {})

@@ -132,7 +132,7 @@ def test_labels_outside_the_losses_range_are_refused(make_study, pairs_train):
 
 
 def test_a_log_distribution_from_zero_in_the_study_file_is_one_line(study_file):
-    from st_hpo._loading import load_study_file
+    from st_hpo._definition._loading import load_study_file
 
     path = study_file(name="log-zero")
     text = path.read_text().replace('"warmup_ratio": optuna.distributions.FloatDistribution(0.0, 0.5)',

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from st_hpo._progress import Progress
-from st_hpo._trial import TrialOutcome
+from st_hpo._execution._progress import Progress
+from st_hpo._execution._trial import TrialOutcome
 
 
 def test_pruned_and_failed_trials_say_where_and_why(capsys):
@@ -44,7 +44,7 @@ def test_worker_lines_show_the_worker_and_trials_say_when_they_start(capsys):
 
 
 def test_a_long_trial_prints_where_it_is_at_most_every_heartbeat(capsys, monkeypatch):
-    import st_hpo._progress as progress_module
+    import st_hpo._execution._progress as progress_module
 
     progress = Progress(budget=2)
     progress.trial_started(0, {})

@@ -29,7 +29,7 @@ def test_exception_tree():
     assert issubclass(st_hpo.SearchSpaceError, st_hpo.StudyDefinitionError)
     assert issubclass(st_hpo.StudyFileError, st_hpo.StudyDefinitionError)
     assert issubclass(st_hpo.NoResultError, st_hpo.StorageError)
-    from st_hpo._loading import StudyFileError
+    from st_hpo._definition._loading import StudyFileError
 
     assert StudyFileError is exceptions.StudyFileError, "the old import path is the same class"
     drawn = {line.lstrip(" │├└─").split(" ")[0] for line in exceptions.__doc__.splitlines()}

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from st_hpo._reports import MIN_TRIALS_FOR_IMPORTANCE, write_reports
+from st_hpo._results._reports import MIN_TRIALS_FOR_IMPORTANCE, write_reports
 from st_hpo._tracking import MlflowTracker
 from st_hpo.cli import main
 from tests.helpers import load_trials, mlflow_runs

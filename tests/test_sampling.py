@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 
 from st_hpo._execution._session import SessionOptions, _sampler_salt, make_sampler
-from st_hpo._storage import open_storage
+from st_hpo._execution._storage import open_storage
 
 
 def _first_values(storage, sampler, n=3):

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from st_hpo._storage import open_storage
+from st_hpo._execution._storage import open_storage
 from tests.servers import MlflowServer, mlflow_server, postgres_available, postgres_database
 
 pytestmark = pytest.mark.slow

@@ -117,7 +117,7 @@ def test_cli_study_file_that_fails_to_import_shows_its_own_traceback(tmp_path):
     proc = _cli("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 1
     assert "broken.py\", line 4, in make" in proc.stderr
-    assert "runpy" not in proc.stderr and "st_hpo/_loading.py" not in proc.stderr
+    assert "runpy" not in proc.stderr and "st_hpo/_definition/_loading.py" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: study file {str(path)!r} failed to import: ValueError: no data here")
 

@@ -3,18 +3,34 @@
 Write a study file that defines ``study = st_hpo.Study(...)``, then ``st-hpo run FILE``: Optuna proposes
 trials, each trains a fresh model with a clone of the base arguments, and MLflow shows one parent run per
 study and one child run per trial.
+
+Architecture: the packages are layers, each importing only the layers below it (``tests/test_layout.py``
+checks every import, function-level ones too)::
+
+    cli/, _api.py  the faces: the ``st-hpo`` command and the Python API (``__init__`` re-exports it)
+    _results/      what a study found: best, export, test score, reports, retrain, register, confirm
+    _execution/    how trials run: validation, resources, session, loop, workers, recovery, the trial,
+                   callbacks, storages, progress, the kept best model
+    _tracking/     what is recorded of a trial: its record in the storage, MLflow runs
+    _definition/   what a study is: Study, Choice, spaces, training arguments, datasets, loading, identity
+    _kinds/        what differs by model kind (SentenceTransformer, CrossEncoder, ...)
+    exceptions.py  the errors, importable from every layer
+
+Data flows up through them: a definition is validated and executed trial by trial, each trial is
+recorded and tracked, and the results are read back.
 """
 
 from st_hpo._api import StudyResult, join_study, run_study, validate_study
-from st_hpo._choice import Choice
-from st_hpo._confirm import ConfirmResult, confirm_study
-from st_hpo._loading import load_study_file
-from st_hpo._register import RegisterResult, register_best
-from st_hpo._reports import report_study
-from st_hpo._results import BestTrial, best_trial, export_best
-from st_hpo._retrain import RetrainResult, retrain_best
-from st_hpo._study import Study
-from st_hpo._test_score import TestScore, score_best_on_test
+from st_hpo._definition._choice import Choice
+from st_hpo._definition._loading import load_study_file
+from st_hpo._definition._study import Study
+from st_hpo._execution._test_score import TestScore
+from st_hpo._results._confirm import ConfirmResult, confirm_study
+from st_hpo._results._read import BestTrial, best_trial, export_best
+from st_hpo._results._register import RegisterResult, register_best
+from st_hpo._results._reports import report_study
+from st_hpo._results._retrain import RetrainResult, retrain_best
+from st_hpo._results._scoring import score_best_on_test
 from st_hpo.exceptions import (
     NoResultError,
     SearchSpaceError,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo._study import Study
+from st_hpo._definition._study import Study
 
 __all__ = ["StudyResult", "join_study", "run_study", "validate_study"]
 
@@ -43,8 +43,8 @@ class StudyResult:
 
 def validate_study(study: Study) -> None:
     """Check ``study`` without training (see ``st-hpo validate``); raise StudyDefinitionError on a problem."""
-    from st_hpo._resources import StudyResources
-    from st_hpo._validate import validate_study as _validate
+    from st_hpo._execution._resources import StudyResources
+    from st_hpo._execution._validate import validate_study as _validate
 
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
         _validate(study, StudyResources(study), output_dir=tmp)
@@ -162,10 +162,10 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     """What is about to run, where it is stored, and the score to beat: printed before the first trial."""
     from rich.markup import escape
 
+    from st_hpo._definition._study import DEFAULT_PRUNER
+    from st_hpo._execution._progress import Progress
+    from st_hpo._execution._resources import pick_device
     from st_hpo._execution._session import _describe
-    from st_hpo._progress import Progress
-    from st_hpo._resources import pick_device
-    from st_hpo._study import DEFAULT_PRUNER
 
     definition, study = session.definition, session.study
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
@@ -187,7 +187,7 @@ def _keep_only_best(session: Any) -> None:
     """Delete saved models left by trials that are not the best (a worker killed between save and tell)."""
     if not session.definition.keep_best_model:
         return
-    from st_hpo._best_model import keep_only_best
+    from st_hpo._execution._best_model import keep_only_best
 
     try:
         keep_only_best(session.study, session.output_dir)
@@ -197,8 +197,8 @@ def _keep_only_best(session: Any) -> None:
 
 def _score_test(session: Any) -> None:
     """Score the kept best model and the base model on the held-out test set, when the study has one."""
-    from st_hpo._resources import pick_device
-    from st_hpo._test_score import has_test, score_on_test
+    from st_hpo._execution._resources import pick_device
+    from st_hpo._execution._test_score import has_test, score_on_test
 
     if not has_test(session.definition):
         return
@@ -213,7 +213,7 @@ def _write_reports(session: Any) -> None:
     """Plots, CSV and summary on the parent run; a failure here never fails the run."""
     if session.tracker is None:
         return
-    from st_hpo._reports import write_reports
+    from st_hpo._results._reports import write_reports
 
     try:
         write_reports(session.study, session.tracker, session.definition.objective,
@@ -259,8 +259,8 @@ def _left(deadline: float | None) -> float | None:
 
 def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, *, worker_name: str) -> Any:
     from st_hpo._execution._loop import work
-    from st_hpo._progress import Progress
-    from st_hpo._trial import WorkerInfo
+    from st_hpo._execution._progress import Progress
+    from st_hpo._execution._trial import WorkerInfo
 
     _warn_if_many_gpus()
     bar = Progress(budget=budget, enabled=progress, worker=None if worker_name == "main" else worker_name)
@@ -285,8 +285,8 @@ def _warn_if_many_gpus() -> None:
 def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], progress: bool, *,
                  pruner: str | None, eval_rows: int | None = None, keep_best_model: bool | None = None,
                  timeout: float | None = None) -> tuple[bool, bool, str | None]:
+    from st_hpo._execution._progress import Progress
     from st_hpo._execution._workers import supervise
-    from st_hpo._progress import Progress
 
     extra = ["--pruner", pruner] if pruner else []
     if eval_rows is not None:
@@ -304,9 +304,9 @@ def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], p
 def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason: str | None = None) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study
-    from st_hpo._best_model import saved_best_model
-    from st_hpo._record import shown_params
-    from st_hpo._test_score import recorded_test_values
+    from st_hpo._execution._best_model import saved_best_model
+    from st_hpo._execution._test_score import recorded_test_values
+    from st_hpo._tracking._record import shown_params
 
     trials = study.get_trials(deepcopy=False)
     trials = [t for t in trials if not t.user_attrs.get("st_hpo.cancelled")]  # surplus asks that never ran

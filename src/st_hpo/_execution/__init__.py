@@ -1,1 +1,3 @@
-"""Where trials run: the study loop of one process, and (see ``_workers``) worker processes."""
+"""How trials run: validation, the resources a worker prepares once, the session, the study loop of one
+process, the trial itself and its callbacks, storages, recovery, progress, the kept best model, and
+(see ``_workers``) worker processes."""

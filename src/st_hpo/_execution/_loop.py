@@ -17,7 +17,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from st_hpo._best_model import keep_only_best
+from st_hpo._execution._best_model import keep_only_best
+from st_hpo._execution._progress import Progress
 from st_hpo._execution._recovery import (
     ERROR_ATTR,
     SUPERVISOR_ATTR,
@@ -26,10 +27,9 @@ from st_hpo._execution._recovery import (
     recover_stale_trials,
 )
 from st_hpo._execution._session import StudySession
+from st_hpo._execution._storage import HeartbeatThread
+from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo._execution._workers import supervisor_gone
-from st_hpo._progress import Progress
-from st_hpo._storage import HeartbeatThread
-from st_hpo._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]

@@ -17,7 +17,7 @@ import time
 import warnings
 from typing import Any
 
-from st_hpo._storage import uses_heartbeat
+from st_hpo._execution._storage import uses_heartbeat
 
 __all__ = ["current_host", "fail_trial", "pid_alive", "process_identity", "record_worker", "recover_stale_trials",
            "worker_alive"]

@@ -16,17 +16,17 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from st_hpo import _args
-from st_hpo._best_model import MODEL_DIR_ATTR
+from st_hpo._definition import _args
+from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
+from st_hpo._definition._space import space_defaults
+from st_hpo._definition._study import DEFAULT_PRUNER, Study
+from st_hpo._execution._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import current_host, recover_stale_trials
-from st_hpo._identity import check_unchanged, definition_record, record_on_parent
+from st_hpo._execution._resources import StudyResources, pick_device
+from st_hpo._execution._storage import default_storage_url, open_storage
+from st_hpo._execution._trial import BASELINE_ATTR, UNSAMPLED_ATTR
+from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo._kinds import KIND_ATTR
-from st_hpo._resources import StudyResources, pick_device
-from st_hpo._space import space_defaults
-from st_hpo._storage import default_storage_url, open_storage
-from st_hpo._study import DEFAULT_PRUNER, Study
-from st_hpo._trial import BASELINE_ATTR, UNSAMPLED_ATTR
-from st_hpo._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "make_pruner", "make_sampler", "worker_seed"]
@@ -97,17 +97,17 @@ def make_sampler(spec: Any, seed: int | None, salt: str | None = None, *, parall
 
 
 def make_pruner(spec: Any) -> Any:
-    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._study.DEFAULT_PRUNER`).
+    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._definition._study.DEFAULT_PRUNER`).
 
     st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
-    (:func:`st_hpo._callbacks.evaluation_fractions`). Successive halving and hyperband have their first rung
+    (:func:`st_hpo._execution._callbacks.evaluation_fractions`). Successive halving and hyperband have their first rung
     at 111 (1/9 of training) and each next one 3 times further: 333, then 999, the end of training, where
     st-hpo never prunes. A base-args cadence need not hit the rungs: a trial's rung value is its first
     report at or past the rung, the same grid point for every trial (eval_steps=0.125: 12.5%, 37.5%).
     """
     import optuna
 
-    from st_hpo._callbacks import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
+    from st_hpo._execution._callbacks import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 
     spec = DEFAULT_PRUNER if spec is None else spec
     if spec == "median":
@@ -238,7 +238,7 @@ class StudySession:
 
     def _score_base_model(self) -> None:
         """The objective of the model before any fine-tuning: the bar every trial should clear."""
-        from st_hpo._study import is_model_factory
+        from st_hpo._definition._study import is_model_factory
 
         if self.validated.needs_eval_loss or is_model_factory(self.definition.model):
             return

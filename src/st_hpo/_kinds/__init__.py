@@ -72,7 +72,7 @@ def declared_kind(study: Any) -> ModelKind | None:
 
 def _is_factory(model: Any) -> bool:
     """A ``(params) -> model`` callable, as opposed to a model instance (a module is callable too)."""
-    from st_hpo._study import is_model_factory
+    from st_hpo._kinds._base import is_model_factory
 
     return is_model_factory(model)
 

@@ -12,10 +12,11 @@ import contextlib
 import copy
 import dataclasses
 import importlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ModelKind"]
+__all__ = ["ModelKind", "is_model_factory", "is_module"]
 
 #: Where sentence-transformers keeps what every kind shares (a loss or evaluator from here fits any kind).
 SHARED_PACKAGES = ("sentence_transformers.base", "sentence_transformers.util", "torch.", "transformers.")
@@ -128,7 +129,7 @@ class ModelKind:
         ``mlflow.sentence_transformers.load_model`` load it); for the other kinds, the saved folder as the
         ``model`` artifact, which the kind's model class loads back.
         """
-        from st_hpo._tracking._models import log_model_folder, log_sentence_transformer
+        from st_hpo._kinds._models import log_model_folder, log_sentence_transformer
 
         if self.mlflow_flavor:
             return log_sentence_transformer(tracking_uri, run_id, model or self.load_saved(model_dir), register_as)
@@ -144,3 +145,15 @@ class ModelKind:
         """The metrics among ``metrics`` that :attr:`side_metrics` names."""
         return {k: float(v) for k, v in metrics.items()
                 if isinstance(v, (int, float)) and k.endswith(self.side_metrics)} if self.side_metrics else {}
+
+
+def is_module(value: Any) -> bool:
+    """True when ``value`` is a ``torch.nn.Module`` instance (without importing torch: one exists only if
+    torch is imported already)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def is_model_factory(model: Any) -> bool:
+    """True when ``Study.model`` is a ``(params) -> model`` factory, not a name, path or model instance."""
+    return callable(model) and not is_module(model)

@@ -81,8 +81,8 @@ def seed_sqlite_store(tracking_uri: str) -> None:
 
 
 def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params: see :func:`st_hpo._record.shown_params` (the trial's record)."""
-    from st_hpo._record import shown_params as _shown
+    """What to show as a trial's params: see :func:`st_hpo._tracking._record.shown_params` (the trial's record)."""
+    from st_hpo._tracking._record import shown_params as _shown
 
     return _shown(trial)
 

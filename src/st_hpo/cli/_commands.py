@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo.cli._main import EXIT_ERROR, EXIT_INTERRUPTED
+from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _load
 
 __all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
@@ -20,20 +20,6 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=True)
-
-
-def _load(ns: argparse.Namespace) -> Any:
-    from st_hpo._loading import load_study_file
-
-    if ns.verbose < 2:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    study = load_study_file(ns.study_file)
-    if getattr(ns, "study_name", None):
-        study = study.replace(name=ns.study_name)
-    return study
 
 
 def _remaining(ns: argparse.Namespace) -> float | None:
@@ -174,8 +160,8 @@ def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
 
 def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
     """Every trial of the study (cancelled ones left out) as a dict, the study's budget and model kind."""
-    from st_hpo._best_model import MODEL_DIR_ATTR, best_number
-    from st_hpo._results import StudyLocation, load_study, shown_params, trial_duration
+    from st_hpo._execution._best_model import MODEL_DIR_ATTR, best_number
+    from st_hpo._results._read import StudyLocation, load_study, shown_params, trial_duration
 
     study_def = _load(ns)
     study = load_study(study_def, StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage))
@@ -244,7 +230,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from st_hpo._progress import format_params
+    from st_hpo._execution._progress import format_params
 
     count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
@@ -270,7 +256,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def cmd_sync(ns: argparse.Namespace) -> int:
-    from st_hpo._results import PARENT_ATTR, StudyLocation, load_study
+    from st_hpo._results._read import PARENT_ATTR, StudyLocation, load_study
     from st_hpo._tracking import MlflowTracker
 
     study_def = _load(ns)
@@ -295,7 +281,7 @@ def cmd_sync(ns: argparse.Namespace) -> int:
 
 
 def cmd_confirm(ns: argparse.Namespace) -> int:
-    from st_hpo._confirm import confirm_study
+    from st_hpo._results._confirm import confirm_study
 
     study = _load(ns)
     gpus = ns.gpus
@@ -329,7 +315,7 @@ def _confirm_table(result: Any) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    from st_hpo._progress import format_params
+    from st_hpo._execution._progress import format_params
 
     tests = any(c.test_values for c in result.configs)
     table = Table(title=f"{result.objective} ({result.direction}) over seeds {', '.join(map(str, result.seeds))}")

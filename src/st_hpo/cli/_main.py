@@ -15,12 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from st_hpo.cli import _review
+from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED
 from st_hpo.exceptions import StHpoError
 
 __all__ = ["main", "build_parser"]
-
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 RUN_HELP = """\
 Run a study: validate it, then run trials until N trials have finished (complete or pruned) in total.

@@ -1,7 +1,7 @@
 """The review commands: ``best``, ``export``, ``register``, ``retrain``, ``report`` and ``ui``.
 
-Each is a thin layer over the library (:mod:`st_hpo._results`, :mod:`st_hpo._register`,
-:mod:`st_hpo._retrain`, :mod:`st_hpo._reports`); ``ui`` starts an ``mlflow server`` process on the
+Each is a thin layer over the library (:mod:`st_hpo._results._read`, :mod:`st_hpo._results._register`,
+:mod:`st_hpo._results._retrain`, :mod:`st_hpo._results._reports`); ``ui`` starts an ``mlflow server`` process on the
 study's tracking store and stops it on Ctrl-C.
 """
 
@@ -99,7 +99,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _load(ns: argparse.Namespace) -> Any:
-    from st_hpo.cli._commands import _load as load
+    from st_hpo.cli._common import _load as load
 
     return load(ns)
 
@@ -111,7 +111,7 @@ def _print(text: str) -> None:
 
 
 def cmd_best(ns: argparse.Namespace) -> int:
-    from st_hpo._results import best_trial
+    from st_hpo._results._read import best_trial
 
     best = best_trial(_load(ns), output_dir=ns.output_dir, storage=ns.storage)
     if ns.json:
@@ -129,7 +129,7 @@ def cmd_best(ns: argparse.Namespace) -> int:
     if best.test_value is not None:
         base = "" if best.base_model_test_value is None else f", base model {best.base_model_test_value:.4f}"
         _print(f"  held-out test: {best.test_value:.4f}{base} (the dev value is optimistic: it picked the trial)")
-    from st_hpo._confirm import confirmed_line
+    from st_hpo._results._confirm import confirmed_line
 
     if note := confirmed_line(best.confirmed, best.number):
         _print(f"  {note}")
@@ -145,7 +145,7 @@ def cmd_best(ns: argparse.Namespace) -> int:
 
 
 def cmd_test(ns: argparse.Namespace) -> int:
-    from st_hpo._test_score import score_best_on_test
+    from st_hpo._results._scoring import score_best_on_test
 
     score = score_best_on_test(_load(ns), output_dir=ns.output_dir, storage=ns.storage,
                                tracking_uri=ns.tracking_uri)
@@ -161,7 +161,7 @@ def cmd_test(ns: argparse.Namespace) -> int:
 def cmd_export(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from st_hpo._results import export_best
+    from st_hpo._results._read import export_best
 
     missing = next((p for p in reversed(Path(ns.to).resolve().parents) if not p.exists()), None)
     path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
@@ -173,7 +173,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_register(ns: argparse.Namespace) -> int:
-    from st_hpo._register import register_best
+    from st_hpo._results._register import register_best
 
     result = register_best(_load(ns), name=ns.name, output_dir=ns.output_dir, storage=ns.storage,
                            tracking_uri=ns.tracking_uri, new_version=ns.new_version)
@@ -190,7 +190,7 @@ def cmd_register(ns: argparse.Namespace) -> int:
 
 
 def cmd_retrain(ns: argparse.Namespace) -> int:
-    from st_hpo._retrain import retrain_best
+    from st_hpo._results._retrain import retrain_best
 
     study = _load(ns)
     result = retrain_best(study, output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
@@ -207,7 +207,7 @@ def cmd_retrain(ns: argparse.Namespace) -> int:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from st_hpo._reports import report_study
+    from st_hpo._results._reports import report_study
 
     files = report_study(_load(ns), output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri)
     _print(f"wrote {len(files)} report file(s) to {files[0].parent} and to the parent run's reports/")
@@ -287,7 +287,7 @@ def _experiment_id(tracking_uri: str, experiment: str) -> str:
 
 
 def cmd_ui(ns: argparse.Namespace) -> int:
-    from st_hpo._results import StudyLocation
+    from st_hpo._results._read import StudyLocation
 
     study = _load(ns)
     location = StudyLocation.resolve(study, output_dir=ns.output_dir, tracking_uri=ns.tracking_uri)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from st_hpo._kinds._base import is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
@@ -160,18 +161,6 @@ class Study:
     def replace(self, **changes: Any) -> Study:
         """A copy of this study with some fields changed."""
         return dataclasses.replace(self, **changes)
-
-
-def is_module(value: Any) -> bool:
-    """True when ``value`` is a ``torch.nn.Module`` instance (without importing torch: one exists only if
-    torch is imported already)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.nn.Module)
-
-
-def is_model_factory(model: Any) -> bool:
-    """True when ``Study.model`` is a ``(params) -> model`` factory, not a name, path or model instance."""
-    return callable(model) and not is_module(model)
 
 
 def _positive_int(value: Any) -> bool:

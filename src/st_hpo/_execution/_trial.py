@@ -19,12 +19,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from st_hpo import _args, _space
-from st_hpo._callbacks import Diverged, TrialReporter, evaluation_fractions
+from st_hpo._definition import _args, _space
+from st_hpo._execution._callbacks import Diverged, TrialReporter, evaluation_fractions
 from st_hpo._execution._recovery import current_host
-from st_hpo._record import shown_params, store_config
-from st_hpo._resources import StudyResources, pick_device
-from st_hpo._validate import ValidatedStudy
+from st_hpo._execution._resources import StudyResources, pick_device
+from st_hpo._execution._validate import ValidatedStudy
+from st_hpo._tracking._record import UNSAMPLED_ATTR, shown_params, store_config
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
@@ -32,8 +32,6 @@ __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "W
 logger = logging.getLogger(__name__)
 
 BASELINE_ATTR = "st_hpo.baseline"
-#: Set on a baseline whose base values lie outside the space: it runs the base arguments unsampled.
-UNSAMPLED_ATTR = "st_hpo.unsampled"
 #: Training-argument values set on an enqueued trial over its sampled ones (a confirmation's training seed).
 ARGS_OVERRIDE_ATTR = "st_hpo.args_override"
 #: The final evaluation's metrics that matter to the kind besides the objective (sparsity): status, reports.
@@ -63,7 +61,7 @@ class TrialContext:
     tracker: Any  # MlflowTracker or None
     output_dir: Path
     worker: WorkerInfo
-    progress: Any = None  # st_hpo._progress.Progress, or None: no terminal lines
+    progress: Any = None  # st_hpo._execution._progress.Progress, or None: no terminal lines
 
 
 @dataclasses.dataclass
@@ -137,7 +135,7 @@ class _RunLog:
 
 
 def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
-    """The values the trial trains with, recorded with the trial (``st_hpo.config``, see :mod:`st_hpo._record`)
+    """The values the trial trains with, recorded with the trial (``st_hpo.config``, see :mod:`st_hpo._tracking._record`)
     for every reader: MLflow, ``status``, ``best``, ``export``, ``retrain``, the reports."""
     if trial.user_attrs.get(UNSAMPLED_ATTR):
         # a baseline whose base values lie outside the space: run the base arguments as they are, and
@@ -339,15 +337,15 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
 
 def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
     """The trained model's score on the held-out test set, kept as the trial's ``st_hpo.test_value``."""
-    from st_hpo._test_score import test_metric
+    from st_hpo._execution._test_score import test_metric
 
     metrics = ctx.resources.test_evaluator(model)
     trial.set_user_attr("st_hpo.test_value", float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
 def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:
-    """Save the trial's model when it beats every complete trial so far (see :mod:`st_hpo._best_model`)."""
-    from st_hpo import _best_model
+    """Save the trial's model when it beats every complete trial so far (see :mod:`st_hpo._execution._best_model`)."""
+    from st_hpo._execution import _best_model
 
     if not _best_model.beats_best(trial.study, value):
         return None

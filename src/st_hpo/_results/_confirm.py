@@ -13,7 +13,7 @@ in this process, so a stopped or killed confirmation resumes with only the missi
 one runs nothing again. Their MLflow runs are children of the study's parent run, tagged
 ``st_hpo.kind=confirm``, ``st_hpo.source_trial``, ``st_hpo.seed_index`` and ``st_hpo.training_seed``;
 their trial folders are under ``<output dir>/confirm/trials``. The figures (see
-:mod:`st_hpo._confirm_stats`) are kept in the study's user attribute ``st_hpo.confirmed``, which
+:mod:`st_hpo._results._confirm_stats`) are kept in the study's user attribute ``st_hpo.confirmed``, which
 ``st-hpo best --json`` shows as ``confirmed``.
 """
 
@@ -24,8 +24,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from st_hpo._confirm_stats import ConfigScore, paired_test, score
-from st_hpo._study import Study
+from st_hpo._definition._study import Study
+from st_hpo._results._confirm_stats import ConfigScore, paired_test, score
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
 __all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
@@ -86,7 +86,7 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     (only missing pairs train) and reports. A Ctrl-C fails the running trials and returns with
     ``interrupted``. Raises NoResultError when the study has no complete trial.
     """
-    from st_hpo._results import StudyLocation, best_of, load_study
+    from st_hpo._results._read import StudyLocation, best_of, load_study
 
     for name, value in (("top", top), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -157,10 +157,10 @@ def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool
     """The companion study ``<name>.confirm``, attached to the study's MLflow parent run."""
     import optuna
 
-    from st_hpo._confirm_session import ConfirmSession
     from st_hpo._execution._session import SessionOptions
-    from st_hpo._results import PARENT_ATTR
-    from st_hpo._storage import open_storage
+    from st_hpo._execution._storage import open_storage
+    from st_hpo._results._confirm_session import ConfirmSession
+    from st_hpo._results._read import PARENT_ATTR
 
     name = f"{study.name}.confirm"
     companion = optuna.create_study(study_name=name, storage=open_storage(location.storage),
@@ -176,9 +176,9 @@ def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool
 
 def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
     """The baseline (the base arguments, as the baseline trial ran them) and the ``top`` best other trials."""
-    from st_hpo._results import trial_params
-    from st_hpo._space import space_defaults
-    from st_hpo._trial import BASELINE_ATTR
+    from st_hpo._definition._space import space_defaults
+    from st_hpo._execution._trial import BASELINE_ATTR
+    from st_hpo._results._read import trial_params
 
     trials = [t for t in main.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     base_trial = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
@@ -196,8 +196,8 @@ def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
 def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
     """Queue every (configuration, seed) pair that has no complete, queued or running trial; returns how
     many pairs are not complete yet."""
-    from st_hpo._test_score import has_test
-    from st_hpo._trial import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, SCORE_TEST_ATTR, UNSAMPLED_ATTR
+    from st_hpo._execution._test_score import has_test
+    from st_hpo._execution._trial import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, SCORE_TEST_ATTR, UNSAMPLED_ATTR
 
     study = session.study
     trials = study.get_trials(deepcopy=False)
@@ -235,8 +235,8 @@ def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
 def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool) -> tuple[int, bool]:
     """Run the missing pairs with the study's trial loop; returns (trials run, interrupted)."""
     from st_hpo._execution._loop import work
-    from st_hpo._progress import Progress
-    from st_hpo._trial import WorkerInfo
+    from st_hpo._execution._progress import Progress
+    from st_hpo._execution._trial import WorkerInfo
 
     ran = 0
     while True:

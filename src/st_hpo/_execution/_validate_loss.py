@@ -8,10 +8,10 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from st_hpo import _args
-from st_hpo._datasets import dataset_parts, part_label
-from st_hpo._resources import StudyResources
-from st_hpo._study import Study
+from st_hpo._definition import _args
+from st_hpo._definition._datasets import dataset_parts, part_label
+from st_hpo._definition._study import Study
+from st_hpo._execution._resources import StudyResources
 from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
 
 __all__ = ["check_loss_keys", "check_loss_on_rows", "check_loss_params"]

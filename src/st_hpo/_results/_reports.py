@@ -84,7 +84,7 @@ def report_study(study: Any, *, output_dir: str | Path | None = None, storage: s
     ``study`` is the :class:`~st_hpo.Study` (the study file's); the location arguments are those the
     study ran with. Returns the local files written.
     """
-    from st_hpo._results import PARENT_ATTR, StudyLocation, load_study
+    from st_hpo._results._read import PARENT_ATTR, StudyLocation, load_study
 
     if study_name:
         study = study.replace(name=study_name)
@@ -159,7 +159,7 @@ _TITLES = {"optimization_history": "Optimisation history", "param_importances": 
 
 
 def _reference_lines(study: Any, base_model_value: float | None) -> list[tuple[str, float]]:
-    from st_hpo._results import _baseline
+    from st_hpo._results._read import _baseline
 
     lines = []
     baseline = _baseline(study.get_trials(deepcopy=False))
@@ -279,7 +279,7 @@ def _mark_pruned_matplotlib(ax: Any, states: dict[int, str]) -> None:
 
 
 def _write_csv(study: Any, path: Path) -> str:
-    from st_hpo._results import shown_params
+    from st_hpo._results._read import shown_params
 
     trials = study.get_trials(deepcopy=False)
     params = {t.number: shown_params(t) for t in trials}  # an unsampled baseline's base values too
@@ -302,7 +302,7 @@ def _write_csv(study: Any, path: Path) -> str:
 
 def summarize(study: Any, objective_name: str, base_model_value: float | None, notes: list[str]) -> str:
     """The Markdown summary of the study (see the module docstring)."""
-    from st_hpo._results import best_of
+    from st_hpo._results._read import best_of
 
     trials = study.get_trials(deepcopy=False)
     lines = [f"# Study `{study.study_name}`", "",

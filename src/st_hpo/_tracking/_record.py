@@ -24,9 +24,11 @@ from typing import Any
 
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["CONFIG_ATTR", "shown_params", "store_config", "trained_values"]
+__all__ = ["CONFIG_ATTR", "UNSAMPLED_ATTR", "shown_params", "store_config", "trained_values"]
 
 CONFIG_ATTR = "st_hpo.config"
+#: Set on a baseline whose base values lie outside the space: it runs the base arguments unsampled.
+UNSAMPLED_ATTR = "st_hpo.unsampled"
 #: What a baseline run unsampled recorded before ``st_hpo.config`` existed (read, never written).
 _LEGACY_EFFECTIVE_ATTR = "st_hpo.effective_params"
 
@@ -83,8 +85,6 @@ def trained_values(trial: Any, space: Any) -> dict[str, Any]:
     ``space`` is the study's search space: it gives back what the record could not hold as JSON (a
     Choice's value by its label). StudyDefinitionError when the space no longer has it.
     """
-    from st_hpo._trial import UNSAMPLED_ATTR
-
     record = trial.user_attrs.get(CONFIG_ATTR)
     if trial.user_attrs.get(UNSAMPLED_ATTR):
         return {}
@@ -110,7 +110,7 @@ def _resampled(trial: Any, space: Any) -> dict[str, Any]:
     """The space sampled again with the trial's own params (what a trial stored without a record ran)."""
     import optuna
 
-    from st_hpo import _space
+    from st_hpo._definition import _space
 
     try:
         return _space.sample(space, optuna.trial.FixedTrial(dict(trial.params)))

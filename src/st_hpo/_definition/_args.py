@@ -29,6 +29,7 @@ __all__ = [
     "build_base_args",
     "check_arg_value",
     "clone_args",
+    "pick_device",
     "suggest_name",
     "split_params",
     "training_arg_names",
@@ -183,7 +184,7 @@ def args_to_dict(args: Any) -> dict[str, Any]:
 
 def _enum_values(name: str) -> tuple[str, ...] | None:
     if name in ("batch_sampler", "multi_dataset_batch_sampler"):
-        from st_hpo._compat import batch_sampler_enums
+        from st_hpo._definition._compat import batch_sampler_enums
 
         enum_cls = batch_sampler_enums()[name == "multi_dataset_batch_sampler"]
         return tuple(v.value for v in enum_cls)
@@ -224,6 +225,16 @@ def check_base_values(base: Any) -> None:
             raise StudyDefinitionError(f"Study(args=...): {problem}")
 
 
+def pick_device(args: Any = None) -> str:
+    """Where the trials train: ``cuda`` when a GPU is visible to this process and the training arguments
+    ``args`` (if given) do not say ``use_cpu=True``, else ``cpu``."""
+    import torch
+
+    if args is not None and getattr(args, "use_cpu", False):
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 #: Half-precision flags that need a CUDA GPU (torch's CPU autocast runs bfloat16 only).
 _CUDA_ONLY = ("fp16", "fp16_full_eval")
 
@@ -232,8 +243,6 @@ def check_precision(base: Any, name: str, value: Any) -> str | None:
     """Why ``name=value`` cannot train where this process trains (fp16 without a CUDA GPU), or None."""
     if name not in _CUDA_ONLY or value is not True:
         return None
-    from st_hpo._resources import pick_device
-
     if pick_device(base) != "cpu":
         return None
     where = "the base args set use_cpu=True" if getattr(base, "use_cpu", False) else "no CUDA GPU is visible"

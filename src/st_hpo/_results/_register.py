@@ -14,8 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from st_hpo._results import StudyLocation, best_of, load_study
-from st_hpo._study import Study
+from st_hpo._definition._study import Study
+from st_hpo._results._read import StudyLocation, best_of, load_study
 from st_hpo.exceptions import NoResultError, TrackingError
 
 __all__ = ["RegisterResult", "register_best"]

@@ -55,7 +55,7 @@ def pruner_fractions(pruner: Any) -> tuple[float, ...]:
     first bracket: 1/9 and 1/3 of training); the median pruner at each of :data:`MEDIAN_FRACTIONS`; a
     pruner object at :data:`FALLBACK_FRACTIONS` (set ``eval_strategy``/``eval_steps`` to choose others).
     """
-    from st_hpo._study import DEFAULT_PRUNER
+    from st_hpo._definition._study import DEFAULT_PRUNER
 
     name = DEFAULT_PRUNER if pruner is None else pruner
     if name == "none" or type(name).__name__ == "NopPruner":

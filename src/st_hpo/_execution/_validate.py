@@ -14,13 +14,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from st_hpo import _args, _space
-from st_hpo._datasets import dataset_parts, head, part_label
+from st_hpo._definition import _args, _space
+from st_hpo._definition._datasets import dataset_parts, head, part_label
+from st_hpo._definition._study import Study
+from st_hpo._execution._resources import StudyResources
+from st_hpo._execution._test_score import check_test_objective
+from st_hpo._execution._validate_loss import check_loss_keys, check_loss_on_rows, check_loss_params
 from st_hpo._kinds import ModelKind, check_kind_of
-from st_hpo._resources import StudyResources
-from st_hpo._study import Study
-from st_hpo._test_score import check_test_objective
-from st_hpo._validate_loss import check_loss_keys, check_loss_on_rows, check_loss_params
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["ValidatedStudy", "validate_study", "objective_key"]
@@ -92,13 +92,13 @@ MIN_EVALS_FOR_PRUNING = 3
 def evaluations_per_trial(base_args: Any, train_rows: int, pruner: Any = None) -> int:
     """How many evaluations every trial runs (the one at the end of training included), for the study's
     ``pruner`` (None: the default one)."""
-    from st_hpo._callbacks import evaluation_fractions  # every trial evaluates on this grid
+    from st_hpo._execution._callbacks import evaluation_fractions  # every trial evaluates on this grid
 
     return len(evaluation_fractions(base_args, train_rows, pruner))
 
 
 def _pruner_name(pruner: Any) -> str:
-    from st_hpo._study import DEFAULT_PRUNER
+    from st_hpo._definition._study import DEFAULT_PRUNER
 
     return str(pruner or DEFAULT_PRUNER) if isinstance(pruner, str) or pruner is None else type(pruner).__name__
 
@@ -106,7 +106,7 @@ def _pruner_name(pruner: Any) -> str:
 def _check_cadence(study: Study, resources: StudyResources, base_args: Any, train_rows: int) -> None:
     """Say what the evaluations cost: st-hpo's own schedule (base args with no cadence), or the cadence the
     user set next to what st-hpo's schedule would cost instead."""
-    from st_hpo._callbacks import FALLBACK_FRACTIONS, pruner_fractions
+    from st_hpo._execution._callbacks import FALLBACK_FRACTIONS, pruner_fractions
 
     own = pruner_fractions(study.pruner)
     name = _pruner_name(study.pruner)
@@ -178,7 +178,7 @@ def _check_subset(study: Study, resources: StudyResources, evaluates: bool, need
         return
     if rows is None:
         return
-    from st_hpo._compat import evaluator_base
+    from st_hpo._definition._compat import evaluator_base
 
     if not needs_eval_loss and isinstance(study.evaluator, evaluator_base()):
         raise StudyDefinitionError(
@@ -206,8 +206,8 @@ def _probe_params(study: Study) -> dict[str, Any]:
 def _study_kind(study: Study, resources: StudyResources) -> tuple[ModelKind, tuple[dict[str, Any], Any] | None]:
     """The study's kind, and the probe (params, model) when the model had to be built to tell it: a model
     factory, with no kind declared by ``kind=``, ``args`` or a model instance, is asked for one model."""
+    from st_hpo._definition._study import is_model_factory
     from st_hpo._kinds import declared_kind, kind_named, resolve_kind
-    from st_hpo._study import is_model_factory
 
     kind = declared_kind(study)
     probe = None
@@ -229,7 +229,7 @@ def _probe(study: Study, resources: StudyResources) -> tuple[dict[str, Any], Any
 def _check_kind_of_parts(kind: ModelKind, study: Study, resources: StudyResources) -> None:
     """The loss class(es) and an evaluator instance must be the study's kind's (or shared ones); what factories
     build is checked where it is built."""
-    from st_hpo._compat import evaluator_base
+    from st_hpo._definition._compat import evaluator_base
 
     for part in study.loss.values() if isinstance(study.loss, Mapping) else [study.loss]:
         if inspect.isclass(part):
@@ -254,7 +254,7 @@ def _probe_model(resources: StudyResources, params: dict[str, Any], model_params
 def _check_objective(study: Study, resources: StudyResources, model: Any, key: str) -> None:
     """Run the evaluator on a few rows and check that it reports the objective."""
     eval_ds = resources.eval_dataset
-    from st_hpo._compat import evaluator_base
+    from st_hpo._definition._compat import evaluator_base
 
     if eval_ds is not None and not isinstance(study.evaluator, evaluator_base()):
         evaluator = resources.build_evaluator(head(eval_ds, PROBE_ROWS))

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from st_hpo._record import trained_values
-from st_hpo._results import BestTrial, StudyLocation, best_of, effective_args, load_study
-from st_hpo._study import Study
+from st_hpo._definition._study import Study
+from st_hpo._results._read import BestTrial, StudyLocation, best_of, effective_args, load_study
+from st_hpo._tracking._record import trained_values
 
 __all__ = ["RetrainResult", "retrain_best"]
 
@@ -61,8 +61,8 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         register_as: register the logged model under this name in the MLflow Model Registry.
         track: log the run and the model to MLflow (under the study's parent run).
     """
-    from st_hpo._resources import StudyResources
-    from st_hpo._validate import validate_study
+    from st_hpo._execution._resources import StudyResources
+    from st_hpo._execution._validate import validate_study
 
     if study_name:
         study = study.replace(name=study_name)
@@ -95,7 +95,7 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     """Train a fresh model with ``args``; returns (model, objective of the final model, train seconds)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from st_hpo import _args
+    from st_hpo._definition import _args
 
     _, loss_params, model_params = _args.split_params(params)
     model = resources.new_model(params, model_params)
@@ -180,8 +180,8 @@ def _describe_model(model: Any, study: Study, best: BestTrial) -> None:
 def _log(optuna_study: Any, study: Study, location: StudyLocation, result: RetrainResult, trained: tuple[Any, Any],
          args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
     """Log the retraining as a run nested under the parent run, with the model (and register it)."""
-    from st_hpo import _args
-    from st_hpo._results import PARENT_ATTR
+    from st_hpo._definition import _args
+    from st_hpo._results._read import PARENT_ATTR
     from st_hpo._tracking import MlflowTracker
 
     tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)

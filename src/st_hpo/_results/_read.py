@@ -2,7 +2,7 @@
 
 The Optuna storage is the source of truth: the best trial, its sampled values and the baseline come from
 there, and the best configuration's full training arguments are rebuilt from the study's base arguments
-and the best trial's values with :func:`st_hpo._args.clone_args`, exactly as the trial built them (the
+and the best trial's values with :func:`st_hpo._definition._args.clone_args`, exactly as the trial built them (the
 MLflow copy of them is not re-parsed).
 
 An exported configuration (``st-hpo export``, :func:`export_best`) is one JSON (or YAML, when the file
@@ -27,7 +27,7 @@ name ends in ``.yaml``/``.yml``) mapping::
     model_params:   the sampled ``model.<name>`` values without their prefix
     loss:           the sampled loss class as ``module.QualName``, when the space samples ``loss``
 
-Every value is the one the trial recorded it trained with (see :mod:`st_hpo._record`), never one
+Every value is the one the trial recorded it trained with (see :mod:`st_hpo._tracking._record`), never one
 re-derived from Optuna's ``trial.params``.
 
 so that ``SentenceTransformerTrainingArguments(output_dir="out", **config["args"])`` (the class named by
@@ -42,10 +42,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from st_hpo._best_model import saved_best_model
-from st_hpo._record import CONFIG_ATTR, trained_values
-from st_hpo._study import Study
-from st_hpo._test_score import recorded_test_values
+from st_hpo._definition._study import Study
+from st_hpo._execution._best_model import saved_best_model
+from st_hpo._execution._test_score import recorded_test_values
+from st_hpo._tracking._record import CONFIG_ATTR, trained_values
 from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
 
 __all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
@@ -68,7 +68,7 @@ class StudyLocation:
     @classmethod
     def resolve(cls, study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                 tracking_uri: str | None = None) -> StudyLocation:
-        from st_hpo._storage import default_storage_url
+        from st_hpo._execution._storage import default_storage_url
 
         out = Path(output_dir or Path("st-hpo-runs") / study.name).resolve()
         uri = tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
@@ -80,7 +80,7 @@ def load_study(study: Study, location: StudyLocation) -> Any:
     """The study's ``optuna.Study``; StorageError (saying to run it first) when there is none."""
     import optuna
 
-    from st_hpo._storage import open_storage
+    from st_hpo._execution._storage import open_storage
 
     url = location.storage
     if "://" not in url and not Path(url).exists():
@@ -189,8 +189,8 @@ def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: s
 
 
 def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params (status, trials.csv, MLflow, best): see :func:`st_hpo._record.shown_params`."""
-    from st_hpo._record import shown_params as _shown
+    """What to show as a trial's params (status, trials.csv, MLflow, best): see :func:`st_hpo._tracking._record.shown_params`."""
+    from st_hpo._tracking._record import shown_params as _shown
 
     return _shown(trial)
 
@@ -208,8 +208,8 @@ def trial_duration(trial: Any, now: Any = None) -> float | None:
 def trial_params(trial: Any) -> dict[str, Any]:
     """What Optuna sampled for a trial (Choice labels, helper suggestions): the params to queue to run the
     same configuration again; none for a baseline that ran the base arguments unsampled. What the trial
-    trained with is :func:`st_hpo._record.trained_values`."""
-    from st_hpo._trial import UNSAMPLED_ATTR
+    trained with is :func:`st_hpo._tracking._record.trained_values`."""
+    from st_hpo._execution._trial import UNSAMPLED_ATTR
 
     return {} if trial.user_attrs.get(UNSAMPLED_ATTR) else dict(trial.params)
 
@@ -217,8 +217,8 @@ def trial_params(trial: Any) -> dict[str, Any]:
 def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, run_name: str | None,
                    extra: dict[str, Any] | None = None) -> Any:
     """The arguments a trial with ``params`` trains with: ``base_args`` cloned with the training overrides."""
-    from st_hpo import _args
-    from st_hpo._space import LOSS_NAME
+    from st_hpo._definition import _args
+    from st_hpo._definition._space import LOSS_NAME
 
     overrides, _, _ = _args.split_params(params)
     overrides.pop(LOSS_NAME, None)  # a sampled loss class, not an argument
@@ -232,7 +232,7 @@ def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, r
 
 def base_args_of(study: Study, output_dir: str, *, args_class: type | None = None) -> Any:
     """The study's base arguments (of the kind's ``args_class``), checked the way validation checks them."""
-    from st_hpo import _args
+    from st_hpo._definition import _args
 
     return _args.build_base_args(study.args, output_dir=output_dir, args_class=args_class)
 
@@ -240,7 +240,7 @@ def base_args_of(study: Study, output_dir: str, *, args_class: type | None = Non
 def best_config(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                 study_name: str | None = None) -> dict[str, Any]:
     """The best trial's configuration as the mapping described in this module's docstring."""
-    from st_hpo import _args
+    from st_hpo._definition import _args
 
     if study_name:
         study = study.replace(name=study_name)

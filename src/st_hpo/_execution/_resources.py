@@ -13,23 +13,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from st_hpo._datasets import describe_columns, materialize, row_count, subset_shares
-from st_hpo._study import Study, is_model_factory, is_module
+from st_hpo._definition._args import pick_device
+from st_hpo._definition._datasets import describe_columns, materialize, row_count, subset_shares
+from st_hpo._definition._study import Study, is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["StudyResources", "auto_subset_rows", "pick_device"]
 
 logger = logging.getLogger(__name__)
-
-
-def pick_device(args: Any = None) -> str:
-    """Where the trials train: ``cuda`` when a GPU is visible to this process and the training arguments
-    ``args`` (if given) do not say ``use_cpu=True``, else ``cpu``."""
-    import torch
-
-    if args is not None and getattr(args, "use_cpu", False):
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 #: ``intermediate_eval_rows="auto"``: eval sets of at least this many rows get a subset for the evaluations
@@ -111,7 +102,7 @@ class StudyResources:
         if rows is None or self.eval_dataset is None:
             return None
         if rows == "auto":
-            from st_hpo._compat import evaluator_base
+            from st_hpo._definition._compat import evaluator_base
 
             if isinstance(self.study.evaluator, evaluator_base()):
                 return None
@@ -154,7 +145,7 @@ class StudyResources:
     def build_evaluator(self, eval_dataset: Any) -> Any:
         """The study's evaluator, built from ``eval_dataset`` when the study gives a factory; None when the
         study has none (its objective is the eval loss)."""
-        from st_hpo._compat import evaluator_base
+        from st_hpo._definition._compat import evaluator_base
 
         SentenceEvaluator = evaluator_base()  # noqa: N806
         evaluator = self.study.evaluator
@@ -284,7 +275,7 @@ class StudyResources:
     def build_test_evaluator(self, test_dataset: Any) -> Any:
         """``Study.test_evaluator`` (built on ``test_dataset`` when it is a factory), else the study's
         evaluator factory applied to ``test_dataset``."""
-        from st_hpo._compat import evaluator_base
+        from st_hpo._definition._compat import evaluator_base
 
         chosen = self.study.test_evaluator
         if chosen is None:

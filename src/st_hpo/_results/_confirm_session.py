@@ -1,4 +1,4 @@
-"""The session of a confirmation's companion study (see :mod:`st_hpo._confirm`)."""
+"""The session of a confirmation's companion study (see :mod:`st_hpo._results._confirm`)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from st_hpo._study import Study
+from st_hpo._definition._study import Study
 from st_hpo.exceptions import StudyDefinitionError, StudyFileError
 
 __all__ = ["StudyFileError", "load_study_file"]  # StudyFileError lives in st_hpo.exceptions

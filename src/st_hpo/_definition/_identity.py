@@ -108,7 +108,7 @@ def _describe_space(space: Any) -> Any:
 def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, Any], *,
                       kind: str = "sentence-transformer") -> dict[str, Any]:
     """What identifies a study's trials: the model kind, base arguments, space, model, dataset fingerprints."""
-    from st_hpo import _args
+    from st_hpo._definition import _args
 
     args = {k: v for k, v in _args.args_to_dict(base_args).items() if k not in _PER_RUN_FIELDS}
     return {

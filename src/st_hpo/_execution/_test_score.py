@@ -21,7 +21,7 @@ from typing import Any
 from st_hpo.exceptions import NoResultError, StudyDefinitionError
 
 __all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "check_test_objective",
-           "has_test", "recorded_test_values", "score_best_on_test", "score_on_test", "test_metric"]
+           "has_test", "recorded_test_values", "score_on_test", "test_metric"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
     ``force`` a best trial already scored is not scored again. None when the study has no test set.
     Raises NoResultError when no trial completed or the best model was not kept on this machine.
     """
-    from st_hpo._best_model import saved_best_model
+    from st_hpo._execution._best_model import saved_best_model
 
     if not has_test(definition):
         return None
@@ -154,38 +154,3 @@ def recorded_test_values(study: Any) -> tuple[float | None, float | None]:
     complete = any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
     scored = complete and attrs.get(TEST_TRIAL_ATTR) == study.best_trial.number
     return (attrs.get(TEST_VALUE_ATTR) if scored else None), attrs.get(BASE_TEST_VALUE_ATTR)
-
-
-def score_best_on_test(study: Any, *, output_dir: Any = None, storage: str | None = None,
-                       tracking_uri: str | None = None, study_name: str | None = None,
-                       track: bool = True) -> TestScore:
-    """Score a study's kept best model and the base model on its test set now (``st-hpo test``).
-
-    Records the values like the end of a run does (study attributes, the parent run's ``test_objective``
-    and ``base_model_test_objective``). Raises StudyDefinitionError when the study has no test set.
-    """
-    from st_hpo._resources import StudyResources, pick_device
-    from st_hpo._results import PARENT_ATTR, StudyLocation, base_args_of, load_study
-
-    if study_name:
-        study = study.replace(name=study_name)
-    if not has_test(study):
-        raise StudyDefinitionError(f"study {study.name!r} has no test set; add Study(test_dataset=..., "
-                                   "test_evaluator=...) to the study file")
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    optuna_study = load_study(study, location)
-    tracker = None
-    if track and optuna_study.user_attrs.get(PARENT_ATTR):
-        from st_hpo._tracking import MlflowTracker
-
-        tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
-        tracker.parent_run_id = optuna_study.user_attrs[PARENT_ATTR]
-    from st_hpo._kinds import stored_kind
-
-    kind = stored_kind(optuna_study)
-    device = pick_device(base_args_of(study, str(location.output_dir / "trials"), args_class=kind.args_class()))
-    resources = StudyResources(study)
-    resources.kind = kind
-    score = score_on_test(optuna_study, study, resources, device=device, tracker=tracker, force=True)
-    assert score is not None
-    return score
