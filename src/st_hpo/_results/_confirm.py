@@ -140,11 +140,11 @@ def join_confirmation(study: Study, *, worker_name: str, budget: int, output_dir
                       tracking_uri: str | None, progress: bool = True) -> Any:
     """In a worker process started by :func:`confirm_study`: run the companion study's queued pairs until
     ``budget`` of its trials have finished; returns the loop's result."""
-    from st_hpo._confirm_session import ConfirmSession
     from st_hpo._execution._loop import work
+    from st_hpo._execution._progress import Progress
     from st_hpo._execution._session import SessionOptions
-    from st_hpo._progress import Progress
-    from st_hpo._trial import WorkerInfo
+    from st_hpo._execution._trial import WorkerInfo
+    from st_hpo._results._confirm_session import ConfirmSession
 
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri, role="worker",
                              worker_name=worker_name)
@@ -258,8 +258,8 @@ def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool)
 def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], progress: bool, specs: list[Any],
                     study_name: str, study_file: str) -> tuple[int, bool]:
     """Run the missing pairs on worker processes (``st-hpo worker --confirm-of``); (trials run, interrupted)."""
+    from st_hpo._execution._progress import Progress
     from st_hpo._execution._workers import supervise
-    from st_hpo._progress import Progress
 
     ran = 0
     extra = ["--confirm-of", study_name] + ([] if progress else ["--no-progress"])

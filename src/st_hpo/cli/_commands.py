@@ -144,7 +144,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
 
 def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
-    from st_hpo._confirm import join_confirmation
+    from st_hpo._results._confirm import join_confirmation
 
     loop = join_confirmation(study, worker_name=ns.worker_name, budget=ns.n_trials, output_dir=ns.output_dir,
                              storage=ns.storage, tracking_uri=ns.tracking_uri,
