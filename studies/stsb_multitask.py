@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 
-from _stsb import limit, load_split, model_name  # the file beside this one: STSb and the base model
+from _stsb import limit, load_split, model_name, paraphrase_pairs, retrieval_task  # beside this file
 from datasets import Dataset, DatasetDict
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from sentence_transformers.sentence_transformer import SentenceTransformerTrainingArguments
@@ -48,15 +48,10 @@ from sentence_transformers.sentence_transformer.losses import CoSENTLoss, Multip
 
 import st_hpo
 
-#: Pairs scored at least this (0..1, i.e. 4 of 5) count as paraphrases.
-PARAPHRASE = 0.8
-
 
 def _tasks(sts: Dataset) -> DatasetDict:
     """The two datasets of one split: the scored pairs, and the paraphrase pairs as (anchor, positive)."""
-    pairs = sts.filter(lambda row: row["score"] >= PARAPHRASE)
-    pairs = pairs.rename_columns({"sentence1": "anchor", "sentence2": "positive"}).remove_columns("score")
-    return DatasetDict(sts=sts, pairs=pairs)
+    return DatasetDict(sts=sts, pairs=paraphrase_pairs(sts))
 
 
 def train_dataset() -> DatasetDict:
@@ -71,9 +66,7 @@ def evaluator(ds: DatasetDict) -> SequentialEvaluator:
     """STS correlation on ``ds['sts']`` and retrieval of each paraphrase's positive among the positives of
     ``ds['pairs']`` (st-hpo hands the factory the eval ``DatasetDict``, or a subset of each of its datasets)."""
     sts, pairs = ds["sts"], ds["pairs"]
-    queries = {f"q{i}": text for i, text in enumerate(pairs["anchor"])}
-    corpus = {f"d{i}": text for i, text in enumerate(pairs["positive"])}
-    relevant = {f"q{i}": {f"d{i}"} for i in range(len(pairs))}
+    queries, corpus, relevant = retrieval_task(pairs["anchor"], pairs["positive"])
     return SequentialEvaluator([
         EmbeddingSimilarityEvaluator(sts["sentence1"], sts["sentence2"], sts["score"], name="sts-dev"),
         InformationRetrievalEvaluator(queries, corpus, relevant, name="pairs-dev", write_csv=False),

@@ -21,10 +21,18 @@ file (copy both). Environment variables as in ``stsb_retrieval.py`` (default 8 t
 
 from __future__ import annotations
 
-import functools
 import os
 
-from _stsb import limit, load_split, model_name  # the file beside this one: STSb and the base model
+# _stsb.py, the file beside this one: STSb, its paraphrase pairs, and the base model
+from _stsb import (
+    dev_distractors,
+    dev_paraphrases,
+    limit,
+    load_split,
+    model_name,
+    paraphrase_pairs,
+    retrieval_task,
+)
 from datasets import Dataset
 from optuna.distributions import FloatDistribution
 from sentence_transformers import SparseEncoder
@@ -35,36 +43,16 @@ from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladeP
 
 import st_hpo
 
-#: Pairs scored at least this (0..1, i.e. 4 of 5) count as paraphrases: a positive pair, a relevant document.
-PARAPHRASE = 0.8
-
 
 def train_dataset() -> Dataset:
-    pairs = load_split("train").filter(lambda row: row["score"] >= PARAPHRASE)
-    pairs = pairs.rename_columns({"sentence1": "anchor", "sentence2": "positive"}).remove_columns("score")
-    return limit(pairs, "STHPO_TRAIN_ROWS")
+    return limit(paraphrase_pairs(load_split("train")), "STHPO_TRAIN_ROWS")
 
 
-def _dev() -> Dataset:
-    return limit(load_split("validation"), "STHPO_EVAL_ROWS")
-
-
-def eval_dataset() -> Dataset:
-    return _dev().filter(lambda row: row["score"] >= PARAPHRASE)
-
-
-@functools.cache
-def _distractors() -> tuple[str, ...]:
-    return tuple(row["sentence2"] for row in _dev() if row["score"] < PARAPHRASE)
+eval_dataset = dev_paraphrases  # each pair a query (sentence1) and its one relevant document
 
 
 def evaluator(ds: Dataset) -> SparseInformationRetrievalEvaluator:
-    doc_ids: dict[str, str] = {}
-    for text in (*ds["sentence2"], *_distractors()):
-        doc_ids.setdefault(text, f"d{len(doc_ids)}")
-    queries = {f"q{i}": text for i, text in enumerate(ds["sentence1"])}
-    relevant = {f"q{i}": {doc_ids[text]} for i, text in enumerate(ds["sentence2"])}
-    corpus = {doc_id: text for text, doc_id in doc_ids.items()}
+    queries, corpus, relevant = retrieval_task(ds["sentence1"], ds["sentence2"], dev_distractors())
     return SparseInformationRetrievalEvaluator(queries, corpus, relevant, name="stsb-ir", write_csv=False)
 
 
