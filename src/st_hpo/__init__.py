@@ -14,6 +14,7 @@ checks every import, function-level ones too)::
     _tracking/     what is recorded of a trial: its record in the storage, MLflow runs
     _definition/   what a study is: Study, Choice, spaces, training arguments, datasets, loading, identity
     _kinds/        what differs by model kind (SentenceTransformer, CrossEncoder, ...)
+    _interrupts.py writes that a Ctrl-C or SIGTERM does not cut in half
     exceptions.py  the errors, importable from every layer
 
 Data flows up through them: a definition is validated and executed trial by trial, each trial is

@@ -7,14 +7,14 @@ a trial that the budget cannot use (finished + running elsewhere already cover i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 from st_hpo._execution._best_model import keep_only_best
@@ -120,15 +120,23 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         if os.environ.get(SUPERVISOR_ENV):  # the supervisor that started this worker reports how it ends
             trial.set_user_attr(SUPERVISOR_ATTR, int(os.environ[SUPERVISOR_ENV]))
         record_worker(trial, worker.pid, worker.host)  # its host, start time, boot id, and last its pid
+        outcome = None
         try:
             with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
                 outcome = run_trial(ctx, trial)
         except KeyboardInterrupt:
-            with _sigterm_ignored():  # a second SIGTERM must not leave the trial RUNNING half-recorded
+            restore_sigterm = _ignore_sigterm()  # a second SIGTERM must not leave the trial half-recorded
+        if outcome is None:
+            # recorded once the except block is left: its traceback, and any database cursor the interrupt
+            # left open in it (with SQLite's lock on the file), are gone by then
+            gc.collect()
+            try:
                 why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
                 stopped = TrialOutcome(trial.number, "FAIL", error=why,
                                        train_seconds=trial.user_attrs.get("st_hpo.train_seconds", 0.0))
                 _finish(session, trial, stopped, killed=True)
+            finally:
+                restore_sigterm()
             result.interrupted = True
             return result
         _finish(session, trial, outcome)
@@ -140,9 +148,9 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             return result
 
 
-@contextlib.contextmanager
-def _sigterm_ignored() -> Iterator[None]:
-    """Ignore SIGTERM while an interrupted trial's end is recorded (a second Ctrl-C, SIGINT, still stops).
+def _ignore_sigterm() -> Callable[[], None]:
+    """Ignore SIGTERM while an interrupted trial's end is recorded (a second Ctrl-C, SIGINT, still stops);
+    returns what puts the handler back.
 
     A worker whose supervisor dies gets its parent-death signal once per thread of the supervisor that
     exits (Linux re-parents it each time): the later ones would interrupt the recording and leave the
@@ -150,12 +158,8 @@ def _sigterm_ignored() -> Iterator[None]:
     try:
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except ValueError:  # not the main thread: signals are not ours to change
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _give_up(outcome: TrialOutcome, failures: int, limit: int | None, worker_name: str) -> str | None:

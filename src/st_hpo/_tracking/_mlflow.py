@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from st_hpo._interrupts import uninterrupted
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "seed_sqlite_store",
@@ -122,7 +123,8 @@ class MlflowTracker:
         delays = RETRY_DELAYS if retries is None else RETRY_DELAYS[:retries]
         for attempt in range(len(delays) + 1):
             try:
-                return fn(*args, **kw)
+                with uninterrupted():  # a Ctrl-C inside a write can leave SQLite's lock held (see _interrupts)
+                    return fn(*args, **kw)
             except Exception as exc:  # noqa: BLE001 - the client raises many kinds
                 if attempt == len(delays):
                     self._down_until = time.monotonic() + BACKOFF_SECONDS

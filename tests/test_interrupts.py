@@ -1,0 +1,78 @@
+"""A Ctrl-C or SIGTERM lands between writes to MLflow, never inside one (a cut SQLite read keeps its lock and
+stalls every later write, the recording of the interrupted trial included)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from st_hpo._interrupts import uninterrupted
+
+
+@pytest.fixture
+def sigterm_raises():
+    """SIGTERM raises KeyboardInterrupt, as under ``st-hpo run`` and ``st-hpo worker``."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_during_an_mlflow_write_stops_the_process_after_the_write(tmp_path, sigterm_raises):
+    from st_hpo._tracking._mlflow import MlflowTracker, default_tracking_uri
+
+    tracker = MlflowTracker(default_tracking_uri(tmp_path), "s")
+    run = tracker.client.create_run(tracker.experiment_id)
+    written = []
+
+    def write_while_signalled():
+        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor died: its parent-death signal arrives now
+        tracker.client.set_tag(run.info.run_id, "st_hpo.error", "the supervisor is gone")
+        written.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        tracker._call("tag the error", write_while_signalled)
+    assert written, "the write was cut by the signal"
+    assert tracker.client.get_run(run.info.run_id).data.tags["st_hpo.error"] == "the supervisor is gone"
+    # and the store takes the next write at once: no lock was left behind
+    tracker.client.set_terminated(run.info.run_id, "KILLED")
+    assert tracker.client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_signals_held_in_a_write_come_once_each_after_it(sigterm_raises):
+    got = []
+
+    def count(signum, frame):
+        got.append(signum)
+
+    signal.signal(signal.SIGTERM, count)
+    with uninterrupted():
+        for _ in range(3):  # a dying supervisor's parent-death signal, once per thread of it that exits
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert got == []
+    assert got == [signal.SIGTERM]
+
+
+def test_a_second_ctrl_c_is_not_held():
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with uninterrupted():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("first held")
+            signal.raise_signal(signal.SIGINT)
+            reached.append("second held")
+    assert reached == ["first held"]
+
+
+def test_an_ignored_signal_stays_ignored():
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
