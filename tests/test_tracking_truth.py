@@ -129,3 +129,37 @@ def test_sync_after_kill_fails_the_trial_closes_its_run_and_keeps_the_time_it_ra
     assert runs[0].info.end_time <= (killed_at + 0.5) * 1000, "the run ends when the trial stopped"
     assert "objective" not in runs[0].data.metrics
     assert main(["status", str(path), "--output-dir", str(out), "--json"]) == 0
+
+
+DIES_AFTER_MAKING_THE_RUN = """
+import os, sys
+import st_hpo
+from st_hpo._tracking._mlflow import MlflowTracker
+
+def killed(self, run_id, data, path):  # the process dies (kill -9) after the run was made, before this write
+    os._exit(137)
+
+MlflowTracker.log_dict = killed
+st_hpo.run_study(st_hpo.load_study_file(sys.argv[1]), output_dir=sys.argv[2], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_whose_process_died_as_it_was_made_gets_its_training_arguments_from_sync(tmp_path, study_file):
+    path = study_file(name="dies", n_trials=1)
+    out = tmp_path / "st-hpo-runs" / "dies"
+    script = tmp_path / "run_and_die.py"
+    script.write_text(DIES_AFTER_MAKING_THE_RUN)
+    died = subprocess.run([sys.executable, str(script), str(path), str(out)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert died.returncode == 137, died.stderr[-2000:]
+    sync = subprocess.run(_cmd("sync", str(path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert sync.returncode == 0, sync.stderr[-2000:]
+    trials = load_trials(out, "dies")
+    assert [t.state.name for t in trials] == ["FAIL"]
+    client, _, runs = mlflow_runs(out, "dies")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    local = client.download_artifacts(runs[0].info.run_id, "training_args.json", str(tmp_path / "a"))
+    trained = json.loads(open(local).read())
+    assert trained["learning_rate"] == pytest.approx(trials[0].params["learning_rate"])
+    assert trained["output_dir"].endswith("trial-0")

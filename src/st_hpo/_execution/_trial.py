@@ -200,7 +200,13 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     differs = {k: v for k, v in effective.items() if k not in _PER_TRIAL_FIELDS and base.get(k) != v}
     if "warmup_ratio" in params:
         differs.pop("warmup_steps", None)  # transformers 5 stores the sampled ratio there
-    spool = ctx.output_dir / "trials" / f"trial-{trial.number}" / "mlflow-spool.jsonl"
+    from st_hpo._tracking import _spool
+
+    spool = ctx.output_dir / "trials" / f"trial-{trial.number}" / _spool.SPOOL_NAME
+    # written ahead: a process killed between making the run and logging its training arguments leaves them
+    # in the spool, and `sync` (run by whoever resumes the study) writes them into the run
+    _spool.append(spool, {"kind": "dict", "data": effective, "path": "training_args.json"})
+    trial.set_user_attr(_spool.SPOOL_ATTR, str(spool))
     run_id = None
     try:
         run_id = ctx.tracker.start_trial(trial.study.study_name, trial.number, params, differs, tags)
@@ -209,12 +215,14 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     except TrackingError as exc:
         logger.warning("%s; the trial goes on and `st-hpo sync` will write its run later", exc)
         run = _RunLog(ctx.tracker, run_id, trial=trial, spool=spool)
+        run.failed = True  # the spool holds the training arguments already; later writes go there too
         if run_id is None:  # no run: its params too; `sync` makes the run and writes them
             from st_hpo._tracking._mlflow import _param_value
 
             run.keep({"kind": "params", "params": {k: _param_value(v) for k, v in {**differs, **params}.items()}})
-        run.keep({"kind": "dict", "data": effective, "path": "training_args.json"})
         return run
+    spool.unlink(missing_ok=True)  # MLflow has them: nothing is spooled for this trial (yet)
+    trial.set_user_attr(_spool.SPOOL_ATTR, None)
     return _RunLog(ctx.tracker, run_id, trial=trial, spool=spool)
 
 
