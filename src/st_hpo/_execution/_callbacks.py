@@ -17,7 +17,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["PROGRESS_SCALE", "Diverged", "TrialReporter", "evaluation_fractions", "progress_step", "pruner_fractions"]
+__all__ = ["DEVICE_ATTR", "PROGRESS_SCALE", "Diverged", "TrialReporter", "evaluation_fractions", "progress_step",
+           "pruner_fractions", "training_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,25 @@ logger = logging.getLogger(__name__)
 #: step: trials with different batch sizes (so different step counts) are compared at the same fraction
 #: of their training, which is what the pruners assume.
 PROGRESS_SCALE = 1000
+
+
+#: Trial user attribute: where the trial really trained, read from the trainer after its first optimizer step:
+#: ``{"model": "cuda:0", "optimizer_state": "cuda:0"}`` (devices joined by "," when they differ; "none" when
+#: the optimizer keeps no state tensors, plain SGD say).
+DEVICE_ATTR = "st_hpo.device"
+
+
+def training_devices(model: Any, optimizer: Any) -> dict[str, str]:
+    """The devices of ``model``'s parameters and of ``optimizer``'s state tensors, as :data:`DEVICE_ATTR` says."""
+    import torch
+
+    def joined(tensors: Any) -> str:
+        return ",".join(sorted({str(t.device) for t in tensors if isinstance(t, torch.Tensor)})) or "none"
+
+    params = model.parameters() if model is not None else ()
+    states = getattr(optimizer, "state", None) or {}  # accelerate's AcceleratedOptimizer passes it through
+    return {"model": joined(params),
+            "optimizer_state": joined(v for state in states.values() for v in state.values())}
 
 
 class Diverged(Exception):  # noqa: N818 - reads as the trial's fate: "diverged: training loss nan at step 12"
@@ -146,6 +166,7 @@ class TrialReporter(TrainerCallback):
         self._eval_started: float | None = None
         self._state: Any = None
         self._hook: Any = None
+        self.devices: dict[str, str] | None = None  #: :func:`training_devices`, after the first optimizer step
 
     def final_on_full(self) -> None:
         """The next evaluation is the final one, on the whole eval set: log it as ``objective``, never prune."""
@@ -193,6 +214,9 @@ class TrialReporter(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # runs after the trainer's DefaultFlowCallback: on a grid, st-hpo alone decides when to evaluate
+        if self.devices is None:  # after the first optimizer step: its state tensors exist by now
+            self.devices = training_devices(kwargs.get("model"), kwargs.get("optimizer"))
+            self.trial.set_user_attr(DEVICE_ATTR, self.devices)
         if self.grid:
             control.should_evaluate = state.global_step in self.grid
         if control.should_evaluate:
