@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU variants of the benchmarks, for a lent H100/H200: at most about 9 minutes in all, so that one
-# 600 s device call runs them (the three steps are capped at OVERHEAD_CAP=280 s, MEMORY_CAP=100 s and
-# THROUGHPUT_CAP=160 s):
+# The GPU variants of the benchmarks, for a lent H100/H200: at most about 9.5 minutes in all, so that one
+# 600 s device call runs them (the four steps are capped at OVERHEAD_CAP=240 s, MEMORY_CAP=90 s,
+# THROUGHPUT_CAP=120 s and TRIALS_CAP=120 s: 570 s; the first three were 280/100/160 s before the fourth came):
 #   1. overhead: st-hpo vs the docs' hyperparameter_search recipe; MiniLM, full STSb train (5,749 pairs) and
 #      dev (1,500 pairs), 1 epoch, fp32, batch 16, 6 trials each (OVERHEAD_ARGS), with nvidia-smi's GPU
 #      busy fraction
@@ -9,6 +9,10 @@
 #      RSS and CUDA allocated/reserved after each trial
 #   3. throughput: trials per hour with 1, 2 and 4 workers on GPU 0 (MiniLM, 1,000 STSb pairs, 8 trials
 #      each: THROUGHPUT_TRIALS), with nvidia-smi's busy fraction
+#   4. trials: `st-hpo run --workers 2` with a first trial that runs out of GPU memory (FAIL, then the next
+#      trial on its worker), the device of every trial's model and optimizer state as the trial recorded it,
+#      whether nvidia-smi ever lists the supervisor, and one CrossEncoder and one SparseEncoder trial;
+#      figures merged into gpu-check.json (benchmarks/gpu_trials.py)
 # Prepare here with `bash benchmarks/device_prep.sh` (wheels in .whl, the model in .model/minilm, the data
 # in .data/stsb-en). Expects, in the repo root there: .model/minilm (or a copy in /tmp/minilm from an
 # earlier call) and .data/stsb-en
@@ -16,9 +20,9 @@
 # wheels in .whl (../shared/tools/device-prep.sh wheels), installed here to /tmp/site.
 # Results (JSON + Markdown per benchmark, and the log) go to $OUT when set, else benchmarks/results/.
 #
-#   bash benchmarks/gpu_check.sh            # both
-#   bash benchmarks/gpu_check.sh overhead   # or: memory, throughput
-#   OVERHEAD_CAP=300 MEMORY_CAP=120 THROUGHPUT_CAP=150 bash benchmarks/gpu_check.sh   # caps in seconds
+#   bash benchmarks/gpu_check.sh            # all four
+#   bash benchmarks/gpu_check.sh overhead   # or: memory, throughput, trials
+#   OVERHEAD_CAP=300 MEMORY_CAP=120 THROUGHPUT_CAP=150 TRIALS_CAP=120 bash benchmarks/gpu_check.sh   # caps in seconds
 # OVERHEAD_ARGS (default "--trials 6") and MEMORY_ARGS (default none) are passed to those benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,14 +47,17 @@ what=${1:-all}
   "$PY" -c "from mlflow.tracking import MlflowClient; MlflowClient('sqlite:////tmp/st-hpo-probe.db').search_experiments(); import optuna, datasets, st_hpo; print('imports ok')" \
     || { echo "gpu_check: the Python set-up is incomplete (see above); nothing measured"; exit 1; }
   if [ "$what" = all ] || [ "$what" = overhead ]; then
-    timeout "${OVERHEAD_CAP:-280}" "$PY" benchmarks/overhead.py --device-check ${OVERHEAD_ARGS:---trials 6} || rc=1
+    timeout "${OVERHEAD_CAP:-240}" "$PY" benchmarks/overhead.py --device-check ${OVERHEAD_ARGS:---trials 6} || rc=1
   fi
   if [ "$what" = all ] || [ "$what" = memory ]; then
-    timeout "${MEMORY_CAP:-100}" "$PY" benchmarks/memory_drift.py --device-check ${MEMORY_ARGS:-} || rc=1
+    timeout "${MEMORY_CAP:-90}" "$PY" benchmarks/memory_drift.py --device-check ${MEMORY_ARGS:-} || rc=1
   fi
   if [ "$what" = all ] || [ "$what" = throughput ]; then
-    STHPO_BENCH_N_TRIALS=${THROUGHPUT_TRIALS:-8} timeout "${THROUGHPUT_CAP:-160}" "$PY" benchmarks/throughput.py \
+    STHPO_BENCH_N_TRIALS=${THROUGHPUT_TRIALS:-8} timeout "${THROUGHPUT_CAP:-120}" "$PY" benchmarks/throughput.py \
       --device-check || rc=1
+  fi
+  if [ "$what" = all ] || [ "$what" = trials ]; then
+    timeout "${TRIALS_CAP:-120}" "$PY" benchmarks/gpu_trials.py --device-check || rc=1
   fi
   echo "gpu_check: exit $rc"
 } 2>&1 | tee "$LOG"
