@@ -75,3 +75,17 @@ def test_eval_subset_quick(tmp_path):
     assert [r["k"] for r in data["by_size"]] == [50, 100] and len(data["models"]) == 5
     for row in data["by_size"]:
         assert -1 <= row["tau_mean"] <= 1 and 0 <= row["top1_same"] <= 1 and row["regret_mean"] >= 0
+
+
+def test_gpu_trials_quick(tmp_path):
+    data = _run("gpu_trials.py", tmp_path)
+    figures = data["figures"]
+    # on the CPU: trials recorded the CPU, the simulated out-of-memory trial failed and its worker went on
+    assert figures["trials_on_cuda"] is False and figures["kinds_on_cuda"] == {"cross-encoder": False,
+                                                                             "sparse-encoder": False}
+    assert figures["oom_trial"] == "FAIL" and figures["next_trial_after_oom"] == "COMPLETE"
+    assert data["workers"]["oom_error_says_out_of_memory"]
+    assert str(figures["supervisor_cuda_context"]).startswith("not measured")
+    assert not (tmp_path / "results" / "gpu-check.json").exists()
+    trained = [t for t in data["workers"]["trials"] if t["state"] == "COMPLETE"]
+    assert trained and all(t["device"] == {"model": "cpu", "optimizer_state": "cpu"} for t in trained)
