@@ -12,5 +12,5 @@ def test_a_trial_records_the_devices_of_its_model_and_optimizer_state(make_study
     result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
     assert result.n_complete == 1
     (trial,) = load_trials(tmp_path, "tiny")
-    # AdamW keeps exp_avg/exp_avg_sq per parameter (and a step counter, on the CPU too)
+    # AdamW keeps exp_avg/exp_avg_sq per parameter (its 0-dim step counter, on the CPU even beside CUDA, is left out)
     assert trial.user_attrs[DEVICE_ATTR] == {"model": "cpu", "optimizer_state": "cpu"}

@@ -40,7 +40,10 @@ def training_devices(model: Any, optimizer: Any) -> dict[str, str]:
     import torch
 
     def joined(tensors: Any) -> str:
-        return ",".join(sorted({str(t.device) for t in tensors if isinstance(t, torch.Tensor)})) or "none"
+        # 0-dim tensors left out: torch's AdamW keeps its step counter on the CPU beside CUDA moments
+        # (unless fused or capturable), and that says nothing about where the training ran
+        return ",".join(sorted({str(t.device) for t in tensors if isinstance(t, torch.Tensor) and t.dim() > 0})) \
+            or "none"
 
     params = model.parameters() if model is not None else ()
     states = getattr(optimizer, "state", None) or {}  # accelerate's AcceleratedOptimizer passes it through
