@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
 
+from st_hpo._definition._study import DEFAULT_PRUNER  # noqa: E402
+
 #: Targets of the issue: wall time ratio at most, and st-hpo's best at least the recipe's (mean over seeds).
 TARGET_WALL_RATIO = 0.7
 
@@ -55,13 +57,13 @@ def _env(cfg: dict[str, Any], trials: int, seed: int) -> dict[str, str]:
     return env
 
 
-def _commands(work: Path) -> dict[str, list[str]]:
+def _commands(work: Path, pruner: str | None = None) -> dict[str, list[str]]:
     exe = Path(sys.executable).with_name("st-hpo")
     cli = [str(exe)] if exe.is_file() else [sys.executable, "-m", "st_hpo.cli"]
     return {"recipe": [sys.executable, str(_common.BENCH_DIR / "study_time_anchor.py"), str(work / "recipe"),
                        str(work / "recipe.json")],
             "st-hpo": [*cli, "-q", "run", str(_common.BENCH_DIR / "study_time_study.py"), "--output-dir",
-                       str(work / "st-hpo")]}
+                       str(work / "st-hpo"), *(["--pruner", pruner] if pruner else [])]}
 
 
 def _st_hpo_result(out: Path) -> dict[str, Any]:
@@ -76,13 +78,14 @@ def _st_hpo_result(out: Path) -> dict[str, Any]:
             "n_pruned": sum(t.state.name == "PRUNED" for t in trials)}
 
 
-def run_pair(cfg: dict[str, Any], trials: int, seed: int, *, sequential: bool) -> dict[str, Any]:
+def run_pair(cfg: dict[str, Any], trials: int, seed: int, *, sequential: bool, pruner: str | None = None
+             ) -> dict[str, Any]:
     """Both sides on one (trial count, seed): their wall times and results."""
     work = Path(tempfile.mkdtemp(prefix="st-hpo-study-time-"))
     try:
         env = _env(cfg, trials, seed)
         procs, walls = {}, {}
-        for side, cmd in _commands(work).items():
+        for side, cmd in _commands(work, pruner).items():
             log = open(work / f"{side}.log", "w")  # noqa: SIM115 - closed with the process below
             procs[side] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, time.time())
             if sequential:
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="minilm, tiny, or a SentenceTransformer folder")
     p.add_argument("--data", help="folder with train.csv, dev.csv and test.csv, or 'synthetic'")
     p.add_argument("--sequential", action="store_true", help="one side after the other (default: together)")
+    p.add_argument("--pruner", help="st-hpo's pruner (default: the study default, st-hpo's DEFAULT_PRUNER)")
     ns = p.parse_args(argv)
     _common.quiet_libraries()
     ns.trials = ns.trials or ("2" if ns.quick else "10,30")
@@ -158,15 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _common.bench_config()
     if cfg["data"] != "synthetic":
         cfg["eval_rows"] = len(_common.load_pairs("dev", cfg["eval_rows"]))
-    runs = [run_pair(cfg, trials, 42 + seed, sequential=ns.sequential)
+    runs = [run_pair(cfg, trials, 42 + seed, sequential=ns.sequential, pruner=ns.pruner)
             for trials in trial_counts for seed in range(ns.seeds)]
     rows, table = summarize(runs)
     head = (f"{_common.model_label(cfg['model'])}, {cfg['train_rows']} train pairs, {cfg['eval_rows']} dev pairs "
             f"({cfg['data'] if cfg['data'] == 'synthetic' else 'STSb'}), the docs' recipe space, TPE seeds "
-            f"{', '.join(str(42 + s) for s in range(ns.seeds))}; sides run "
+            f"{', '.join(str(42 + s) for s in range(ns.seeds))}; st-hpo's pruner {ns.pruner or DEFAULT_PRUNER}; sides run "
             f"{'one after the other' if ns.sequential else 'at the same time'}. Means over seeds.\n\n")
-    path = _common.write_results("study_time-quick" if ns.quick else "study_time",
-                                 {"config": cfg, "runs": runs, "summary": rows}, head + table)
+    name = "study_time-quick" if ns.quick else "study_time" + (f"-{ns.pruner}" if ns.pruner else "")
+    path = _common.write_results(name,
+                                 {"config": cfg, "pruner": ns.pruner or DEFAULT_PRUNER, "runs": runs, "summary": rows}, head + table)
     print(head + table)
     print(f"[study_time] wrote {path}")
     return 0

@@ -107,6 +107,7 @@ def make_study(tiny_model_path, pairs_train, pairs_eval):
             n_trials=3,
             seed=0,
             baseline=False,
+            pruner="median",  # the tests' own choice (never prunes before 4 trials), not the default
         )
         fields.update(overrides)
         return st_hpo.Study(**fields)
@@ -142,6 +143,7 @@ STUDY_FILE_TEMPLATE = textwrap.dedent('''
         n_trials={n_trials},
         seed=0,
         baseline={baseline},
+        pruner="median",
     )
 ''')
 

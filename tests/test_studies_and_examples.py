@@ -69,7 +69,9 @@ def test_examples_python_api_runs(tmp_path, tiny_model_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best trial" in proc.stdout
     assert "best model: " in proc.stdout and "similarity of two paraphrases" in proc.stdout
-    assert len([t for t in load_trials(out, "python-api") if t.state.name == "COMPLETE"]) == 2
+    # the default pruner (successive halving) may stop the second trial; the first always completes
+    states = [t.state.name for t in load_trials(out, "python-api")]
+    assert len(states) == 2 and states[0] == "COMPLETE" and states[1] in ("COMPLETE", "PRUNED"), states
 
 
 def test_examples_quickstart_runs(tmp_path, tiny_model_path):
