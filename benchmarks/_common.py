@@ -305,6 +305,20 @@ def versions() -> dict[str, str]:
     return out
 
 
+def git_commit() -> str | None:
+    """The repository's HEAD commit (short), with ``+`` when the tree has changes; None outside a clone."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def results_dir() -> Path:
     """``$STHPO_BENCH_RESULTS`` or ``$OUT`` (the GPU box) or ``benchmarks/results``."""
     folder = Path(os.environ.get("STHPO_BENCH_RESULTS") or os.environ.get("OUT") or RESULTS_DIR)

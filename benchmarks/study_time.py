@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/study_time.py                    # MiniLM, 1,000 STSb train pairs, whole dev
                                                                  # set, 10 and 30 trials, 3 sampler seeds
     .venv/bin/python benchmarks/study_time.py --trials 10 --seeds 1
+    .venv/bin/python benchmarks/study_time.py --trials 10 --seeds 2 --first-seed 43 --add   # more seeds, kept
+                                                                 # beside the runs already in the results file
     .venv/bin/python benchmarks/study_time.py --quick            # tiny model, synthetic pairs, 2 trials, 1 seed
 
 Both sides get the same model, data, base arguments and space (the docs' recipe: epochs 1-2, batch 32-128,
@@ -20,6 +22,11 @@ Figures per (trials, seed): each side's whole-command wall time (the recipe's mi
 callback spends on test scores), best dev objective, and the best model's STSb test score (the test set
 neither side sees while searching). Targets: st-hpo at most 0.7x the recipe's wall time with a best dev
 objective at least as good, mean over seeds, at each trial count.
+
+The results file is rewritten after every (trials, seed) pair, so a long run that is stopped keeps the
+pairs it finished. ``--add`` keeps the runs already in the results file (a pair measured again replaces
+its earlier run), so seeds and trial counts can be measured in several sittings; each run records its
+own date and st-hpo commit.
 """
 
 from __future__ import annotations
@@ -137,6 +144,22 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     return rows, table
 
 
+def _earlier_runs(name: str, cfg: dict[str, Any], pruner: str) -> list[dict[str, Any]]:
+    """The runs already in the results file, when it measured the same set-up (else none, and says so)."""
+    path = _common.results_dir() / f"{name}.json"
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+
+    def same(c: dict[str, Any]) -> dict[str, Any]:  # the model by its name: the clone's path may differ
+        return {**c, "model": _common.model_label(c.get("model", ""))}
+
+    if same(earlier.get("config", {})) != same(cfg) or earlier.get("pruner") != pruner:
+        print(f"[study_time] --add: {path} measured another set-up; its runs are not kept", flush=True)
+        return []
+    return list(earlier.get("runs", []))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, synthetic pairs, 2 trials, 1 seed")
@@ -148,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="folder with train.csv, dev.csv and test.csv, or 'synthetic'")
     p.add_argument("--sequential", action="store_true", help="one side after the other (default: together)")
     p.add_argument("--pruner", help="st-hpo's pruner (default: the study default, st-hpo's DEFAULT_PRUNER)")
+    p.add_argument("--first-seed", type=int, default=42, help="the first TPE seed (default 42)")
+    p.add_argument("--add", action="store_true",
+                   help="keep the runs already in the results file; a pair measured again replaces its run")
     ns = p.parse_args(argv)
     _common.quiet_libraries()
     ns.trials = ns.trials or ("2" if ns.quick else "10,30")
@@ -162,16 +188,25 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _common.bench_config()
     if cfg["data"] != "synthetic":
         cfg["eval_rows"] = len(_common.load_pairs("dev", cfg["eval_rows"]))
-    runs = [run_pair(cfg, trials, 42 + seed, sequential=ns.sequential, pruner=ns.pruner)
-            for trials in trial_counts for seed in range(ns.seeds)]
-    rows, table = summarize(runs)
-    head = (f"{_common.model_label(cfg['model'])}, {cfg['train_rows']} train pairs, {cfg['eval_rows']} dev pairs "
-            f"({cfg['data'] if cfg['data'] == 'synthetic' else 'STSb'}), the docs' recipe space, TPE seeds "
-            f"{', '.join(str(42 + s) for s in range(ns.seeds))}; st-hpo's pruner {ns.pruner or DEFAULT_PRUNER}; sides run "
-            f"{'one after the other' if ns.sequential else 'at the same time'}. Means over seeds.\n\n")
     name = "study_time-quick" if ns.quick else "study_time" + (f"-{ns.pruner}" if ns.pruner else "")
-    path = _common.write_results(name,
-                                 {"config": cfg, "pruner": ns.pruner or DEFAULT_PRUNER, "runs": runs, "summary": rows}, head + table)
+    pruner = ns.pruner or DEFAULT_PRUNER
+    runs = _earlier_runs(name, cfg, pruner) if ns.add else []
+    seeds = [ns.first_seed + s for s in range(ns.seeds)]
+    path = None
+    for trials in trial_counts:
+        for seed in seeds:
+            run = {**run_pair(cfg, trials, seed, sequential=ns.sequential, pruner=ns.pruner),
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _common.git_commit()}
+            runs = [r for r in runs if (r["trials"], r["seed"]) != (trials, seed)] + [run]
+            runs.sort(key=lambda r: (r["trials"], r["seed"]))
+            rows, table = summarize(runs)
+            all_seeds = sorted({r["seed"] for r in runs})
+            head = (f"{_common.model_label(cfg['model'])}, {cfg['train_rows']} train pairs, {cfg['eval_rows']} dev "
+                    f"pairs ({cfg['data'] if cfg['data'] == 'synthetic' else 'STSb'}), the docs' recipe space, TPE "
+                    f"seeds {', '.join(map(str, all_seeds))}; st-hpo's pruner {pruner}; sides run "
+                    f"{'one after the other' if ns.sequential else 'at the same time'}. Means over seeds.\n\n")
+            path = _common.write_results(name, {"config": cfg, "pruner": pruner, "runs": runs, "summary": rows},
+                                         head + table)
     print(head + table)
     print(f"[study_time] wrote {path}")
     return 0
