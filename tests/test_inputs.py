@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 import st_hpo
-from st_hpo import SearchSpaceError, StudyDefinitionError
+from st_hpo import SearchSpaceError, StudyDefinitionError, StudyFileError
 from tests.helpers import load_trials, mlflow_runs
 
 
@@ -145,6 +145,37 @@ def test_a_log_distribution_from_zero_in_the_study_file_is_one_line(study_file):
     line = str(info.value)
     assert "\n" not in line and line.startswith(f"study file {str(path)!r}, line ")
     assert "FloatDistribution(0.0, 0.1, log=True)" in line and "low=1e-6, or log=False" in line
+
+
+@pytest.mark.parametrize("cls", ["SentenceTransformerTrainingArguments", "CrossEncoderTrainingArguments",
+                                 "TrainingArguments"])
+def test_a_misspelt_training_argument_in_the_study_file_is_one_line(study_file, cls):
+    """A typo in the arguments class the user builds in the study file: its line, the class, the close name."""
+    from st_hpo._definition._loading import load_study_file
+
+    path = study_file(name="typo")
+    module = {"Sentence": "sentence_transformers.sentence_transformer", "CrossEnc": "sentence_transformers.cross_encoder",
+              "Training": "transformers"}[cls[:8]]
+    text = path.read_text().replace(
+        "args=dict(num_train_epochs=",
+        f"args=__import__({module!r}, fromlist=['x']).{cls}(output_dir='out', learnig_rate=2e-5, num_train_epochs=")
+    path.write_text(text)
+    with pytest.raises(StudyDefinitionError) as info:
+        load_study_file(path)
+    assert getattr(info.value, "user_traceback", None) is None
+    line = str(info.value)
+    assert "\n" not in line and line.startswith(f"study file {str(path)!r}, line ")
+    assert f"'learnig_rate' is not an argument of {cls}" in line and "did you mean 'learning_rate'?" in line
+
+
+def test_another_type_error_in_the_study_file_keeps_its_traceback(study_file):
+    from st_hpo._definition._loading import load_study_file
+
+    path = study_file(name="other-type-error")
+    path.write_text(path.read_text() + "\ndef f(a):\n    return a\n\nf(1, unknown=2)\n")
+    with pytest.raises(StudyFileError) as info:
+        load_study_file(path)
+    assert "unexpected keyword argument 'unknown'" in str(info.value) and info.value.user_traceback
 
 
 # --- every field, got wrong the ways a new user would ----------------------------------------------------

@@ -78,11 +78,15 @@ KINDS = {"sentence-transformer": _sentence_transformer, "cross-encoder": _cross_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind_name", list(KINDS))
-def test_every_kind_trains_keeps_exports_retrains_and_registers(kind_name, make_study, tiny_model_path, tmp_path):
+def test_every_kind_trains_keeps_exports_retrains_and_registers(kind_name, make_study, tiny_model_path, tmp_path,
+                                                                capsys):
     kind = kind_named(kind_name)
     study = make_study(**{"space": LR, "n_trials": 1, "pruner": "none", **KINDS[kind_name](tiny_model_path)})
-    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    result = st_hpo.run_study(study, output_dir=tmp_path)
     assert result.budget_met and result.n_complete == 1
+    # the header printed before the first trial names the kind that trains
+    header = capsys.readouterr().err.split("trial   0")[0]
+    assert f"model   {kind.model_class_name} (" in header
     trial = load_trials(tmp_path, "tiny")[0]
     assert set(trial.params) == set(study.space)
     # the kept model loads with its own class

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import runpy
 import sys
 import traceback
@@ -19,14 +21,42 @@ _VALUE_CHECKS = ("optuna/distributions.py", "transformers/training_args.py",
                  "sentence_transformers/sentence_transformer/training_args.py")
 
 
+#: What Python says when a dataclass is given a keyword it has no field for.
+_UNKNOWN_KEYWORD = re.compile(r"^(\w*TrainingArguments)\.__init__\(\) got an unexpected keyword argument '(\w+)'$")
+
+
+def _where(path: Path, resolved: str, exc: BaseException) -> str:
+    mine = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == resolved]
+    return f"study file {str(path)!r}" + (f", line {mine[-1].lineno}: {mine[-1].line.strip()!r}" if mine else "")
+
+
+def _refuse_unknown_argument(path: Path, resolved: str, exc: BaseException) -> None:
+    """A misspelt keyword of a training-arguments class (one of the model kinds'): one line, the close name."""
+    from st_hpo._definition._args import suggest_name
+    from st_hpo._kinds import all_kinds
+
+    match = _UNKNOWN_KEYWORD.match(str(exc)) if isinstance(exc, TypeError) else None
+    if match is None:
+        return
+    from transformers import TrainingArguments
+
+    classes = {cls.__name__: cls for cls in [TrainingArguments, *(kind.args_class() for kind in all_kinds())]}
+    cls = classes.get(match.group(1))
+    if cls is None:
+        return
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    raise StudyDefinitionError(f"{_where(path, resolved, exc)}: {match.group(2)!r} is not an argument of "
+                               f"{cls.__name__}{suggest_name(match.group(2), fields)}") from None
+
+
 def _refuse_library_check(path: Path, resolved: str, exc: BaseException) -> None:
+    _refuse_unknown_argument(path, resolved, exc)
     if not isinstance(exc, (ValueError, TypeError)):
         return
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames or not frames[-1].filename.replace("\\", "/").endswith(_VALUE_CHECKS):
         return
-    mine = [f for f in frames if f.filename == resolved]
-    where = f"study file {str(path)!r}" + (f", line {mine[-1].lineno}: {mine[-1].line.strip()!r}" if mine else "")
+    where = _where(path, resolved, exc)
     message = str(exc).rstrip(".")
     if "log" in message and "low" in message:
         message += "; a log distribution needs low > 0: use e.g. low=1e-6, or log=False"
