@@ -306,14 +306,16 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD commit (short), with ``+`` when the tree has changes; None outside a clone."""
+    """The repository's HEAD commit (short), with ``+`` when tracked files outside benchmarks/results/ have
+    changes; None outside a clone."""
     import subprocess
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!benchmarks/results"],  # the results a benchmark rewrites as it goes
+                               cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+" if dirty else "")

@@ -144,6 +144,15 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     return rows, table
 
 
+def _runs_table(runs: list[dict[str, Any]]) -> str:
+    return _common.md_table(
+        ["trials", "seed", "machine", "date", "recipe wall s", "st-hpo wall s", "wall ratio", "recipe best dev",
+         "st-hpo best dev", "recipe best's test", "st-hpo best's test", "st-hpo pruned"],
+        [[r["trials"], r["seed"], r.get("machine", "-"), r.get("date", "-"), r["recipe"]["wall_s"], r["st-hpo"]["wall_s"],
+          r["wall_ratio"], r["recipe"]["best_dev"], r["st-hpo"]["best_dev"], r["recipe"]["best_test"],
+          r["st-hpo"]["best_test"], r["st-hpo"]["n_pruned"]] for r in runs])
+
+
 def _earlier_runs(name: str, cfg: dict[str, Any], pruner: str) -> list[dict[str, Any]]:
     """The runs already in the results file, when it measured the same set-up (else none, and says so)."""
     path = _common.results_dir() / f"{name}.json"
@@ -157,7 +166,8 @@ def _earlier_runs(name: str, cfg: dict[str, Any], pruner: str) -> list[dict[str,
     if same(earlier.get("config", {})) != same(cfg) or earlier.get("pruner") != pruner:
         print(f"[study_time] --add: {path} measured another set-up; its runs are not kept", flush=True)
         return []
-    return list(earlier.get("runs", []))
+    machine, date = earlier.get("machine", {}).get("cpu"), earlier.get("date")
+    return [{"machine": machine, "date": date, **r} for r in earlier.get("runs", [])]  # older runs lack them
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     for trials in trial_counts:
         for seed in seeds:
             run = {**run_pair(cfg, trials, seed, sequential=ns.sequential, pruner=ns.pruner),
-                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _common.git_commit()}
+                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _common.git_commit(),
+                   "machine": _common.machine()["cpu"]}
             runs = [r for r in runs if (r["trials"], r["seed"]) != (trials, seed)] + [run]
             runs.sort(key=lambda r: (r["trials"], r["seed"]))
             rows, table = summarize(runs)
+            table += "\n\nEach run (both sides of a run on the same machine, at the same time):\n\n" + _runs_table(runs)
             all_seeds = sorted({r["seed"] for r in runs})
             head = (f"{_common.model_label(cfg['model'])}, {cfg['train_rows']} train pairs, {cfg['eval_rows']} dev "
                     f"pairs ({cfg['data'] if cfg['data'] == 'synthetic' else 'STSb'}), the docs' recipe space, TPE "

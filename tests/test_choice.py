@@ -104,9 +104,13 @@ def test_choices_show_labels_and_train_with_their_values(tmp_path, tiny_model_pa
     st_hpo.run_study(study, output_dir=out, progress=False)
     trials = load_trials(out, "choices")
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert trials[0].value != trials[1].value, "AnglELoss and CoSENTLoss trained the same model"
 
     client, _, runs = mlflow_runs(out, "choices")
+    # different losses train different models: their training losses and the continuous pearson score differ
+    # (the objective, a rank correlation over 32 pairs of a tiny model, can tie on some CPUs)
+    for metric in ("train_loss", "eval_sts-dev_pearson_cosine"):
+        assert runs[0].data.metrics[metric] != runs[1].data.metrics[metric], \
+            f"AnglELoss and CoSENTLoss trained the same model ({metric})"
     for run, loss in zip(runs, ("angle", "cosent"), strict=True):
         assert run.data.params["prompts"] == "query" and run.data.params["loss"] == loss
         args = json.loads((tmp_path / client.download_artifacts(run.info.run_id, "training_args.json", str(tmp_path)))
