@@ -131,19 +131,25 @@ def test_labels_outside_the_losses_range_are_refused(make_study, pairs_train):
 # --- 5. a value Optuna refuses in the study file ---------------------------------------------------------
 
 
-def test_a_log_distribution_from_zero_in_the_study_file_is_one_line(study_file):
+def _one_line_refusal(path) -> str:
+    """The error loading the study file at ``path`` raises: one line naming the file and its line."""
     from st_hpo._definition._loading import load_study_file
 
-    path = study_file(name="log-zero")
-    text = path.read_text().replace('"warmup_ratio": optuna.distributions.FloatDistribution(0.0, 0.5)',
-                                    '"weight_decay": optuna.distributions.FloatDistribution(0.0, 0.1, log=True)')
-    path.write_text(text)
     with pytest.raises(StudyDefinitionError) as info:
         load_study_file(path)
     # the CLI prints a file's traceback before the error line only when the error carries one
     assert getattr(info.value, "user_traceback", None) is None
     line = str(info.value)
     assert "\n" not in line and line.startswith(f"study file {str(path)!r}, line ")
+    return line
+
+
+def test_a_log_distribution_from_zero_in_the_study_file_is_one_line(study_file):
+    path = study_file(name="log-zero")
+    text = path.read_text().replace('"warmup_ratio": optuna.distributions.FloatDistribution(0.0, 0.5)',
+                                    '"weight_decay": optuna.distributions.FloatDistribution(0.0, 0.1, log=True)')
+    path.write_text(text)
+    line = _one_line_refusal(path)
     assert "FloatDistribution(0.0, 0.1, log=True)" in line and "low=1e-6, or log=False" in line
 
 
@@ -151,8 +157,6 @@ def test_a_log_distribution_from_zero_in_the_study_file_is_one_line(study_file):
                                  "TrainingArguments"])
 def test_a_misspelt_training_argument_in_the_study_file_is_one_line(study_file, cls):
     """A typo in the arguments class the user builds in the study file: its line, the class, the close name."""
-    from st_hpo._definition._loading import load_study_file
-
     path = study_file(name="typo")
     module = {"Sentence": "sentence_transformers.sentence_transformer", "CrossEnc": "sentence_transformers.cross_encoder",
               "Training": "transformers"}[cls[:8]]
@@ -160,11 +164,7 @@ def test_a_misspelt_training_argument_in_the_study_file_is_one_line(study_file, 
         "args=dict(num_train_epochs=",
         f"args=__import__({module!r}, fromlist=['x']).{cls}(output_dir='out', learnig_rate=2e-5, num_train_epochs=")
     path.write_text(text)
-    with pytest.raises(StudyDefinitionError) as info:
-        load_study_file(path)
-    assert getattr(info.value, "user_traceback", None) is None
-    line = str(info.value)
-    assert "\n" not in line and line.startswith(f"study file {str(path)!r}, line ")
+    line = _one_line_refusal(path)
     assert f"'learnig_rate' is not an argument of {cls}" in line and "did you mean 'learning_rate'?" in line
 
 
