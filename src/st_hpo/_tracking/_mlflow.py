@@ -93,12 +93,16 @@ def _param_value(value: Any) -> str:
     return text[:6000]
 
 
-def tracking_client(tracking_uri: str) -> Any:
-    """An ``MlflowClient`` on ``tracking_uri``; TrackingError, in one line, for a URI MLflow has no store for."""
-    # an unreachable server must not hold a trial (or a command) for minutes: fail fast, retry here, sync later
+def _fail_fast() -> None:
+    """An unreachable server must not hold a trial (or a command) for minutes: fail fast, retry here, sync later."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def tracking_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` on ``tracking_uri``; TrackingError, in one line, for a URI MLflow has no store for."""
+    _fail_fast()
     from mlflow.tracking import MlflowClient
 
     try:
@@ -117,6 +121,7 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str, experiment_name: str, *, artifact_root: str | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        _fail_fast()
         seed_sqlite_store(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
