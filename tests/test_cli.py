@@ -113,6 +113,30 @@ def test_unreachable_postgres_is_one_clear_line(tmp_path, study_file):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_tracking_uri_mlflow_cannot_use_is_one_clear_line(tmp_path, study_file):
+    proc = st_hpo("run", str(study_file()), "--tracking-uri", "foo://bar", "--output-dir", str(tmp_path / "out"),
+                  cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: MLflow cannot use the tracking URI 'foo://bar'") and "--tracking-uri" in line
+
+
+def test_ui_on_a_tracking_server_that_is_down_is_one_clear_line_soon(tmp_path, study_file):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    proc = st_hpo("ui", str(study_file()), "--tracking-uri", f"http://127.0.0.1:{port}", cwd=tmp_path, timeout=300)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"error: MLflow at http://127.0.0.1:{port} could not be read")
+    assert "start the server, or check --tracking-uri" in proc.stderr
+    assert elapsed < 60, f"st-hpo ui took {elapsed:.0f} s to give up"
+
+
 @pytest.mark.slow
 def test_timeout_counts_from_the_start_of_the_command(tmp_path, study_file):
     path = study_file(name="timed-here", n_trials=500)

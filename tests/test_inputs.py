@@ -168,6 +168,23 @@ def test_a_misspelt_training_argument_in_the_study_file_is_one_line(study_file, 
     assert f"'learnig_rate' is not an argument of {cls}" in line and "did you mean 'learning_rate'?" in line
 
 
+def test_a_syntax_error_in_the_study_file_is_one_line(study_file):
+    """Python's message and the file's line, not a traceback through runpy and st-hpo's loader."""
+    path = study_file(name="syntax")
+    path.write_text(path.read_text().replace("loss=CoSENTLoss,", "loss=CoSENTLoss(,"))
+    line = _one_line_refusal(path)
+    assert "SyntaxError: " in line and "python -m py_compile" in line
+
+
+def test_a_study_file_path_that_is_a_folder_or_missing_says_which(tmp_path):
+    from st_hpo._definition._loading import load_study_file
+
+    with pytest.raises(StudyDefinitionError, match=r"is a folder; pass the path of a \.py file"):
+        load_study_file(tmp_path)
+    with pytest.raises(StudyDefinitionError, match=r"does not exist; pass the path of a \.py file"):
+        load_study_file(tmp_path / "none.py")
+
+
 def test_another_type_error_in_the_study_file_keeps_its_traceback(study_file):
     from st_hpo._definition._loading import load_study_file
 

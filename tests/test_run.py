@@ -51,6 +51,23 @@ def test_three_trials_three_child_runs_under_one_parent(make_study, tmp_path):
     assert best == pytest.approx(max(t.value for t in trials))
 
 
+def test_a_trial_shorter_than_logging_steps_still_logs_its_training_loss(make_study, tmp_path):
+    """transformers' default logging_steps=500 exceeds a short trial's steps: its run gets the mean training
+    loss the trainer reports at the end, as ``train_loss`` at the last step."""
+    study = make_study(args={**make_study().args, "logging_steps": 500}, n_trials=1, pruner="none")
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    client, _, runs = mlflow_runs(tmp_path, "tiny")
+    history = client.get_metric_history(runs[0].info.run_id, "train_loss")
+    assert len(history) == 1 and math.isfinite(history[0].value)
+    assert history[0].step == int(runs[0].data.metrics["max_steps"])
+    # with a logged curve, the curve alone: the end-of-training mean is not appended to it
+    study = make_study(name="tiny-curve", n_trials=1, pruner="none")  # logging_steps=1: a point per step
+    st_hpo.run_study(study, output_dir=tmp_path / "curve", progress=False)
+    client, _, runs = mlflow_runs(tmp_path / "curve", "tiny-curve")
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")]
+    assert sorted(steps) == list(range(1, int(runs[0].data.metrics["max_steps"]) + 1))
+
+
 def test_sampled_warmup_ratio_reaches_the_scheduler(make_study, tmp_path):
     study = make_study(space={"warmup_ratio": FloatDistribution(0.2, 0.6)}, n_trials=2, pruner="none")
     st_hpo.run_study(study, output_dir=tmp_path, progress=False)

@@ -212,3 +212,19 @@ def test_enqueue_into_a_define_by_run_space_checks_the_values(make_study):
 
     with pytest.raises(SearchSpaceError, match=r"learning_rate=0 must be greater than 0"):
         st_hpo.validate_study(make_study(space=space, enqueue=[{"learning_rate": 0}]))
+
+
+def test_a_loss_factory_the_unsampled_baseline_cannot_build_is_refused(make_study):
+    """A `loss.` name has no base value: the baseline runs unsampled, and the factory gets no value for it."""
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    space = {"learning_rate": FloatDistribution(1e-5, 1e-3, log=True), "loss.scale": FloatDistribution(10, 30)}
+    strict = make_study(loss=lambda model, params: CoSENTLoss(model, scale=params["loss.scale"]), space=space,
+                        baseline=True)
+    with pytest.raises(StudyDefinitionError, match=r"the baseline trial runs the base arguments unsampled.*"
+                       r"'loss\.scale'.*KeyError.*params\.get\('loss\.scale', DEFAULT\).*baseline=False"):
+        st_hpo.validate_study(strict)
+    st_hpo.validate_study(strict.replace(baseline=False))
+    lenient = lambda model, params: CoSENTLoss(model, scale=params.get("loss.scale", 20.0))  # noqa: E731
+    st_hpo.validate_study(make_study(loss=lenient, space=space, baseline=True))
+    st_hpo.validate_study(make_study(space=space, baseline=True))  # a loss class: its own default scale

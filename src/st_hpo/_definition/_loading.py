@@ -63,6 +63,15 @@ def _refuse_library_check(path: Path, resolved: str, exc: BaseException) -> None
     raise StudyDefinitionError(f"{where}: {type(exc).__name__}: {message}") from None
 
 
+def _refuse_syntax_error(path: Path, resolved: str, exc: BaseException) -> None:
+    """A syntax error in the study file itself: its line and Python's message, not runpy's frames."""
+    if not isinstance(exc, SyntaxError) or exc.filename != resolved:
+        return
+    code = f" {exc.text.strip()!r}:" if exc.text and exc.text.strip() else ""
+    raise StudyDefinitionError(f"study file {str(path)!r}, line {exc.lineno}:{code} {type(exc).__name__}: "
+                               f"{exc.msg}; fix the file (python -m py_compile {str(path)} checks it)") from None
+
+
 def load_study_file(path: str | Path) -> Study:
     """Run the study file and return its module-level ``study``.
 
@@ -70,6 +79,8 @@ def load_study_file(path: str | Path) -> Study:
     when it is missing or defines no ``Study``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise StudyDefinitionError(f"study file {str(path)!r} is a folder; pass the path of a .py file")
     if not path.is_file():
         raise StudyDefinitionError(f"study file {str(path)!r} does not exist; pass the path of a .py file")
     resolved = str(path.resolve())
@@ -84,6 +95,7 @@ def load_study_file(path: str | Path) -> Study:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != resolved:
             tb = tb.tb_next  # drop runpy's frames: show the user's file first
+        _refuse_syntax_error(path, resolved, exc)
         _refuse_library_check(path, resolved, exc)
         text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
         raise StudyFileError(

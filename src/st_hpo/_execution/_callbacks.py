@@ -170,6 +170,7 @@ class TrialReporter(TrainerCallback):
         self._state: Any = None
         self._hook: Any = None
         self.devices: dict[str, str] | None = None  #: :func:`training_devices`, after the first optimizer step
+        self._logged_loss = False  #: a ``train_loss`` curve point was logged (logging_steps came round)
 
     def final_on_full(self) -> None:
         """The next evaluation is the final one, on the whole eval set: log it as ``objective``, never prune."""
@@ -241,6 +242,10 @@ class TrialReporter(TrainerCallback):
         for key, name in (("loss", "train_loss"), ("learning_rate", "learning_rate")):
             if logs and key in logs:
                 curves[name] = logs[key]
+        self._logged_loss = self._logged_loss or "train_loss" in curves
+        end_mean = (logs or {}).get("train_loss")  # the trainer's mean over training, logged once at its end
+        if not self._logged_loss and isinstance(end_mean, (int, float)):
+            curves["train_loss"] = end_mean  # logging_steps beyond the trial's steps: no curve, this point
         if curves:
             self._pending.append((curves, state.global_step))
 

@@ -74,6 +74,7 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     for chosen in losses:
         check_loss_on_rows(chosen, resources, model, base_args, params if chosen is study else
                            {**params, "loss": chosen.loss}, loss_params, on_cpu=on_cpu)
+    _check_unsampled_baseline(study, resources, model, base_args, names)
     if not needs_eval_loss:
         _check_objective(study, resources, model, key)
     check_test_objective(study, resources, model)
@@ -236,6 +237,34 @@ def _check_kind_of_parts(kind: ModelKind, study: Study, resources: StudyResource
             check_kind_of(kind, "loss", part)
     if isinstance(study.evaluator, evaluator_base()):
         check_kind_of(kind, "evaluator", study.evaluator)
+
+
+def _check_unsampled_baseline(study: Study, resources: StudyResources, model: Any, base_args: Any,
+                              names: set[str]) -> None:
+    """A baseline that runs the base arguments unsampled (a ``loss.``/``model.`` name has no base value, or
+    the space is define-by-run) calls the factories with params that hold none of the searched names: the
+    loss (and, when ``model.`` names are searched, the model) must build from them."""
+    from st_hpo._definition._study import is_model_factory
+
+    if not study.baseline or _space.space_defaults(study.space, base_args, base_loss=study.loss) is not None:
+        return
+    what = "loss"
+    try:
+        if is_model_factory(study.model) and any(name.startswith("model.") for name in names):
+            what = "model"
+            model = resources.new_model({}, {})
+            what = "loss"
+        resources.new_loss(model, {}, {})
+    except StudyDefinitionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the user's factory raises
+        missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else sorted(names)[0]
+        raise StudyDefinitionError(
+            f"the baseline trial runs the base arguments unsampled, so the {what} factory gets params without "
+            f"{', '.join(repr(n) for n in sorted(names))}, and building the {what} from them raised "
+            f"{type(exc).__name__}: {exc}; read such a name with params.get({missing!r}, DEFAULT), or set "
+            "baseline=False (--no-baseline)"
+        ) from None
 
 
 def _probe_model(resources: StudyResources, params: dict[str, Any], model_params: dict[str, Any]) -> Any:

@@ -21,7 +21,7 @@ from st_hpo._interrupts import uninterrupted
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "seed_sqlite_store",
-           "shown_params"]
+           "shown_params", "tracking_client"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,22 +93,40 @@ def _param_value(value: Any) -> str:
     return text[:6000]
 
 
+def _fail_fast() -> None:
+    """An unreachable server must not hold a trial (or a command) for minutes: fail fast, retry here, sync later."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def tracking_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` on ``tracking_uri``; TrackingError, in one line, for a URI MLflow has no store for."""
+    _fail_fast()
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=tracking_uri)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a URI it cannot use
+        first = (str(exc).strip().splitlines() or [""])[0].split(" See http")[0][:300]
+        raise TrackingError(
+            f"MLflow cannot use the tracking URI {tracking_uri!r} ({type(exc).__name__}: {first}); give "
+            "--tracking-uri the http(s)://HOST:PORT of an MLflow server, sqlite:///FILE or a database URL, "
+            "or leave it out to use the study's own store in its output folder"
+        ) from None
+
+
 class MlflowTracker:
     """Writes a study's runs to one MLflow tracking store (``tracking_uri``)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, *, artifact_root: str | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-        # an unreachable server must not hold a trial for minutes: fail fast, retry here, sync later
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-        from mlflow.tracking import MlflowClient
-
+        _fail_fast()
         seed_sqlite_store(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self._artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = tracking_client(tracking_uri)
         self.experiment_id = self._call("open the experiment", self._ensure_experiment, retries=2)
         self.parent_run_id: str | None = None
         self._down_until = 0.0

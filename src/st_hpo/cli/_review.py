@@ -276,11 +276,17 @@ def server_log(proc: subprocess.Popen) -> str:
 
 
 def _experiment_id(tracking_uri: str, experiment: str) -> str:
-    from mlflow.tracking import MlflowClient
-
+    from st_hpo._tracking._mlflow import tracking_client
     from st_hpo.exceptions import TrackingError
 
-    exp = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    try:
+        exp = tracking_client(tracking_uri).get_experiment_by_name(experiment)
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the client raises many kinds for a server that is down
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise TrackingError(f"MLflow at {tracking_uri} could not be read ({type(exc).__name__}: {first}); "
+                            "start the server, or check --tracking-uri") from None
     if exp is None:
         raise TrackingError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; run the study first")
     return exp.experiment_id
