@@ -8,4 +8,7 @@ bash .ci/setup
 if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
 fi
-exec .venv/bin/python -m pytest -q --durations=25 "$@"
+# Two test processes at a time (pytest-xdist; TEST_WORKERS=0: one, in this process), each test's torch on
+# one thread unless OMP_NUM_THREADS says otherwise, so that two tests do not oversubscribe 2 cores.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec .venv/bin/python -m pytest -q --durations=25 -n "${TEST_WORKERS:-2}" "$@"
