@@ -8,7 +8,16 @@ bash .ci/setup
 if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
 fi
-# Two test processes at a time (pytest-xdist; TEST_WORKERS=0: one, in this process), each test's torch on
-# one thread unless OMP_NUM_THREADS says otherwise, so that two tests do not oversubscribe 2 cores.
+# The tests marked serial (signals, kills, timeouts, several processes) run alone, after the others, which
+# run two at a time (pytest-xdist; TEST_WORKERS=0: one at a time, in pytest's process). Each test's torch
+# uses one thread unless OMP_NUM_THREADS says otherwise, so that two tests do not oversubscribe 2 cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-exec .venv/bin/python -m pytest -q --durations=25 -n "${TEST_WORKERS:-2}" "$@"
+phase() {  # pytest's exit code 5 is "no test selected": a test path given here may hold only one kind
+  local rc=0
+  .venv/bin/python -m pytest -q --durations=15 "$@" || rc=$?
+  [ "$rc" = 0 ] || [ "$rc" = 5 ]
+}
+failed=0
+phase -n "${TEST_WORKERS:-2}" -m "not serial" "$@" || failed=1
+phase -m serial "$@" || failed=1
+exit "$failed"

@@ -67,6 +67,7 @@ def test_run_then_status_json_and_resume(tmp_path, study_file):
     assert f"best model: {best[0]['model_dir']}" in proc.stdout
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_the_run_resumes(tmp_path, study_file):
     path = study_file(name="interrupted", n_trials=2, epochs=400)  # long: it is interrupted 2 s in
@@ -137,6 +138,7 @@ def test_ui_on_a_tracking_server_that_is_down_is_one_clear_line_soon(tmp_path, s
     assert elapsed < 60, f"st-hpo ui took {elapsed:.0f} s to give up"
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_timeout_counts_from_the_start_of_the_command(tmp_path, study_file):
     path = study_file(name="timed-here", n_trials=500)

@@ -16,6 +16,8 @@ import st_hpo
 from st_hpo._results._confirm import confirmed_line
 from tests.helpers import load_trials, mlflow_runs
 
+pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
+
 
 def _confirm_runs(out: Path, experiment: str) -> tuple[object, list, list, list]:
     client, parents, trials = mlflow_runs(out, experiment)

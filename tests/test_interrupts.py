@@ -10,6 +10,8 @@ import pytest
 
 from st_hpo._interrupts import uninterrupted
 
+pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
+
 
 @pytest.fixture
 def sigterm_raises():

@@ -23,6 +23,8 @@ from st_hpo._execution._recovery import (
 )
 from tests.helpers import load_trials, mlflow_runs
 
+pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
+
 linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
 
 

@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 
 from st_hpo._execution import _recovery
 from st_hpo._execution._recovery import SUPERVISOR_ATTR, current_host, recover_stale_trials
+
+pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
 
 
 def _dead_pid() -> int:

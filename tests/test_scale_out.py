@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from st_hpo._execution._storage import open_storage
 from tests.servers import MlflowServer, mlflow_server, postgres_available, postgres_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 needs_pg = pytest.mark.skipif(not postgres_available(), reason="needs PostgreSQL on 127.0.0.1:5432")
 
 

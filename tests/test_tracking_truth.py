@@ -18,6 +18,8 @@ from st_hpo.cli._main import main
 from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
 from tests.helpers import load_trials, mlflow_runs
 
+pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
+
 
 class _PruneTrialOne(optuna.pruners.BasePruner):
     """Prunes trial 1 at its first report: a trial that did not finish, deterministically."""

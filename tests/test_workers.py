@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import load_trials, mlflow_runs
 from tests.test_cli import _wait_for_running_trial
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def _invariants(out_dir, name, budget):
