@@ -59,8 +59,6 @@ study = st_hpo.Study(
         per_device_train_batch_size=16,
         learning_rate=2e-5,
         warmup_ratio=0.1,
-        eval_strategy="steps",
-        eval_steps=0.125,  # eight evaluations per trial, so the pruner has points to compare
         logging_steps=10,
         save_strategy="no",
         seed=12,
@@ -73,8 +71,8 @@ study = st_hpo.Study(
         "per_device_train_batch_size": CategoricalDistribution([16, 32]),
     },
     n_trials=int(os.environ.get("STHPO_N_TRIALS", "8")),
-    pruner="median",
+    # no eval_strategy and no pruner: st-hpo evaluates where its default pruner (successive halving) decides
     seed=42,
-    # the eight evaluations during training run on a fixed subset of the dev pairs; the final one on all
+    # the evaluations during training run on a fixed subset of the dev pairs; the final one on all
     intermediate_eval_rows=int(os.environ.get("STHPO_INTERMEDIATE_EVAL_ROWS", "500")),
 )

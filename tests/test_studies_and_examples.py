@@ -31,12 +31,17 @@ def test_studies_stsb_minilm_runs(tmp_path, tiny_model_path):
                           env=_env(tiny_model_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DeprecationWarning" not in proc.stderr, "the study uses sentence-transformers 6's import paths"
+    # the ready study (what the quickstart runs) leaves the evaluations and the pruner to st-hpo's defaults
+    assert "leave eval_strategy unset" not in proc.stderr, "no warning about the study's own cadence"
+    assert "pruner successive-halving" in proc.stdout + proc.stderr  # the header before trial 0
     trials = load_trials(out, "stsb-minilm")
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    states = [t.state.name for t in trials]
+    assert len(states) == 2 and states[0] == "COMPLETE" and states[1] in ("COMPLETE", "PRUNED"), states
     assert trials[0].user_attrs["st_hpo.baseline"] is True
     assert set(trials[1].params) == {"learning_rate", "warmup_ratio", "batch_sampler", "per_device_train_batch_size"}
     _, parents, runs = mlflow_runs(out, "stsb-minilm")
-    assert len(parents) == 1 and [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}
+    assert len(parents) == 1 and [r.info.status for r in runs] == [status[s] for s in states]
     assert all(r.data.tags["st_hpo.intermediate_eval"] == "16 of 32 eval rows" for r in runs)
 
 
