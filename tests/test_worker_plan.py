@@ -17,6 +17,11 @@ def test_trials_per_gpu_gives_k_workers_per_listed_gpu():
                                                    ("gpu1-w1", "1")]
 
 
+def test_trials_per_gpu_without_any_gpu_is_refused_not_ignored():
+    with pytest.raises(StudyDefinitionError, match=r"--trials-per-gpu 4 needs GPUs, .*use --workers N"):
+        _plan(trials_per_gpu=4)
+
+
 def test_workers_are_spread_round_robin_over_the_gpus():
     assert _plan(workers=3, gpus="0,1") == [("gpu0-w0", "0"), ("gpu1-w0", "1"), ("gpu0-w1", "0")]
 

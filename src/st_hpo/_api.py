@@ -102,7 +102,8 @@ def run_study(
     deadline = _deadline(timeout)  # counts from here: validation and set-up included
     from st_hpo._execution._workers import default_gpu_list, plan_workers, visible_gpus
 
-    if gpus is None and (workers or 1) > 1:  # workers on a GPU machine: spread over its GPUs, one each
+    # workers on a GPU machine: spread over its GPUs (one each, or trials_per_gpu each)
+    if gpus is None and ((workers or 1) > 1 or trials_per_gpu > 1):
         gpus = default_gpu_list()
     specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,  # bad input fails here, first
                          devices=visible_gpus() if gpus else None)

@@ -63,6 +63,9 @@ def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int,
     ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
     if workers is not None and trials_per_gpu > 1:
         raise StudyDefinitionError("give --workers N (spread over the GPUs) or --trials-per-gpu K, not both")
+    if not ids and trials_per_gpu > 1:
+        raise StudyDefinitionError(f"--trials-per-gpu {trials_per_gpu} needs GPUs, and this process sees none (no "
+                                   "--gpus, no CUDA); use --workers N to run N workers on the CPU")
     device = {i: _device_of(i, devices) for i in ids}
     if ids and workers is not None:
         return [WorkerSpec(f"gpu{ids[i % len(ids)]}-w{i // len(ids)}", device[ids[i % len(ids)]])

@@ -118,9 +118,9 @@ def _worker_specs(workers: int | None, gpus: str | None, trials_per_gpu: int, st
     """The worker slots of a confirmation on workers (as ``run_study`` plans them); [] to run in this process."""
     from st_hpo._execution._workers import default_gpu_list, plan_workers, visible_gpus
 
-    if gpus is None and (workers or 1) > 1:
+    if gpus is None and ((workers or 1) > 1 or trials_per_gpu > 1):
         gpus = default_gpu_list()
-    if not gpus and (workers or 1) <= 1:
+    if not gpus and (workers or 1) <= 1 and trials_per_gpu <= 1:
         return []
     if study_file is None:
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
