@@ -65,6 +65,11 @@ def test_run_then_status_json_and_resume(tmp_path, study_file):
     assert len(best) == 1 and best[0]["model_dir"], "the best trial's model is kept"
     assert "best, model kept" in table.stdout and f"best model: {best[0]['model_dir']}" in table.stdout
     assert f"best model: {best[0]['model_dir']}" in proc.stdout
+    # a worker joining the finished study says why it does nothing
+    joined = st_hpo("worker", str(path), cwd=tmp_path)
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    assert "study 'cli-study' already has 2 finished trials, its budget: nothing to run" in joined.stderr
+    assert len(load_trials(out_dir, "cli-study")) == 2
 
 
 @pytest.mark.serial
@@ -121,6 +126,39 @@ def test_a_tracking_uri_mlflow_cannot_use_is_one_clear_line(tmp_path, study_file
     assert "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: MLflow cannot use the tracking URI 'foo://bar'") and "--tracking-uri" in line
+    assert not (tmp_path / "out").exists(), "a refused run leaves no output folder behind"
+
+
+def test_a_run_on_an_unreachable_storage_leaves_no_output_folder(tmp_path, study_file):
+    proc = st_hpo("run", str(study_file()), "--storage", "postgresql://nobody@127.0.0.1:1/none",
+                  "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "could not open the Optuna storage postgresql://nobody@127.0.0.1:1/none" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists(), "a refused run leaves no output folder (nor an MLflow store) behind"
+
+
+def test_status_into_a_pipe_whose_reader_left_ends_without_a_traceback(tmp_path, study_file):
+    import optuna
+
+    from st_hpo._execution._storage import default_storage_url, open_storage
+
+    path = study_file(name="piped")
+    out = tmp_path / "st-hpo-runs" / "piped"
+    out.mkdir(parents=True)
+    study = optuna.create_study(study_name="piped", storage=open_storage(default_storage_url(out)),
+                                direction="maximize")
+    dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-4, log=True)}
+    for i in range(300):  # more than a pipe holds
+        study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-5 + i * 1e-8}, distributions=dist,
+                                                  value=0.5))
+    # `st-hpo status --json | head -0`: the reader is gone before the first line
+    proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "status", str(path), "--json"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert stderr == "", stderr
 
 
 def test_ui_on_a_tracking_server_that_is_down_is_one_clear_line_soon(tmp_path, study_file):
@@ -184,6 +222,29 @@ def test_sync_rebuilds_a_lost_mlflow_store_and_closes_its_parent_run(tmp_path, s
     # a path that is a folder: one line, not a traceback
     proc = st_hpo("export", path, "--to", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_sync_ends_the_parent_run_a_killed_run_left_running(tmp_path, study_file, monkeypatch):
+    import st_hpo
+    from st_hpo.cli import _commands
+    from st_hpo.cli._main import main
+
+    path = study_file(name="left-running", n_trials=1)
+    out = tmp_path / "st-hpo-runs" / "left-running"
+    st_hpo.run_study(st_hpo.load_study_file(path), output_dir=out, progress=False)
+    client, parents, _ = mlflow_runs(out, "left-running")
+    parent = parents[0].info.run_id
+    # as a run killed with kill -9 leaves it: the parent RUNNING, with no end time and no final figures
+    client.update_run(parent, status="RUNNING")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sync", str(path)]) == 0
+    assert client.get_run(parent).info.status == "RUNNING", "a trial ended seconds ago: its run may be alive"
+    monkeypatch.setattr(_commands, "ABANDONED_AFTER_SECONDS", 0.0)
+    assert main(["sync", str(path)]) == 0
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.info.end_time, "the budget was met: FINISHED, with its end"
+    assert run.data.metrics["n_complete"] == 1 and "best_value" in run.data.metrics
 
 
 def test_a_study_file_s_own_deprecation_warnings_are_shown(study_file, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,9 @@ def test_confirm_trains_each_configuration_with_new_seeds_and_a_killed_one_resum
     assert all(len(v) == 1 for v in pairs.values()) and sum(t.state.name == "COMPLETE" for t in trials) == 4
     assert "baseline" in again.stdout and f"trial {other}" in again.stdout and "std" in again.stdout
     assert "paired t-test over 2 seed(s), one-sided, alpha 0.05: p=" in again.stdout
+    # the progress lines number the confirmation's runs apart from the study's trials
+    assert re.search(r"confirm run +\d+ +COMPLETE", again.stderr), again.stderr[-2000:]
+    assert not re.search(r"\btrial +\d+ +(started|COMPLETE)", again.stderr), again.stderr[-2000:]
     assert "after confirmation, " in again.stdout
 
     client, parents, study_runs, confirm = _confirm_runs(out, "confk")

@@ -78,6 +78,7 @@ def test_a_run_without_n_trials_keeps_the_extended_budget(make_study, tmp_path):
     assert st_hpo.run_study(study, n_trials=2, output_dir=tmp_path, progress=False).budget_met
     again = st_hpo.run_study(study, output_dir=tmp_path, progress=False)  # the file still says n_trials=1
     assert again.budget_met and again.n_complete == 2
+    assert again.budget == 2, "the result (and the CLI's last line) names the budget the run worked to"
     study_attrs = optuna.load_study(study_name="tiny", storage=st_hpo._execution._storage.open_storage(
         str(tmp_path / "optuna.journal"))).user_attrs
     assert study_attrs["st_hpo.n_trials"] == 2, "the extension is not overwritten by the file's n_trials"

@@ -54,3 +54,24 @@ def test_a_baseline_stopped_by_ctrl_c_runs_again_on_resume(make_study, tmp_path)
     trials = load_trials(tmp_path, "tiny")
     baselines = [(t.number, t.state.name) for t in trials if t.user_attrs.get("st_hpo.baseline")]
     assert baselines == [(0, "FAIL"), (1, "COMPLETE")]
+
+
+def test_a_baseline_that_failed_on_its_own_is_not_run_again_on_resume(make_study, tmp_path):
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    class FailsAtStep2(CoSENTLoss):
+        calls = 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls >= 2:  # validation's probe passes; every trial fails at its second step
+                raise RuntimeError("the loss cannot take this batch (simulated)")
+            return super().forward(*args, **kwargs)
+
+    study = make_study(loss=FailsAtStep2, baseline=True, max_failures_in_a_row=1)
+    first = st_hpo.run_study(study, n_trials=2, output_dir=tmp_path, progress=False)
+    assert first.stop_reason and [t.state.name for t in load_trials(tmp_path, "tiny")] == ["FAIL"]
+    st_hpo.run_study(study, n_trials=2, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.user_attrs.get("st_hpo.baseline", False) for t in trials] == [True, False], (
+        "the resume tried a sampled configuration, not the baseline that fails by itself again")

@@ -93,3 +93,20 @@ def test_retrain_with_more_epochs_says_so_in_the_card(finished_study, tmp_path):
                                     model_dir=tmp_path / "two-epochs")
     assert retrained.epochs == 2.0 and retrained.run_id is None
     assert "`num_train_epochs` used here: 2" in (tmp_path / "two-epochs" / "README.md").read_text()
+
+
+def test_retrain_epochs_win_over_max_steps_in_the_base_args(finished_study, tmp_path, monkeypatch):
+    from st_hpo._results import _retrain
+
+    study, out, _ = finished_study
+    trained_with = []
+    real_train = _retrain._train
+
+    def spy(validated, resources, params, args):
+        trained_with.append(args)
+        return real_train(validated, resources, params, args)
+
+    monkeypatch.setattr(_retrain, "_train", spy)
+    capped = study.replace(args={**study.args, "max_steps": 1})  # max_steps would override num_train_epochs
+    st_hpo.retrain_best(capped, output_dir=out, epochs=2, track=False, model_dir=tmp_path / "capped")
+    assert trained_with[0].max_steps == -1 and trained_with[0].num_train_epochs == 2

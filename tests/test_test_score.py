@@ -83,6 +83,11 @@ def test_st_hpo_test_and_best_json_show_the_test_values(study_file, tmp_path):
     assert again.returncode == 0, again.stderr
     assert f"on the held-out test set: sts-dev_spearman_cosine = {data['test_value']:.4f}" in again.stdout
     assert f"base model {data['base_model_test_value']:.4f}" in again.stdout
+    # the model retrained from the best configuration is scored on the test set too
+    retrained = cli("retrain", "--no-track", "--model-dir", str(tmp_path / "retrained"))
+    assert retrained.returncode == 0, retrained.stderr
+    assert "held-out test: " in retrained.stdout and " epoch, " in retrained.stdout
+    assert "| this model on the held-out test set |" in (tmp_path / "retrained" / "README.md").read_text()
 
 
 def test_a_test_evaluator_without_the_objective_is_refused_at_validation(make_study):

@@ -176,3 +176,20 @@ def test_workers_whose_trials_keep_failing_stop_and_are_not_restarted(tmp_path, 
     _, parents, runs = mlflow_runs(out_dir, "failing")
     assert [r.info.status for r in runs] == ["FAILED"] * 4
     assert parents[0].info.status == "FAILED"
+
+
+def test_workers_that_keep_dying_before_any_trial_fail_the_run_with_their_error(tmp_path, study_file):
+    path = study_file(name="dying", n_trials=2)
+    # the supervisor loads the file as it is; every worker process it starts dies while loading it
+    path.write_text("import os\n\nif os.environ.get('ST_HPO_WORKER_NAME'):\n"
+                    "    raise RuntimeError('no data on this worker (simulated)')\n\n" + path.read_text())
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "no data on this worker (simulated)" in proc.stderr  # each worker's own error line
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: worker(s) ") and " kept dying (6 times in a row, last: " in last, last
+    assert "w0 exited with code 1" in last and "w1 exited with code 1" in last and "their error is above" in last
+    assert "not met: see the error below" in proc.stdout
+    _, parents, runs = mlflow_runs(tmp_path / "st-hpo-runs" / "dying", "dying")
+    assert runs == [] and parents[0].info.status == "FAILED"

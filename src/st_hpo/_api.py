@@ -39,6 +39,8 @@ class StudyResult:
     #: the best trial's kept model scored on the held-out test set (``Study.test_dataset``), and the base model
     test_value: float | None = None
     base_model_test_value: float | None = None
+    #: the study's budget of finished trials that this run worked to (``n_trials``, or a stored extension)
+    budget: int | None = None
 
 
 def validate_study(study: Study) -> None:
@@ -137,7 +139,8 @@ def run_study(
             _score_test(session)
         session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
         _write_reports(session)
-    return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason)
+    return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason,
+                     budget=budget)
 
 
 def _budget(session: Any, n_trials: int | None) -> int:
@@ -235,6 +238,7 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
     """
     import os
 
+    from st_hpo._execution._recovery import SUPERVISOR_ENV
     from st_hpo._execution._session import SessionOptions, StudySession
 
     deadline = _deadline(timeout)
@@ -245,9 +249,16 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
     session = StudySession.open(study, options)
     budget = n_trials or int(session.study.user_attrs.get("st_hpo.n_trials", session.definition.n_trials))
     loop = _run_here(session, budget, _left(deadline), progress, worker_name=name)
+    if progress and loop.budget_met and not loop.trials_run and not os.environ.get(SUPERVISOR_ENV):
+        from st_hpo._execution._progress import Progress
+
+        Progress(budget=budget).message(
+            f"study {session.study.study_name!r} already has {budget} finished trials, its budget: nothing to run "
+            "(a larger --n-trials extends it)")
     if loop.budget_met and session.tracker is not None:
         session.close("FINISHED")
-    return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met, stop_reason=loop.gave_up)
+    return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met, stop_reason=loop.gave_up,
+                     budget=budget)
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -302,7 +313,8 @@ def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], p
                      extra_args=extra, progress=bar, timeout=timeout)
 
 
-def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason: str | None = None) -> StudyResult:
+def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason: str | None = None,
+              budget: int | None = None) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study
     from st_hpo._execution._best_model import saved_best_model
@@ -332,5 +344,6 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         stop_reason=stop_reason,
         test_value=recorded_test_values(study)[0],
         base_model_test_value=recorded_test_values(study)[1],
+        budget=budget,
     )
 

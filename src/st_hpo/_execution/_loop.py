@@ -21,6 +21,7 @@ from st_hpo._execution._best_model import keep_only_best
 from st_hpo._execution._progress import Progress
 from st_hpo._execution._recovery import (
     ERROR_ATTR,
+    STOPPED_ATTR,
     SUPERVISOR_ATTR,
     SUPERVISOR_ENV,
     record_worker,
@@ -190,6 +191,8 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
     study = session.study
     if outcome.error:
         trial.set_user_attr(ERROR_ATTR, outcome.error[:2000])
+    if killed:
+        trial.set_user_attr(STOPPED_ATTR, True)
     trial.set_user_attr("st_hpo.trial_seconds", round(outcome.seconds, 3))
     trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))
     trial.set_user_attr("st_hpo.eval_seconds", round(outcome.eval_seconds, 3))

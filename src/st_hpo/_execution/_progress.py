@@ -18,10 +18,12 @@ HEARTBEAT_SECONDS = 30.0
 class Progress:
     """Prints a line per trial to stderr (rich markup when stderr is a terminal); ``enabled=False`` is silent."""
 
-    def __init__(self, *, budget: int, enabled: bool = True, worker: str | None = None) -> None:
+    def __init__(self, *, budget: int, enabled: bool = True, worker: str | None = None, noun: str = "trial") -> None:
         self.budget = budget
         self.enabled = enabled
         self.worker = worker
+        #: what a line numbers: "trial", or "confirm run" for ``st-hpo confirm``'s runs (not the study's trials)
+        self.noun = noun
         self.started = time.monotonic()
         self.finished_at_start: int | None = None
         self.finished = 0
@@ -55,7 +57,8 @@ class Progress:
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         self._last_line[number] = time.monotonic()
         shown = format_params(params)
-        self._print(f"{self._who()}trial {number:>3}  started   [dim]{_escape(shown or '(base arguments)')}[/dim]")
+        shown = _escape(shown or "(base arguments)")
+        self._print(f"{self._who()}{self.noun} {number:>3}  started   [dim]{shown}[/dim]")
 
     def trial_evaluated(self, number: int, step: int, max_steps: int, value: float, *, subset: bool) -> None:
         """A line for a long trial: where it is and its last value (at most one per ``HEARTBEAT_SECONDS``)."""
@@ -64,7 +67,7 @@ class Progress:
             return
         self._last_line[number] = now
         which = "objective on the eval subset" if subset else "objective"
-        self._print(f"{self._who()}trial {number:>3}  running   step {step}/{max_steps} "
+        self._print(f"{self._who()}{self.noun} {number:>3}  running   step {step}/{max_steps} "
                     f"({step / max(max_steps, 1):.0%} of training), {which} {value:.4f}")
 
     def trial_done(self, outcome: Any, study: Any) -> None:
@@ -80,7 +83,8 @@ class Progress:
         except ValueError:
             best_text = "-"
         style = _STYLE.get(outcome.state, "white")
-        line = (f"{self._who()}trial {outcome.number:>3}  [{style}]{outcome.state:<8}[/{style}]  value {value:>8}  "
+        line = (f"{self._who()}{self.noun} {outcome.number:>3}  [{style}]{outcome.state:<8}[/{style}]  "
+                f"value {value:>8}  "
                 f"best {best_text}  {outcome.seconds:6.1f}s  "
                 f"[{min(self.finished, self.budget)}/{self.budget} finished, elapsed "
                 f"{_clock(time.monotonic() - self.started)}, ETA {self._eta()}]")

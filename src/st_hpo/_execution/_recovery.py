@@ -19,12 +19,14 @@ from typing import Any
 
 from st_hpo._execution._storage import uses_heartbeat
 
-__all__ = ["current_host", "fail_trial", "pid_alive", "process_identity", "record_worker", "recover_stale_trials",
+__all__ = ["STOPPED_ATTR", "current_host", "fail_trial", "pid_alive", "process_identity", "record_worker", "recover_stale_trials",
            "worker_alive"]
 
 logger = logging.getLogger(__name__)
 
 ERROR_ATTR = "st_hpo.error"
+#: On a FAIL trial that was stopped from outside (Ctrl-C, SIGTERM, its worker killed), not by its own error.
+STOPPED_ATTR = "st_hpo.stopped"
 #: A RUNNING trial that recorded no worker this long after it started lost its worker in between.
 UNCLAIMED_SECONDS = 30.0
 #: The pid of the supervisor (``st-hpo run --workers``) that started a worker: in its env, on its trials.
@@ -100,6 +102,7 @@ def fail_trial(study: Any, trial: Any, reason: str) -> None:
     storage = study._storage  # noqa: SLF001 - the storage API is public, the attribute is not
     try:
         storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, reason)  # noqa: SLF001
+        storage.set_trial_user_attr(trial._trial_id, STOPPED_ATTR, True)  # noqa: SLF001
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
     except RuntimeError:
         return  # finished meanwhile (another worker got there first)

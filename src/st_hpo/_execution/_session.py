@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import json
 import logging
+import shutil
 import zlib
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from st_hpo._definition._identity import check_unchanged, definition_record, rec
 from st_hpo._definition._space import space_defaults
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._execution._best_model import MODEL_DIR_ATTR
-from st_hpo._execution._recovery import current_host, recover_stale_trials
+from st_hpo._execution._recovery import STOPPED_ATTR, current_host, recover_stale_trials
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._execution._trial import BASELINE_ATTR, UNSAMPLED_ATTR
@@ -29,7 +30,7 @@ from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_
 from st_hpo._kinds import KIND_ATTR
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
-__all__ = ["SessionOptions", "StudySession", "make_pruner", "make_sampler", "worker_seed"]
+__all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,16 +165,22 @@ class StudySession:
                                    on_cpu=not options.trains_here)
         storage_url = options.storage or default_storage_url(output_dir)
         _claim_output_dir(output_dir, definition.name, write=False)  # before anything is created
+        new_dir = not output_dir.exists()
         output_dir.mkdir(parents=True, exist_ok=True)
         tracker = None
         tracking_uri = None
-        if options.track:  # MLflow unreachable: refuse to start before anything is created in the storage
-            from st_hpo._tracking import MlflowTracker, default_tracking_uri
+        try:
+            if options.track:  # MLflow unreachable: refuse to start before anything is created in the storage
+                from st_hpo._tracking import MlflowTracker, default_tracking_uri
 
-            tracking_uri = options.tracking_uri or default_tracking_uri(output_dir)
-            artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
-            tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
-        study = _create_or_load(definition, storage_url, _sampler_salt(options, storage_url))
+                tracking_uri = options.tracking_uri or default_tracking_uri(output_dir)
+                artifact_root = None if options.tracking_uri else (output_dir / "mlartifacts").as_uri()
+                tracker = MlflowTracker(tracking_uri, definition.experiment, artifact_root=artifact_root)
+            study = _create_or_load(definition, storage_url, _sampler_salt(options, storage_url))
+        except BaseException:  # a bad --tracking-uri or --storage: leave no output folder behind to puzzle over
+            if new_dir:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            raise
         datasets = _datasets(resources)
         record = definition_record(definition, validated.base_args, datasets, kind=validated.kind.name)
         check_unchanged(study, record, where=storage_url)
@@ -225,11 +232,13 @@ class StudySession:
         self.study.enqueue_trial(values or {}, user_attrs=attrs, skip_if_exists=False)
 
     def _requeue_baseline(self) -> None:
-        """Queue the baseline again when every run of it failed (Ctrl-C, a killed worker), up to 3 tries."""
+        """Queue the baseline again when every run of it was stopped from outside (Ctrl-C, SIGTERM, a killed
+        worker), up to 3 tries; not when it failed on its own (diverged, raised): it would again."""
         if not self.definition.baseline:
             return
         runs = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(BASELINE_ATTR)]
-        if runs and len(runs) < MAX_BASELINE_TRIES and all(t.state.name == "FAIL" for t in runs):
+        if runs and len(runs) < MAX_BASELINE_TRIES and all(
+                t.state.name == "FAIL" and t.user_attrs.get(STOPPED_ATTR) for t in runs):
             self._queue_baseline()
 
     def _queue_warm_start(self) -> None:
@@ -262,25 +271,8 @@ class StudySession:
 
     def update_parent(self) -> None:
         """Best value so far (a curve over trial numbers), best trial and counts on the parent run."""
-        if self.tracker is None:
-            return
-        trials = self.study.get_trials(deepcopy=False)
-        counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-        metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
-        metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
-        metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
-        metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)
-        step = max((t.number for t in trials), default=0)
-        if counts["COMPLETE"]:
-            best = self.study.best_trial
-            metrics.update(best_value=best.value, best_trial_number=best.number)
-            tags = {"st_hpo.best_trial": str(best.number)}
-            if best.user_attrs.get(MODEL_DIR_ATTR):  # where the best trial's model was kept, on which host
-                tags["st_hpo.best_model_dir"] = best.user_attrs[MODEL_DIR_ATTR]
-                tags["st_hpo.best_model_host"] = best.user_attrs.get("st_hpo.tag.host", "")
-            self.tracker.log_parent(metrics, step, tags=tags)
-        else:
-            self.tracker.log_parent(metrics, step)
+        if self.tracker is not None:
+            log_study_figures(self.tracker, self.study)
 
     def close(self, status: str) -> None:
         """Sync MLflow once more and set the parent run's status (FINISHED or KILLED).
@@ -296,6 +288,28 @@ class StudySession:
             self.tracker.set_parent_status(status)
         except TrackingError as exc:
             logger.warning("%s; run `st-hpo sync` when MLflow is back to log what is missing", exc)
+
+
+def log_study_figures(tracker: Any, study: Any) -> None:
+    """The study's figures on its parent run: counts, time totals, the best value so far (a curve over trial
+    numbers) and the best trial, with where its model was kept."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
+    metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
+    metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
+    metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)
+    step = max((t.number for t in trials), default=0)
+    if counts["COMPLETE"]:
+        best = study.best_trial
+        metrics.update(best_value=best.value, best_trial_number=best.number)
+        tags = {"st_hpo.best_trial": str(best.number)}
+        if best.user_attrs.get(MODEL_DIR_ATTR):  # where the best trial's model was kept, on which host
+            tags["st_hpo.best_model_dir"] = best.user_attrs[MODEL_DIR_ATTR]
+            tags["st_hpo.best_model_host"] = best.user_attrs.get("st_hpo.tag.host", "")
+        tracker.log_parent(metrics, step, tags=tags)
+    else:
+        tracker.log_parent(metrics, step)
 
 
 def _datasets(resources: StudyResources) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from st_hpo.exceptions import NoResultError, StudyDefinitionError
 
 __all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "check_test_objective",
-           "has_test", "recorded_test_values", "score_on_test", "test_metric"]
+           "has_test", "recorded_test_values", "score_model", "score_on_test", "test_metric"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def check_test_objective(definition: Any, resources: Any, model: Any) -> None:
     test_metric(definition, metrics if isinstance(metrics, dict) else {})
 
 
-def _score(evaluator: Any, model: Any, definition: Any) -> tuple[str, float]:
+def score_model(evaluator: Any, model: Any, definition: Any) -> tuple[str, float]:
+    """(test metric, value) of ``model`` under the test ``evaluator``."""
     metrics = evaluator(model)
     key = test_metric(definition, metrics)
     return key.removeprefix("eval_"), float(metrics[key])
@@ -118,9 +119,10 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
     model_dir = saved_best_model(optuna_study)
     if model_dir is None:
         raise NoResultError(f"trial {best.number}'s model was not kept on this machine, so it cannot be scored on "
-                           "the test set; `st-hpo retrain` trains it again (and scores it on the test set)")
+                           "the test set; `st-hpo retrain` trains its configuration again and scores that model on "
+                           "the test set")
     evaluator = resources.test_evaluator
-    metric, value = _score(evaluator, resources.kind.load_saved(str(model_dir), device=device), definition)
+    metric, value = score_model(evaluator, resources.kind.load_saved(str(model_dir), device=device), definition)
     base_value = attrs.get(BASE_TEST_VALUE_ATTR)
     if base_value is None or force:
         base_value = _score_base(resources, evaluator, definition, device)
@@ -144,7 +146,7 @@ def _score_base(resources: Any, evaluator: Any, definition: Any, device: str) ->
     model = resources.base_model()
     if device != "cpu":
         model = copy.deepcopy(model).to(device)
-    return _score(evaluator, model, definition)[1]
+    return score_model(evaluator, model, definition)[1]
 
 
 def recorded_test_values(study: Any) -> tuple[float | None, float | None]:

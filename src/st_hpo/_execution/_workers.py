@@ -128,7 +128,7 @@ def _worker_command(study_file: str, spec: WorkerSpec, session: Any, budget: int
     if session.tracking_uri:
         cmd += ["--tracking-uri", session.tracking_uri]
     if deadline is not None:  # the run's timeout: what is left of it when this worker starts
-        cmd += ["--timeout", f"{max(deadline - time.monotonic(), 0.0):.1f}"]
+        cmd += ["--timeout", f"{max(deadline - time.monotonic(), 0.1):.1f}"]  # the worker's parser needs > 0
     return cmd + extra
 
 
@@ -151,6 +151,8 @@ def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget:
     trials after that many seconds and finish their running ones); returns (budget_met, interrupted,
     stop_reason), where ``stop_reason`` says why workers gave up (their trials kept failing)."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    if deadline is not None and timeout <= 0:  # the run's --timeout went on validation: start no worker
+        return _finished(session.study) >= budget, False, None
     slots = [_Slot(spec) for spec in specs]
     for slot in slots:
         _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args, deadline), len(slots))
@@ -185,6 +187,7 @@ def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra
            progress: Any, deadline: float | None) -> tuple[bool, bool, str | None]:
     codes: dict[int, int] = {}
     gave_up: list[str] = []
+    crashed: dict[str, str] = {}  # workers that kept dying until no restart was left: how each last ended
     while True:
         for slot in slots:
             if slot.done or slot.proc is None or slot.proc.poll() is None:
@@ -209,12 +212,22 @@ def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra
             out_of_time = deadline is not None and time.monotonic() >= deadline
             if _finished(session.study) >= budget or slot.restarts >= MAX_RESTARTS or out_of_time:
                 slot.done = True
+                if slot.restarts >= MAX_RESTARTS and not out_of_time and _finished(session.study) < budget:
+                    crashed[slot.spec.name] = how
                 continue
             slot.restarts += 1
             _start(slot, _worker_command(study_file, slot.spec, session, budget, extra, deadline), len(slots))
         if all(slot.done for slot in slots):
             met = _finished(session.study) >= budget
-            return met, False, None if met or not gave_up else _gave_up(session.study, gave_up)
+            if met:
+                return True, False, None
+            if gave_up:
+                return False, False, _gave_up(session.study, gave_up)
+            if crashed:  # a worker that dies before (or between) trials: its own error is in the lines above
+                ends = "; ".join(f"{name} {how}" for name, how in crashed.items())
+                return False, False, (f"worker(s) {', '.join(crashed)} kept dying ({MAX_RESTARTS + 1} times in a "
+                                      f"row, last: {ends}); their error is above")
+            return False, False, None
         time.sleep(0.5)
 
 

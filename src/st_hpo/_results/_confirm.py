@@ -36,6 +36,8 @@ CONFIRMED_ATTR = "st_hpo.confirmed"
 KEY_ATTR = "st_hpo.confirm.config"  #: "baseline" or the source trial's number
 SEED_ATTR = "st_hpo.confirm.seed"  #: the training seed (the run's tags are strings: not matched on)
 SEED_OFFSET = 1000
+#: How the progress lines name the confirmation's training runs (numbered apart from the study's trials).
+CONFIRM_NOUN = "confirm run"
 #: A (configuration, seed) pair that failed this many times stops the confirmation with its error.
 MAX_TRIES = 3
 
@@ -149,7 +151,7 @@ def join_confirmation(study: Study, *, worker_name: str, budget: int, output_dir
     options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri, role="worker",
                              worker_name=worker_name)
     session = ConfirmSession.open(companion_definition(study), options)
-    bar = Progress(budget=budget, enabled=progress, worker=worker_name)
+    bar = Progress(budget=budget, enabled=progress, worker=worker_name, noun=CONFIRM_NOUN)
     return work(session, budget=budget, timeout=None, worker=WorkerInfo(name=worker_name), progress=bar)
 
 
@@ -245,7 +247,7 @@ def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool)
             return ran, False
         finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
         budget = finished + missing
-        bar = Progress(budget=budget, enabled=progress)
+        bar = Progress(budget=budget, enabled=progress, noun=CONFIRM_NOUN)
         if ran == 0:
             bar.message(f"confirming {len(configs) - 1} configuration(s) and the baseline with "
                         f"{len(seeds)} seed(s) each: {missing} training run(s) to go")
@@ -269,11 +271,13 @@ def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], prog
             return ran, False
         finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
         budget = finished + missing
-        bar = Progress(budget=budget, enabled=progress)
+        bar = Progress(budget=budget, enabled=progress, noun=CONFIRM_NOUN)
         bar.message(f"confirming on {len(specs)} worker(s) ({', '.join(s.name for s in specs)}): {missing} "
                     "training run(s) to go")
-        _, interrupted, _ = supervise(session, study_file=study_file, specs=specs, budget=budget,
-                                      extra_args=extra, progress=bar)
+        _, interrupted, stopped = supervise(session, study_file=study_file, specs=specs, budget=budget,
+                                            extra_args=extra, progress=bar)
+        if stopped and not interrupted:  # the workers died or gave up: starting them again would too
+            raise TrialError(f"the confirmation stopped: {stopped}; fix the cause and run st-hpo confirm again")
         now = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
         ran += now - finished
         if interrupted:

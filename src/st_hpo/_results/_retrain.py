@@ -45,6 +45,8 @@ class RetrainResult:
     run_id: str | None = None  #: the MLflow run of the retraining (nested under the parent run)
     model_uri: str | None = None  #: the logged MLflow model
     registered_version: str | None = None  #: the Model Registry version, when registered
+    #: the retrained model on the study's held-out test set (``Study.test_dataset``), when it has one
+    test_value: float | None = None
 
 
 def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
@@ -74,12 +76,14 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
     work = location.output_dir / "retrain" / f"trial-{best.number}"
     resources = StudyResources(study)
     validated = validate_study(study, resources, output_dir=str(work))
-    extra = {} if epochs is None else {"num_train_epochs": epochs}
+    # epochs given: trained for that many, also where the base args or the trial set max_steps (which wins)
+    extra = {} if epochs is None else {"num_train_epochs": epochs, "max_steps": -1}
     args = effective_args(validated.base_args, params, output_dir=str(work),
                           run_name=f"retrain-trial-{best.number}", extra=extra)
     model, value, seconds = _train(validated, resources, params, args)
     result = RetrainResult(model_dir=target, trial_number=best.number, trial_value=best.value, value=value,
-                           epochs=float(args.num_train_epochs), seconds=seconds)
+                           epochs=float(args.num_train_epochs), seconds=seconds,
+                           test_value=_test_value(study, resources, model))
     card = model_card_section(best, result, tracking=location.tracking_uri if track else None)
     with _card_template(model, card):
         _describe_model(model, study, best)
@@ -122,6 +126,13 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     return model, float(value), seconds
 
 
+def _test_value(study: Study, resources: Any, model: Any) -> float | None:
+    """The retrained model's objective on the study's test set (None without one)."""
+    from st_hpo._execution._test_score import has_test, score_model
+
+    return score_model(resources.test_evaluator, model, study)[1] if has_test(study) else None
+
+
 def model_card_section(best: BestTrial, result: RetrainResult, *, tracking: str | None) -> str:
     """The "Hyperparameter search" section of the model card, in Markdown."""
     lines = [
@@ -133,6 +144,8 @@ def model_card_section(best: BestTrial, result: RetrainResult, *, tracking: str 
         f"| best trial's `{best.objective}` | {best.value:.4f} |",
         f"| this model's `{best.objective}` | {result.value:.4f} |",
     ]
+    if result.test_value is not None:
+        lines.append(f"| this model on the held-out test set | {result.test_value:.4f} |")
     if best.baseline_value is not None:
         lines.append(f"| baseline trial (base arguments) | {best.baseline_value:.4f} |")
     if best.base_model_value is not None:
@@ -188,15 +201,23 @@ def _log(optuna_study: Any, study: Study, location: StudyLocation, result: Retra
     parent = optuna_study.user_attrs.get(PARENT_ATTR)
     tags = {"st_hpo.kind": "retrain", "st_hpo.study": study.name, "st_hpo.source_trial": str(result.trial_number),
             "mlflow.parentRunId": parent or ""}
-    run = tracker.client.create_run(tracker.experiment_id, tags=tags, run_name=f"retrain-trial-{result.trial_number}")
+    run = tracker._call("create the retrain run", tracker.client.create_run, tracker.experiment_id,  # noqa: SLF001
+                        tags=tags, run_name=f"retrain-trial-{result.trial_number}")
     run_id = run.info.run_id
-    tracker._log_params(run_id, {k: str(v) for k, v in {**params, "num_train_epochs": result.epochs}.items()})  # noqa: SLF001
-    tracker.log_metrics(run_id, {"objective": result.value, "trial_objective": result.trial_value,
-                                 "train_seconds": result.seconds}, 0)
-    tracker.log_dict(run_id, _args.args_to_dict(args), "training_args.json")
-    tracker.log_artifact(run_id, str(result.model_dir / "README.md"))
-    kind, model = trained
-    model_uri, version = kind.log_to_mlflow(location.tracking_uri, run_id, str(result.model_dir), register_as,
-                                            model=model)
-    tracker.client.set_terminated(run_id, "FINISHED")
+    metrics = {"objective": result.value, "trial_objective": result.trial_value, "train_seconds": result.seconds}
+    if result.test_value is not None:
+        metrics["test_objective"] = result.test_value
+    try:
+        tracker._log_params(run_id, {k: str(v) for k, v in {**params, "num_train_epochs": result.epochs}.items()})  # noqa: SLF001
+        tracker.log_metrics(run_id, metrics, 0)
+        tracker.log_dict(run_id, _args.args_to_dict(args), "training_args.json")
+        tracker.log_artifact(run_id, str(result.model_dir / "README.md"))
+        kind, model = trained
+        model_uri, version = kind.log_to_mlflow(location.tracking_uri, run_id, str(result.model_dir), register_as,
+                                                model=model)
+    except BaseException:  # the model is saved; its run must not stay RUNNING
+        with contextlib.suppress(Exception):
+            tracker.client.set_terminated(run_id, "FAILED")
+        raise
+    tracker._call("end the retrain run", tracker.client.set_terminated, run_id, "FINISHED")  # noqa: SLF001
     return dataclasses.replace(result, run_id=run_id, model_uri=model_uri, registered_version=version)

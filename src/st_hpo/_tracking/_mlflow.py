@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from st_hpo._interrupts import uninterrupted
 from st_hpo.exceptions import TrackingError
 
-__all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "seed_sqlite_store",
-           "shown_params", "tracking_client"]
+__all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "error_line",
+           "seed_sqlite_store", "shown_params", "tracking_client"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,6 +100,12 @@ def _fail_fast() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an error MLflow raised, without its documentation link."""
+    first = (str(exc).strip().splitlines() or [""])[0].split(" See http")[0][:300]
+    return f"{type(exc).__name__}: {first}"
+
+
 def tracking_client(tracking_uri: str) -> Any:
     """An ``MlflowClient`` on ``tracking_uri``; TrackingError, in one line, for a URI MLflow has no store for."""
     _fail_fast()
@@ -108,9 +114,8 @@ def tracking_client(tracking_uri: str) -> Any:
     try:
         return MlflowClient(tracking_uri=tracking_uri)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a URI it cannot use
-        first = (str(exc).strip().splitlines() or [""])[0].split(" See http")[0][:300]
         raise TrackingError(
-            f"MLflow cannot use the tracking URI {tracking_uri!r} ({type(exc).__name__}: {first}); give "
+            f"MLflow cannot use the tracking URI {tracking_uri!r} ({error_line(exc)}); give "
             "--tracking-uri the http(s)://HOST:PORT of an MLflow server, sqlite:///FILE or a database URL, "
             "or leave it out to use the study's own store in its output folder"
         ) from None
@@ -228,6 +233,12 @@ class MlflowTracker:
             self._call("update the parent run", self.client.update_run, self.parent_run_id, status=status)
         else:
             self._call("end the parent run", self.client.set_terminated, self.parent_run_id, status=status)
+
+    def parent_status(self) -> str | None:
+        """The parent run's status in MLflow (RUNNING, FINISHED, KILLED, FAILED); None without a parent run."""
+        if not self.parent_run_id:
+            return None
+        return self._call("read the parent run", self.client.get_run, self.parent_run_id).info.status
 
     def log_parent(self, metrics: Mapping[str, float], step: int = 0, tags: Mapping[str, str] | None = None) -> None:
         """Metrics (and tags) on the parent run."""

@@ -86,7 +86,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if result.interrupted:
         sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(sys.argv[1:])}\n")
         return EXIT_INTERRUPTED
-    budget = ns.n_trials or study.n_trials
+    budget = result.budget or ns.n_trials or study.n_trials
     out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
               f"{result.n_fail} failed (budget {budget} finished trials"
               f"{', met' if result.budget_met else _why_not_met(ns, result.stop_reason)})")
@@ -113,7 +113,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
     if stop_reason:
-        return ", not met: trials kept failing (below)"
+        return ", not met: see the error below"
     if ns.timeout is not None and _remaining(ns) == 0:
         return f", not met: --timeout {ns.timeout:g} s reached; run the same command again to go on"
     return ", not met: the workers stopped (see above); run the same command again to go on"
@@ -271,13 +271,31 @@ def cmd_sync(ns: argparse.Namespace) -> int:
     tracker.ensure_parent(study, {"study": study_def.name})
     fixed = tracker.sync(study, study_def.objective)
     trials = study.get_trials(deepcopy=False)
-    if tracker.parent_run_id != before and not any(t.state.name == "RUNNING" for t in trials):
-        # the parent run was lost and made again here: end it as the study stands, not RUNNING forever
+    if not any(t.state.name == "RUNNING" for t in trials) and (
+            tracker.parent_run_id != before or _abandoned(tracker, trials)):
+        # the parent run was lost and made again here, or its run was killed: end it as the study stands
+        # (its figures, and FINISHED or KILLED by the budget), not RUNNING forever
+        from st_hpo._execution._session import log_study_figures
+
+        log_study_figures(tracker, study)
         finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
         budget = int(study.user_attrs.get("st_hpo.n_trials", study_def.n_trials))
         tracker.set_parent_status("FINISHED" if finished >= budget else "KILLED")
     _console().print(f"MLflow at {where.tracking_uri}: {fixed} run(s) created or closed; every trial has its run")
     return 0
+
+
+#: A parent run still RUNNING with no trial running and none ended for this long belongs to no live run.
+ABANDONED_AFTER_SECONDS = 60.0
+
+
+def _abandoned(tracker: Any, trials: list[Any]) -> bool:
+    """True when the parent run says RUNNING but its run is gone: trials there are, none runs now (the
+    caller checked) and the last one ended over a minute ago (a live run starts its next trial in seconds)."""
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    if not ends or tracker.parent_status() != "RUNNING":
+        return False
+    return (datetime.datetime.now() - max(ends)).total_seconds() > ABANDONED_AFTER_SECONDS
 
 
 def cmd_confirm(ns: argparse.Namespace) -> int:

@@ -229,7 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command in ("run", "worker", "confirm"):
             _sigterm_as_interrupt()
-        return command(ns)
+        code = command(ns)
+        sys.stdout.flush()  # a reader that left (`st-hpo status --json | head`) shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader of stdout left: stop without a word, as `cat | head` does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush at exit would fail again
+        return EXIT_ERROR
     except StHpoError as exc:
         if ns.debug:
             raise

@@ -196,8 +196,11 @@ def cmd_retrain(ns: argparse.Namespace) -> int:
     result = retrain_best(study, output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
                           model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
                           track=not ns.no_track)
-    _print(f"retrained trial {result.trial_number}'s configuration ({result.epochs:g} epochs, "
+    epochs = f"{result.epochs:g} epoch{'' if result.epochs == 1 else 's'}"
+    _print(f"retrained trial {result.trial_number}'s configuration ({epochs}, "
            f"{result.seconds:.1f} s): {study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
+    if result.test_value is not None:
+        _print(f"held-out test: {result.test_value:.4f}")
     _print(f"saved to {result.model_dir}")
     if result.run_id:
         _print(f"MLflow run {result.run_id}, model {result.model_uri}")
@@ -276,7 +279,7 @@ def server_log(proc: subprocess.Popen) -> str:
 
 
 def _experiment_id(tracking_uri: str, experiment: str) -> str:
-    from st_hpo._tracking._mlflow import tracking_client
+    from st_hpo._tracking._mlflow import error_line, tracking_client
     from st_hpo.exceptions import TrackingError
 
     try:
@@ -284,8 +287,7 @@ def _experiment_id(tracking_uri: str, experiment: str) -> str:
     except TrackingError:
         raise
     except Exception as exc:  # noqa: BLE001 - the client raises many kinds for a server that is down
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise TrackingError(f"MLflow at {tracking_uri} could not be read ({type(exc).__name__}: {first}); "
+        raise TrackingError(f"MLflow at {tracking_uri} could not be read ({error_line(exc)}); "
                             "start the server, or check --tracking-uri") from None
     if exp is None:
         raise TrackingError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; run the study first")
