@@ -35,6 +35,15 @@ def test_eval_loss_study_without_an_evaluator_trains_and_ends_on_the_whole_eval_
     assert "objective_subset" in metrics and metrics["objective_subset"] != metrics["objective"]
 
 
+def test_the_eval_loss_is_minimised_by_default_and_never_maximised(make_study):
+    assert make_study(evaluator=None, objective="eval_loss").direction == "minimize"
+    assert make_study().direction == "maximize"  # an evaluator's metric
+    with pytest.raises(StudyDefinitionError, match=r"objective='eval_loss' is the loss on the eval set, which "
+                                                   r"training lowers: direction='maximize' would search for the "
+                                                   r"worst model; use direction='minimize'"):
+        make_study(evaluator=None, objective="eval_loss", direction="maximize")
+
+
 def test_another_objective_without_an_evaluator_is_refused_in_one_line(make_study):
     with pytest.raises(StudyDefinitionError, match=r"objective 'sts-dev_spearman_cosine' needs an evaluator "
                                                    r"that reports it, and evaluator is None.*objective='eval_loss'"):
@@ -104,6 +113,18 @@ def test_conflicts_are_refused_before_training(make_study, change, error, line):
         st_hpo.validate_study(make_study(**change))
 
 
+def test_a_searched_number_whose_base_value_is_none_gives_an_unsampled_baseline(make_study):
+    from st_hpo._definition._space import space_defaults
+
+    # torch_empty_cache_steps is None in the base args: the baseline has no value in the range to take
+    space = {"torch_empty_cache_steps": IntDistribution(1, 8), "learning_rate": FloatDistribution(1e-5, 1e-4)}
+    study = make_study(space=space, baseline=True)
+    st_hpo.validate_study(study)  # it raised a TypeError comparing None with the range
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    assert space_defaults(space, SentenceTransformerTrainingArguments(output_dir="unused")) is None
+
+
 def test_labels_outside_the_losses_range_are_refused(make_study, pairs_train):
     from sentence_transformers.sentence_transformer.losses import (
         ContrastiveLoss,
@@ -166,6 +187,17 @@ def test_a_misspelt_training_argument_in_the_study_file_is_one_line(study_file, 
     path.write_text(text)
     line = _one_line_refusal(path)
     assert f"'learnig_rate' is not an argument of {cls}" in line and "did you mean 'learning_rate'?" in line
+
+
+def test_a_misspelt_strategy_in_the_study_file_s_arguments_is_one_line(study_file):
+    path = study_file(name="enum-typo")
+    text = path.read_text().replace(
+        "args=dict(num_train_epochs=",
+        "args=__import__('sentence_transformers').SentenceTransformerTrainingArguments(output_dir='out', "
+        "lr_scheduler_type='cosin', num_train_epochs=")
+    path.write_text(text)
+    line = _one_line_refusal(path)
+    assert "ValueError: cosin is not a valid SchedulerType" in line
 
 
 def test_a_syntax_error_in_the_study_file_is_one_line(study_file):
@@ -258,3 +290,59 @@ def test_each_field_got_wrong_is_one_line_with_the_fix(make_study, field, change
     with pytest.raises(StudyDefinitionError, match=line) as info:
         st_hpo.validate_study(make_study(**change))
     assert "\n" not in str(info.value)
+
+
+# --- sampled values that would not reach training ---------------------------------------------------------
+
+
+def test_every_sampled_value_is_the_value_the_trial_trains_with(tmp_path):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    from st_hpo._definition._args import clone_args
+
+    base = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=16)
+    # the deprecated alias: transformers 5 resets it on a copy to the field it mirrors, so set that field
+    clone = clone_args(base, {"gradient_checkpointing": True}, output_dir=str(tmp_path), run_name=None)
+    assert clone.activation_checkpointing is True and clone.gradient_checkpointing is True
+    assert base.activation_checkpointing is False, "the base arguments are never changed"
+    # 32.0 from a categorical list of floats: torch's batch sampler takes an int only
+    clone = clone_args(base, {"per_device_train_batch_size": 32.0}, output_dir=str(tmp_path), run_name=None)
+    assert clone.per_device_train_batch_size == 32 and type(clone.per_device_train_batch_size) is int
+    # a value the arguments' own checks override is refused, not silently trained without
+    compiled = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), torch_compile=True,
+                                                   torch_compile_backend="inductor")
+    with pytest.raises(ValueError, match=r"torch_compile=False does not take effect: "
+                                         r"SentenceTransformerTrainingArguments sets it to True"):
+        clone_args(compiled, {"torch_compile": False}, output_dir=str(tmp_path), run_name=None)
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("eval_steps", r"every trial of a study evaluates at the same points of training"),
+    ("eval_strategy", r"every trial of a study evaluates at the same points of training"),
+    ("label_smoothing_factor", r"sentence-transformers' trainers never read it"),
+])
+def test_arguments_the_trials_would_ignore_are_refused_in_the_space(make_study, name, why):
+    dist = (CategoricalDistribution(["steps", "epoch"]) if name == "eval_strategy"
+            else FloatDistribution(0.0, 0.2))
+    with pytest.raises(SearchSpaceError, match=rf"the space samples '{name}', but {why}"):
+        st_hpo.validate_study(make_study(space={name: dist}))
+
+
+def test_a_model_factory_s_new_weights_start_alike_in_every_trial(make_study, tiny_model_path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+
+    from st_hpo._execution._resources import StudyResources
+
+    def with_new_head(params):
+        word = Transformer(tiny_model_path)
+        dim = word.get_embedding_dimension()
+        return SentenceTransformer(modules=[word, Pooling(dim), Dense(dim, 8)], device="cpu")
+
+    resources = StudyResources(make_study(model=with_new_head))
+    torch.manual_seed(123)  # whatever state the last trial left behind
+    first = resources.new_model({}, {})[2].linear.weight
+    torch.rand(5)
+    second = resources.new_model({}, {})[2].linear.weight
+    assert torch.equal(first, second), "a trial's new head would differ by the RNG state, not by its params"

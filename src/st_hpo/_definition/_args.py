@@ -44,7 +44,23 @@ RESERVED_ARGS = {
     "output_dir": "st-hpo gives every trial its own output_dir under the study's output directory",
     "run_name": "st-hpo names each trial's run 'trial-<number>'",
     "report_to": "st-hpo logs to MLflow itself, one child run per trial",
+    "eval_strategy": "every trial of a study evaluates at the same points of training (the base args' cadence, "
+                     "or where the pruner decides when they set none), so that the pruner compares like with like; "
+                     "set it in the base args",
+    "eval_steps": "every trial of a study evaluates at the same points of training (the base args' cadence, or "
+                  "where the pruner decides when they set none), so that the pruner compares like with like; set "
+                  "it in the base args",
+    "label_smoothing_factor": "sentence-transformers' trainers never read it (the loss module computes the loss); "
+                              "search the loss's own parameters with 'loss.' names instead",
 }
+
+#: Deprecated argument names and the fields that hold their value (transformers 5 resets an alias that is
+#: changed on a copy of the arguments to the value of the field it mirrors).
+ALIASES = {"gradient_checkpointing": "activation_checkpointing",
+           "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
+#: Whole-number fields: an integral float (``16.0`` from a categorical list) is passed on as an int.
+_COUNTS = frozenset({"per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "max_steps", "seed", "data_seed"})
 
 
 def _args_class(args_class: type | None = None) -> type:
@@ -153,13 +169,33 @@ def clone_args(base: Any, overrides: Mapping[str, Any], *, output_dir: str, run_
 
     Raises ``ValueError``/``TypeError`` from the arguments' own validation when a value is not allowed.
     """
-    changes = _warmup_overrides({k: _plain(v) for k, v in overrides.items()})
+    changes = _warmup_overrides({_field_of(base, k): _whole(k, _plain(v)) for k, v in overrides.items()})
     changes.update(output_dir=output_dir, run_name=run_name, report_to="none")
     with warnings.catch_warnings():
         # the deprecated-alias warning is about how the ratio is stored, which clone_args handles
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message=".*warmup_ratio.*")
-        return dataclasses.replace(base, **changes)
+        args = dataclasses.replace(base, **changes)
+    for name, wanted in changes.items():  # a value the arguments' own post-init overrode is never trained with
+        if name in ("output_dir", "run_name", "report_to") or not isinstance(wanted, (bool, int, float, str)):
+            continue
+        got = _plain(getattr(args, name, wanted))
+        if got != wanted:
+            raise ValueError(f"{name}={wanted!r} does not take effect: {type(base).__name__} sets it to {got!r} "
+                             "from the other arguments")
+    return args
+
+
+def _field_of(base: Any, name: str) -> str:
+    """The field that holds ``name``'s value (a deprecated alias's new name, where the class has it)."""
+    new = ALIASES.get(name)
+    return new if new is not None and hasattr(base, new) else name
+
+
+def _whole(name: str, value: Any) -> Any:
+    if name in _COUNTS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def effective_warmup_ratio(args: Any) -> float:

@@ -18,6 +18,8 @@ __all__ = ["StudyFileError", "load_study_file"]  # StudyFileError lives in st_hp
 #: Where the libraries check the values a study file gives them: an error raised there is a refused value,
 #: told in one line (the file's line and the library's message), not a traceback through the library.
 _VALUE_CHECKS = ("optuna/distributions.py", "transformers/training_args.py",
+                 "transformers/utils/generic.py",  # the enums' "is not a valid IntervalStrategy"
+                 "sentence_transformers/base/training_args.py",
                  "sentence_transformers/sentence_transformer/training_args.py")
 
 

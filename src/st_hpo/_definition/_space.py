@@ -242,12 +242,15 @@ def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any
         if isinstance(value, enum.Enum):
             value = value.value
         dist = _normalize(dist)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if isinstance(dist, optuna.distributions.FloatDistribution):
+            if not numeric:  # e.g. max_length=None in the base args: no base value in the range
+                return None
             value = float(value)
             if dist.log and value <= 0 or not (dist.low <= value <= dist.high) or math.isnan(value):
                 return None
         elif isinstance(dist, optuna.distributions.IntDistribution):
-            if not (dist.low <= value <= dist.high):
+            if not numeric or not (dist.low <= value <= dist.high):
                 return None
         elif value not in dist.choices:
             return None

@@ -64,7 +64,8 @@ class Study:
         objective: the metric the evaluator reports that the study optimises, e.g.
             ``"sts-dev_spearman_cosine"`` (the trainer's ``eval_`` prefix is optional), or ``"eval_loss"``
             (the loss on ``eval_dataset``, computed by the trainer; needs no evaluator).
-        direction: ``"maximize"`` or ``"minimize"`` the objective.
+        direction: ``"maximize"`` or ``"minimize"`` the objective; default ``"minimize"`` for ``"eval_loss"``
+            (a loss, which is refused with ``"maximize"``), ``"maximize"`` for an evaluator's metric.
         args: the base training arguments of the kind (``SentenceTransformerTrainingArguments``,
             ``CrossEncoderTrainingArguments``, ...), or a dict of their fields. Never mutated:
             each trial gets a copy built with ``dataclasses.replace`` and its sampled values.
@@ -127,7 +128,7 @@ class Study:
            | Mapping[str, type | Callable[[SentenceTransformer, dict[str, Any]], torch.nn.Module]])
     evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     objective: str
-    direction: Direction = "maximize"
+    direction: Direction | None = None
     args: SentenceTransformerTrainingArguments | Mapping[str, Any] = dataclasses.field(default_factory=dict)
     space: Mapping[str, Any] | Callable[[optuna.Trial], dict[str, Any]]
     n_trials: int = 20
@@ -146,6 +147,8 @@ class Study:
     kind: str | None = None
 
     def __post_init__(self) -> None:
+        if self.direction is None:  # a loss goes down, a metric up
+            object.__setattr__(self, "direction", "minimize" if self.uses_eval_loss else "maximize")
         _check_scalars(self)
         _check_choices(self)
         _check_parts(self)
@@ -213,6 +216,10 @@ def _check_choices(study: Study) -> None:
     """Direction, objective, sampler, pruner, enqueue."""
     if study.direction not in ("maximize", "minimize"):
         raise StudyDefinitionError(f"direction={study.direction!r} is not allowed; use 'maximize' or 'minimize'")
+    if study.uses_eval_loss and study.direction == "maximize":
+        raise StudyDefinitionError(
+            f"objective={study.objective!r} is the loss on the eval set, which training lowers: direction="
+            "'maximize' would search for the worst model; use direction='minimize' (the default for a loss)")
     if not isinstance(study.objective, str) or not study.objective:
         raise StudyDefinitionError(
             f"objective={study.objective!r}: the objective must name a metric the evaluator reports, e.g. "

@@ -224,8 +224,10 @@ class StudyResources:
         """A fresh model for one trial."""
         if is_model_factory(self.study.model):
             from st_hpo._kinds import resolve_kind
+            from st_hpo._kinds._base import ModelKind
 
-            model = self.study.model(params)
+            with ModelKind.seeded():  # weights the factory makes new (a head) start alike in every trial
+                model = self.study.model(params)
             kind = resolve_kind(self.study, model)  # one of the four kinds, and the study's if it declares one
             if self._kind is not None and kind is not self._kind:
                 raise StudyDefinitionError(
