@@ -84,6 +84,8 @@ def test_a_dataset_dict_with_a_loss_per_dataset_trains_and_searches_the_batch_sa
         assert run.data.tags["st_hpo.intermediate_eval"] == f"12 of {result_rows(study)} eval rows"
     (inputs,) = [i for i in parents[0].inputs.dataset_inputs if i.dataset.name == "train_dataset"]
     assert '"sts": 64' in inputs.dataset.profile and '"pairs"' in inputs.dataset.profile
+    # the trainer's dataset-name transforms went on its own copies: the study's datasets are as given
+    assert all(part.format["type"] is None for part in study.train_dataset.values())
 
 
 def result_rows(study) -> int:

@@ -9,8 +9,8 @@ from typing import Any
 
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["SPLIT_NAMES", "dataset_parts", "describe_columns", "head", "materialize", "part_label", "row_count",
-           "subset_shares"]
+__all__ = ["SPLIT_NAMES", "dataset_parts", "describe_columns", "for_one_trainer", "head", "materialize",
+           "part_label", "row_count", "subset_shares"]
 
 
 #: Names ``load_dataset`` gives its splits: a DatasetDict keyed only by these is one dataset's splits.
@@ -124,3 +124,22 @@ def _one_dataset(value: Any, what: str) -> Any:
             f"build one with e.g. {hint}"
         )
     return value
+
+
+def for_one_trainer(value: Any) -> Any:
+    """``value`` (a Dataset, a mapping of them, or None) as one trainer may change it: each Dataset a shallow
+    copy, the Arrow data shared, in a new mapping of the same kind.
+
+    A trainer with several datasets sets a transform on each of them in place (the dataset-name column),
+    wrapping any transform there already: on the study's shared objects, every trial would wrap the last.
+    """
+    import copy
+
+    import datasets
+
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        parts = {name: copy.copy(part) for name, part in value.items()}
+        return datasets.DatasetDict(parts) if isinstance(value, datasets.DatasetDict) else parts
+    return copy.copy(value)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition import _args, _space
+from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._execution._callbacks import Diverged, TrialReporter, evaluation_fractions
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
@@ -302,8 +303,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     for part in loss.values() if isinstance(loss, dict) else [loss]:  # a dict: one loss per dataset
         reporter.watch_loss(part)
     trainer = validated.kind.trainer_class()(
-        model=model, args=args, train_dataset=resources.train_dataset,
-        eval_dataset=(resources.eval_subset if subset else resources.eval_dataset)
+        model=model, args=args, train_dataset=for_one_trainer(resources.train_dataset),
+        eval_dataset=for_one_trainer(resources.eval_subset if subset else resources.eval_dataset)
         if validated.needs_eval_loss else None,
         loss=loss, evaluator=resources.intermediate_evaluator if subset else resources.evaluator,
         callbacks=[reporter],
@@ -319,7 +320,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             reporter.final_on_full()
             trainer.evaluator = resources.evaluator
             reporter.evaluation_starts()
-            trainer.evaluate(resources.eval_dataset if validated.needs_eval_loss else None)
+            trainer.evaluate(for_one_trainer(resources.eval_dataset) if validated.needs_eval_loss else None)
         elif reporter.last_step != step:  # the last evaluation was not at the end of training
             reporter.allow_prune = False
             reporter.evaluation_starts()

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._definition._study import Study
 from st_hpo._results._read import BestTrial, StudyLocation, best_of, effective_args, load_study
 from st_hpo._tracking._record import trained_values
@@ -107,8 +108,8 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     # evaluations during training as in the trials (on the study's eval subset, if it has one); the final
     # evaluation on the whole eval set
     trainer = validated.kind.trainer_class()(
-        model=model, args=args, train_dataset=resources.train_dataset,
-        eval_dataset=resources.eval_subset if validated.needs_eval_loss else None,
+        model=model, args=args, train_dataset=for_one_trainer(resources.train_dataset),
+        eval_dataset=for_one_trainer(resources.eval_subset) if validated.needs_eval_loss else None,
         loss=loss, evaluator=resources.intermediate_evaluator,
     )
     for noisy in (PrinterCallback, ProgressCallback):
@@ -117,7 +118,7 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     trainer.train()
     seconds = time.perf_counter() - started
     trainer.evaluator = resources.evaluator
-    metrics = trainer.evaluate(resources.eval_dataset if validated.needs_eval_loss else None)
+    metrics = trainer.evaluate(for_one_trainer(resources.eval_dataset) if validated.needs_eval_loss else None)
     value = metrics.get(validated.objective_metric)
     if value is None:
         from st_hpo.exceptions import StudyDefinitionError
