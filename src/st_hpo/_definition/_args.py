@@ -39,17 +39,16 @@ __all__ = [
 #: Space names with these prefixes go to the model and loss factories, not to the training arguments.
 FACTORY_PREFIXES = ("loss.", "model.")
 
-#: Fields st-hpo sets for every trial; a space that samples them is an error.
+_STUDY_SCHEDULE = ("every trial of a study evaluates at the same points of training (the base args' cadence, or "
+                   "where the pruner decides when they set none), so that the pruner compares like with like; set "
+                   "it in the base args")
+#: Fields st-hpo sets for every trial, or that no trial would use; a space that samples them is an error.
 RESERVED_ARGS = {
     "output_dir": "st-hpo gives every trial its own output_dir under the study's output directory",
     "run_name": "st-hpo names each trial's run 'trial-<number>'",
     "report_to": "st-hpo logs to MLflow itself, one child run per trial",
-    "eval_strategy": "every trial of a study evaluates at the same points of training (the base args' cadence, "
-                     "or where the pruner decides when they set none), so that the pruner compares like with like; "
-                     "set it in the base args",
-    "eval_steps": "every trial of a study evaluates at the same points of training (the base args' cadence, or "
-                  "where the pruner decides when they set none), so that the pruner compares like with like; set "
-                  "it in the base args",
+    "eval_strategy": _STUDY_SCHEDULE,
+    "eval_steps": _STUDY_SCHEDULE,
     "label_smoothing_factor": "sentence-transformers' trainers never read it (the loss module computes the loss); "
                               "search the loss's own parameters with 'loss.' names instead",
 }
