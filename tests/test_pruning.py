@@ -77,6 +77,8 @@ def test_trials_of_different_batch_sizes_report_at_the_same_steps_and_prune_each
     # the batch-32 trial was compared with the batch-16 and batch-24 ones at 25% of training, and pruned there
     assert list(trials[2].intermediate_values) == [250]
     assert "25% of training" in trials[2].user_attrs["st_hpo.error"]
+    _, _, runs = mlflow_runs(tmp_path, "tiny")  # the MLflow run says where it was pruned too
+    assert runs[2].info.status == "KILLED" and "25% of training" in runs[2].data.tags["st_hpo.error"]
 
 
 @pytest.mark.slow
