@@ -160,8 +160,8 @@ def _earlier_runs(name: str, cfg: dict[str, Any], pruner: str) -> list[dict[str,
         return []
     earlier = json.loads(path.read_text())
 
-    def same(c: dict[str, Any]) -> dict[str, Any]:  # the model by its name: the clone's path may differ
-        return {**c, "model": _common.model_label(c.get("model", ""))}
+    def same(c: dict[str, Any]) -> dict[str, Any]:  # the model and data by their names: a clone's paths differ
+        return {**c, "model": _common.model_label(c.get("model", "")), "data": Path(c.get("data", "")).name}
 
     if same(earlier.get("config", {})) != same(cfg) or earlier.get("pruner") != pruner:
         print(f"[study_time] --add: {path} measured another set-up; its runs are not kept", flush=True)
