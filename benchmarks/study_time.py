@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -89,9 +90,10 @@ def run_pair(cfg: dict[str, Any], trials: int, seed: int, *, sequential: bool, p
              ) -> dict[str, Any]:
     """Both sides on one (trial count, seed): their wall times and results."""
     work = Path(tempfile.mkdtemp(prefix="st-hpo-study-time-"))
+    procs: dict[str, tuple[subprocess.Popen, Any, float]] = {}
+    walls: dict[str, float] = {}
     try:
         env = _env(cfg, trials, seed)
-        procs, walls = {}, {}
         for side, cmd in _commands(work, pruner).items():
             log = open(work / f"{side}.log", "w")  # noqa: SIM115 - closed with the process below
             procs[side] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, time.time())
@@ -115,6 +117,11 @@ def run_pair(cfg: dict[str, Any], trials: int, seed: int, *, sequential: bool, p
         return {"trials": trials, "seed": seed, "recipe": recipe, "st-hpo": st,
                 "wall_ratio": st["wall_s"] / recipe["wall_s"]}
     finally:
+        for proc, log, _ in procs.values():  # stopped (Ctrl-C, SIGTERM) or one side failed: the other stops too
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+            log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -185,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--add", action="store_true",
                    help="keep the runs already in the results file; a pair measured again replaces its run")
     ns = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs run_pair's clean-up: no side left training
     _common.quiet_libraries()
     ns.trials = ns.trials or ("2" if ns.quick else "10,30")
     ns.seeds = ns.seeds or (1 if ns.quick else 3)
