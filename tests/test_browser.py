@@ -141,3 +141,25 @@ def test_ui_command_serves_the_study_and_stops_on_ctrl_c(reviewed):
     assert proc.returncode == 0 and "stopped the MLflow server" in rest
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the server is gone"
+
+
+def test_ctrl_c_while_the_server_starts_stops_it(tmp_path, monkeypatch):
+    """The server runs in its own session (no SIGINT from the terminal): Ctrl-C in st-hpo must stop it, or the
+    next `st-hpo ui` finds the port taken."""
+    from st_hpo.cli import _review
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def ctrl_c(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_review.subprocess, "Popen", recording)
+    monkeypatch.setattr(_review.urllib.request, "urlopen", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        start_mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", port=_free_port())
+    assert len(started) == 1 and started[0].poll() is not None, "the mlflow server was left running"

@@ -161,6 +161,12 @@ def test_status_into_a_pipe_whose_reader_left_ends_without_a_traceback(tmp_path,
     assert stderr == "", stderr
 
 
+def test_ui_refuses_a_port_that_is_not_one(tmp_path, study_file):
+    proc = st_hpo("ui", str(study_file()), "--port", "70000", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "'70000' is not a port number; give one from 1 to 65535" in proc.stderr
+
+
 def test_ui_on_a_tracking_server_that_is_down_is_one_clear_line_soon(tmp_path, study_file):
     import socket
 

@@ -82,3 +82,15 @@ def test_a_run_without_n_trials_keeps_the_extended_budget(make_study, tmp_path):
     study_attrs = optuna.load_study(study_name="tiny", storage=st_hpo._execution._storage.open_storage(
         str(tmp_path / "optuna.journal"))).user_attrs
     assert study_attrs["st_hpo.n_trials"] == 2, "the extension is not overwritten by the file's n_trials"
+
+
+def test_a_resume_with_another_progress_bar_setting_is_the_same_study(make_study, tmp_path):
+    """``disable_tqdm`` follows transformers' logger level (``st-hpo run`` vs ``st-hpo -vv run`` or a notebook):
+    it changes no trial, so a resume under the other setting is not refused as another definition."""
+    base_args = dict(make_study().args)
+    st_hpo.run_study(make_study(args={**base_args, "disable_tqdm": True}), n_trials=1, output_dir=tmp_path,
+                     progress=False)
+    resumed = st_hpo.run_study(make_study(args={**base_args, "disable_tqdm": False}), n_trials=2,
+                               output_dir=tmp_path, progress=False)
+    assert resumed.budget_met
+    assert len(load_trials(tmp_path, "tiny")) == 2

@@ -259,6 +259,9 @@ def _bad_fields():
         ("evaluator", dict(evaluator=lambda ds: [ds]), r"not list; e.g. evaluator=lambda ds: "),
         ("evaluator", dict(evaluator=lambda ds: EmbeddingSimilarityEvaluator(ds["s1"], ds["s2"], ds["score"])),
          r"the evaluator factory raised ValueError on eval_dataset \(columns \['sentence1', 'sentence2', 'score'\]\)"),
+        ("test_dataset", dict(test_dataset=pairs.rename_columns({"sentence1": "query", "sentence2": "doc"})),
+         r"the evaluator factory raised KeyError on test_dataset \(columns \['query', 'doc', 'score'\]\): .*it is "
+         r"called as evaluator\(test_dataset\)"),
         ("model", dict(model=3), r"model=3 must be a hub id or local path, a model instance \(SentenceTransformer, "
                                  r"CrossEncoder, ...\), or a callable"),
         ("model", dict(model=lambda: None), r"the model factory raised TypeError: .*it is called as model\(params\)"),
@@ -308,22 +311,32 @@ def test_every_sampled_value_is_the_value_the_trial_trains_with(tmp_path):
     # 32.0 from a categorical list of floats: torch's batch sampler takes an int only
     clone = clone_args(base, {"per_device_train_batch_size": 32.0}, output_dir=str(tmp_path), run_name=None)
     assert clone.per_device_train_batch_size == 32 and type(clone.per_device_train_batch_size) is int
+    # no compile over a base that compiles: the backend its post-init implied would turn compiling back on
+    compiled = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), torch_compile=True)
+    assert compiled.torch_compile_backend == "inductor"
+    clone = clone_args(compiled, {"torch_compile": False}, output_dir=str(tmp_path), run_name=None)
+    assert clone.torch_compile is False and clone.torch_compile_backend is None
+    # values the arguments store in another form are the same value, not refused
+    clone = clone_args(base, {"include_num_input_tokens_seen": True}, output_dir=str(tmp_path), run_name=None)
+    assert clone.include_num_input_tokens_seen == "all"
+    clone = clone_args(base, {"prompts": '{"anchor": "query: "}'}, output_dir=str(tmp_path), run_name=None)
+    assert clone.prompts == {"anchor": "query: "}
     # a value the arguments' own checks override is refused, not silently trained without
-    compiled = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), torch_compile=True,
-                                                   torch_compile_backend="inductor")
-    with pytest.raises(ValueError, match=r"torch_compile=False does not take effect: "
+    evaluating = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=5)
+    with pytest.raises(ValueError, match=r"do_eval=False does not take effect: "
                                          r"SentenceTransformerTrainingArguments sets it to True"):
-        clone_args(compiled, {"torch_compile": False}, output_dir=str(tmp_path), run_name=None)
+        clone_args(evaluating, {"do_eval": False}, output_dir=str(tmp_path), run_name=None)
 
 
 @pytest.mark.parametrize(("name", "why"), [
     ("eval_steps", r"every trial of a study evaluates at the same points of training"),
     ("eval_strategy", r"every trial of a study evaluates at the same points of training"),
     ("label_smoothing_factor", r"sentence-transformers' trainers never read it"),
+    ("load_best_model_at_end", r"a trial's value is its model's score at the end of training"),
 ])
 def test_arguments_the_trials_would_ignore_are_refused_in_the_space(make_study, name, why):
-    dist = (CategoricalDistribution(["steps", "epoch"]) if name == "eval_strategy"
-            else FloatDistribution(0.0, 0.2))
+    dist = {"eval_strategy": CategoricalDistribution(["steps", "epoch"]),
+            "load_best_model_at_end": CategoricalDistribution([True, False])}.get(name, FloatDistribution(0.0, 0.2))
     with pytest.raises(SearchSpaceError, match=rf"the space samples '{name}', but {why}"):
         st_hpo.validate_study(make_study(space={name: dist}))
 
@@ -346,3 +359,68 @@ def test_a_model_factory_s_new_weights_start_alike_in_every_trial(make_study, ti
     torch.rand(5)
     second = resources.new_model({}, {})[2].linear.weight
     assert torch.equal(first, second), "a trial's new head would differ by the RNG state, not by its params"
+
+
+_SAMPLERS_BUILT: list[int] = []
+
+
+def _counting_sampler(dataset, **kwargs):
+    """A batch sampler factory, as sentence-transformers takes for ``batch_sampler``."""
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+    _SAMPLERS_BUILT.append(len(dataset))
+    return NoDuplicatesBatchSampler(dataset, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_batch_sampler_factory_in_the_space_trains(make_study, tmp_path):
+    study = make_study(space={"batch_sampler": st_hpo.Choice({"counting": _counting_sampler})}, n_trials=1,
+                       pruner="none")
+    st_hpo.validate_study(study)
+    _SAMPLERS_BUILT.clear()
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert result.n_complete == 1
+    assert _SAMPLERS_BUILT, "the trial's trainer built its batches with the sampled factory"
+
+
+@pytest.mark.slow
+def test_a_router_mapping_sampled_in_the_space_is_what_validation_and_the_trial_train_with(make_study,
+                                                                                          tiny_model_path, tmp_path):
+    """A query/document Router model needs a ``router_mapping``; the space gives it, the base args do not."""
+    import copy
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.router import Router
+
+    tiny = SentenceTransformer(tiny_model_path, device="cpu")
+    query = [tiny[0], tiny[1]]
+    router = Router.for_query_document(query_modules=query, document_modules=copy.deepcopy(query))
+    model = SentenceTransformer(modules=[router], device="cpu")
+    mapping = {"sentence1": "query", "sentence2": "document"}
+    study = make_study(model=model, space={"router_mapping": st_hpo.Choice({"qd": mapping})}, n_trials=1,
+                       pruner="none")
+    st_hpo.validate_study(study)  # its loss probe trains one batch with the sampled mapping
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert result.n_complete == 1 and result.n_fail == 0
+
+
+@pytest.mark.slow
+def test_a_best_checkpoint_or_a_best_metric_the_trials_never_report_is_refused(make_study, tmp_path):
+    base = dict(make_study().args)
+    with pytest.raises(StudyDefinitionError, match=r"sets load_best_model_at_end=True, but a trial's value is its "
+                                                   r"model's score at the end of training.*remove"):
+        st_hpo.validate_study(make_study(args={**base, "load_best_model_at_end": True, "save_strategy": "steps",
+                                               "save_steps": 2, "metric_for_best_model": "sts-dev_spearman_cosine"}))
+    # a plateau scheduler steps on metric_for_best_model, "loss" unless set: the trials compute no eval loss
+    line = (r"metric_for_best_model is 'loss' .*the trials compute no eval loss: the objective is "
+            r"'eval_sts-dev_spearman_cosine'.*set metric_for_best_model='sts-dev_spearman_cosine'")
+    with pytest.raises(StudyDefinitionError, match=line):
+        st_hpo.validate_study(make_study(args={**base, "lr_scheduler_type": "reduce_lr_on_plateau"}))
+    with pytest.raises(StudyDefinitionError, match=line):
+        st_hpo.validate_study(make_study(space={"lr_scheduler_type": CategoricalDistribution(
+            ["linear", "reduce_lr_on_plateau"])}))
+    # as the line says: with the objective named, the trial trains
+    study = make_study(args={**base, "lr_scheduler_type": "reduce_lr_on_plateau",
+                             "metric_for_best_model": "sts-dev_spearman_cosine"}, n_trials=1, pruner="none")
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert result.n_complete == 1 and result.n_fail == 0

@@ -86,6 +86,31 @@ def test_define_by_run_space_is_checked_by_sampling(make_study):
         st_hpo.validate_study(make_study(space=space))
 
 
+def test_a_define_by_run_space_is_checked_one_sample_at_a_time(make_study):
+    """Branches that sample different names are not refused for the union of what they sample."""
+    from sentence_transformers.sentence_transformer.losses import ContrastiveLoss
+
+    def warmup(trial: optuna.Trial) -> dict:
+        if trial.suggest_categorical("by_ratio", [True, False]):
+            return {"warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.2)}
+        return {"warmup_steps": trial.suggest_int("warmup_steps", 0, 4)}
+
+    st_hpo.validate_study(make_study(space=warmup))
+
+    def loss(trial: optuna.Trial) -> dict:  # the margin goes to the loss that takes it, not to the study's CoSENT
+        if trial.suggest_categorical("contrastive", [True, False]):
+            return {"loss": ContrastiveLoss, "loss.margin": trial.suggest_float("loss.margin", 0.2, 0.8)}
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)}
+
+    st_hpo.validate_study(make_study(space=loss))
+
+    def both(trial: optuna.Trial) -> dict:  # one sample with both is still refused
+        return {"warmup_ratio": 0.1, "warmup_steps": trial.suggest_int("warmup_steps", 0, 4)}
+
+    with pytest.raises(SearchSpaceError, match=r"samples both 'warmup_ratio' and 'warmup_steps'"):
+        st_hpo.validate_study(make_study(space=both))
+
+
 def test_bad_study_fields_fail_at_construction(make_study):
     with pytest.raises(StudyDefinitionError, match="direction='up'"):
         make_study(direction="up")

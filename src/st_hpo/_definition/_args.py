@@ -49,6 +49,8 @@ RESERVED_ARGS = {
     "report_to": "st-hpo logs to MLflow itself, one child run per trial",
     "eval_strategy": _STUDY_SCHEDULE,
     "eval_steps": _STUDY_SCHEDULE,
+    "load_best_model_at_end": "a trial's value is its model's score at the end of training, and st-hpo keeps "
+                              "that model itself; an earlier checkpoint loaded at the end would not be the one scored",
     "label_smoothing_factor": "sentence-transformers' trainers never read it (the loss module computes the loss); "
                               "search the loss's own parameters with 'loss.' names instead",
 }
@@ -57,6 +59,9 @@ RESERVED_ARGS = {
 #: changed on a copy of the arguments to the value of the field it mirrors).
 ALIASES = {"gradient_checkpointing": "activation_checkpointing",
            "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
+#: A field set to False whose companions, when set, turn it back on in the arguments' post-init
+#: (``torch_compile_backend="inductor"`` is implied by a base ``torch_compile=True``).
+_IMPLIED_BY = {"torch_compile": ("torch_compile_backend", "torch_compile_mode")}
 #: Whole-number fields: an integral float (``16.0`` from a categorical list) is passed on as an int.
 _COUNTS = frozenset({"per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "max_steps", "seed", "data_seed"})
@@ -169,6 +174,9 @@ def clone_args(base: Any, overrides: Mapping[str, Any], *, output_dir: str, run_
     Raises ``ValueError``/``TypeError`` from the arguments' own validation when a value is not allowed.
     """
     changes = _warmup_overrides({_field_of(base, k): _whole(k, _plain(v)) for k, v in overrides.items()})
+    for name, companions in _IMPLIED_BY.items():  # e.g. no compile: the backend the base implied goes too
+        if changes.get(name) is False:
+            changes.update({c: None for c in companions if c not in changes and hasattr(base, c)})
     changes.update(output_dir=output_dir, run_name=run_name, report_to="none")
     with warnings.catch_warnings():
         # the deprecated-alias warning is about how the ratio is stored, which clone_args handles
@@ -179,10 +187,21 @@ def clone_args(base: Any, overrides: Mapping[str, Any], *, output_dir: str, run_
         if name in ("output_dir", "run_name", "report_to") or not isinstance(wanted, (bool, int, float, str)):
             continue
         got = _plain(getattr(args, name, wanted))
-        if got != wanted:
+        if got != wanted and got != _as_stored(type(base), name, wanted, output_dir):
             raise ValueError(f"{name}={wanted!r} does not take effect: {type(base).__name__} sets it to {got!r} "
                              "from the other arguments")
     return args
+
+
+def _as_stored(cls: type, name: str, value: Any, output_dir: str) -> Any:
+    """``value`` as ``cls`` stores it when given alone (``True`` -> ``"all"``, a JSON string -> a dict), so that
+    a normalised value is not mistaken for one the other arguments overrode."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _plain(getattr(cls(output_dir=output_dir, report_to="none", **{name: value}), name, value))
+    except Exception:  # noqa: BLE001 - a value the class refuses alone: the mismatch stands
+        return value
 
 
 def _field_of(base: Any, name: str) -> str:
@@ -217,8 +236,11 @@ def args_to_dict(args: Any) -> dict[str, Any]:
 # --- value rules, checked before any training ---------------------------------------------------------
 
 
+_SAMPLER_ARGS = ("batch_sampler", "multi_dataset_batch_sampler")
+
+
 def _enum_values(name: str) -> tuple[str, ...] | None:
-    if name in ("batch_sampler", "multi_dataset_batch_sampler"):
+    if name in _SAMPLER_ARGS:
         from st_hpo._definition._compat import batch_sampler_enums
 
         enum_cls = batch_sampler_enums()[name == "multi_dataset_batch_sampler"]
@@ -288,6 +310,8 @@ def check_precision(base: Any, name: str, value: Any) -> str | None:
 def check_arg_value(name: str, value: Any) -> str | None:
     """Why ``value`` cannot be given to training argument ``name`` (the rule and the fix), or None."""
     value = _plain(value)
+    if name in _SAMPLER_ARGS and callable(value):  # a BatchSampler class or factory: the trainer takes it
+        return None
     allowed = _enum_values(name)
     if allowed is not None:
         if value not in allowed:

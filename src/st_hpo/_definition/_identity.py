@@ -34,7 +34,9 @@ DEFINITION_ATTR = "st_hpo.definition"
 PACKAGES = ("st-hpo", "torch", "transformers", "sentence-transformers", "optuna", "mlflow", "datasets",
             "accelerate")
 #: Argument fields that name where one run writes, not what it trains with.
-_PER_RUN_FIELDS = {"output_dir", "logging_dir", "run_name", "report_to"}
+# Fields that do not change what a trial trains: where it writes, what it reports, and ``disable_tqdm``, which
+# transformers derives from its logger's level (``st-hpo -vv run`` and a notebook's ``run_study`` differ)
+_PER_RUN_FIELDS = {"output_dir", "logging_dir", "run_name", "report_to", "disable_tqdm"}
 
 
 def package_versions() -> dict[str, str]:
@@ -126,7 +128,8 @@ def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]
     if stored.get("kind", "sentence-transformer") != current.get("kind", "sentence-transformer"):
         changes.append(f"model kind ({stored.get('kind', 'sentence-transformer')} -> {current.get('kind')})")
     old_args, new_args = stored.get("base_args", {}), current.get("base_args", {})
-    differ = sorted(k for k in set(old_args) | set(new_args) if old_args.get(k) != new_args.get(k))
+    differ = sorted(k for k in (set(old_args) | set(new_args)) - _PER_RUN_FIELDS  # older records have some
+                    if old_args.get(k) != new_args.get(k))
     if differ:
         shown = ", ".join(f"{k} {old_args.get(k)!r} -> {new_args.get(k)!r}" for k in differ[:3])
         changes.append(f"base args ({shown}{', ...' if len(differ) > 3 else ''})")

@@ -17,8 +17,8 @@ from st_hpo._definition import _args
 from st_hpo._definition._choice import Choice
 from st_hpo.exceptions import SearchSpaceError
 
-__all__ = ["LOSS_NAME", "check_prompts", "check_space", "extreme_values", "loss_options", "sample", "sample_config",
-           "space_defaults"]
+__all__ = ["LOSS_NAME", "check_prompts", "check_space", "dry_samples", "extreme_values", "loss_options", "sample",
+           "sample_config", "space_defaults"]
 
 #: The space name whose value is the loss itself (a Choice of loss classes in a dict space).
 LOSS_NAME = "loss"
@@ -184,31 +184,34 @@ def check_space(space: Mapping[str, Any] | Callable[..., dict[str, Any]], base_a
             for value in extreme_values(dist):
                 _check_value(base_args, name, value)
         names = set(space)
-    else:
-        names = _dry_sample(space, base_args)
-    _check_conflicts(base_args, names)
+        _check_conflicts(base_args, names)
+        return names
+    names = set()
+    for values in dry_samples(space):  # each sample on its own: a branch may sample warmup_ratio, another steps
+        for name, value in values.items():
+            _check_name(name, type(base_args))
+            _check_value(base_args, name, value)
+        _check_conflicts(base_args, set(values))
+        names |= set(values)
     return names
 
 
-def _dry_sample(space: Callable[..., dict[str, Any]], base_args: Any) -> set[str]:
+def dry_samples(space: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """``DRY_SAMPLES`` samples of a define-by-run space (a fixed random sampler), for the checks."""
     import optuna
 
     dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    names: set[str] = set()
+    samples = []
     for _ in range(DRY_SAMPLES):
         trial = dry.ask()
         try:
-            values = sample(space, trial)
+            samples.append(sample(space, trial))
         except SearchSpaceError:
             raise
         except Exception as exc:
             raise SearchSpaceError(f"the space callable raised {type(exc).__name__}: {exc}") from exc
-        for name, value in values.items():
-            _check_name(name, type(base_args))
-            _check_value(base_args, name, value)
-            names.add(name)
         dry.tell(trial, 0.0)
-    return names
+    return samples
 
 
 def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any, *,

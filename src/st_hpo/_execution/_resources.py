@@ -292,7 +292,15 @@ class StudyResources:
         if test_dataset is None:
             raise StudyDefinitionError("test_evaluator is a factory (test_dataset) -> evaluator but the study "
                                        "has no test_dataset; add one")
-        evaluator = chosen(test_dataset)
+        which = "test_evaluator" if self.study.test_evaluator is not None else "the evaluator factory"
+        try:
+            evaluator = chosen(test_dataset)
+        except Exception as exc:
+            raise StudyDefinitionError(
+                f"{which} raised {type(exc).__name__} on test_dataset (columns {describe_columns(test_dataset)}): "
+                f"{exc}; it is called as {'test_evaluator' if which == 'test_evaluator' else 'evaluator'}"
+                "(test_dataset), so the test set needs the columns it reads"
+            ) from exc
         if not isinstance(evaluator, evaluator_base()):
             raise StudyDefinitionError(
                 f"test_evaluator must be an evaluator or return one, not {type(evaluator).__name__}"

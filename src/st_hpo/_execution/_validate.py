@@ -62,10 +62,16 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
     names = _space.check_space(study.space, base_args)
     _space.check_enqueued(study.enqueue, study.space, base_args)
     losses = [study.replace(loss=option) for option in _space.loss_options(study.space)] or [study]
-    for chosen in losses:  # each loss a `loss` Choice can give, else the study's
-        check_loss_params(chosen, names)
+    if isinstance(study.space, Mapping):
+        for chosen in losses:  # each loss a `loss` Choice can give, else the study's
+            check_loss_params(chosen, names)
+    else:  # a define-by-run sample's loss params go to the loss that sample chose
+        for values in _space.dry_samples(study.space):
+            picked = values.get(_space.LOSS_NAME)
+            check_loss_params(study.replace(loss=picked) if picked is not None else study, set(values))
     key = objective_key(study.objective)
     needs_eval_loss = key == "eval_loss"
+    _check_best_metric(base_args, study.space, key, needs_eval_loss)
     _check_datasets(study, resources, needs_eval_loss)
     _space.check_prompts(study.space, base_args, resources.train_dataset)
     params, model = probe or _probe(study, resources)  # one sample of the space: the model and loss of the checks
@@ -136,9 +142,34 @@ def _check_cadence(study: Study, resources: StudyResources, base_args: Any, trai
         )
 
 
+def _check_best_metric(base_args: Any, space: Any, key: str, needs_eval_loss: bool) -> None:
+    """No checkpoint swapped in after the trial's value was taken; no ``metric_for_best_model`` (transformers
+    sets ``"loss"`` for a plateau or greedy scheduler) that the trials' evaluations never report."""
+    if base_args.load_best_model_at_end:
+        raise StudyDefinitionError(
+            "Study(args=...) sets load_best_model_at_end=True, but a trial's value is its model's score at the "
+            "end of training, and st-hpo keeps that model (the best trial's) itself: an earlier checkpoint "
+            "loaded at the end would not be the model scored; remove load_best_model_at_end"
+        )
+    schedulers = {str(getattr(base_args.lr_scheduler_type, "value", base_args.lr_scheduler_type))}
+    dist = space.get("lr_scheduler_type") if isinstance(space, Mapping) else None
+    schedulers |= {str(c) for c in getattr(dist, "choices", ())}
+    metric = base_args.metric_for_best_model
+    if metric is None and schedulers & {"reduce_lr_on_plateau", "greedy"}:
+        metric = "loss"  # what transformers' post-init sets for these schedulers
+    if metric is None or needs_eval_loss:
+        return
+    if (metric if metric.startswith("eval_") else f"eval_{metric}") == "eval_loss":
+        raise StudyDefinitionError(
+            f"metric_for_best_model is {metric!r} (transformers' default for a plateau or greedy lr scheduler), "
+            f"but the trials compute no eval loss: the objective is {key!r}, so st-hpo gives the trainer no "
+            f"eval_dataset; set metric_for_best_model={key.removeprefix('eval_')!r} in Study(args=...)"
+        )
+
+
 def _check_checkpoints(base_args: Any) -> None:
     strategy = str(getattr(base_args.save_strategy, "value", base_args.save_strategy))
-    if strategy == "no" or base_args.load_best_model_at_end:
+    if strategy == "no":
         return
     every = f"every {base_args.save_steps:g} steps" if strategy == "steps" else f"at every {strategy}"
     logger.warning(

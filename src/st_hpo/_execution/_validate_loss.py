@@ -10,6 +10,7 @@ from typing import Any
 
 from st_hpo._definition import _args
 from st_hpo._definition._datasets import dataset_parts, part_label
+from st_hpo._definition._space import LOSS_NAME
 from st_hpo._definition._study import Study
 from st_hpo._execution._resources import StudyResources
 from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
@@ -93,6 +94,8 @@ def check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base
     from st_hpo._kinds import check_kind_of
 
     train = resources.train_dataset
+    sampled, _, _ = _args.split_params(params)  # the sample's own arguments (a router_mapping, prompts, ...)
+    sampled.pop(LOSS_NAME, None)
     try:
         loss = resources.new_loss(model, params, loss_params)
     except StudyDefinitionError:
@@ -108,15 +111,16 @@ def check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base
         rows = part.select(range(min(2, len(part))))
         # a dataset of several goes through the trainer as a DatasetDict of one, as in training (its name
         # keys the loss, prompts and router mappings); the loss dict likewise
-        _probe_loss(resources, model, base_args, rows if name is None else DatasetDict({name: rows}),
+        _probe_loss(resources, model, base_args, sampled, rows if name is None else DatasetDict({name: rows}),
                     part_loss if name is None or not isinstance(loss, dict) else {name: part_loss},
                     what=(type(part_loss).__name__, part_label("train_dataset", name), list(part.column_names)),
                     on_cpu=on_cpu)
 
 
-def _probe_loss(resources: StudyResources, model: Any, base_args: Any, rows: Any, loss: Any, *,
-                what: tuple[str, str, list[str]], on_cpu: bool) -> None:
-    """One training batch of ``rows`` through the kind's trainer and ``loss``."""
+def _probe_loss(resources: StudyResources, model: Any, base_args: Any, sampled: dict[str, Any], rows: Any,
+                loss: Any, *, what: tuple[str, str, list[str]], on_cpu: bool) -> None:
+    """One training batch of ``rows`` through the kind's trainer and ``loss``, under the base arguments with
+    the ``sampled`` training-argument values."""
     name, where, columns = what
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
         # the probe runs on the trials' device: `use_cpu=True` here would pin accelerate's process-wide
@@ -126,7 +130,7 @@ def _probe_loss(resources: StudyResources, model: Any, base_args: Any, rows: Any
                  "fp16_full_eval": False, "bf16_full_eval": False}
         if on_cpu:
             probe["use_cpu"] = True
-        args = _args.clone_args(base_args, probe, output_dir=tmp, run_name=None)
+        args = _args.clone_args(base_args, {**sampled, **probe}, output_dir=tmp, run_name=None)
         try:
             trainer = resources.kind.trainer_class()(model=model, args=args, train_dataset=rows, loss=loss)
             batch = next(iter(trainer.get_train_dataloader()))

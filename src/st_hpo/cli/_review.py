@@ -93,7 +93,7 @@ def add_parsers(sub: Any) -> None:
                        description="Start an MLflow server on the study's tracking store and print the URL "
                        "of its experiment; Ctrl-C stops it. With an http(s) --tracking-uri only the URL is printed.")
     p.add_argument("study_file")
-    p.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
+    p.add_argument("--port", type=_port, default=5000, help="port to serve on (default: 5000)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     _location(p, tracking=True)
 
@@ -226,6 +226,17 @@ def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}"
 
 
+def _port(text: str) -> int:
+    """A TCP port number for ``--port`` (1-65535)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give one from 1 to 65535")
+    return port
+
+
 def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
                         timeout: float = 90.0) -> subprocess.Popen:
     """Start ``mlflow server`` on ``tracking_uri`` in its own process group; return once it answers.
@@ -243,15 +254,19 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     proc.log = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise TrackingError(f"mlflow server exited with code {proc.returncode}: {server_log(proc)[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise TrackingError(f"mlflow server exited with code {proc.returncode}: {server_log(proc)[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return proc
+            except OSError:
+                time.sleep(0.5)
+    except BaseException:  # Ctrl-C while it starts: its own session gets no SIGINT, so stop it here
+        stop_server(proc)
+        raise
     stop_server(proc)
     raise TrackingError(f"mlflow server did not answer on http://{host}:{port} within {timeout:.0f} s")
 
