@@ -161,6 +161,28 @@ def test_status_into_a_pipe_whose_reader_left_ends_without_a_traceback(tmp_path,
     assert stderr == "", stderr
 
 
+@pytest.mark.slow
+def test_run_flags_enqueue_no_baseline_no_kept_model_and_pruner_take_effect(tmp_path, study_file):
+    path = study_file(name="flags", n_trials=2, baseline=True)
+    queued = tmp_path / "queued.json"
+    queued.write_text(json.dumps([{"learning_rate": 2e-4}]))  # names left out are sampled
+    proc = st_hpo("run", str(path), "--enqueue", str(queued), "--no-baseline", "--no-keep-best-model",
+                  "--pruner", "none", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sampler tpe, pruner none" in proc.stderr
+    out_dir = tmp_path / "st-hpo-runs" / "flags"
+    trials = load_trials(out_dir, "flags")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].params["learning_rate"] == pytest.approx(2e-4), "the queued configuration runs first"
+    rows = json.loads(st_hpo("status", str(path), "--json", cwd=tmp_path).stdout)
+    assert not any(r["baseline"] for r in rows), "--no-baseline: no trial runs the base arguments"
+    assert not list(out_dir.glob("trials/*/model")) and not any("st_hpo.model_dir" in t.user_attrs for t in trials)
+    # a bad queue file is one line
+    queued.write_text('{"learning_rate": ')
+    bad = st_hpo("run", str(path), "--enqueue", str(queued), cwd=tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and str(queued) in bad.stderr, bad.stderr[-2000:]
+
+
 def test_ui_refuses_a_port_that_is_not_one(tmp_path, study_file):
     proc = st_hpo("ui", str(study_file()), "--port", "70000", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -118,6 +118,11 @@ def test_every_kind_trains_keeps_exports_retrains_and_registers(kind_name, make_
         folder = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / "dl"),
                                                      tracking_uri=uri)
         assert type(kind.model_class()(folder, device="cpu")).__name__ == kind.model_class_name
+        # the README's line: the registered version's models:/ URI
+        folder = mlflow.artifacts.download_artifacts(f"models:/{registered.name}/{registered.version}",
+                                                     dst_path=str(tmp_path / "dl-models"), tracking_uri=uri,
+                                                     registry_uri=uri)
+        assert type(kind.model_class()(folder, device="cpu")).__name__ == kind.model_class_name
 
 
 def test_contradicting_kinds_are_refused_in_one_line(make_study, tiny_model_path):

@@ -107,8 +107,8 @@ def test_register_logs_the_kept_model_on_the_best_trials_run(ran, capsys):
     version = client.get_model_version("tiny-best", "1")
     assert version.run_id == run.info.run_id, "the registered model comes from the best trial's own run"
     # what MLflow serves is the kept model: same embeddings
-    with _use_tracking_uri(f"sqlite:///{out / 'mlflow.db'}"):
-        served = mlflow.sentence_transformers.load_model(version.source)
+    with _use_tracking_uri(f"sqlite:///{out / 'mlflow.db'}"):  # the README's line, as a user runs it
+        served = mlflow.sentence_transformers.load_model("models:/tiny-best/1")
     kept = SentenceTransformer(str(out.resolve() / "trials" / f"trial-{best.number}" / "model"), device="cpu")
     sentence = ["a dog is running in the park"]
     assert np.allclose(served.encode(sentence), kept.encode(sentence), atol=1e-6)

@@ -94,6 +94,11 @@ def test_baseline_outside_the_space_shows_its_values_queued_trials_theirs_and_re
     client, _, runs = mlflow_runs(out, "outside")
     assert [str(v.version) for v in client.search_model_versions("name = 'outside'")] == [first.version]
     assert runs[0].data.tags["st_hpo.registered_model"] == f"outside v{first.version}"
+    # --new-version: asked for, a second version of the same model
+    assert main(["register", str(path), "--output-dir", str(out), "--new-version"]) == 0
+    second = str(int(first.version) + 1)
+    assert f"registered as 'outside' version {second}" in capsys.readouterr().out
+    assert sorted(str(v.version) for v in client.search_model_versions("name = 'outside'")) == [first.version, second]
 
 
 def _cmd(*args: str) -> list[str]:
