@@ -161,3 +161,19 @@ def test_a_factory_decides_the_kind_and_arguments_are_checked_against_its_class(
     with pytest.raises(st_hpo.StudyDefinitionError, match=r"unknown training argument 'max_length' in Study\(args=...\) "
                                                           r"for SentenceTransformerTrainingArguments"):
         st_hpo.validate_study(make_study(args=args))
+
+
+@pytest.mark.slow
+def test_kind_with_a_dict_of_arguments_trains_that_kind(make_study, tiny_model_path, tmp_path):
+    """The README's other form: ``Study(kind="cross-encoder")`` with the arguments as a dict."""
+    from sentence_transformers import CrossEncoder
+
+    parts = {**_cross_encoder(tiny_model_path), "args": dict(ARGS)}
+    study = make_study(kind="cross-encoder", space=LR, n_trials=1, pruner="none", **parts)
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert result.n_complete == 1
+    assert type(CrossEncoder(str(result.best_model_dir), device="cpu")).__name__ == "CrossEncoder"
+    _, parents, runs = mlflow_runs(tmp_path, "tiny")
+    assert parents[0].data.tags["st_hpo.model_kind"] == "cross-encoder"
+    config = json.loads(st_hpo.export_best(study, tmp_path / "best.json", output_dir=tmp_path).read_text())
+    assert config["args_class"].endswith("CrossEncoderTrainingArguments"), "the dict built the kind's own class"
