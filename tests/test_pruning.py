@@ -107,6 +107,11 @@ def test_a_diverged_trial_fails_with_its_reason_and_does_not_count(make_study, t
     assert 0 < runs[2].data.metrics["eval_seconds"]
     assert parents[0].data.metrics["eval_seconds_total"] == pytest.approx(
         sum(t.user_attrs["st_hpo.eval_seconds"] for t in trials), abs=1e-3)
+    for total, attr in (("trial_seconds_total", "st_hpo.trial_seconds"), ("train_seconds_total", "st_hpo.train_seconds")):
+        assert parents[0].data.metrics[total] == pytest.approx(sum(t.user_attrs[attr] for t in trials), abs=1e-2)
+    assert 0 < parents[0].data.metrics["train_seconds_total"] < parents[0].data.metrics["trial_seconds_total"]
+    assert "base_model_objective" in parents[0].data.metrics  # the score to beat, and where the best is kept
+    assert parents[0].data.tags["st_hpo.best_model_host"] and parents[0].data.tags["st_hpo.best_model_dir"]
 
 
 def test_tpe_does_not_learn_from_failed_trials_even_with_a_constraint():

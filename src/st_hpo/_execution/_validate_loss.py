@@ -128,8 +128,8 @@ def _probe_loss(resources: StudyResources, model: Any, base_args: Any, sampled: 
         # With fp16/bf16_full_eval the trainer leaves the model where it is until train(): keep it off.
         probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False,
                  "fp16_full_eval": False, "bf16_full_eval": False}
-        if on_cpu:
-            probe["use_cpu"] = True
+        if on_cpu:  # precision is not what the probe checks: a sampled fp16 must not stop it on the CPU
+            probe.update(use_cpu=True, fp16=False)
         args = _args.clone_args(base_args, {**sampled, **probe}, output_dir=tmp, run_name=None)
         try:
             trainer = resources.kind.trainer_class()(model=model, args=args, train_dataset=rows, loss=loss)
