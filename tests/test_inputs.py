@@ -412,13 +412,19 @@ def test_a_best_checkpoint_or_a_best_metric_the_trials_never_report_is_refused(m
         st_hpo.validate_study(make_study(args={**base, "load_best_model_at_end": True, "save_strategy": "steps",
                                                "save_steps": 2, "metric_for_best_model": "sts-dev_spearman_cosine"}))
     # a plateau scheduler steps on metric_for_best_model, "loss" unless set: the trials compute no eval loss
-    line = (r"metric_for_best_model is 'loss' .*the trials compute no eval loss: the objective is "
-            r"'eval_sts-dev_spearman_cosine'.*set metric_for_best_model='sts-dev_spearman_cosine'")
+    line = (r"a plateau or greedy lr scheduler steps on metric_for_best_model, 'loss' unless set, but the trials "
+            r"compute no eval loss: the objective is 'eval_sts-dev_spearman_cosine'.*set "
+            r"metric_for_best_model='sts-dev_spearman_cosine'")
     with pytest.raises(StudyDefinitionError, match=line):
         st_hpo.validate_study(make_study(args={**base, "lr_scheduler_type": "reduce_lr_on_plateau"}))
     with pytest.raises(StudyDefinitionError, match=line):
         st_hpo.validate_study(make_study(space={"lr_scheduler_type": CategoricalDistribution(
             ["linear", "reduce_lr_on_plateau"])}))
+    with pytest.raises(StudyDefinitionError, match=line):
+        st_hpo.validate_study(make_study(space={"lr_scheduler_type": st_hpo.Choice(
+            {"linear": "linear", "plateau": "reduce_lr_on_plateau"})}))
+    with pytest.raises(StudyDefinitionError, match=r"metric_for_best_model is 'eval_loss', but the trials compute no"):
+        st_hpo.validate_study(make_study(args={**base, "metric_for_best_model": "eval_loss"}))
     # as the line says: with the objective named, the trial trains
     study = make_study(args={**base, "lr_scheduler_type": "reduce_lr_on_plateau",
                              "metric_for_best_model": "sts-dev_spearman_cosine"}, n_trials=1, pruner="none")

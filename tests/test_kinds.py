@@ -118,10 +118,12 @@ def test_every_kind_trains_keeps_exports_retrains_and_registers(kind_name, make_
         folder = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / "dl"),
                                                      tracking_uri=uri)
         assert type(kind.model_class()(folder, device="cpu")).__name__ == kind.model_class_name
-        # the README's line: the registered version's models:/ URI
-        folder = mlflow.artifacts.download_artifacts(f"models:/{registered.name}/{registered.version}",
-                                                     dst_path=str(tmp_path / "dl-models"), tracking_uri=uri,
-                                                     registry_uri=uri)
+        # the README's line, with the tracking URI set as it says: the registered version's models:/ URI
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with _use_tracking_uri(uri):
+            folder = mlflow.artifacts.download_artifacts(f"models:/{registered.name}/{registered.version}",
+                                                         dst_path=str(tmp_path / "dl-models"))
         assert type(kind.model_class()(folder, device="cpu")).__name__ == kind.model_class_name
 
 

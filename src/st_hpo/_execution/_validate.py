@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from st_hpo._definition import _args, _space
+from st_hpo._definition._choice import Choice
 from st_hpo._definition._datasets import dataset_parts, head, part_label
 from st_hpo._definition._study import Study
 from st_hpo._execution._resources import StudyResources
@@ -151,20 +152,33 @@ def _check_best_metric(base_args: Any, space: Any, key: str, needs_eval_loss: bo
             "end of training, and st-hpo keeps that model (the best trial's) itself: an earlier checkpoint "
             "loaded at the end would not be the model scored; remove load_best_model_at_end"
         )
-    schedulers = {str(getattr(base_args.lr_scheduler_type, "value", base_args.lr_scheduler_type))}
-    dist = space.get("lr_scheduler_type") if isinstance(space, Mapping) else None
-    schedulers |= {str(c) for c in getattr(dist, "choices", ())}
     metric = base_args.metric_for_best_model
-    if metric is None and schedulers & {"reduce_lr_on_plateau", "greedy"}:
-        metric = "loss"  # what transformers' post-init sets for these schedulers
-    if metric is None or needs_eval_loss:
+    names_the_loss = metric is not None and (metric if metric.startswith("eval_") else f"eval_{metric}") == "eval_loss"
+    if needs_eval_loss or metric is not None and not names_the_loss:
         return
-    if (metric if metric.startswith("eval_") else f"eval_{metric}") == "eval_loss":
-        raise StudyDefinitionError(
-            f"metric_for_best_model is {metric!r} (transformers' default for a plateau or greedy lr scheduler), "
-            f"but the trials compute no eval loss: the objective is {key!r}, so st-hpo gives the trainer no "
-            f"eval_dataset; set metric_for_best_model={key.removeprefix('eval_')!r} in Study(args=...)"
-        )
+    stepped_on_metric = {"reduce_lr_on_plateau", "greedy"}  # transformers sets metric "loss" for these
+    if metric is None and not stepped_on_metric & _scheduler_values(base_args, space):
+        return
+    why = f"metric_for_best_model is {metric!r}" if metric is not None else (
+        "a plateau or greedy lr scheduler steps on metric_for_best_model, 'loss' unless set")
+    raise StudyDefinitionError(
+        f"{why}, but the trials compute no eval loss: the objective is {key!r}, so st-hpo gives the trainer no "
+        f"eval_dataset; set metric_for_best_model={key.removeprefix('eval_')!r} in Study(args=...)"
+    )
+
+
+def _scheduler_values(base_args: Any, space: Any) -> set[str]:
+    """Every ``lr_scheduler_type`` a trial can train with: the base one and what the space can sample."""
+    values = [base_args.lr_scheduler_type]
+    if isinstance(space, Mapping):
+        dist = space.get("lr_scheduler_type")
+        if isinstance(dist, Choice):
+            values += list(dist.options.values())
+        elif dist is not None:
+            values += list(getattr(dist, "choices", ()))
+    else:
+        values += [v["lr_scheduler_type"] for v in _space.dry_samples(space) if "lr_scheduler_type" in v]
+    return {str(getattr(v, "value", v)) for v in values}
 
 
 def _check_checkpoints(base_args: Any) -> None:

@@ -95,7 +95,8 @@ def check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base
 
     train = resources.train_dataset
     sampled, _, _ = _args.split_params(params)  # the sample's own arguments (a router_mapping, prompts, ...)
-    sampled.pop(LOSS_NAME, None)
+    for name in (LOSS_NAME, *_NOT_PROBED):
+        sampled.pop(name, None)
     try:
         loss = resources.new_loss(model, params, loss_params)
     except StudyDefinitionError:
@@ -117,6 +118,11 @@ def check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base
                     on_cpu=on_cpu)
 
 
+#: Sampled arguments the 2-row probe leaves at its own values: batching (a label-grouping sampler needs 4
+#: rows a batch) and the schedule (a plateau scheduler needs an eval strategy, which the probe has not).
+_NOT_PROBED = ("batch_sampler", "multi_dataset_batch_sampler", "lr_scheduler_type", "lr_scheduler_kwargs")
+
+
 def _probe_loss(resources: StudyResources, model: Any, base_args: Any, sampled: dict[str, Any], rows: Any,
                 loss: Any, *, what: tuple[str, str, list[str]], on_cpu: bool) -> None:
     """One training batch of ``rows`` through the kind's trainer and ``loss``, under the base arguments with
@@ -127,10 +133,15 @@ def _probe_loss(resources: StudyResources, model: Any, base_args: Any, sampled: 
         # state to the CPU, and every later trial in this process with it (harmless where none trains).
         # With fp16/bf16_full_eval the trainer leaves the model where it is until train(): keep it off.
         probe = {"per_device_train_batch_size": 2, "eval_strategy": "no", "load_best_model_at_end": False,
-                 "fp16_full_eval": False, "bf16_full_eval": False}
+                 "fp16_full_eval": False, "bf16_full_eval": False, "lr_scheduler_type": "linear",
+                 "batch_sampler": "batch_sampler", "multi_dataset_batch_sampler": "proportional"}
         if on_cpu:  # precision is not what the probe checks: a sampled fp16 must not stop it on the CPU
             probe.update(use_cpu=True, fp16=False)
-        args = _args.clone_args(base_args, {**sampled, **probe}, output_dir=tmp, run_name=None)
+        try:
+            args = _args.clone_args(base_args, {**sampled, **probe}, output_dir=tmp, run_name=None)
+        except (ValueError, TypeError) as exc:
+            raise StudyDefinitionError(f"the training arguments with a sample of the space ({sorted(sampled)}) "
+                                       f"are not valid together: {exc}") from exc
         try:
             trainer = resources.kind.trainer_class()(model=model, args=args, train_dataset=rows, loss=loss)
             batch = next(iter(trainer.get_train_dataloader()))
