@@ -260,7 +260,7 @@ def _bad_fields():
         ("evaluator", dict(evaluator=lambda ds: EmbeddingSimilarityEvaluator(ds["s1"], ds["s2"], ds["score"])),
          r"the evaluator factory raised ValueError on eval_dataset \(columns \['sentence1', 'sentence2', 'score'\]\)"),
         ("test_dataset", dict(test_dataset=pairs.rename_columns({"sentence1": "query", "sentence2": "doc"})),
-         r"the evaluator factory raised KeyError on test_dataset \(columns \['query', 'doc', 'score'\]\): .*it is "
+         r"the evaluator factory raised ValueError on test_dataset \(columns \['query', 'doc', 'score'\]\): .*it is "
          r"called as evaluator\(test_dataset\)"),
         ("model", dict(model=3), r"model=3 must be a hub id or local path, a model instance \(SentenceTransformer, "
                                  r"CrossEncoder, ...\), or a callable"),
@@ -412,8 +412,8 @@ def test_a_best_checkpoint_or_a_best_metric_the_trials_never_report_is_refused(m
         st_hpo.validate_study(make_study(args={**base, "load_best_model_at_end": True, "save_strategy": "steps",
                                                "save_steps": 2, "metric_for_best_model": "sts-dev_spearman_cosine"}))
     # a plateau scheduler steps on metric_for_best_model, "loss" unless set: the trials compute no eval loss
-    line = (r"a plateau or greedy lr scheduler steps on metric_for_best_model, 'loss' unless set, but the trials "
-            r"compute no eval loss: the objective is 'eval_sts-dev_spearman_cosine'.*set "
+    line = (r"metric_for_best_model is 'loss' \(transformers' default when a plateau or greedy lr scheduler steps "
+            r"on it\), but the trials compute no eval loss: the objective is 'eval_sts-dev_spearman_cosine'.*set "
             r"metric_for_best_model='sts-dev_spearman_cosine'")
     with pytest.raises(StudyDefinitionError, match=line):
         st_hpo.validate_study(make_study(args={**base, "lr_scheduler_type": "reduce_lr_on_plateau"}))

@@ -108,6 +108,9 @@ def test_every_kind_trains_keeps_exports_retrains_and_registers(kind_name, make_
     assert type(kind.model_class()(str(again.model_dir), device="cpu")).__name__ == kind.model_class_name
     registered = st_hpo.register_best(study, output_dir=tmp_path, name=f"tiny-{kind_name}")
     assert registered.version == "1"
+    import os
+
+    assert "MLFLOW_REGISTRY_URI" not in os.environ, "registering leaves the process's registry as it was"
     if not kind.mlflow_flavor:
         import mlflow
         from mlflow.tracking import MlflowClient

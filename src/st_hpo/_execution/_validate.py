@@ -156,11 +156,13 @@ def _check_best_metric(base_args: Any, space: Any, key: str, needs_eval_loss: bo
     names_the_loss = metric is not None and (metric if metric.startswith("eval_") else f"eval_{metric}") == "eval_loss"
     if needs_eval_loss or metric is not None and not names_the_loss:
         return
-    stepped_on_metric = {"reduce_lr_on_plateau", "greedy"}  # transformers sets metric "loss" for these
-    if metric is None and not stepped_on_metric & _scheduler_values(base_args, space):
+    stepping = {"reduce_lr_on_plateau", "greedy"} & _scheduler_values(base_args, space)
+    if metric is None and not stepping:
         return
-    why = f"metric_for_best_model is {metric!r}" if metric is not None else (
-        "a plateau or greedy lr scheduler steps on metric_for_best_model, 'loss' unless set")
+    shown = metric or "loss"  # what transformers' post-init sets for a plateau or greedy scheduler
+    why = f"metric_for_best_model is {shown!r}" + (
+        " (transformers' default when a plateau or greedy lr scheduler steps on it)" if stepping and shown == "loss"
+        else "")
     raise StudyDefinitionError(
         f"{why}, but the trials compute no eval loss: the objective is {key!r}, so st-hpo gives the trainer no "
         f"eval_dataset; set metric_for_best_model={key.removeprefix('eval_')!r} in Study(args=...)"

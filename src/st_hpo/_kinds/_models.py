@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from st_hpo.exceptions import TrackingError
@@ -21,6 +22,7 @@ def log_sentence_transformer(tracking_uri: str, run_id: str, model: Any,
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     saved_registry = registry_utils._registry_uri
+    saved_env = os.environ.get("MLFLOW_REGISTRY_URI")  # set_registry_uri exports it for subprocesses
     try:
         with _use_tracking_uri(tracking_uri):
             mlflow.set_registry_uri(tracking_uri)
@@ -32,6 +34,10 @@ def log_sentence_transformer(tracking_uri: str, run_id: str, model: Any,
         raise TrackingError(f"MLflow at {tracking_uri} could not log the model: {type(exc).__name__}: {exc}") from exc
     finally:
         registry_utils._registry_uri = saved_registry
+        if saved_env is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        else:
+            os.environ["MLFLOW_REGISTRY_URI"] = saved_env
     version = info.registered_model_version
     return info.model_uri, None if version is None else str(version)
 
