@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition._study import Study
+from st_hpo._tracking._census import study_census
 
 __all__ = ["StudyResult", "join_study", "run_study", "validate_study"]
 
@@ -172,7 +173,7 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     from st_hpo._execution._session import _describe
 
     definition, study = session.definition, session.study
-    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+    finished = study_census(study).finished
     lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
              f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or DEFAULT_PRUNER)}; "
              f"{workers} worker(s) on {pick_device(session.validated.base_args)}",
@@ -321,19 +322,17 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
     from st_hpo._execution._test_score import recorded_test_values
     from st_hpo._tracking._record import shown_params
 
-    trials = study.get_trials(deepcopy=False)
-    trials = [t for t in trials if not t.user_attrs.get("st_hpo.cancelled")]  # surplus asks that never ran
-    count = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    best = study.best_trial if count["COMPLETE"] else None
+    census = study_census(study)
+    best = study.best_trial if census.complete else None
     return StudyResult(
         study_name=study.study_name,
         output_dir=session.output_dir,
         storage=session.storage_url,
         tracking_uri=session.tracking_uri,
         parent_run_id=session.tracker.parent_run_id if session.tracker else None,
-        n_complete=count["COMPLETE"],
-        n_pruned=count["PRUNED"],
-        n_fail=count["FAIL"],
+        n_complete=census.complete,
+        n_pruned=census.pruned,
+        n_fail=census.failed,
         best_trial_number=best.number if best else None,
         best_value=best.value if best else None,
         best_params=shown_params(best) if best else {},

@@ -31,6 +31,7 @@ from st_hpo._execution._session import StudySession
 from st_hpo._execution._storage import HeartbeatThread
 from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo._execution._workers import supervisor_gone
+from st_hpo._tracking._census import CANCELLED_ATTR, study_census
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
@@ -55,13 +56,8 @@ class LoopResult:
 
 def _counts(study: Any) -> tuple[int, int]:
     """(finished, running) over all workers; cancelled trials do not count."""
-    finished = running = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name in ("COMPLETE", "PRUNED"):
-            finished += 1
-        elif t.state.name == "RUNNING":
-            running += 1
-    return finished, running
+    census = study_census(study)
+    return census.finished, census.running
 
 
 def _surplus(study: Any, number: int, budget: int) -> bool:
@@ -85,7 +81,7 @@ def _cancel_surplus(study: Any, trial: Any) -> None:
         study.enqueue_trial(dict(fixed), user_attrs=dict(frozen.user_attrs), skip_if_exists=False)
         if frozen.user_attrs.get(BASELINE_ATTR):
             trial.set_user_attr(BASELINE_ATTR, False)  # the queued copy is the baseline now
-    trial.set_user_attr("st_hpo.cancelled", True)
+    trial.set_user_attr(CANCELLED_ATTR, True)
     trial.set_user_attr(ERROR_ATTR, "not needed: other workers filled the budget")
     study.tell(trial, state=_state("FAIL"))
 

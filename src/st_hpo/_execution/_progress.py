@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from st_hpo._tracking._census import study_census
+
 __all__ = ["Progress", "format_params"]
 
 _STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
@@ -73,7 +75,7 @@ class Progress:
     def trial_done(self, outcome: Any, study: Any) -> None:
         self._last_line.pop(outcome.number, None)
         try:  # the study's count over every worker, not only this one's
-            self.finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+            self.finished = study_census(study).finished
         except Exception:  # noqa: BLE001 - a storage hiccup must not stop the trials; count this one
             self.finished += outcome.state in ("COMPLETE", "PRUNED")
         value = "-" if outcome.value is None else f"{outcome.value:.4f}"

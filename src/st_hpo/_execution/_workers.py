@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from st_hpo._execution._recovery import SUPERVISOR_ENV, pid_alive, recover_stale_trials
+from st_hpo._tracking._census import is_cancelled, take_census
 
 __all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise", "supervisor_gone", "watch_supervisor"]
 
@@ -170,14 +171,14 @@ def _exit_codes(slots: list[_Slot]) -> dict[int, int]:
 
 def _finished(study: Any, pid: int | None = None) -> int:
     """Finished trials of the study, or of the worker process ``pid`` only."""
-    return sum(t.state.name in ("COMPLETE", "PRUNED") and (pid is None or t.user_attrs.get("st_hpo.pid") == pid)
-               for t in study.get_trials(deepcopy=False))
+    return take_census(t for t in study.get_trials(deepcopy=False)
+                       if pid is None or t.user_attrs.get("st_hpo.pid") == pid).finished
 
 
 def _gave_up(study: Any, names: list[str]) -> str:
     """Why workers stopped on their own: their trials kept failing; with the last failure's reason."""
     failed = [t for t in study.get_trials(deepcopy=False)
-              if t.state.name == "FAIL" and not t.user_attrs.get("st_hpo.cancelled")]
+              if t.state.name == "FAIL" and not is_cancelled(t)]
     last = max(failed, key=lambda t: t.number, default=None)
     why = f"; the last, trial {last.number}: {last.user_attrs.get('st_hpo.error', 'no reason recorded')}" if last else ""
     return f"worker(s) {', '.join(names)} stopped because their last trials all failed (max_failures_in_a_row){why}"

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._census import take_census
+
 __all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "REPORTS_DIR", "report_study", "write_reports"]
 
 logger = logging.getLogger(__name__)
@@ -314,14 +316,13 @@ def summarize(study: Any, objective_name: str, base_model_value: float | None, n
         lines += _best_lines(best)
     else:
         lines += ["No trial has completed yet.", ""]
-    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
-    lines.append(f"Trials: {len(trials)} in all: " + ", ".join(f"{n} {_STATE_WORDS[s]}" for s, n in counts.items()))
+    census = take_census(trials)
+    counts = {"complete": census.complete, "pruned": census.pruned, "failed": census.failed, "running": census.running}
+    lines.append(f"Trials: {census.shown - census.waiting} in all: " + ", ".join(f"{n} {w}" for w, n in counts.items()))
     lines += ["", _time_line(trials), ""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"
 
-
-_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
 
 
 def _with_base_model(best: Any, value: float) -> Any:

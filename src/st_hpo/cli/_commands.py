@@ -162,6 +162,7 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
     """Every trial of the study (cancelled ones left out) as a dict, the study's budget and model kind."""
     from st_hpo._execution._best_model import MODEL_DIR_ATTR, best_number
     from st_hpo._results._read import StudyLocation, load_study, shown_params, trial_duration
+    from st_hpo._tracking._census import is_cancelled
 
     study_def = _load(ns)
     study = load_study(study_def, StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage))
@@ -170,7 +171,7 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
     now = datetime.datetime.now()
     rows = []
     for t in trials:
-        if t.user_attrs.get("st_hpo.cancelled"):
+        if is_cancelled(t):
             continue  # asked by a worker when others had filled the budget; it never ran
         duration = trial_duration(t, now)
         model_dir = t.user_attrs.get(MODEL_DIR_ATTR)
@@ -276,9 +277,10 @@ def cmd_sync(ns: argparse.Namespace) -> int:
         # the parent run was lost and made again here, or its run was killed: end it as the study stands
         # (its figures, and FINISHED or KILLED by the budget), not RUNNING forever
         from st_hpo._execution._session import log_study_figures
+        from st_hpo._tracking._census import take_census
 
         log_study_figures(tracker, study)
-        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+        finished = take_census(trials).finished
         budget = int(study.user_attrs.get("st_hpo.n_trials", study_def.n_trials))
         tracker.set_parent_status("FINISHED" if finished >= budget else "KILLED")
     _console().print(f"MLflow at {where.tracking_uri}: {fixed} run(s) created or closed; every trial has its run")
