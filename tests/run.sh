@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Set up (see .ci/setup) and run the linter and the whole test suite, slow tests included.
+# --quick: everything not marked slow (no real training runs, no `python -m st_hpo` processes), for a warm
+# .venv while working; the whole suite is what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+select=""
+if [ "${1:-}" = "--quick" ]; then
+  shift
+  select=" and not slow"
+fi
 bash .ci/setup
 .venv/bin/ruff check src tests studies examples benchmarks
 # PostgreSQL (used by the multi-machine tests) is started by the machine; start it if it is not.
@@ -18,6 +25,6 @@ phase() {  # pytest's exit code 5 is "no test selected": a test path given here 
   [ "$rc" = 0 ] || [ "$rc" = 5 ]
 }
 failed=0
-phase -n "${TEST_WORKERS:-2}" -m "not serial" "$@" || failed=1
-phase -m serial "$@" || failed=1
+phase -n "${TEST_WORKERS:-2}" -m "not serial$select" "$@" || failed=1
+phase -m "serial$select" "$@" || failed=1
 exit "$failed"

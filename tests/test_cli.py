@@ -1,4 +1,6 @@
-"""The st-hpo command as a user runs it: real processes, real signals, real stores."""
+"""The st-hpo command as a user runs it, on real stores: in this process (``st_hpo``) where the command's
+output and effects are the point, as a real process (``st_hpo_process``) where signals, pipes, start-up time
+or the process's own state are."""
 
 from __future__ import annotations
 
@@ -12,17 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_trials, mlflow_runs
+from tests.helpers import load_trials, mlflow_runs, run_cli
+
+st_hpo = run_cli
 
 
-def st_hpo(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def st_hpo_process(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
+                   ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "st_hpo", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_help_is_fast_and_lists_the_commands(tmp_path):
     started = time.perf_counter()
-    proc = st_hpo("--help", cwd=tmp_path)
+    proc = st_hpo_process("--help", cwd=tmp_path)
     elapsed = time.perf_counter() - started
     assert proc.returncode == 0
     for command in ("validate", "run", "status", "worker", "sync"):
@@ -138,6 +144,7 @@ def test_a_run_on_an_unreachable_storage_leaves_no_output_folder(tmp_path, study
     assert not (tmp_path / "out").exists(), "a refused run leaves no output folder (nor an MLflow store) behind"
 
 
+@pytest.mark.slow
 def test_status_into_a_pipe_whose_reader_left_ends_without_a_traceback(tmp_path, study_file):
     import optuna
 
@@ -209,7 +216,7 @@ def test_ui_on_a_tracking_server_that_is_down_is_one_clear_line_soon(tmp_path, s
 def test_timeout_counts_from_the_start_of_the_command(tmp_path, study_file):
     path = study_file(name="timed-here", n_trials=500)
     started = time.monotonic()
-    proc = st_hpo("run", str(path), "--timeout", "30", cwd=tmp_path, timeout=400)
+    proc = st_hpo_process("run", str(path), "--timeout", "30", cwd=tmp_path, timeout=400)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not met: --timeout 30 s reached; run the same command again to go on" in proc.stdout
@@ -275,6 +282,7 @@ def test_sync_ends_the_parent_run_a_killed_run_left_running(tmp_path, study_file
     assert run.data.metrics["n_complete"] == 1 and "best_value" in run.data.metrics
 
 
+@pytest.mark.slow
 def test_a_study_file_s_own_deprecation_warnings_are_shown(study_file, tmp_path):
     """Library deprecation notices are hidden; one the study file's own code triggers is the user's to see."""
     path = study_file(name="deprecated")
@@ -282,7 +290,7 @@ def test_a_study_file_s_own_deprecation_warnings_are_shown(study_file, tmp_path)
                                     "from sentence_transformers.losses import CoSENTLoss")
     assert "from sentence_transformers.losses import CoSENTLoss" in text
     path.write_text(text)
-    proc = st_hpo("validate", str(path), cwd=tmp_path)
+    proc = st_hpo_process("validate", str(path), cwd=tmp_path)  # a module warns once per process
     assert proc.returncode == 0, proc.stderr
     assert "DeprecationWarning: Importing from 'sentence_transformers.losses' is deprecated" in proc.stderr
     assert proc.stderr.count("Warning:") == 1, proc.stderr

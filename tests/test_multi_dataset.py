@@ -3,11 +3,7 @@ like any study; what is wrong with one dataset or its loss is refused in one lin
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -15,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 import st_hpo
 from st_hpo import SearchSpaceError, StudyDefinitionError
 from tests.conftest import make_pairs
-from tests.helpers import load_trials, mlflow_runs
+from tests.helpers import load_trials, mlflow_runs, run_cli
 
 
 def _datasets(rows: int, seed: int):
@@ -153,17 +149,10 @@ def test_mismatched_loss_keys_from_the_cli_exit_1_in_one_line_and_write_nothing(
         )
     '''))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--output-dir", str(out)],
-                          cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": _pythonpath()})
+    proc = run_cli("run", str(path), "--output-dir", str(out), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "loss keys ['pair', 'sts'] do not match the train_dataset keys ['pairs', 'sts']" \
         in lines[0], proc.stderr
     assert not out.exists()
 
-
-def _pythonpath() -> str:
-    """The sources under test and the repository (the study file imports this module's helpers)."""
-    repo = Path(__file__).resolve().parents[1]
-    return os.pathsep.join([str(repo / "src"), str(repo), os.environ.get("PYTHONPATH", "")])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import optuna
 import pytest
@@ -11,6 +10,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 import st_hpo
 from st_hpo import SearchSpaceError, StudyDefinitionError
+from tests.helpers import run_cli
 
 
 def test_valid_study_passes(make_study):
@@ -119,8 +119,7 @@ def test_bad_study_fields_fail_at_construction(make_study):
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "st_hpo", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return run_cli(*args, cwd=cwd)
 
 
 def test_cli_validate_reports_one_line_and_creates_nothing(tmp_path, study_file):

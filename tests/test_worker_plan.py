@@ -6,6 +6,7 @@ import pytest
 
 from st_hpo import StudyDefinitionError
 from st_hpo._execution._workers import plan_workers
+from tests.helpers import run_cli
 
 
 def _plan(**kw):
@@ -52,26 +53,20 @@ def test_contradictory_or_empty_plans_are_refused():
 
 
 def test_a_contradictory_plan_fails_before_anything_is_created(tmp_path, study_file):
-    import subprocess
-    import sys
 
-    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(study_file()), "--workers", "4",
-                           "--trials-per-gpu", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_cli("run", str(study_file()), "--workers", "4", "--trials-per-gpu", "2", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: give --workers N (spread over the GPUs) or --trials-per-gpu K, not both"
     assert not (tmp_path / "st-hpo-runs").exists()
 
 
 def test_gpus_on_a_machine_without_one_fail_before_anything_is_created(tmp_path, study_file):
-    import subprocess
-    import sys
 
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(study_file()), "--gpus", "0"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_cli("run", str(study_file()), "--gpus", "0", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: --gpus 0: this process sees no GPU")
     assert not (tmp_path / "st-hpo-runs").exists()
