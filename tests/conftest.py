@@ -161,3 +161,21 @@ def study_file(tmp_path, tiny_model_path):
         return path
 
     return write
+
+
+@pytest.fixture(params=["journal", "sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """Each storage a study can live in, as Optuna's own tests parametrize theirs: the embedded journal file,
+    a SQLite file, and a fresh PostgreSQL database (skipped where no server answers on 127.0.0.1:5432)."""
+    if request.param == "journal":
+        yield str(tmp_path / "storage" / "optuna.journal")
+    elif request.param == "sqlite":
+        (tmp_path / "storage").mkdir(exist_ok=True)
+        yield f"sqlite:///{tmp_path / 'storage' / 'optuna.db'}"
+    else:
+        from tests.servers import postgres_available, postgres_database
+
+        if not postgres_available():
+            pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+        with postgres_database() as url:
+            yield url

@@ -10,11 +10,12 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 
-def load_trials(output_dir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+def load_trials(output_dir: Path, name: str, storage: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The trials of study ``name``: in ``storage`` (a URL or journal path) or in ``output_dir``'s journal."""
     from st_hpo._execution._storage import open_storage
 
-    study = optuna.load_study(study_name=name, storage=open_storage(str(output_dir / "optuna.journal")))
-    return study.get_trials(deepcopy=False)
+    url = storage or str(output_dir / "optuna.journal")
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
 
 
 def mlflow_runs(output_dir: Path, experiment: str) -> tuple[MlflowClient, list, list]:

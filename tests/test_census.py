@@ -15,11 +15,10 @@ from st_hpo._tracking._census import Census, study_census, take_census
 SPACE = {"learning_rate": FloatDistribution(1e-5, 1e-3, log=True)}
 
 
-def _study_with_a_cancelled_surplus(tmp_path) -> optuna.Study:
-    """A journal-file study: 2 complete, 1 pruned, 1 failed, and a surplus ask cancelled by the loop."""
+def _study_with_a_cancelled_surplus(storage_url: str) -> optuna.Study:
+    """A stored study: 2 complete, 1 pruned, 1 failed, and a surplus ask cancelled by the loop."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="census", direction="maximize",
-                                storage=open_storage(str(tmp_path / "optuna.journal")))
+    study = optuna.create_study(study_name="census", direction="maximize", storage=open_storage(storage_url))
     for value in (0.5, 0.6):
         study.tell(study.ask(SPACE), value)
     pruned = study.ask(SPACE)
@@ -32,8 +31,8 @@ def _study_with_a_cancelled_surplus(tmp_path) -> optuna.Study:
     return study
 
 
-def test_a_cancelled_surplus_trial_is_not_counted_as_failed_anywhere(tmp_path):
-    study = _study_with_a_cancelled_surplus(tmp_path)
+def test_a_cancelled_surplus_trial_is_not_counted_as_failed_anywhere(tmp_path, storage_url):
+    study = _study_with_a_cancelled_surplus(storage_url)
     assert study_census(study) == Census(complete=2, pruned=1, failed=1, cancelled=1)
     assert study_census(study).finished == 3
 
@@ -49,7 +48,7 @@ def test_a_cancelled_surplus_trial_is_not_counted_as_failed_anywhere(tmp_path):
 
 
 def test_finished_is_complete_or_pruned_unlike_optunas_is_finished(tmp_path):
-    study = _study_with_a_cancelled_surplus(tmp_path)
+    study = _study_with_a_cancelled_surplus(str(tmp_path / "optuna.journal"))
     trials = study.get_trials(deepcopy=False)
     assert sum(t.state.is_finished() for t in trials) == 5  # Optuna: COMPLETE, PRUNED and FAIL
     assert take_census(trials).finished == 3  # st-hpo: what the budget counts

@@ -34,7 +34,7 @@ def test_a_second_study_in_the_same_output_dir_is_refused(make_study, tmp_path):
     assert optuna.get_all_study_names(storage) == ["tiny"], "nothing was created for the refused study"
 
 
-def test_a_baseline_stopped_by_ctrl_c_runs_again_on_resume(make_study, tmp_path):
+def test_a_baseline_stopped_by_ctrl_c_runs_again_on_resume(make_study, tmp_path, storage_url):
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 
     class CtrlCAtStep2(CoSENTLoss):
@@ -47,11 +47,12 @@ def test_a_baseline_stopped_by_ctrl_c_runs_again_on_resume(make_study, tmp_path)
             return super().forward(*args, **kwargs)
 
     interrupted = st_hpo.run_study(make_study(loss=CtrlCAtStep2, baseline=True), n_trials=2, output_dir=tmp_path,
-                                   progress=False)
+                                   storage=storage_url, progress=False)
     assert interrupted.interrupted
-    result = st_hpo.run_study(make_study(baseline=True), n_trials=2, output_dir=tmp_path, progress=False)
+    result = st_hpo.run_study(make_study(baseline=True), n_trials=2, output_dir=tmp_path, storage=storage_url,
+                              progress=False)
     assert result.budget_met
-    trials = load_trials(tmp_path, "tiny")
+    trials = load_trials(tmp_path, "tiny", storage_url)
     baselines = [(t.number, t.state.name) for t in trials if t.user_attrs.get("st_hpo.baseline")]
     assert baselines == [(0, "FAIL"), (1, "COMPLETE")]
 
