@@ -112,3 +112,23 @@ def test_register_logs_the_kept_model_on_the_best_trials_run(ran, capsys):
     kept = SentenceTransformer(str(out.resolve() / "trials" / f"trial-{best.number}" / "model"), device="cpu")
     sentence = ["a dog is running in the park"]
     assert np.allclose(served.encode(sentence), kept.encode(sentence), atol=1e-6)
+
+
+def test_open_study_hands_out_the_optuna_study_and_every_result(ran, tmp_path):
+    """One handle, opened from the study file's Study and the run's location, does what the functions do."""
+    path, out = ran
+    handle = st_hpo.open_study(st_hpo.load_study_file(path), output_dir=out)
+    assert handle.output_dir == out.resolve() and handle.storage == str(out.resolve() / "optuna.journal")
+    trials = handle.optuna_study.get_trials(deepcopy=False)
+    assert [t.number for t in trials] == [t.number for t in load_trials(out, "tiny-file")]
+    best = handle.best()
+    assert best == st_hpo.best_trial(st_hpo.load_study_file(path), output_dir=out)
+    assert best.number == handle.optuna_study.best_trial.number
+    exported = json.loads(handle.export(tmp_path / "best.json").read_text())
+    assert exported["trial"] == best.number and exported["value"] == pytest.approx(best.value)
+    written = handle.report(track=False)
+    assert {p.name for p in written} >= {"summary.md", "trials.csv"}
+    never_ran = st_hpo.open_study(st_hpo.load_study_file(path), output_dir=tmp_path / "nowhere")
+    with pytest.raises(st_hpo.StorageError, match="run it first"):
+        never_ran.best()
+    assert not (tmp_path / "nowhere").exists(), "opening a handle creates nothing"

@@ -27,6 +27,7 @@ from st_hpo._definition._loading import load_study_file
 from st_hpo._definition._study import Study
 from st_hpo._execution._test_score import TestScore
 from st_hpo._results._confirm import ConfirmResult, confirm_study
+from st_hpo._results._handle import StudyHandle, open_study
 from st_hpo._results._read import BestTrial, best_trial, export_best
 from st_hpo._results._register import RegisterResult, register_best
 from st_hpo._results._reports import report_study
@@ -58,6 +59,7 @@ __all__ = [
     "Study",
     "StudyDefinitionError",
     "StudyFileError",
+    "StudyHandle",
     "StudyResult",
     "TestScore",
     "TrackingError",
@@ -68,6 +70,7 @@ __all__ = [
     "export_best",
     "join_study",
     "load_study_file",
+    "open_study",
     "register_best",
     "report_study",
     "retrain_best",

@@ -1,0 +1,122 @@
+"""A handle on one stored study: where it lives, its Optuna study, and what can be read or done with it.
+
+``st_hpo.open_study(study, output_dir=..., storage=..., tracking_uri=...)`` resolves the location once (the
+defaults are those ``st-hpo run`` uses) and every operation is a method: ``status``, ``best``, ``export``,
+``test``, ``register``, ``retrain``, ``confirm``, ``report``, ``sync``, and ``optuna_study`` for Optuna's own
+API (``optuna-dashboard``, ``study.trials_dataframe()``). The module-level functions (``st_hpo.best_trial``,
+``st_hpo.export_best``, ...) take the same location arguments and stay for scripts that make one call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from st_hpo._definition._study import Study
+from st_hpo._results._read import StudyLocation
+
+if TYPE_CHECKING:
+    import optuna
+
+    from st_hpo._execution._test_score import TestScore
+    from st_hpo._results._confirm import ConfirmResult
+    from st_hpo._results._read import BestTrial
+    from st_hpo._results._register import RegisterResult
+    from st_hpo._results._retrain import RetrainResult
+
+__all__ = ["StudyHandle", "open_study"]
+
+
+def open_study(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
+               tracking_uri: str | None = None, study_name: str | None = None) -> StudyHandle:
+    """A handle on the stored ``study``: the location arguments are those it ran with (``run_study`` or
+    ``st-hpo run``), each defaulting as there. Nothing is opened until a method needs it; a study that was
+    never run raises :class:`~st_hpo.StorageError` (saying to run it first) at that point."""
+    if study_name:
+        study = study.replace(name=study_name)
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
+    return StudyHandle(study=study, location=location, explicit_tracking_uri=tracking_uri)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyHandle:
+    """One stored study and its location (see :func:`open_study`)."""
+
+    study: Study
+    location: StudyLocation
+    #: The tracking URI as given (None: the embedded MLflow store in the output folder).
+    explicit_tracking_uri: str | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return self.location.output_dir
+
+    @property
+    def storage(self) -> str:
+        return self.location.storage
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.location.tracking_uri
+
+    @cached_property
+    def optuna_study(self) -> optuna.Study:
+        """The study's ``optuna.Study`` in its storage (loaded once per handle)."""
+        from st_hpo._results._read import load_study
+
+        return load_study(self.study, self.location)
+
+    def _where(self) -> dict[str, Any]:
+        return {"output_dir": self.output_dir, "storage": self.storage}
+
+    def _where_tracked(self) -> dict[str, Any]:
+        return {**self._where(), "tracking_uri": self.explicit_tracking_uri}
+
+    def best(self) -> BestTrial:
+        """The best complete trial and its gains over the baseline and the base model."""
+        from st_hpo._results._read import best_of
+
+        return best_of(self.optuna_study, self.study.objective)
+
+    def export(self, path: str | Path) -> Path:
+        """Write the best configuration to ``path`` (YAML for ``.yaml``/``.yml``, else JSON)."""
+        from st_hpo._results._read import export_best
+
+        return export_best(self.study, path, **self._where())
+
+    def test(self, *, track: bool = True) -> TestScore:
+        """Score the kept best model and the base model on the study's test set now."""
+        from st_hpo._results._scoring import score_best_on_test
+
+        return score_best_on_test(self.study, **self._where_tracked(), track=track)
+
+    def register(self, name: str | None = None, *, new_version: bool = False) -> RegisterResult:
+        """Log the best trial's kept model on its MLflow run and register it (default name: the study's)."""
+        from st_hpo._results._register import register_best
+
+        return register_best(self.study, name=name, **self._where_tracked(), new_version=new_version)
+
+    def retrain(self, *, model_dir: str | Path | None = None, epochs: float | None = None,
+                register_as: str | None = None, track: bool = True) -> RetrainResult:
+        """Train the best configuration again and save (and log) the model."""
+        from st_hpo._results._retrain import retrain_best
+
+        return retrain_best(self.study, **self._where_tracked(), model_dir=model_dir, epochs=epochs,
+                            register_as=register_as, track=track)
+
+    def confirm(self, *, top: int = 3, seeds: int = 3, progress: bool = True, workers: int | None = None,
+                gpus: str | None = None, trials_per_gpu: int = 1,
+                study_file: str | Path | None = None) -> ConfirmResult:
+        """Train the ``top`` best configurations (and the baseline) again over ``seeds`` new seeds each."""
+        from st_hpo._results._confirm import confirm_study
+
+        return confirm_study(self.study, top=top, seeds=seeds, **self._where_tracked(), progress=progress,
+                             workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
+
+    def report(self, *, track: bool = True) -> list[Path]:
+        """Write the reports (plots, trials.csv, summary.md) to the output folder and the parent run."""
+        from st_hpo._results._reports import report_study
+
+        return report_study(self.study, **self._where_tracked(), track=track)
