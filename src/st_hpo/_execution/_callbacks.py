@@ -1,11 +1,8 @@
 """The trainer callback that reports a trial's evaluations to Optuna (for pruning) and MLflow (curves).
 
-Trials compare like with like: st-hpo decides the evaluation points itself. From the *base* arguments'
-schedule, or where they set none from the study's pruner (evaluations only where it can decide,
-:func:`pruner_fractions`), it derives the fractions of training at which every trial evaluates (:func:`evaluation_fractions`),
-and each trial's :class:`TrialReporter` evaluates at the trainer steps of those fractions for its own step
-count and reports at the fraction's per-mille, so every trial of a study reports at the same Optuna steps
-whatever its batch size or dataset size.
+Each trial's :class:`TrialReporter` evaluates at the trainer steps of the study's evaluation fractions
+(:mod:`st_hpo._execution._schedule`) for its own step count and reports at the fraction's per-mille, so every
+trial of a study reports at the same Optuna steps whatever its batch size or dataset size.
 """
 
 from __future__ import annotations
@@ -17,16 +14,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["DEVICE_ATTR", "PROGRESS_SCALE", "Diverged", "TrialReporter", "evaluation_fractions", "progress_step",
-           "pruner_fractions", "training_devices"]
+from st_hpo._execution._schedule import PROGRESS_SCALE, progress_step
+
+__all__ = ["DEVICE_ATTR", "Diverged", "TrialReporter", "training_devices"]
 
 logger = logging.getLogger(__name__)
-
-
-#: Optuna's intermediate values are indexed by training progress in per-mille (0..1000), not by the raw
-#: step: trials with different batch sizes (so different step counts) are compared at the same fraction
-#: of their training, which is what the pruners assume.
-PROGRESS_SCALE = 1000
 
 
 #: Trial user attribute: where the trial really trained, read from the trainer after its first optimizer step:
@@ -55,73 +47,6 @@ class Diverged(Exception):  # noqa: N818 - reads as the trial's fate: "diverged:
     """A trial's training loss or objective became NaN or infinite: the trial fails (it is not pruned)."""
 
 
-def progress_step(global_step: int, max_steps: int) -> int:
-    """The Optuna step (per-mille of training done) of a trainer step."""
-    return round(PROGRESS_SCALE * global_step / max(max_steps, 1))
-
-
-#: Successive halving and hyperband in st-hpo's units (per-mille of training): the first rung at 1/9 of
-#: training, each next one 3 times further (1/9, 1/3, then the end of training, where st-hpo never prunes).
-RUNG_MIN_RESOURCE = 111
-RUNG_REDUCTION_FACTOR = 3
-#: Where the median pruner (and a pruner of st-hpo's that wraps it) compares trials: each point is a decision.
-MEDIAN_FRACTIONS = (0.25, 0.5, 0.75)
-#: An Optuna pruner object from the study file: st-hpo cannot know where it decides, so a few points.
-FALLBACK_FRACTIONS = (0.25, 0.5, 0.75)
-
-
-def pruner_fractions(pruner: Any) -> tuple[float, ...]:
-    """The fractions of training at which ``pruner`` (a study's ``pruner`` field) can act, the end of
-    training (1.0) included; ``(1.0,)`` for no pruner: the final evaluation alone.
-
-    Successive halving and hyperband decide at their rungs (all hyperband brackets' rungs are those of its
-    first bracket: 1/9 and 1/3 of training); the median pruner at each of :data:`MEDIAN_FRACTIONS`; a
-    pruner object at :data:`FALLBACK_FRACTIONS` (set ``eval_strategy``/``eval_steps`` to choose others).
-    """
-    from st_hpo._definition._study import DEFAULT_PRUNER
-
-    name = DEFAULT_PRUNER if pruner is None else pruner
-    if name == "none" or type(name).__name__ == "NopPruner":
-        return (1.0,)
-    if name in ("successive-halving", "hyperband"):
-        points, rung = [], RUNG_MIN_RESOURCE
-        while rung < PROGRESS_SCALE - 1:  # a rung at the end is no decision: st-hpo never prunes there
-            points.append(rung / PROGRESS_SCALE)
-            rung *= RUNG_REDUCTION_FACTOR
-        return (*points, 1.0)
-    if name in ("median", "patient"):
-        return (*MEDIAN_FRACTIONS, 1.0)
-    return (*FALLBACK_FRACTIONS, 1.0)
-
-
-def evaluation_fractions(base_args: Any, train_rows: int, pruner: Any = None) -> tuple[float, ...]:
-    """The fractions of training (0 < f <= 1) at which every trial of the study evaluates.
-
-    Derived from the base arguments and the study's ``pruner`` only, so they are the same for every trial.
-    Base arguments that set no cadence (``eval_strategy="no"``, the transformers default) get st-hpo's
-    schedule, :func:`pruner_fractions`: evaluations only where the pruner can decide, plus the final one.
-    A cadence the user set is kept: a fractional ``eval_steps`` (0.125) gives k x 0.125; an integer one
-    is converted with the base arguments' step count; ``eval_strategy="epoch"`` gives the end of each
-    epoch. The end of training (1.0) is always one.
-    """
-    strategy = str(getattr(base_args.eval_strategy, "value", base_args.eval_strategy))
-    if strategy == "no":
-        return pruner_fractions(pruner)
-    per_step = max(base_args.per_device_train_batch_size * base_args.gradient_accumulation_steps, 1)
-    per_epoch = max(math.ceil(train_rows / per_step), 1)
-    if base_args.max_steps and base_args.max_steps > 0:
-        steps = base_args.max_steps
-    else:
-        steps = max(math.ceil(per_epoch * base_args.num_train_epochs), 1)
-    if strategy == "epoch":
-        every = per_epoch / steps
-    else:
-        every = base_args.eval_steps or base_args.logging_steps or 1
-        every = every if every < 1 else every / steps
-    fractions = [k * every for k in range(1, math.floor(1 / every + 1e-9) + 1)]
-    return (*(f for f in fractions if f < 1 - 1e-9), 1.0)
-
-
 class TrialReporter(TrainerCallback):
     """Reports the objective at every evaluation and decides on pruning; logs curves to the trial's run.
 
@@ -138,7 +63,7 @@ class TrialReporter(TrainerCallback):
             before the final evaluation on the whole set. Otherwise the values are ``objective_intermediate``;
             ``objective`` is the final value of a complete trial only, logged when it ends.
         on_progress: called at every evaluation with ``(step, max_steps, value, subset)`` (progress lines).
-        fractions: the study's evaluation grid (:func:`evaluation_fractions`): the trial evaluates exactly at
+        fractions: the study's evaluation grid (:func:`st_hpo._execution._schedule.evaluation_fractions`): the trial evaluates exactly at
             the trainer steps of these fractions of its training and reports at their per-mille (on a subset,
             not at the end: the final evaluation on the whole set is the caller's). Empty: the trainer's own
             schedule decides, and values are reported at the per-mille of their step.

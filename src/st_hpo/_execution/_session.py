@@ -109,7 +109,7 @@ def make_pruner(spec: Any) -> Any:
     """
     import optuna
 
-    from st_hpo._execution._callbacks import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
+    from st_hpo._execution._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 
     spec = DEFAULT_PRUNER if spec is None else spec
     if spec == "median":

@@ -21,9 +21,10 @@ from typing import Any
 
 from st_hpo._definition import _args, _space
 from st_hpo._definition._datasets import for_one_trainer
-from st_hpo._execution._callbacks import Diverged, TrialReporter, evaluation_fractions
+from st_hpo._execution._callbacks import Diverged, TrialReporter
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
+from st_hpo._execution._schedule import evaluation_fractions
 from st_hpo._execution._validate import ValidatedStudy
 from st_hpo._tracking._record import UNSAMPLED_ATTR, shown_params, store_config
 from st_hpo.exceptions import TrackingError, TrialError

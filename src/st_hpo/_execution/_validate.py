@@ -100,7 +100,7 @@ MIN_EVALS_FOR_PRUNING = 3
 def evaluations_per_trial(base_args: Any, train_rows: int, pruner: Any = None) -> int:
     """How many evaluations every trial runs (the one at the end of training included), for the study's
     ``pruner`` (None: the default one)."""
-    from st_hpo._execution._callbacks import evaluation_fractions  # every trial evaluates on this grid
+    from st_hpo._execution._schedule import evaluation_fractions  # every trial evaluates on this grid
 
     return len(evaluation_fractions(base_args, train_rows, pruner))
 
@@ -114,7 +114,7 @@ def _pruner_name(pruner: Any) -> str:
 def _check_cadence(study: Study, resources: StudyResources, base_args: Any, train_rows: int) -> None:
     """Say what the evaluations cost: st-hpo's own schedule (base args with no cadence), or the cadence the
     user set next to what st-hpo's schedule would cost instead."""
-    from st_hpo._execution._callbacks import FALLBACK_FRACTIONS, pruner_fractions
+    from st_hpo._execution._schedule import FALLBACK_FRACTIONS, pruner_fractions
 
     own = pruner_fractions(study.pruner)
     name = _pruner_name(study.pruner)
