@@ -20,7 +20,12 @@ from st_hpo._definition._datasets import dataset_parts, head, part_label
 from st_hpo._definition._study import Study
 from st_hpo._execution._resources import StudyResources
 from st_hpo._execution._test_score import check_test_objective
-from st_hpo._execution._validate_loss import check_loss_keys, check_loss_on_rows, check_loss_params
+from st_hpo._execution._validate_loss import (
+    check_finite_labels,
+    check_loss_keys,
+    check_loss_on_rows,
+    check_loss_params,
+)
 from st_hpo._kinds import ModelKind, check_kind_of
 from st_hpo.exceptions import StudyDefinitionError
 
@@ -202,6 +207,8 @@ def _check_datasets(study: Study, resources: StudyResources, needs_eval_loss: bo
             if len(part) == 0:
                 extra = "" if what == "train_dataset" else " (or leave it out when the evaluator holds its own data)"
                 raise StudyDefinitionError(f"{part_label(what, name)} is empty; give it at least one row{extra}")
+    check_finite_labels({"train_dataset": resources.train_dataset, "eval_dataset": resources.eval_dataset,
+                         "test_dataset": resources.test_dataset})
     if isinstance(study.loss, Mapping):
         check_loss_keys(study.loss, resources.train_dataset, "loss")
     if not needs_eval_loss:
