@@ -97,8 +97,9 @@ def make_sampler(spec: Any, seed: int | None, salt: str | None = None, *, parall
     return spec
 
 
-def make_pruner(spec: Any) -> Any:
-    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._definition._study.DEFAULT_PRUNER`).
+def make_pruner(spec: Any, storage: Any = None) -> Any:
+    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._definition._study.DEFAULT_PRUNER`);
+    given the study's ``storage``, it decides without the failed trials (:mod:`st_hpo._execution._pruners`).
 
     st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
     (:func:`st_hpo._execution._callbacks.evaluation_fractions`). Successive halving and hyperband have their first rung
@@ -111,6 +112,10 @@ def make_pruner(spec: Any) -> Any:
     from st_hpo._execution._callbacks import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 
     spec = DEFAULT_PRUNER if spec is None else spec
+    if storage is not None:
+        from st_hpo._execution._pruners import WithoutFailedTrials
+
+        return WithoutFailedTrials(make_pruner(spec), storage)
     if spec == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     if spec == "successive-halving":
@@ -354,7 +359,7 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
             study_name=definition.name, storage=storage, load_if_exists=True,
             direction=definition.direction,
             sampler=make_sampler(definition.sampler, definition.seed, salt, parallel=salt is not None),
-            pruner=make_pruner(definition.pruner),
+            pruner=make_pruner(definition.pruner, storage),
         )
     except Exception as exc:  # noqa: BLE001 - storage errors of every kind
         raise StorageError(f"could not create or load study {definition.name!r} in {storage_url}: {exc}") from None
