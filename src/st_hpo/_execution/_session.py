@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition import _args
+from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
-from st_hpo._definition._space import space_defaults
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._execution._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import STOPPED_ATTR, current_host, recover_stale_trials
@@ -28,6 +28,7 @@ from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._execution._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo._kinds import KIND_ATTR
+from st_hpo._tracking._record import BASELINE_UNSAMPLED_ATTR
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
@@ -230,11 +231,15 @@ class StudySession:
         self._queue_warm_start()
 
     def _queue_baseline(self) -> None:
-        values = space_defaults(self.definition.space, self.validated.base_args, base_loss=self.definition.loss)
+        """Queue the baseline with every base value the space can produce, as Optuna params (Choice labels);
+        the names it cannot are listed, and the trial leaves them at their base value."""
+        values = baseline_values(self.definition.space, self.validated.base_args, base_loss=self.definition.loss)
         attrs: dict[str, Any] = {BASELINE_ATTR: True}
-        if values is None:
+        if values is None:  # define-by-run: the base arguments, unsampled
             attrs[UNSAMPLED_ATTR] = True
-        self.study.enqueue_trial(values or {}, user_attrs=attrs, skip_if_exists=False)
+        elif values.unsampled:
+            attrs[BASELINE_UNSAMPLED_ATTR] = values.unsampled
+        self.study.enqueue_trial(values.params if values else {}, user_attrs=attrs, skip_if_exists=False)
 
     def _requeue_baseline(self) -> None:
         """Queue the baseline again when every run of it was stopped from outside (Ctrl-C, SIGTERM, a killed
