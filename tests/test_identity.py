@@ -94,3 +94,64 @@ def test_a_resume_with_another_progress_bar_setting_is_the_same_study(make_study
                                output_dir=tmp_path, progress=False)
     assert resumed.budget_met
     assert len(load_trials(tmp_path, "tiny")) == 2
+
+
+def test_a_changed_loss_or_evaluator_is_refused_on_resume_and_an_older_record_resumes(
+        study_file, tmp_path, capsys, caplog, monkeypatch, make_study):
+    from sentence_transformers.sentence_transformer.losses import AnglELoss, CoSENTLoss
+
+    from st_hpo.cli import main
+
+    path = study_file(name="loss-id", n_trials=1)
+    out = tmp_path / "out"
+    assert main(["-q", "run", str(path), "--output-dir", str(out)]) == 0
+    # AnglELoss imported under the name CoSENTLoss: the same name in the file, another loss
+    path.write_text(path.read_text().replace(
+        "from sentence_transformers.sentence_transformer.losses import CoSENTLoss",
+        "from sentence_transformers.sentence_transformer.losses import AnglELoss as CoSENTLoss"))
+    capsys.readouterr()
+    assert main(["-q", "run", str(path), "--output-dir", str(out), "--n-trials", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ran under another definition: changed loss (" in err
+    assert "cosent.CoSENTLoss' -> " in err and "angle.AnglELoss')" in err
+    assert len(load_trials(out, "loss-id")) == 1, "the refused definition ran no trial"
+
+    # a factory is known by its code: the same function name building another loss is another definition
+    def loss(model, params):
+        return CoSENTLoss(model)
+
+    st_hpo.run_study(make_study(loss=loss), n_trials=1, output_dir=tmp_path / "f", progress=False)
+    first = loss
+
+    def loss(model, params):  # noqa: F811 - the edited factory, same qualified name
+        return AnglELoss(model)
+
+    with pytest.raises(st_hpo.StudyDefinitionError, match=r"ran under another definition: changed loss \("):
+        st_hpo.run_study(make_study(loss=loss), n_trials=2, output_dir=tmp_path / "f", progress=False)
+
+    def evaluator(ds):
+        from tests.conftest import sts_evaluator
+
+        return sts_evaluator(ds.select(range(16)))  # scores the trials on half the rows: other values
+
+    with pytest.raises(st_hpo.StudyDefinitionError, match=r"ran under another definition: changed evaluator \("):
+        st_hpo.run_study(make_study(loss=first, evaluator=evaluator), n_trials=2, output_dir=tmp_path / "f", progress=False)
+
+    # a study stored before st-hpo recorded the loss, evaluator and objective resumes, with a warning, and
+    # records them from then on
+    path.write_text(path.read_text().replace("import AnglELoss as CoSENTLoss", "import CoSENTLoss"))
+    from st_hpo._definition._identity import DEFINITION_ATTR
+    from st_hpo._execution._storage import open_storage
+
+    stored = optuna.load_study(study_name="loss-id", storage=open_storage(str(out / "optuna.journal")))
+    old = {k: v for k, v in stored.user_attrs[DEFINITION_ATTR].items() if k not in ("loss", "evaluator", "objective")}
+    stored.set_user_attr(DEFINITION_ATTR, old)
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("st_hpo"), "propagate", True)  # the CLI above turned it off
+    with caplog.at_level("WARNING", logger="st_hpo"):
+        assert st_hpo.run_study(st_hpo.load_study_file(path), n_trials=2, output_dir=out, progress=False).budget_met
+    assert "was stored before st-hpo recorded its loss, evaluator, objective" in caplog.text
+    record = optuna.load_study(study_name="loss-id", storage=open_storage(str(out / "optuna.journal"))
+                               ).user_attrs[DEFINITION_ATTR]
+    assert record["loss"].endswith("cosent.CoSENTLoss") and record["objective"].endswith("(maximize)")

@@ -430,3 +430,43 @@ def test_a_best_checkpoint_or_a_best_metric_the_trials_never_report_is_refused(m
                              "metric_for_best_model": "sts-dev_spearman_cosine"}, n_trials=1, pruner="none")
     result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
     assert result.n_complete == 1 and result.n_fail == 0
+
+
+def _with_score(dataset, row: int, value: float):
+    scores = list(dataset["score"])
+    scores[row] = value
+    return dataset.remove_columns("score").add_column("score", scores)
+
+
+def test_nan_or_infinite_labels_are_refused_naming_dataset_column_and_row(make_study, pairs_train, pairs_eval,
+                                                                           tmp_path, capsys):
+    from datasets import DatasetDict
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+
+    # one NaN score in the eval set: the evaluator's correlation would be NaN and every trial "diverged"
+    with pytest.raises(StudyDefinitionError) as info:
+        st_hpo.validate_study(make_study(eval_dataset=_with_score(pairs_eval, 5, float("nan"))))
+    line = str(info.value)
+    assert "\n" not in line and "eval_dataset's 'score' column holds nan at row 5" in line
+    # a NaN among CosineSimilarityLoss's training labels is not "inside [-1, 1]"
+    with pytest.raises(StudyDefinitionError, match=r"^train_dataset's 'score' column holds nan at row 17 \(1 row"):
+        st_hpo.validate_study(make_study(loss=CosineSimilarityLoss,
+                                         train_dataset=_with_score(pairs_train, 17, float("nan"))))
+    # an infinite score in one dataset of several: the dataset is named
+    sts = _with_score(pairs_train, 3, float("inf"))
+    with pytest.raises(StudyDefinitionError, match=r"train_dataset\['sts'\]'s 'score' column holds inf at row 3"):
+        st_hpo.validate_study(make_study(train_dataset=DatasetDict(sts=sts, other=pairs_train),
+                                         loss={"sts": CosineSimilarityLoss, "other": CosineSimilarityLoss}))
+    # and `st-hpo validate` says it in one line, exit 1, before any training
+    from st_hpo.cli import main
+    from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
+
+    eval_pairs = make_pairs(32, 2)
+    eval_pairs["score"][9] = float("nan")
+    path = tmp_path / "nan.py"
+    path.write_text(STUDY_FILE_TEMPLATE.format(pairs=make_pairs(64, 1), eval_pairs=eval_pairs, name="nan",
+                                               model=make_study().model, n_trials=1, epochs=1, baseline=False)
+                    .replace("import optuna", "import optuna\nfrom math import nan"))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "eval_dataset's 'score' column holds nan at row 9" in err

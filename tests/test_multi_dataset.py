@@ -156,3 +156,41 @@ def test_mismatched_loss_keys_from_the_cli_exit_1_in_one_line_and_write_nothing(
         in lines[0], proc.stderr
     assert not out.exists()
 
+
+@pytest.mark.slow
+def test_the_baseline_records_every_base_value_as_optuna_params_and_shows_labels(multi_study, tmp_path):
+    """The baseline of a multi-dataset study with Choices and `loss.` names: the base values the space can produce
+    are Optuna params (labels for Choices, the loss classes' defaults), so best_params and TPE see them; every
+    reader (status/best, MLflow, trials.csv, export) shows every name, a base value outside the space too."""
+    import csv
+    import json
+
+    import optuna
+
+    from st_hpo._execution._storage import open_storage
+
+    space = {"learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
+             "multi_dataset_batch_sampler": CategoricalDistribution(["proportional", "round_robin"]),
+             "loss.sts.scale": FloatDistribution(10.0, 30.0), "loss.pairs.scale": FloatDistribution(10.0, 30.0),
+             "prompts": st_hpo.Choice({"none": None, "query": {"sentence1": "query: "}}),
+             "warmup_ratio": FloatDistribution(0.1, 0.3)}  # the base ratio (0) lies outside: kept unsampled
+    study = multi_study(space=space, baseline=True, n_trials=1, pruner="none", intermediate_eval_rows=12)
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    in_space = {"learning_rate": 5e-5, "multi_dataset_batch_sampler": "proportional", "loss.sts.scale": 20.0,
+                "loss.pairs.scale": 20.0, "prompts": "none"}
+    shown = {**in_space, "warmup_ratio": 0.0}
+    (baseline,) = load_trials(tmp_path, "tiny")
+    assert baseline.state.name == "COMPLETE" and baseline.user_attrs["st_hpo.baseline"] is True
+    assert baseline.params == in_space, "Optuna holds the baseline's values (Choice labels, loss defaults)"
+    assert optuna.load_study(study_name="tiny", storage=open_storage(str(tmp_path / "optuna.journal"))
+                             ).best_params == in_space
+    assert st_hpo.best_trial(study, output_dir=tmp_path).params == shown  # what `best` and `status` show
+    _, _, runs = mlflow_runs(tmp_path, "tiny")
+    assert {k: runs[0].data.params[k] for k in shown} == {k: str(v) for k, v in shown.items()}
+    with (tmp_path / "reports" / "trials.csv").open() as f:
+        row = next(csv.DictReader(f))
+    assert {k: row[f"params_{k}"] for k in shown} == {k: str(v) for k, v in shown.items()}
+    config = json.loads(st_hpo.export_best(study, tmp_path / "best.json", output_dir=tmp_path).read_text())
+    assert config["params"] == shown and config["labels"] == {"prompts": "none"}
+    assert config["loss_params"] == {"sts.scale": 20.0, "pairs.scale": 20.0}
+    assert config["args"]["prompts"] is None

@@ -135,3 +135,56 @@ def test_tpe_does_not_learn_from_failed_trials_even_with_a_constraint():
 
     assert proposals("FAIL") == proposals(None)
     assert proposals("PRUNED") != proposals(None)
+
+
+#: trains (barely) with CoSENT, reports at 11% and 33% of training, then its loss turns NaN; and a
+#: configuration that scores below it at both points on this data (0.830 and 0.830 against 0.835 and 0.834)
+LATE_NAN, BEHIND_EARLY = 1e-5, 5e-4
+
+
+def _late_nan_loss(model, params):
+    if params["learning_rate"] == LATE_NAN:
+        return _Poisoned(model, mode="loss", at=12)  # of 18 steps: after the evaluations at steps 2 and 6
+    return _loss(model, params)
+
+
+@pytest.mark.slow
+def test_a_trial_that_diverged_after_reporting_does_not_prune_the_next_ones(make_study, tmp_path):
+    from datasets import Dataset
+
+    # successive halving at its rungs (11% and 33% of 18 steps); no evaluation cadence of the test's own
+    args = {k: v for k, v in make_study().args.items() if k not in ("eval_strategy", "eval_steps")}
+    study = make_study(
+        train_dataset=Dataset.from_dict(make_pairs(288, seed=1)), loss=_late_nan_loss, n_trials=1, args=args,
+        pruner="successive-halving", space={"learning_rate": CategoricalDistribution([LATE_NAN, BEHIND_EARLY])},
+        enqueue=[{"learning_rate": LATE_NAN}, {"learning_rate": BEHIND_EARLY}],
+    )
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[0].user_attrs["st_hpo.error"] == "diverged: training loss nan at step 12"
+    assert set(trials[0].intermediate_values) == {111, 333}, "it reported at both rungs before it diverged"
+    # the failed trial was ahead at the first rung: counted there, it would have pruned trial 1
+    assert trials[1].intermediate_values[111] < trials[0].intermediate_values[111]
+    assert result.n_complete == 1 and result.best_trial_number == 1 and result.stop_reason is None
+
+
+def test_a_study_that_ends_without_a_complete_trial_does_not_succeed(study_file, tmp_path, capsys):
+    from st_hpo.cli import main
+
+    path = study_file(name="no-result", n_trials=2)
+    # a pruner that prunes every trial at its first evaluation: the budget is met with nothing complete
+    path.write_text(path.read_text().replace('pruner="median"', "pruner=optuna.pruners.ThresholdPruner(lower=2.0)"))
+    out = tmp_path / "out"
+    result = st_hpo.run_study(st_hpo.load_study_file(path), output_dir=out, progress=False)
+    assert result.budget_met and result.n_complete == 0 and result.n_pruned == 2
+    assert result.best_trial_number is None
+    assert result.stop_reason == "no trial completed (2 pruned, 0 failed), so the study has no best trial"
+    _, parents, runs = mlflow_runs(out, "no-result")
+    assert parents[0].info.status == "FAILED" and [r.info.status for r in runs] == ["KILLED", "KILLED"]
+    # the CLI: exit 1 and one line that says why and what to do (here: the budget is already met)
+    capsys.readouterr()
+    assert main(["-q", "run", str(path), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: no trial completed (2 pruned, 0 failed)")
+    assert "a larger --n-trials" in err

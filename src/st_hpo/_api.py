@@ -35,7 +35,8 @@ class StudyResult:
     budget_met: bool
     #: the best trial's saved model folder (``Study.keep_best_model``), when it is on this machine
     best_model_dir: Path | None = None
-    #: why the study stopped short of its budget, other than a timeout or Ctrl-C (trials kept failing)
+    #: why the study has no result: it stopped short of its budget, other than by a timeout or Ctrl-C (trials
+    #: kept failing), or it met its budget without a complete trial (every one pruned or failed)
     stop_reason: str | None = None
     #: the best trial's kept model scored on the held-out test set (``Study.test_dataset``), and the base model
     test_value: float | None = None
@@ -134,14 +135,26 @@ def run_study(
         else:
             loop = _run_here(session, budget, _left(deadline), progress, worker_name="main")
             budget_met, interrupted, stop_reason = loop.budget_met, loop.interrupted, loop.gave_up
+        if budget_met and not stop_reason:
+            stop_reason = no_result(session.study)
     finally:
         _keep_only_best(session)
         if budget_met:
             _score_test(session)
-        session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
+        session.close("FAILED" if stop_reason else ("FINISHED" if budget_met else "KILLED"))
         _write_reports(session)
     return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason,
                      budget=budget)
+
+
+def no_result(study: Any) -> str | None:
+    """Why a study that met its budget has no result: no trial completed (all were pruned or failed); else None."""
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("st_hpo.cancelled")]
+    if any(t.state.name == "COMPLETE" for t in trials):
+        return None
+    pruned = sum(t.state.name == "PRUNED" for t in trials)
+    failed = sum(t.state.name == "FAIL" for t in trials)
+    return f"no trial completed ({pruned} pruned, {failed} failed), so the study has no best trial"
 
 
 def _budget(session: Any, n_trials: int | None) -> int:

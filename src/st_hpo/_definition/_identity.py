@@ -1,7 +1,8 @@
 """What a study is: the definition it was created with, and what it ran on.
 
 A study keeps, in its Optuna user attributes, a record of the definition its trials were run under: the
-base training arguments, the search space, the model, and a fingerprint of each dataset. A later session
+base training arguments, the search space, the model, a fingerprint of each dataset, and of the loss, the
+evaluator and the objective (with its direction). A later session
 (a resume, an extension, a worker joining from another machine) compares its own definition with that
 record and is refused when they differ, because trials of two definitions cannot be compared: the
 message says what changed and how to start a new study instead.
@@ -13,6 +14,7 @@ file's repository, the model, and the datasets as MLflow dataset inputs.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import subprocess
@@ -24,7 +26,7 @@ from typing import Any
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["DEFINITION_ATTR", "PACKAGES", "check_unchanged", "dataset_fingerprint", "definition_record",
-           "git_commit", "package_versions"]
+           "fingerprint", "git_commit", "package_versions"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,69 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__}({named})" if named else type(value).__name__
 
 
+def _code_digest(function: Any) -> str:
+    """A digest of what a function's code does, stable across formatting, comments, local names and Python
+    versions: the global and attribute names it uses, what its globals and closure refer to when that is a
+    class, function or module (an alias of another loss shows), and the constants it holds (nested
+    functions' too)."""
+    parts: list[str] = []
+    doc = getattr(function, "__doc__", None)  # a constant of the code in some Python versions only
+    referred = {**getattr(function, "__globals__", {}),
+                **dict(zip(function.__code__.co_freevars,
+                           (_cell(c) for c in getattr(function, "__closure__", None) or ()), strict=False))}
+
+    def walk(code: Any) -> None:
+        names = sorted({*code.co_names, *code.co_freevars})
+        parts.append(repr(names))
+        parts.extend(f"{name}={_named(referred[name])}" for name in names if _named(referred.get(name)))
+        for const in code.co_consts:
+            if hasattr(const, "co_consts"):
+                walk(const)
+            elif const is not None and const != doc and isinstance(const, (str, bytes, int, float, tuple)):
+                parts.append(repr(const))
+
+    walk(function.__code__)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def _cell(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+def _named(value: Any) -> str | None:
+    """The dotted name of a class, function or module, else None."""
+    if inspect.ismodule(value):
+        return value.__name__
+    if inspect.isclass(value) or inspect.isfunction(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return None
+
+
+def fingerprint(value: Any) -> Any:
+    """What identifies a study part that shapes every trial's value: a loss, an evaluator.
+
+    A class by its module and qualified name (``AnglELoss`` imported under the name ``CoSENTLoss`` is still
+    ``...AnglELoss``); a function (a factory) by its qualified name and a digest of its code, so that a
+    changed loss inside a factory shows; a dict part by part; an instance by its class (and ``name``)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): fingerprint(part) for key, part in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if inspect.isfunction(value):
+        return f"{value.__module__ or ''}.{value.__qualname__}#{_code_digest(value)}".lstrip(".")
+    if callable(value) and hasattr(value, "func"):  # functools.partial
+        return {"partial": fingerprint(value.func), "args": repr(getattr(value, "args", ())),
+                "keywords": repr(sorted(getattr(value, "keywords", {}).items()))}
+    name = getattr(value, "name", None)
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    return f"{kind}(name={name!r})" if isinstance(name, str) else kind
+
+
 def _describe_space(space: Any) -> Any:
     if isinstance(space, Mapping):
         return {name: repr(dist) for name, dist in sorted(space.items())}
@@ -109,7 +174,8 @@ def _describe_space(space: Any) -> Any:
 
 def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, Any], *,
                       kind: str = "sentence-transformer") -> dict[str, Any]:
-    """What identifies a study's trials: the model kind, base arguments, space, model, dataset fingerprints."""
+    """What identifies a study's trials: the model kind, base arguments, space, model, dataset fingerprints, and
+    the loss, evaluator and objective (with its direction) that shape their values."""
     from st_hpo._definition import _args
 
     args = {k: v for k, v in _args.args_to_dict(base_args).items() if k not in _PER_RUN_FIELDS}
@@ -119,6 +185,10 @@ def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, An
         "space": _describe_space(definition.space),
         "model": _describe(definition.model),
         "data": {name: dataset_fingerprint(ds) for name, ds in datasets.items() if ds is not None},
+        # what shapes every trial's value besides the above (recorded since st-hpo 0.x: older records lack them)
+        "loss": fingerprint(definition.loss),
+        "evaluator": fingerprint(definition.evaluator),
+        "objective": f"{definition.objective.removeprefix('eval_')} ({definition.direction})",
     }
 
 
@@ -146,7 +216,19 @@ def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]
     data = sorted(k for k in set(old_data) | set(new_data) if old_data.get(k) != new_data.get(k))
     if data:
         changes.append(f"data ({', '.join(data)} content differs)")
+    for part in _SHAPING_PARTS:
+        if part in stored and stored[part] != current.get(part):
+            changes.append(f"{part} ({_short(stored[part])} -> {_short(current.get(part))})")
     return changes
+
+
+#: Parts of the record that older records lack (a study stored before st-hpo recorded them resumes with a warning).
+_SHAPING_PARTS = ("loss", "evaluator", "objective")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, Mapping) else repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def check_unchanged(study: Any, record: dict[str, Any], *, where: str) -> None:
@@ -158,7 +240,15 @@ def check_unchanged(study: Any, record: dict[str, Any], *, where: str) -> None:
     if stored is None:
         study.set_user_attr(DEFINITION_ATTR, json.loads(json.dumps(record, default=str)))
         return
-    changes = _changes(stored, json.loads(json.dumps(record, default=str)))
+    current = json.loads(json.dumps(record, default=str))
+    changes = _changes(stored, current)
+    if not changes and any(part not in stored for part in _SHAPING_PARTS):
+        missing = [part for part in _SHAPING_PARTS if part not in stored]
+        logger.warning("study %r was stored before st-hpo recorded its %s: a change of those since it ran cannot be "
+                       "detected; they are recorded now, and checked from here on", study.study_name,
+                       ", ".join(missing))
+        study.set_user_attr(DEFINITION_ATTR, {**stored, **{part: current[part] for part in missing}})
+        return
     if changes:
         raise StudyDefinitionError(
             f"study {study.study_name!r} in {where} ran under another definition: changed "

@@ -9,7 +9,6 @@ A define-by-run space is checked by sampling it a number of times in a throw-awa
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -216,49 +215,12 @@ def dry_samples(space: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
 
 def space_defaults(space: Mapping[str, Any] | Callable[..., Any], base_args: Any, *,
                    base_loss: Any = None) -> dict[str, Any] | None:
-    """The base arguments' values for every name of a dict space (the baseline trial), or None.
+    """The baseline's params when the space can produce the base value of every name, else None (see
+    :func:`st_hpo._definition._baseline.baseline_values`)."""
+    from st_hpo._definition._baseline import baseline_values
 
-    A ``loss`` Choice takes the label of ``base_loss`` (the study's ``loss``) when it is one of its options.
-
-    None when a name has no value in the base arguments that the distribution can take (a ``loss.`` or
-    ``model.`` name, or a base value outside the space) or when the space is define-by-run.
-    """
-    import optuna
-
-    if not isinstance(space, Mapping):
-        return None
-    values: dict[str, Any] = {}
-    for name, dist in space.items():
-        if name.startswith(_args.FACTORY_PREFIXES) or name == LOSS_NAME and base_loss is None:
-            return None
-        if isinstance(dist, Choice):  # the label whose value is the base value
-            base = base_loss if name == LOSS_NAME else getattr(base_args, name)
-            label = next((k for k, v in dist.options.items() if _same(v, base)), None)
-            if label is None:
-                return None
-            values[name] = label
-            continue
-        if name == "warmup_ratio":
-            value: Any = _args.effective_warmup_ratio(base_args)
-        else:
-            value = getattr(base_args, name)
-        if isinstance(value, enum.Enum):
-            value = value.value
-        dist = _normalize(dist)
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(dist, optuna.distributions.FloatDistribution):
-            if not numeric:  # e.g. max_length=None in the base args: no base value in the range
-                return None
-            value = float(value)
-            if dist.log and value <= 0 or not (dist.low <= value <= dist.high) or math.isnan(value):
-                return None
-        elif isinstance(dist, optuna.distributions.IntDistribution):
-            if not numeric or not (dist.low <= value <= dist.high):
-                return None
-        elif value not in dist.choices:
-            return None
-        values[name] = value
-    return values
+    values = baseline_values(space, base_args, base_loss=base_loss)
+    return None if values is None or values.unsampled else values.params
 
 
 def _outside(dist: Any, value: Any) -> str | None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition import _args
+from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
-from st_hpo._definition._space import space_defaults
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._execution._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import STOPPED_ATTR, current_host, recover_stale_trials
@@ -29,6 +29,7 @@ from st_hpo._execution._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo._kinds import KIND_ATTR
 from st_hpo._tracking._census import take_census
+from st_hpo._tracking._record import BASELINE_UNSAMPLED_ATTR
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
@@ -98,8 +99,9 @@ def make_sampler(spec: Any, seed: int | None, salt: str | None = None, *, parall
     return spec
 
 
-def make_pruner(spec: Any) -> Any:
-    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._definition._study.DEFAULT_PRUNER`).
+def make_pruner(spec: Any, storage: Any = None) -> Any:
+    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._definition._study.DEFAULT_PRUNER`);
+    given the study's ``storage``, it decides without the failed trials (:mod:`st_hpo._execution._pruners`).
 
     st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
     (:func:`st_hpo._execution._callbacks.evaluation_fractions`). Successive halving and hyperband have their first rung
@@ -112,6 +114,10 @@ def make_pruner(spec: Any) -> Any:
     from st_hpo._execution._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 
     spec = DEFAULT_PRUNER if spec is None else spec
+    if storage is not None:
+        from st_hpo._execution._pruners import WithoutFailedTrials
+
+        return WithoutFailedTrials(make_pruner(spec), storage)
     if spec == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     if spec == "successive-halving":
@@ -226,11 +232,15 @@ class StudySession:
         self._queue_warm_start()
 
     def _queue_baseline(self) -> None:
-        values = space_defaults(self.definition.space, self.validated.base_args, base_loss=self.definition.loss)
+        """Queue the baseline with every base value the space can produce, as Optuna params (Choice labels);
+        the names it cannot are listed, and the trial leaves them at their base value."""
+        values = baseline_values(self.definition.space, self.validated.base_args, base_loss=self.definition.loss)
         attrs: dict[str, Any] = {BASELINE_ATTR: True}
-        if values is None:
+        if values is None:  # define-by-run: the base arguments, unsampled
             attrs[UNSAMPLED_ATTR] = True
-        self.study.enqueue_trial(values or {}, user_attrs=attrs, skip_if_exists=False)
+        elif values.unsampled:
+            attrs[BASELINE_UNSAMPLED_ATTR] = values.unsampled
+        self.study.enqueue_trial(values.params if values else {}, user_attrs=attrs, skip_if_exists=False)
 
     def _requeue_baseline(self) -> None:
         """Queue the baseline again when every run of it was stopped from outside (Ctrl-C, SIGTERM, a killed
@@ -355,7 +365,7 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
             study_name=definition.name, storage=storage, load_if_exists=True,
             direction=definition.direction,
             sampler=make_sampler(definition.sampler, definition.seed, salt, parallel=salt is not None),
-            pruner=make_pruner(definition.pruner),
+            pruner=make_pruner(definition.pruner, storage),
         )
     except Exception as exc:  # noqa: BLE001 - storage errors of every kind
         raise StorageError(f"could not create or load study {definition.name!r} in {storage_url}: {exc}") from None

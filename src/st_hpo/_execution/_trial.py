@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition import _args, _space
+from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._execution._callbacks import Diverged, TrialReporter
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._schedule import evaluation_fractions
 from st_hpo._execution._validate import ValidatedStudy
-from st_hpo._tracking._record import UNSAMPLED_ATTR, shown_params, store_config
+from st_hpo._tracking._record import BASELINE_UNSAMPLED_ATTR, UNSAMPLED_ATTR, shown_params, store_config
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
@@ -139,44 +140,20 @@ class _RunLog:
 def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
     """The values the trial trains with, recorded with the trial (``st_hpo.config``, see :mod:`st_hpo._tracking._record`)
     for every reader: MLflow, ``status``, ``best``, ``export``, ``retrain``, the reports."""
-    if trial.user_attrs.get(UNSAMPLED_ATTR):
-        # a baseline whose base values lie outside the space: run the base arguments as they are, and
-        # record what every searched name was, for MLflow, `st-hpo status` and trials.csv
-        store_config(trial, {}, {}, shown=_base_values(ctx))
-        return {}
-    values, labels = _space.sample_config(ctx.validated.study.space, trial)
+    space = ctx.validated.study.space
+    unsampled = trial.user_attrs.get(BASELINE_UNSAMPLED_ATTR)
+    if trial.user_attrs.get(UNSAMPLED_ATTR) or unsampled is not None:
+        # the baseline: names whose base value the space can produce were queued as params (sampled here
+        # from them); the others keep their base value; every name is recorded as the baseline has it, for
+        # MLflow, `st-hpo status` and trials.csv
+        base = baseline_values(space, ctx.validated.base_args, base_loss=ctx.validated.study.loss)
+        keep = set(unsampled or ()) if unsampled is not None else set(space) if isinstance(space, dict) else set()
+        values, labels = _space.sample_config({k: v for k, v in space.items() if k not in keep}, trial) \
+            if isinstance(space, dict) else ({}, {})
+        store_config(trial, values, labels, shown={**(base.shown if base else {}), **trial.params})
+        return values
+    values, labels = _space.sample_config(space, trial)
     store_config(trial, values, labels)
-    return values
-
-
-def _base_values(ctx: TrialContext) -> dict[str, Any]:
-    """Every searched name's value in an unsampled baseline: the base argument, or for ``loss.``/``model.``
-    names the loss class's default (``"(default)"`` when it has none or is not known)."""
-    import inspect
-
-    space, base = ctx.validated.study.space, ctx.validated.base_args
-    if not isinstance(space, dict):
-        return {}
-    loss = ctx.validated.study.loss
-    try:
-        defaults = {k: p.default for k, p in inspect.signature(loss).parameters.items()
-                    if p.default is not inspect.Parameter.empty} if inspect.isclass(loss) else {}
-    except (TypeError, ValueError):
-        defaults = {}
-    values: dict[str, Any] = {}
-    for name in space:
-        if name == _space.LOSS_NAME:
-            value = getattr(loss, "__name__", "(default)")
-        elif name.startswith("loss."):
-            value = defaults.get(name[len("loss.") :], "(default)")
-        elif name.startswith("model."):
-            value = "(default)"
-        elif name == "warmup_ratio":
-            value = _args.effective_warmup_ratio(base)
-        else:
-            value = getattr(base, name, "(default)")
-        value = getattr(value, "value", value)  # an enum
-        values[name] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
     return values
 
 

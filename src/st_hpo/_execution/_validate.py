@@ -20,7 +20,12 @@ from st_hpo._definition._datasets import dataset_parts, head, part_label
 from st_hpo._definition._study import Study
 from st_hpo._execution._resources import StudyResources
 from st_hpo._execution._test_score import check_test_objective
-from st_hpo._execution._validate_loss import check_loss_keys, check_loss_on_rows, check_loss_params
+from st_hpo._execution._validate_loss import (
+    check_finite_labels,
+    check_loss_keys,
+    check_loss_on_rows,
+    check_loss_params,
+)
 from st_hpo._kinds import ModelKind, check_kind_of
 from st_hpo.exceptions import StudyDefinitionError
 
@@ -202,6 +207,8 @@ def _check_datasets(study: Study, resources: StudyResources, needs_eval_loss: bo
             if len(part) == 0:
                 extra = "" if what == "train_dataset" else " (or leave it out when the evaluator holds its own data)"
                 raise StudyDefinitionError(f"{part_label(what, name)} is empty; give it at least one row{extra}")
+    check_finite_labels({"train_dataset": resources.train_dataset, "eval_dataset": resources.eval_dataset,
+                         "test_dataset": resources.test_dataset})
     if isinstance(study.loss, Mapping):
         check_loss_keys(study.loss, resources.train_dataset, "loss")
     if not needs_eval_loss:
@@ -288,20 +295,28 @@ def _check_kind_of_parts(kind: ModelKind, study: Study, resources: StudyResource
 
 def _check_unsampled_baseline(study: Study, resources: StudyResources, model: Any, base_args: Any,
                               names: set[str]) -> None:
-    """A baseline that runs the base arguments unsampled (a ``loss.``/``model.`` name has no base value, or
-    the space is define-by-run) calls the factories with params that hold none of the searched names: the
-    loss (and, when ``model.`` names are searched, the model) must build from them."""
+    """A baseline that leaves names unsampled (a ``model.`` name or a loss factory's ``loss.`` name has no base
+    value, a base value lies outside the space, or the space is define-by-run) calls the factories with params
+    that do not hold them: the loss (and, when ``model.`` names are searched, the model) must build from them."""
+    import optuna
+
+    from st_hpo._definition._baseline import baseline_values
     from st_hpo._definition._study import is_model_factory
 
-    if not study.baseline or _space.space_defaults(study.space, base_args, base_loss=study.loss) is not None:
+    base = baseline_values(study.space, base_args, base_loss=study.loss)
+    if not study.baseline or base is not None and not base.unsampled:
         return
+    names = set(base.unsampled) if base is not None else names
+    params = _space.sample({k: v for k, v in study.space.items() if k not in names},
+                           optuna.trial.FixedTrial(base.params)) if base is not None else {}
+    _, loss_params, model_params = _args.split_params(params)
     what = "loss"
     try:
         if is_model_factory(study.model) and any(name.startswith("model.") for name in names):
             what = "model"
-            model = resources.new_model({}, {})
+            model = resources.new_model(params, model_params)
             what = "loss"
-        resources.new_loss(model, {}, {})
+        resources.new_loss(model, params, loss_params)
     except StudyDefinitionError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the user's factory raises

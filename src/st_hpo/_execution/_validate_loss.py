@@ -15,7 +15,7 @@ from st_hpo._definition._study import Study
 from st_hpo._execution._resources import StudyResources
 from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
 
-__all__ = ["check_loss_keys", "check_loss_on_rows", "check_loss_params"]
+__all__ = ["check_finite_labels", "check_loss_keys", "check_loss_on_rows", "check_loss_params"]
 
 #: Losses that regress a similarity score and need a 'score' or 'label' column.
 LABELLED_LOSSES = {"CoSENTLoss", "CosineSimilarityLoss", "AnglELoss", "SoftmaxLoss", "ContrastiveLoss",
@@ -31,6 +31,38 @@ LABEL_RANGES = {
     "OnlineContrastiveLoss": (0.0, 1.0, "1 for a similar pair and 0 for a dissimilar one (others are ignored)"),
 }
 
+
+def check_finite_labels(datasets: Mapping[str, Any]) -> None:
+    """Refuse a NaN or infinite number in any float column of the study's datasets (``datasets``: field name ->
+    study dataset): a label, a score or a target the loss or the evaluator reads. One NaN score makes the
+    evaluator's correlation NaN and every trial look diverged; one NaN label makes the training loss NaN."""
+    import numpy as np
+
+    for what, data in datasets.items():
+        for name, part in dataset_parts(data):
+            for column in part.column_names:
+                dtype = getattr(part.features.get(column), "dtype", None)
+                if not (isinstance(dtype, str) and dtype.startswith(("float", "double"))) and \
+                        not _holds_float_lists(part.features.get(column)):
+                    continue
+                values = np.asarray(part.with_format("numpy")[column])
+                if values.dtype.kind != "f":
+                    continue
+                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+                if bad.any():
+                    row = int(np.argmax(bad))
+                    shown = values[row] if values.ndim == 1 else "a NaN or infinite number"
+                    raise StudyDefinitionError(
+                        f"{part_label(what, name)}'s {column!r} column holds {shown} at row {row} "
+                        f"({int(bad.sum())} row(s) in all); labels and scores must be finite numbers: drop or fix "
+                        f"those rows, e.g. dataset.filter(lambda row: math.isfinite(row[{column!r}]))")
+
+
+def _holds_float_lists(feature: Any) -> bool:
+    """True for a column of fixed-length float lists (a distillation target, say)."""
+    inner = getattr(feature, "feature", None)
+    dtype = getattr(inner, "dtype", None)
+    return isinstance(dtype, str) and dtype.startswith(("float", "double")) and getattr(feature, "length", -1) > 0
 
 
 def check_loss_params(study: Study, names: set[str]) -> None:

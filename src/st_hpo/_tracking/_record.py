@@ -8,7 +8,7 @@ trial stores its configuration as the user attribute ``st_hpo.config``::
     {"values": {name: value, ...},     # JSON-able values the trial trained with, names as in the space
      "labels": {name: label, ...},     # the sampled label of every Choice name
      "unrecorded": {name: text, ...},  # values that are not JSON (a loss class), shown as text
-     "shown": {...}}                   # only for a baseline run unsampled: the base values of the space
+     "shown": {...}}                   # only for a baseline: the base value of every name of the space
 
 A value that is not JSON-able is found again on read through the study's space: a Choice's by its label,
 anything else by running the space on the trial's sampled params. :func:`trained_values` (what to train
@@ -24,11 +24,16 @@ from typing import Any
 
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["CONFIG_ATTR", "UNSAMPLED_ATTR", "shown_params", "store_config", "trained_values"]
+__all__ = ["BASELINE_UNSAMPLED_ATTR", "CONFIG_ATTR", "UNSAMPLED_ATTR", "shown_params", "store_config",
+           "trained_values"]
 
 CONFIG_ATTR = "st_hpo.config"
-#: Set on a baseline whose base values lie outside the space: it runs the base arguments unsampled.
+#: Set on a baseline of a define-by-run space (and, before st-hpo recorded the names below, on a baseline with
+#: any base value outside the space): it runs the base arguments unsampled.
 UNSAMPLED_ATTR = "st_hpo.unsampled"
+#: Set on a baseline of a dict space: the names it leaves at their base value without an Optuna param (a base
+#: value the space cannot produce, a ``model.`` name); the others it is queued with, as Optuna params.
+BASELINE_UNSAMPLED_ATTR = "st_hpo.baseline_unsampled"
 #: What a baseline run unsampled recorded before ``st_hpo.config`` existed (read, never written).
 _LEGACY_EFFECTIVE_ATTR = "st_hpo.effective_params"
 

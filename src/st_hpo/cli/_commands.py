@@ -104,6 +104,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
             out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
         out.print(f"review in MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if result.stop_reason and result.budget_met:  # every trial of the budget pruned or failed
+        sys.stderr.write(f"error: {result.stop_reason}. See each trial with: st-hpo status {ns.study_file}; fix "
+                         "the cause, then extend the study with a larger --n-trials (or prune less: --pruner)\n")
+        return EXIT_ERROR
     if result.stop_reason:
         sys.stderr.write(f"error: {result.stop_reason}. See every failure with: st-hpo status {ns.study_file}; "
                          "fix the cause and run the same command again to go on\n")
