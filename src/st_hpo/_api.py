@@ -41,6 +41,8 @@ class StudyResult:
     base_model_test_value: float | None = None
     #: the study's budget of finished trials that this run worked to (``n_trials``, or a stored extension)
     budget: int | None = None
+    #: trials that ran out of memory (never counted as finished; the sampler steers away from them)
+    n_out_of_memory: int = 0
 
 
 def validate_study(study: Study) -> None:
@@ -172,7 +174,9 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     from st_hpo._execution._session import _describe
 
     definition, study = session.definition, session.study
-    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+    from st_hpo._tracking._census import census
+
+    finished = census(study.get_trials(deepcopy=False))["finished"]
     lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
              f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or DEFAULT_PRUNER)}; "
              f"{workers} worker(s) on {pick_device(session.validated.base_args)}",
@@ -322,8 +326,9 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
     from st_hpo._tracking._record import shown_params
 
     trials = study.get_trials(deepcopy=False)
-    trials = [t for t in trials if not t.user_attrs.get("st_hpo.cancelled")]  # surplus asks that never ran
-    count = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    from st_hpo._tracking._census import census
+
+    count = census(trials)  # surplus asks that never ran are left out; out-of-memory trials are their own
     best = study.best_trial if count["COMPLETE"] else None
     return StudyResult(
         study_name=study.study_name,
@@ -334,6 +339,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         n_complete=count["COMPLETE"],
         n_pruned=count["PRUNED"],
         n_fail=count["FAIL"],
+        n_out_of_memory=count["OUT_OF_MEMORY"],
         best_trial_number=best.number if best else None,
         best_value=best.value if best else None,
         best_params=shown_params(best) if best else {},

@@ -1,7 +1,7 @@
 """The study loop of one worker process: ask, run one trial, tell, track; until the budget is met.
 
 The budget is global: the study stops when ``n_trials`` trials have finished (COMPLETE or PRUNED),
-whatever the number of workers sharing the storage; failed trials do not count. A worker does not start
+whatever the number of workers sharing the storage; failed and out-of-memory trials do not count. A worker does not start
 a trial that the budget cannot use (finished + running elsewhere already cover it).
 """
 
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from st_hpo._execution._best_model import keep_only_best
+from st_hpo._execution._memory import mark_out_of_memory
 from st_hpo._execution._progress import Progress
 from st_hpo._execution._recovery import (
     ERROR_ATTR,
@@ -31,6 +32,7 @@ from st_hpo._execution._session import StudySession
 from st_hpo._execution._storage import HeartbeatThread
 from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo._execution._workers import supervisor_gone
+from st_hpo._tracking._census import OUT_OF_MEMORY, census, end_tags
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
@@ -54,14 +56,9 @@ class LoopResult:
 
 
 def _counts(study: Any) -> tuple[int, int]:
-    """(finished, running) over all workers; cancelled trials do not count."""
-    finished = running = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name in ("COMPLETE", "PRUNED"):
-            finished += 1
-        elif t.state.name == "RUNNING":
-            running += 1
-    return finished, running
+    """(finished, running) over all workers; cancelled and out-of-memory trials do not count."""
+    counts = census(study.get_trials(deepcopy=False))
+    return counts["finished"], counts["RUNNING"]
 
 
 def _surplus(study: Any, number: int, budget: int) -> bool:
@@ -143,7 +140,8 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         _finish(session, trial, outcome)
         result.trials_run += 1
         progress.trial_done(outcome, study)
-        failures = failures + 1 if outcome.state == "FAIL" else 0
+        if outcome.state != OUT_OF_MEMORY:  # out of memory is a result, never a failure in a row
+            failures = failures + 1 if outcome.state == "FAIL" else 0
         result.gave_up = _give_up(outcome, failures, session.definition.max_failures_in_a_row, worker.name)
         if result.gave_up:
             return result
@@ -203,7 +201,10 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         # Optuna's own terms, for samplers and analyses that read it.
         trial.set_user_attr("st_hpo.diverged", True)
         trial.set_constraint("st_hpo.diverged", 1.0)
-    if outcome.state == "COMPLETE":
+    if outcome.state == OUT_OF_MEMORY:  # an infeasible PRUNED trial: one TPE reads, and steers away from
+        mark_out_of_memory(trial)
+        study.tell(trial, state=_state("PRUNED"))
+    elif outcome.state == "COMPLETE":
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=_state(outcome.state))
@@ -216,7 +217,7 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
     try:
         if run_id:
             tracker.end_trial(run_id, outcome.state, value=outcome.value, error=outcome.error,
-                              step=outcome.step, status="KILLED" if killed else None)
+                              step=outcome.step, status="KILLED" if killed else None, tags=end_tags(trial))
         session.update_parent()
     except TrackingError as exc:
         logger.warning("%s; `st-hpo sync` will bring MLflow up to date", exc)

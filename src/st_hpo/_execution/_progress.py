@@ -7,9 +7,11 @@ import sys
 import time
 from typing import Any
 
+from st_hpo._tracking._census import OUT_OF_MEMORY, census
+
 __all__ = ["Progress", "format_params"]
 
-_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
+_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", OUT_OF_MEMORY: "red"}
 
 #: A running trial prints where it is at an evaluation when this long has passed since its last line.
 HEARTBEAT_SECONDS = 30.0
@@ -73,7 +75,7 @@ class Progress:
     def trial_done(self, outcome: Any, study: Any) -> None:
         self._last_line.pop(outcome.number, None)
         try:  # the study's count over every worker, not only this one's
-            self.finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+            self.finished = census(study.get_trials(deepcopy=False))["finished"]
         except Exception:  # noqa: BLE001 - a storage hiccup must not stop the trials; count this one
             self.finished += outcome.state in ("COMPLETE", "PRUNED")
         value = "-" if outcome.value is None else f"{outcome.value:.4f}"
@@ -92,7 +94,7 @@ class Progress:
             line += "  [green]model kept[/green]"
         if outcome.error and outcome.state == "PRUNED":  # e.g. "pruned at step 12 (12% of training)"
             line += f"  [dim]{_escape(outcome.error.split(' with ')[0][:120])}[/dim]"
-        if outcome.error and outcome.state == "FAIL":
+        if outcome.error and outcome.state in ("FAIL", OUT_OF_MEMORY):
             line += f"\n      [red]{_escape(outcome.error.splitlines()[0][:300])}[/red]"
         self._print(line)
 

@@ -294,8 +294,12 @@ def log_study_figures(tracker: Any, study: Any) -> None:
     """The study's figures on its parent run: counts, time totals, the best value so far (a curve over trial
     numbers) and the best trial, with where its model was kept."""
     trials = study.get_trials(deepcopy=False)
-    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
+    from st_hpo._tracking._census import OUT_OF_MEMORY, census
+
+    counts = census(trials)
+    metrics: dict[str, float] = {f"n_{k.lower()}": counts[k] for k in ("COMPLETE", "PRUNED", "FAIL")}
+    if counts[OUT_OF_MEMORY]:
+        metrics["n_out_of_memory"] = counts[OUT_OF_MEMORY]
     metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
     metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
     metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)

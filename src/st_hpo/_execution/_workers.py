@@ -170,7 +170,9 @@ def _exit_codes(slots: list[_Slot]) -> dict[int, int]:
 
 def _finished(study: Any, pid: int | None = None) -> int:
     """Finished trials of the study, or of the worker process ``pid`` only."""
-    return sum(t.state.name in ("COMPLETE", "PRUNED") and (pid is None or t.user_attrs.get("st_hpo.pid") == pid)
+    from st_hpo._tracking._census import is_finished
+
+    return sum(is_finished(t) and (pid is None or t.user_attrs.get("st_hpo.pid") == pid)
                for t in study.get_trials(deepcopy=False))
 
 

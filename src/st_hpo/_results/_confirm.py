@@ -26,6 +26,7 @@ from typing import Any
 
 from st_hpo._definition._study import Study
 from st_hpo._results._confirm_stats import ConfigScore, paired_test, score
+from st_hpo._tracking._census import census
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
 __all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
@@ -245,7 +246,7 @@ def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool)
         missing = _queue(session, configs, seeds)
         if not missing:
             return ran, False
-        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
+        finished = census(session.study.get_trials(deepcopy=False))["finished"]
         budget = finished + missing
         bar = Progress(budget=budget, enabled=progress, noun=CONFIRM_NOUN)
         if ran == 0:
@@ -269,7 +270,7 @@ def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], prog
         missing = _queue(session, configs, seeds)
         if not missing:
             return ran, False
-        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
+        finished = census(session.study.get_trials(deepcopy=False))["finished"]
         budget = finished + missing
         bar = Progress(budget=budget, enabled=progress, noun=CONFIRM_NOUN)
         bar.message(f"confirming on {len(specs)} worker(s) ({', '.join(s.name for s in specs)}): {missing} "
@@ -278,7 +279,7 @@ def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], prog
                                             extra_args=extra, progress=bar)
         if stopped and not interrupted:  # the workers died or gave up: starting them again would too
             raise TrialError(f"the confirmation stopped: {stopped}; fix the cause and run st-hpo confirm again")
-        now = sum(t.state.name in ("COMPLETE", "PRUNED") for t in session.study.get_trials(deepcopy=False))
+        now = census(session.study.get_trials(deepcopy=False))["finished"]
         ran += now - finished
         if interrupted:
             return ran, True

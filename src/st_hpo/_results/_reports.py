@@ -314,14 +314,17 @@ def summarize(study: Any, objective_name: str, base_model_value: float | None, n
         lines += _best_lines(best)
     else:
         lines += ["No trial has completed yet.", ""]
-    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    from st_hpo._tracking._census import census
+
+    counts = {s: census(trials)[s] for s in _STATE_WORDS}
     lines.append(f"Trials: {len(trials)} in all: " + ", ".join(f"{n} {_STATE_WORDS[s]}" for s, n in counts.items()))
     lines += ["", _time_line(trials), ""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
-_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "OUT_OF_MEMORY": "out of memory",
+               "RUNNING": "running"}
 
 
 def _with_base_model(best: Any, value: float) -> Any:
