@@ -1,0 +1,105 @@
+"""Out of memory as a result the sampler learns from, and GradCache losses that fit their mini-batches.
+
+Out of memory is simulated where a GPU raises it: a loss whose forward raises ``torch.OutOfMemoryError``
+above a batch size, a Cached loss whose ``embed_minibatch`` raises it above a mini-batch size."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+import st_hpo
+from st_hpo.cli import main
+from tests.conftest import make_pairs
+from tests.helpers import load_trials, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+STUDY = textwrap.dedent('''
+    import optuna
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+    import st_hpo
+
+    PAIRS = {pairs!r}
+    EVAL = {eval_pairs!r}
+    FITS = 16  # rows per forward pass that fit in the "GPU"
+
+
+    class OutOfMemoryAbove16(CoSENTLoss):
+        def forward(self, sentence_features, labels):
+            rows = sentence_features[0]["input_ids"].shape[0]
+            if rows > FITS:
+                raise {error}(f"CUDA out of memory. Tried to allocate {{rows * 64}}.00 MiB (simulated: {{rows}} rows)")
+            return super().forward(sentence_features, labels)
+
+
+    def evaluator(ds):
+        return EmbeddingSimilarityEvaluator(ds["sentence1"], ds["sentence2"], ds["score"], name="sts-dev")
+
+    study = st_hpo.Study(
+        name={name!r}, model={model!r},
+        train_dataset=lambda: Dataset.from_dict(PAIRS), eval_dataset=lambda: Dataset.from_dict(EVAL),
+        loss=OutOfMemoryAbove16, evaluator=evaluator, objective="sts-dev_spearman_cosine",
+        args=dict(num_train_epochs=1, per_device_train_batch_size=8, save_strategy="no", disable_tqdm=True,
+                  seed=7, use_cpu=True, logging_steps=1),
+        space={{"per_device_train_batch_size": optuna.distributions.CategoricalDistribution([8, 16, 32, 64]),
+               "learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)}},
+        n_trials={n_trials}, seed=0, baseline=False, pruner="none", keep_best_model=False,
+        max_failures_in_a_row={max_failures}, enqueue={enqueue!r},
+    )
+''')
+
+
+def _study_file(tmp_path, model, name, *, error="torch.OutOfMemoryError", n_trials=3, max_failures=10,
+                enqueue=(), train_rows=64):
+    path = tmp_path / f"{name}.py"
+    path.write_text(STUDY.format(pairs=make_pairs(train_rows, 1), eval_pairs=make_pairs(32, 2), name=name,
+                                 model=model, error=error, n_trials=n_trials, max_failures=max_failures,
+                                 enqueue=list(enqueue)))
+    return path
+
+
+def test_out_of_memory_is_recorded_as_such_and_neither_counts_nor_stops_the_worker(tmp_path, tiny_model_path,
+                                                                                     capsys):
+    too_big = [{"per_device_train_batch_size": 64, "learning_rate": lr} for lr in (1e-4, 2e-4, 3e-4)]
+    path = _study_file(tmp_path, tiny_model_path, "oom", n_trials=2, max_failures=2,
+                       enqueue=[*too_big, {"per_device_train_batch_size": 8, "learning_rate": 1e-4}])
+    out = tmp_path / "out"
+    result = st_hpo.run_study(st_hpo.load_study_file(path), output_dir=out, progress=False)
+
+    # three trials in a row out of memory: no failure in a row (max_failures_in_a_row=2), no budget used
+    assert result.stop_reason is None and result.budget_met
+    assert (result.n_complete, result.n_out_of_memory, result.n_fail) == (2, 3, 0)
+    trials = load_trials(out, "oom")
+    assert len(trials) == 5 and [t.state.name for t in trials[3:]] == ["COMPLETE", "COMPLETE"]
+    for t in trials[:3]:
+        # told as PRUNED with an infeasible constraint: a trial TPE reads and steers away from
+        assert t.state.name == "PRUNED" and t.constraints == {"st_hpo.out_of_memory": 1.0}
+        assert t.user_attrs["st_hpo.error"].startswith("out of memory: CUDA out of memory. Tried to allocate")
+    assert result.best_trial_number in (3, 4)
+
+    assert main(["status", str(path), "--output-dir", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in rows] == ["OUT_OF_MEMORY"] * 3 + ["COMPLETE"] * 2
+    assert rows[0]["error"].startswith("out of memory: CUDA out of memory. Tried to allocate 4096.00 MiB")
+    assert main(["status", str(path), "--output-dir", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "2 of 2 trials finished" in table and "3 out of memory" in table
+    assert "out of memory: CUDA out of memory. Tried to allocate" in table
+
+    _, _, runs = mlflow_runs(out, "oom")
+    by_number = {int(r.data.tags["st_hpo.trial_number"]): r for r in runs}
+    for number in (0, 1, 2):
+        run = by_number[number]
+        assert run.info.status == "FAILED" and run.data.tags["st_hpo.out_of_memory"] == "true"
+        assert run.data.tags["st_hpo.trial_state"] == "OUT_OF_MEMORY"
+        assert run.data.tags["st_hpo.error"].startswith("out of memory: CUDA out of memory")
+    assert "st_hpo.out_of_memory" not in by_number[3].data.tags
+    # `sync` agrees: an out-of-memory run is already as the storage says
+    assert main(["sync", str(path), "--output-dir", str(out)]) == 0
+    assert "0 run(s) created or closed" in capsys.readouterr().out
