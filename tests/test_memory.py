@@ -9,13 +9,13 @@ import json
 import textwrap
 
 import pytest
+from optuna.distributions import CategoricalDistribution
 
 import st_hpo
+from st_hpo import SearchSpaceError, StudyDefinitionError
 from st_hpo.cli import main
 from tests.conftest import make_pairs
 from tests.helpers import load_trials, mlflow_runs
-
-pytestmark = pytest.mark.slow
 
 STUDY = textwrap.dedent('''
     import optuna
@@ -64,6 +64,7 @@ def _study_file(tmp_path, model, name, *, error="torch.OutOfMemoryError", n_tria
     return path
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_recorded_as_such_and_neither_counts_nor_stops_the_worker(tmp_path, tiny_model_path,
                                                                                      capsys):
     too_big = [{"per_device_train_batch_size": 64, "learning_rate": lr} for lr in (1e-4, 2e-4, 3e-4)]
@@ -103,3 +104,103 @@ def test_out_of_memory_is_recorded_as_such_and_neither_counts_nor_stops_the_work
     # `sync` agrees: an out-of-memory run is already as the storage says
     assert main(["sync", str(path), "--output-dir", str(out)]) == 0
     assert "0 run(s) created or closed" in capsys.readouterr().out
+
+
+CACHED_STUDY = textwrap.dedent('''
+    import optuna
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+    import st_hpo
+
+    PAIRS = {pairs!r}
+    EVAL = {eval_pairs!r}
+
+
+    class CachedOutOfMemoryAbove16(CachedMultipleNegativesRankingLoss):
+        """A Cached loss on a "GPU" where mini-batches of more than 16 rows do not fit."""
+        raised = []  # the mini-batch sizes that ran out of memory, over the process
+
+        def embed_minibatch(self, sentence_feature, begin, end, *args, **kwargs):
+            if end - begin > 16:
+                CachedOutOfMemoryAbove16.raised.append(end - begin)
+                raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {{(end - begin) * 8}}.00 MiB")
+            return super().embed_minibatch(sentence_feature, begin, end, *args, **kwargs)
+
+
+    def loss(model, params):
+        return {loss}
+
+
+    def evaluator(ds):
+        return EmbeddingSimilarityEvaluator(ds["sentence1"], ds["sentence2"], ds["score"], name="sts-dev")
+
+    study = st_hpo.Study(
+        name={name!r}, model={model!r},
+        train_dataset=lambda: Dataset.from_dict(PAIRS), eval_dataset=lambda: Dataset.from_dict(EVAL),
+        loss=loss, evaluator=evaluator, objective="sts-dev_spearman_cosine",
+        args=dict(num_train_epochs=1, per_device_train_batch_size=64, save_strategy="no", disable_tqdm=True,
+                  seed=7, use_cpu=True, logging_steps=1),
+        space={{"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)}},
+        n_trials=2, seed=0, baseline=False, pruner="none", keep_best_model=False, adjust_mini_batch={adjust},
+        enqueue=[{{"learning_rate": 1e-4}}, {{"learning_rate": 3e-4}}],
+    )
+''')
+
+
+def _cached_study(tmp_path, model, name, loss, *, adjust=True):
+    pairs = make_pairs(128, 1)
+    path = tmp_path / f"{name}.py"
+    path.write_text(CACHED_STUDY.format(pairs={"sentence1": pairs["sentence1"], "sentence2": pairs["sentence2"]},
+                                        eval_pairs=make_pairs(32, 2), name=name, model=model, loss=loss,
+                                        adjust=adjust))
+    return st_hpo.load_study_file(path), path
+
+
+@pytest.mark.slow
+def test_a_cached_loss_lowers_its_mini_batch_until_it_fits_and_trains_as_with_that_mini_batch(
+        tmp_path, tiny_model_path, capsys):
+    study, path = _cached_study(tmp_path, tiny_model_path, "cached",
+                                "CachedOutOfMemoryAbove16(model, mini_batch_size=64)")
+    out = tmp_path / "out"
+    result = st_hpo.run_study(study, output_dir=out, progress=False)
+    assert (result.n_complete, result.n_out_of_memory) == (2, 0), "trained at batch 64 despite out of memory"
+    # 64 and 32 ran out of memory once, in trial 0's first step; its later steps and trial 1 (same batch
+    # size and sequence length, same worker) started at 16
+    assert study.loss.__globals__["CachedOutOfMemoryAbove16"].raised == [64, 32]
+    trials = load_trials(out, "cached")
+    assert [t.user_attrs["st_hpo.mini_batch_size"] for t in trials] == [16, 16]
+    _, _, runs = mlflow_runs(out, "cached")
+    assert [r.data.tags["st_hpo.mini_batch_size"] for r in runs] == ["16", "16"]
+    assert main(["status", str(path), "--output-dir", str(out), "--json"]) == 0
+    assert [r["mini_batch_size"] for r in json.loads(capsys.readouterr().out)] == [16, 16]
+
+    fixed, _ = _cached_study(tmp_path, tiny_model_path, "fixed16",
+                             "CachedMultipleNegativesRankingLoss(model, mini_batch_size=16)")
+    st_hpo.run_study(fixed, output_dir=tmp_path / "fixed", progress=False)
+    reference = load_trials(tmp_path / "fixed", "fixed16")
+    assert [t.params for t in reference] == [t.params for t in trials]
+    for got, want in zip(trials, reference, strict=True):
+        assert got.value == pytest.approx(want.value, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_adjust_mini_batch_false_keeps_the_mini_batch_and_the_trial_runs_out_of_memory(tmp_path, tiny_model_path):
+    study, _ = _cached_study(tmp_path, tiny_model_path, "kept", "CachedOutOfMemoryAbove16(model, mini_batch_size=32)",
+                             adjust=False)
+    # every trial runs out of memory (none counts): the timeout ends the run
+    result = st_hpo.run_study(study, n_trials=1, timeout=10, output_dir=tmp_path / "out", progress=False)
+    assert result.n_complete == 0 and result.n_out_of_memory >= 1
+    trials = load_trials(tmp_path / "out", "kept")
+    assert trials[0].user_attrs["st_hpo.out_of_memory"] is True
+    assert trials[0].user_attrs["st_hpo.mini_batch_size"] == 32
+
+
+def test_validation_refuses_auto_find_batch_size_and_points_to_the_cached_losses(make_study):
+    why = r"halves the batch size .* in-batch negatives .* Cached loss \(CachedMultipleNegativesRankingLoss"
+    with pytest.raises(StudyDefinitionError, match=r"auto_find_batch_size=True is refused: auto_find_batch_size " + why):
+        st_hpo.validate_study(make_study(args={**make_study().args, "auto_find_batch_size": True}))
+    sampled = make_study(space={"auto_find_batch_size": CategoricalDistribution([False, True])})
+    with pytest.raises(SearchSpaceError, match=r"the space samples 'auto_find_batch_size', but auto_find_batch_size " + why):
+        st_hpo.validate_study(sampled)

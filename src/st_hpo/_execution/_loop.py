@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from st_hpo._execution._best_model import keep_only_best
-from st_hpo._execution._memory import mark_out_of_memory
+from st_hpo._execution._memory import mark_out_of_memory, nothing_fits
 from st_hpo._execution._progress import Progress
 from st_hpo._execution._recovery import (
     ERROR_ATTR,
@@ -96,6 +96,7 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
     result = LoopResult()
     deadline = None if timeout is None else time.monotonic() + timeout
     failures = 0  # this worker's trials that failed one after the other
+    out_of_memory = 0  # and that ran out of memory one after the other
     while True:
         recover_stale_trials(study)
         finished, running = _counts(study)
@@ -142,7 +143,9 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         progress.trial_done(outcome, study)
         if outcome.state != OUT_OF_MEMORY:  # out of memory is a result, never a failure in a row
             failures = failures + 1 if outcome.state == "FAIL" else 0
-        result.gave_up = _give_up(outcome, failures, session.definition.max_failures_in_a_row, worker.name)
+        out_of_memory = out_of_memory + 1 if outcome.state == OUT_OF_MEMORY else 0
+        result.gave_up = (_give_up(outcome, failures, session.definition.max_failures_in_a_row, worker.name)
+                          or nothing_fits(out_of_memory, outcome.error))
         if result.gave_up:
             return result
 

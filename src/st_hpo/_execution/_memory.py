@@ -23,12 +23,15 @@ from typing import Any
 from st_hpo._tracking._census import MINI_BATCH_ATTR, OUT_OF_MEMORY_ATTR
 
 __all__ = ["OUT_OF_MEMORY_CONSTRAINT", "MiniBatchFitter", "cached_losses", "free_memory", "is_out_of_memory_error",
-           "mark_out_of_memory", "out_of_memory_text", "shape_key"]
+           "mark_out_of_memory", "nothing_fits", "out_of_memory_text", "shape_key"]
 
 logger = logging.getLogger(__name__)
 
 #: The constraint an out-of-memory trial carries (a value > 0 is infeasible in Optuna's terms).
 OUT_OF_MEMORY_CONSTRAINT = "st_hpo.out_of_memory"
+#: A worker whose last this many trials all ran out of memory stops: the sampler has had every chance to
+#: steer away, so nothing in the space seems to fit (``max_failures_in_a_row`` never counts them).
+OUT_OF_MEMORY_IN_A_ROW = 50
 
 
 def is_out_of_memory_error(exc: BaseException | None) -> bool:
@@ -50,6 +53,14 @@ def out_of_memory_text(exc: BaseException) -> str:
     """The trial's error: ``out of memory: <the failed allocation>`` (torch's message, e.g. "CUDA out of
     memory. Tried to allocate 2.00 GiB ...")."""
     return f"out of memory: {str(exc).strip() or type(exc).__name__}"
+
+
+def nothing_fits(in_a_row: int, last_error: str | None) -> str | None:
+    """Why a worker stops after ``in_a_row`` out-of-memory trials one after the other, or None."""
+    if in_a_row < OUT_OF_MEMORY_IN_A_ROW:
+        return None
+    return (f"the last {in_a_row} trials all ran out of memory (the last: {last_error}); check what fits with "
+            "`st-hpo validate STUDY --probe-memory`, then shrink the space's batch sizes or sequence lengths")
 
 
 def mark_out_of_memory(trial: Any) -> None:
