@@ -106,6 +106,35 @@ def test_out_of_memory_is_recorded_as_such_and_neither_counts_nor_stops_the_work
     assert "0 run(s) created or closed" in capsys.readouterr().out
 
 
+def _too_big_after_start_up(trials):
+    """Of TPE's 20 proposals after its 10 start-up trials, how many were batch sizes that do not fit."""
+    return sum(t.params["per_device_train_batch_size"] > 16 for t in trials[10:30])
+
+
+@pytest.mark.slow
+def test_tpe_learns_which_batch_sizes_do_not_fit(tmp_path, tiny_model_path):
+    """The same study twice: the "GPU" fits 16 rows; the batch size is one of 8, 16, 32, 64. Out of memory
+    raised as torch raises it is recorded as such; raised as any other error (as st-hpo recorded it before),
+    the trial fails, and TPE, which skips failed trials, keeps proposing batch sizes that do not fit."""
+    learns = _study_file(tmp_path, tiny_model_path, "learns", n_trials=22, train_rows=32)
+    result = st_hpo.run_study(st_hpo.load_study_file(learns), output_dir=tmp_path / "learns", progress=False)
+    assert result.budget_met and result.n_complete == 22 and result.n_out_of_memory >= 5
+    with_feature = load_trials(tmp_path / "learns", "learns")
+    assert len(with_feature) >= 30 and all(t.state.name in ("COMPLETE", "PRUNED") for t in with_feature)
+
+    blind = _study_file(tmp_path, tiny_model_path, "blind", error="RuntimeError", n_trials=22, train_rows=32)
+    before = st_hpo.run_study(st_hpo.load_study_file(blind), output_dir=tmp_path / "blind", progress=False)
+    without = load_trials(tmp_path / "blind", "blind")
+    assert len(without) >= 30, "the study without the feature ran out of trials to compare"
+    assert "failed (max_failures_in_a_row=10)" in (before.stop_reason or "") or before.n_complete == 22
+
+    learnt, blind_count = _too_big_after_start_up(with_feature), _too_big_after_start_up(without)
+    print(f"batch sizes that do not fit, of TPE's 20 proposals after start-up: {learnt} with, "
+          f"{blind_count} without")
+    assert learnt <= 8, "fewer than half: a random sampler would propose 10 of 20"
+    assert blind_count >= learnt + 5
+
+
 CACHED_STUDY = textwrap.dedent('''
     import optuna
     import torch
