@@ -233,3 +233,39 @@ def test_validation_refuses_auto_find_batch_size_and_points_to_the_cached_losses
     sampled = make_study(space={"auto_find_batch_size": CategoricalDistribution([False, True])})
     with pytest.raises(SearchSpaceError, match=r"the space samples 'auto_find_batch_size', but auto_find_batch_size " + why):
         st_hpo.validate_study(sampled)
+
+
+def test_probe_memory_on_the_cpu_says_there_is_nothing_to_probe(study_file, capsys):
+    from st_hpo._execution._probe_memory import NOTHING_TO_PROBE
+
+    assert main(["validate", str(study_file()), "--probe-memory"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == NOTHING_TO_PROBE
+    assert NOTHING_TO_PROBE.startswith("no CUDA GPU is visible here: nothing to probe")
+
+
+def test_probe_memory_corners_are_the_batch_sizes_largest_first():
+    from optuna.distributions import IntDistribution
+
+    from st_hpo._execution._probe_memory import batch_sizes
+
+    class Base:
+        per_device_train_batch_size = 16
+
+    assert batch_sizes({"per_device_train_batch_size": CategoricalDistribution([16, 64, 32])}, Base) == [64, 32, 16]
+    assert batch_sizes({"per_device_train_batch_size": IntDistribution(8, 100)}, Base) == [100, 50, 25, 12]
+    assert batch_sizes({"learning_rate": None}, Base) == [16]
+
+
+@pytest.mark.slow
+def test_probe_trains_the_largest_batch_first_down_to_one_that_fits(tmp_path, tiny_model_path):
+    """The GPU path's corners, trained where the study trains (the CPU here): batch sizes 64 and 32 do
+    not fit the simulated 16 rows, 16 does, and the probe stops there."""
+    from st_hpo._execution._probe_memory import probe_corners
+
+    study = st_hpo.load_study_file(_study_file(tmp_path, tiny_model_path, "probe"))
+    corners = probe_corners(study, steps=2, total_mb=None)
+    assert [(c.params["per_device_train_batch_size"], c.fits) for c in corners] == [(64, False), (32, False),
+                                                                                     (16, True)]
+    assert "does NOT fit (out of memory: CUDA out of memory" in corners[0].line()
+    assert corners[2].line().startswith("per_device_train_batch_size=16: peak ? of ? MiB reserved, fits")

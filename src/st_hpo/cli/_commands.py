@@ -41,6 +41,14 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     space = study.space if isinstance(study.space, dict) else {"(define-by-run)": study.space}
     _console().print(f"[green]ok[/green] study {study.name!r}: objective {study.objective!r} "
                      f"({study.direction}), {len(space)} searched name(s): {', '.join(map(str, space))}")
+    if getattr(ns, "probe_memory", False):
+        from rich.markup import escape
+
+        from st_hpo._execution._probe_memory import NOTHING_TO_PROBE, probe_memory
+
+        corners = probe_memory(study)
+        for line in [NOTHING_TO_PROBE] if corners is None else [c.line() for c in corners]:
+            _console().print(escape(line))
     return 0
 
 
