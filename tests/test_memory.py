@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 from optuna.distributions import CategoricalDistribution
@@ -269,3 +270,48 @@ def test_probe_trains_the_largest_batch_first_down_to_one_that_fits(tmp_path, ti
                                                                                      (16, True)]
     assert "does NOT fit (out of memory: CUDA out of memory" in corners[0].line()
     assert corners[2].line().startswith("per_device_train_batch_size=16: peak ? of ? MiB reserved, fits")
+
+
+def test_the_gradcache_losses_of_every_kind_are_found_plain_losses_are_not(tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.cross_encoder.losses import CachedMultipleNegativesRankingLoss as CrossCached
+    from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
+    from sentence_transformers.multi_vector_encoder.losses import (
+        CachedMultiVectorMultipleNegativesRankingLoss,
+    )
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedGISTEmbedLoss,
+        CachedMultipleNegativesRankingLoss,
+        CachedMultipleNegativesSymmetricRankingLoss,
+        CoSENTLoss,
+        MatryoshkaLoss,
+    )
+    from sentence_transformers.sparse_encoder import SparseEncoder
+    from sentence_transformers.sparse_encoder.losses import (
+        CachedSpladeLoss,
+        SparseMultipleNegativesRankingLoss,
+    )
+    from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+
+    from st_hpo._execution._memory import cached_losses
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    found = [CachedMultipleNegativesRankingLoss(model, mini_batch_size=8),
+             CachedMultipleNegativesSymmetricRankingLoss(model, mini_batch_size=8),
+             CachedGISTEmbedLoss(model, guide=model, mini_batch_size=8)]
+    for loss in found:
+        assert cached_losses(loss) == [loss]
+    wrapped = MatryoshkaLoss(model, found[0], [32, 16])
+    assert cached_losses(wrapped) == [found[0]]
+    assert cached_losses({"a": found[1], "b": CoSENTLoss(model)}) == [found[1]]
+    assert cached_losses(CoSENTLoss(model)) == []
+    assert cached_losses(CachedMultipleNegativesRankingLoss(model, mini_batch_num_tokens=256)) == []
+    # the other kinds' Cached losses, each on a model of its kind (the tiny BERT under it)
+    hf = str(Path(tiny_model_path).parent / "hf")
+    sparse = SparseEncoder(modules=[MLMTransformer(hf), SpladePooling("max")], device="cpu")
+    for loss in (CrossCached(CrossEncoder(hf, num_labels=1, device="cpu"), mini_batch_size=8),
+                 CachedSpladeLoss(sparse, loss=SparseMultipleNegativesRankingLoss(sparse),
+                                  document_regularizer_weight=3e-5, mini_batch_size=8),
+                 CachedMultiVectorMultipleNegativesRankingLoss(MultiVectorEncoder(hf, device="cpu"), mini_batch_size=8)):
+        assert cached_losses(loss) == [loss]
