@@ -93,6 +93,9 @@ def test_out_of_memory_is_recorded_as_such_and_neither_counts_nor_stops_the_work
     table = capsys.readouterr().out
     assert "2 of 2 trials finished" in table and "3 out of memory" in table
     assert "out of memory: CUDA out of memory. Tried to allocate" in table
+    rows = (out / "reports" / "trials.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[1] for row in rows] == ["OUT_OF_MEMORY"] * 3 + ["COMPLETE"] * 2
+    assert "3 out of memory" in (out / "reports" / "summary.md").read_text()
 
     _, _, runs = mlflow_runs(out, "oom")
     by_number = {int(r.data.tags["st_hpo.trial_number"]): r for r in runs}

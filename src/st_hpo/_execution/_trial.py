@@ -267,11 +267,11 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         outcome.state, outcome.error = "FAIL", "interrupted (Ctrl-C or SIGTERM)"
         raise
     except Exception as exc:  # noqa: BLE001 - a user's code, a CUDA OOM: the study goes on
-        if _memory.is_out_of_memory_error(exc):
+        if _memory.is_out_of_memory_error(exc):  # a result: the finally block frees the memory
             outcome.state, outcome.error = OUT_OF_MEMORY, _memory.out_of_memory_text(exc)
-            return outcome  # the finally block frees the memory
-        outcome.state = "FAIL"
-        outcome.error = f"{type(exc).__name__}: {exc}"
+        else:
+            outcome.state = "FAIL"
+            outcome.error = f"{type(exc).__name__}: {exc}"
         logger.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
     finally:
         _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
