@@ -320,6 +320,8 @@ def summarize(study: Any, objective_name: str, base_model_value: float | None, n
     from st_hpo._tracking._census import census
 
     counts = {s: census(trials)[s] for s in _STATE_WORDS}
+    if not counts["OUT_OF_MEMORY"]:  # named only in a study that had some
+        del counts["OUT_OF_MEMORY"]
     lines.append(f"Trials: {len(trials)} in all: " + ", ".join(f"{n} {_STATE_WORDS[s]}" for s, n in counts.items()))
     lines += ["", _time_line(trials), ""]
     lines += [f"- {note}" for note in notes]
