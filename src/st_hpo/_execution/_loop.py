@@ -1,8 +1,8 @@
 """The study loop of one worker process: ask, run one trial, tell, track; until the budget is met.
 
 The budget is global: the study stops when ``n_trials`` trials have finished (COMPLETE or PRUNED),
-whatever the number of workers sharing the storage; failed and out-of-memory trials do not count. A worker does not start
-a trial that the budget cannot use (finished + running elsewhere already cover it).
+whatever the number of workers sharing the storage; failed and out-of-memory trials do not count. A worker
+does not start a trial that the budget cannot use (finished + running elsewhere already cover it).
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         reporter.close()  # the curves of a pruned or failed trial up to where it stopped
         fitter.record(trial)
         trainer.model = None
-        del trainer, model, loss, reporter
+        del trainer, model, loss, reporter, fitter
 
 
 def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
