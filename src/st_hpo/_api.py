@@ -43,6 +43,8 @@ class StudyResult:
     base_model_test_value: float | None = None
     #: the study's budget of finished trials that this run worked to (``n_trials``, or a stored extension)
     budget: int | None = None
+    #: trials that ran out of memory (never counted as finished; the sampler steers away from them)
+    n_out_of_memory: int = 0
 
 
 def validate_study(study: Study) -> None:
@@ -346,6 +348,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         n_complete=census.complete,
         n_pruned=census.pruned,
         n_fail=census.failed,
+        n_out_of_memory=census.out_of_memory,
         best_trial_number=best.number if best else None,
         best_value=best.value if best else None,
         best_params=shown_params(best) if best else {},

@@ -42,8 +42,15 @@ FACTORY_PREFIXES = ("loss.", "model.")
 _STUDY_SCHEDULE = ("every trial of a study evaluates at the same points of training (the base args' cadence, or "
                    "where the pruner decides when they set none), so that the pruner compares like with like; set "
                    "it in the base args")
+#: Why ``auto_find_batch_size`` is refused, in the base args and in the space.
+AUTO_FIND_BATCH_SIZE = ("auto_find_batch_size halves the batch size when a step runs out of memory, which changes "
+                        "a contrastive loss's in-batch negatives (so the objective) behind the sampler's back; use a "
+                        "Cached loss (CachedMultipleNegativesRankingLoss, CachedGISTEmbedLoss, ...), whose "
+                        "mini_batch_size st-hpo lowers on out of memory without changing the result, and leave "
+                        "batch sizes that do not fit to the sampler, which learns from out-of-memory trials")
 #: Fields st-hpo sets for every trial, or that no trial would use; a space that samples them is an error.
 RESERVED_ARGS = {
+    "auto_find_batch_size": AUTO_FIND_BATCH_SIZE,
     "output_dir": "st-hpo gives every trial its own output_dir under the study's output directory",
     "run_name": "st-hpo names each trial's run 'trial-<number>'",
     "report_to": "st-hpo logs to MLflow itself, one child run per trial",
@@ -276,6 +283,8 @@ def check_base_values(base: Any) -> None:
             problem = check_arg_value(name, getattr(base, name))
             if problem:
                 raise StudyDefinitionError(f"Study(args=...): {problem}")
+    if getattr(base, "auto_find_batch_size", False):
+        raise StudyDefinitionError(f"Study(args=...): auto_find_batch_size=True is refused: {AUTO_FIND_BATCH_SIZE}")
     for name in _CUDA_ONLY:
         problem = check_precision(base, name, getattr(base, name, False))
         if problem:

@@ -146,8 +146,8 @@ def _check_conflicts(base_args: Any, names: set[str]) -> None:
         )
     if "per_device_train_batch_size" in names and getattr(base_args, "auto_find_batch_size", False):
         raise SearchSpaceError(
-            "the space samples 'per_device_train_batch_size' but the base args set auto_find_batch_size=True, "
-            "which changes it behind the sampler's back; set auto_find_batch_size=False"
+            "the space samples 'per_device_train_batch_size' but the base args set auto_find_batch_size=True: "
+            f"{_args.AUTO_FIND_BATCH_SIZE}; set auto_find_batch_size=False"
         )
 
 

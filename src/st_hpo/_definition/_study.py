@@ -99,12 +99,12 @@ class Study:
             saved models of trials that are no longer the best; so the best trial's model is on disk
             when the study ends, without retraining. ``st-hpo best`` shows where.
         max_failures_in_a_row: a worker stops when this many of its trials have failed one after the
-            other (every configuration out of GPU memory, a broken data pipeline, a GPU in an error
-            state), instead of filling the storage and MLflow with failed trials; the command then exits
-            non-zero with the last trial's error. Failed trials never count towards ``n_trials``.
-            ``None``: never stop. The default, 10, is seldom reached by chance: where half the space
-            fails at random (the largest batch size runs out of memory), a run of 5 failures comes about
-            once in 64 trials, a run of 10 about once in 2,000.
+            other (a broken data pipeline, a GPU in an error state), instead of filling the storage and
+            MLflow with failed trials; the command then exits non-zero with the last trial's error. Failed
+            trials never count towards ``n_trials``. A trial that runs out of memory is no failure: it
+            counts neither here nor toward ``n_trials``, and the sampler learns from it. ``None``: never
+            stop. The default, 10, is seldom reached by chance: where half the space fails at random, a
+            run of 5 failures comes about once in 64 trials, a run of 10 about once in 2,000.
         test_dataset: a held-out test set (same forms as ``eval_dataset``), never used to choose anything:
             when the study reaches its budget (and with ``st-hpo test``) the kept best model and the base
             model are scored on it, since the best trial's dev score is optimistic (it was picked on it).
@@ -118,6 +118,11 @@ class Study:
             instance, or from the class a model factory returns; SentenceTransformer otherwise. The kind
             picks the model class that loads ``model``, the arguments class, the trainer, and how the kept
             model is saved, loaded and logged.
+        adjust_mini_batch: when a training step runs out of memory, halve the ``mini_batch_size`` of the
+            trial's GradCache losses (``CachedMultipleNegativesRankingLoss`` and the other ``Cached*`` losses
+            of every kind; down to 1) and run the step again at the sampled batch size: the mini-batch
+            changes memory and speed, not the result. Also when a loss factory fixes ``mini_batch_size``.
+            ``False``: a Cached loss keeps the mini-batch it was built with.
     """
 
     name: str
@@ -145,6 +150,7 @@ class Study:
     test_evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     test_objective: str | None = None
     kind: str | None = None
+    adjust_mini_batch: bool = True
 
     def __post_init__(self) -> None:
         if self.direction is None:  # a loss goes down, a metric up
@@ -204,7 +210,7 @@ def _check_scalars(study: Study) -> None:
         raise StudyDefinitionError(
             f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
         )
-    for flag in ("keep_best_model", "baseline"):
+    for flag in ("keep_best_model", "baseline", "adjust_mini_batch"):
         if not isinstance(getattr(study, flag), bool):
             raise StudyDefinitionError(f"{flag}={getattr(study, flag)!r} must be True or False")
     if study.test_objective is not None and (not isinstance(study.test_objective, str) or not study.test_objective):

@@ -1,8 +1,8 @@
 """The study loop of one worker process: ask, run one trial, tell, track; until the budget is met.
 
 The budget is global: the study stops when ``n_trials`` trials have finished (COMPLETE or PRUNED),
-whatever the number of workers sharing the storage; failed trials do not count. A worker does not start
-a trial that the budget cannot use (finished + running elsewhere already cover it).
+whatever the number of workers sharing the storage; failed and out-of-memory trials do not count. A worker
+does not start a trial that the budget cannot use (finished + running elsewhere already cover it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from st_hpo._execution._best_model import keep_only_best
+from st_hpo._execution._memory import mark_out_of_memory, nothing_fits
 from st_hpo._execution._progress import Progress
 from st_hpo._execution._recovery import (
     ERROR_ATTR,
@@ -31,7 +32,7 @@ from st_hpo._execution._session import StudySession
 from st_hpo._execution._storage import HeartbeatThread
 from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo._execution._workers import supervisor_gone
-from st_hpo._tracking._census import CANCELLED_ATTR, study_census
+from st_hpo._tracking._census import CANCELLED_ATTR, OUT_OF_MEMORY, end_tags, study_census
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
@@ -55,7 +56,7 @@ class LoopResult:
 
 
 def _counts(study: Any) -> tuple[int, int]:
-    """(finished, running) over all workers; cancelled trials do not count."""
+    """(finished, running) over all workers; cancelled and out-of-memory trials do not count."""
     census = study_census(study)
     return census.finished, census.running
 
@@ -95,6 +96,7 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
     result = LoopResult()
     deadline = None if timeout is None else time.monotonic() + timeout
     failures = 0  # this worker's trials that failed one after the other
+    out_of_memory = 0  # and that ran out of memory one after the other
     while True:
         recover_stale_trials(study)
         finished, running = _counts(study)
@@ -139,8 +141,11 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         _finish(session, trial, outcome)
         result.trials_run += 1
         progress.trial_done(outcome, study)
-        failures = failures + 1 if outcome.state == "FAIL" else 0
-        result.gave_up = _give_up(outcome, failures, session.definition.max_failures_in_a_row, worker.name)
+        if outcome.state != OUT_OF_MEMORY:  # out of memory is a result, never a failure in a row
+            failures = failures + 1 if outcome.state == "FAIL" else 0
+        out_of_memory = out_of_memory + 1 if outcome.state == OUT_OF_MEMORY else 0
+        result.gave_up = (_give_up(outcome, failures, session.definition.max_failures_in_a_row, worker.name)
+                          or nothing_fits(out_of_memory, outcome.error))
         if result.gave_up:
             return result
 
@@ -199,7 +204,10 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         # Optuna's own terms, for samplers and analyses that read it.
         trial.set_user_attr("st_hpo.diverged", True)
         trial.set_constraint("st_hpo.diverged", 1.0)
-    if outcome.state == "COMPLETE":
+    if outcome.state == OUT_OF_MEMORY:  # an infeasible PRUNED trial: one TPE reads, and steers away from
+        mark_out_of_memory(trial)
+        study.tell(trial, state=_state("PRUNED"))
+    elif outcome.state == "COMPLETE":
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=_state(outcome.state))
@@ -212,7 +220,7 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
     try:
         if run_id:
             tracker.end_trial(run_id, outcome.state, value=outcome.value, error=outcome.error,
-                              step=outcome.step, status="KILLED" if killed else None)
+                              step=outcome.step, status="KILLED" if killed else None, tags=end_tags(trial))
         session.update_parent()
     except TrackingError as exc:
         logger.warning("%s; `st-hpo sync` will bring MLflow up to date", exc)

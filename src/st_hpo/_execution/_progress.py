@@ -7,11 +7,11 @@ import sys
 import time
 from typing import Any
 
-from st_hpo._tracking._census import study_census
+from st_hpo._tracking._census import OUT_OF_MEMORY, study_census
 
 __all__ = ["Progress", "format_params"]
 
-_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
+_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", OUT_OF_MEMORY: "red"}
 
 #: A running trial prints where it is at an evaluation when this long has passed since its last line.
 HEARTBEAT_SECONDS = 30.0
@@ -94,7 +94,7 @@ class Progress:
             line += "  [green]model kept[/green]"
         if outcome.error and outcome.state == "PRUNED":  # e.g. "pruned at step 12 (12% of training)"
             line += f"  [dim]{_escape(outcome.error.split(' with ')[0][:120])}[/dim]"
-        if outcome.error and outcome.state == "FAIL":
+        if outcome.error and outcome.state in ("FAIL", OUT_OF_MEMORY):
             line += f"\n      [red]{_escape(outcome.error.splitlines()[0][:300])}[/red]"
         self._print(line)
 

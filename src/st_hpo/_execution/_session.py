@@ -307,6 +307,8 @@ def log_study_figures(tracker: Any, study: Any) -> None:
     trials = study.get_trials(deepcopy=False)
     census = take_census(trials)
     metrics: dict[str, float] = {"n_complete": census.complete, "n_pruned": census.pruned, "n_fail": census.failed}
+    if census.out_of_memory:
+        metrics["n_out_of_memory"] = census.out_of_memory
     metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
     metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
     metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)

@@ -22,11 +22,13 @@ from typing import Any
 from st_hpo._definition import _args, _space
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._datasets import for_one_trainer
+from st_hpo._execution import _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._schedule import evaluation_fractions
 from st_hpo._execution._validate import ValidatedStudy
+from st_hpo._tracking._census import OUT_OF_MEMORY
 from st_hpo._tracking._record import BASELINE_UNSAMPLED_ATTR, UNSAMPLED_ATTR, shown_params, store_config
 from st_hpo.exceptions import TrackingError, TrialError
 
@@ -65,11 +67,14 @@ class TrialContext:
     output_dir: Path
     worker: WorkerInfo
     progress: Any = None  # st_hpo._execution._progress.Progress, or None: no terminal lines
+    #: the GradCache mini-batch that fitted, by (batch size, sequence length): kept for the worker's next trials
+    mini_batches: dict[tuple[Any, Any], int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class TrialOutcome:
-    """How a trial ended: ``state`` is COMPLETE, PRUNED or FAIL (``diverged``: a NaN/inf loss or objective)."""
+    """How a trial ended: ``state`` is COMPLETE, PRUNED, FAIL (``diverged``: a NaN/inf loss or objective) or
+    OUT_OF_MEMORY (told to Optuna as an infeasible PRUNED trial: see :mod:`st_hpo._execution._memory`)."""
 
     number: int
     state: str
@@ -240,8 +245,11 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         outcome.state, outcome.error = "FAIL", "interrupted (Ctrl-C or SIGTERM)"
         raise
     except Exception as exc:  # noqa: BLE001 - a user's code, a CUDA OOM: the study goes on
-        outcome.state = "FAIL"
-        outcome.error = f"{type(exc).__name__}: {exc}"
+        if _memory.is_out_of_memory_error(exc):  # a result: the finally block frees the memory
+            outcome.state, outcome.error = OUT_OF_MEMORY, _memory.out_of_memory_text(exc)
+        else:
+            outcome.state = "FAIL"
+            outcome.error = f"{type(exc).__name__}: {exc}"
         logger.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
     finally:
         _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
@@ -289,6 +297,10 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     )
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
+    # a GradCache loss's mini-batch: from what fitted before in this worker, halved on out of memory
+    fitter = _memory.MiniBatchFitter(_memory.cached_losses(loss), ctx.mini_batches, _memory.shape_key(args, model),
+                                     adjust=validated.study.adjust_mini_batch)
+    fitter.wrap(trainer)
     t0 = time.perf_counter()
     try:
         trainer.train()
@@ -318,8 +330,9 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             outcome.train_seconds = time.perf_counter() - t0
         outcome.eval_seconds = reporter.eval_seconds
         reporter.close()  # the curves of a pruned or failed trial up to where it stopped
+        fitter.record(trial)
         trainer.model = None
-        del trainer, model, loss, reporter
+        del trainer, model, loss, reporter, fitter
 
 
 def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:

@@ -127,7 +127,9 @@ def _quiet() -> Iterator[None]:
 
 
 def _states(study: Any) -> dict[int, str]:
-    return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    from st_hpo._tracking._census import shown_state
+
+    return {t.number: shown_state(t) for t in study.get_trials(deepcopy=False)}
 
 
 def _plot_plan(study: Any, notes: list[str]) -> list[str]:
@@ -282,6 +284,7 @@ def _mark_pruned_matplotlib(ax: Any, states: dict[int, str]) -> None:
 
 def _write_csv(study: Any, path: Path) -> str:
     from st_hpo._results._read import shown_params
+    from st_hpo._tracking._census import shown_state
 
     trials = study.get_trials(deepcopy=False)
     params = {t.number: shown_params(t) for t in trials}  # an unsampled baseline's base values too
@@ -294,7 +297,7 @@ def _write_csv(study: Any, path: Path) -> str:
         for t in trials:
             attrs = t.user_attrs
             writer.writerow([
-                t.number, t.state.name, "" if t.value is None else t.value, bool(attrs.get("st_hpo.baseline")),
+                t.number, shown_state(t), "" if t.value is None else t.value, bool(attrs.get("st_hpo.baseline")),
                 attrs.get("st_hpo.trial_seconds", ""), attrs.get("st_hpo.train_seconds", ""),
                 t.datetime_start or "", t.datetime_complete or "", *(params[t.number].get(n, "") for n in names),
                 attrs.get("st_hpo.mlflow_run_id", ""), attrs.get("st_hpo.error", "") or "",
@@ -317,7 +320,10 @@ def summarize(study: Any, objective_name: str, base_model_value: float | None, n
     else:
         lines += ["No trial has completed yet.", ""]
     census = take_census(trials)
-    counts = {"complete": census.complete, "pruned": census.pruned, "failed": census.failed, "running": census.running}
+    counts = {"complete": census.complete, "pruned": census.pruned, "failed": census.failed,
+              "out of memory": census.out_of_memory, "running": census.running}
+    if not census.out_of_memory:  # named only in a study that had some
+        del counts["out of memory"]
     lines.append(f"Trials: {census.shown - census.waiting} in all: " + ", ".join(f"{n} {w}" for w, n in counts.items()))
     lines += ["", _time_line(trials), ""]
     lines += [f"- {note}" for note in notes]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from st_hpo._interrupts import uninterrupted
+from st_hpo._tracking._census import OUT_OF_MEMORY, end_tags, shown_state
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "error_line",
@@ -27,9 +28,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Optuna trial state name -> MLflow run status.
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING",
+              OUT_OF_MEMORY: "FAILED"}
 #: Run statuses that agree with a finished trial's state (an interrupted FAIL trial's run is KILLED).
-_ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}}
+_ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}, OUT_OF_MEMORY: {"FAILED"}}
 PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
 RUN_ATTR = "st_hpo.mlflow_run_id"
 #: Where a baseline run unsampled kept its base values before trials recorded ``st_hpo.config`` (read only).
@@ -296,8 +298,8 @@ class MlflowTracker:
 
     def end_trial(self, run_id: str, state: str, *, value: float | None = None,
                   error: str | None = None, step: int | None = None, status: str | None = None,
-                  end_time: int | None = None) -> None:
-        """Close a trial's run with the status of its Optuna state (COMPLETE/PRUNED/FAIL).
+                  end_time: int | None = None, tags: Mapping[str, str] | None = None) -> None:
+        """Close a trial's run with the status of its state (COMPLETE/PRUNED/FAIL/OUT_OF_MEMORY).
 
         ``value`` is logged as ``objective`` for a COMPLETE trial only: a trial that did not finish has
         intermediate values (``objective_intermediate``), never a final one. ``status`` overrides the
@@ -305,6 +307,8 @@ class MlflowTracker:
         epoch) is when the trial really stopped, for one whose dead worker was noticed later.
         """
         self._call("tag the trial state", self.client.set_tag, run_id, "st_hpo.trial_state", state)
+        for key, tag in (tags or {}).items():  # what the trial learnt about memory (st_hpo._tracking._census)
+            self._call(f"tag {key}", self.client.set_tag, run_id, key, tag)
         if error:
             self._call("tag the error", self.client.set_tag, run_id, "st_hpo.error", error[:5000])
         if value is not None and state == "COMPLETE":
@@ -337,7 +341,7 @@ class MlflowTracker:
         for trial in study.get_trials(deepcopy=False):
             if trial.user_attrs.get("st_hpo.cancelled"):
                 continue
-            state = trial.state.name
+            state = shown_state(trial)
             run = runs.get(trial.number)
             if run is None:
                 if state in ("WAITING", "RUNNING"):
@@ -346,7 +350,7 @@ class MlflowTracker:
                 fixed += 1
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
-            if state in ("COMPLETE", "PRUNED", "FAIL") and (
+            if state in _ACCEPTED and (
                 run.info.status not in _ACCEPTED[state] or run.data.tags.get("st_hpo.trial_state") != state
             ):
                 self._end_as_stored(run.info.run_id, trial)
@@ -356,11 +360,12 @@ class MlflowTracker:
         return fixed
 
     def _end_as_stored(self, run_id: str, trial: Any) -> None:
-        state = trial.state.name
-        error = _fail_reason(trial) if state == "FAIL" else None
+        state = shown_state(trial)
+        error = _fail_reason(trial) if state in ("FAIL", OUT_OF_MEMORY) else None
         last_seen = trial.user_attrs.get("st_hpo.last_seen")  # a dead worker's trial: when it last worked
         end_time = int(last_seen * 1000) if state == "FAIL" and last_seen else None
-        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time)
+        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time,
+                       tags=end_tags(trial))
 
     def _replay_spool(self, run_id: str, trial: Any) -> bool:
         """Write what the trial could not write to MLflow (its spool file, on this machine); True if any."""

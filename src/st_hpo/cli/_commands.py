@@ -41,6 +41,14 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     space = study.space if isinstance(study.space, dict) else {"(define-by-run)": study.space}
     _console().print(f"[green]ok[/green] study {study.name!r}: objective {study.objective!r} "
                      f"({study.direction}), {len(space)} searched name(s): {', '.join(map(str, space))}")
+    if getattr(ns, "probe_memory", False):
+        from rich.markup import escape
+
+        from st_hpo._execution._probe_memory import NOTHING_TO_PROBE, probe_memory
+
+        corners = probe_memory(study)
+        for line in [NOTHING_TO_PROBE] if corners is None else [c.line() for c in corners]:
+            _console().print(escape(line))
     return 0
 
 
@@ -166,7 +174,7 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
     """Every trial of the study (cancelled ones left out) as a dict, the study's budget and model kind."""
     from st_hpo._execution._best_model import MODEL_DIR_ATTR, best_number
     from st_hpo._results._read import StudyLocation, load_study, shown_params, trial_duration
-    from st_hpo._tracking._census import is_cancelled
+    from st_hpo._tracking._census import MINI_BATCH_ATTR, is_cancelled, shown_state
 
     study_def = _load(ns)
     study = load_study(study_def, StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage))
@@ -180,7 +188,7 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
         duration = trial_duration(t, now)
         model_dir = t.user_attrs.get(MODEL_DIR_ATTR)
         rows.append({
-            "number": t.number, "state": t.state.name, "params": shown_params(t), "value": t.value,
+            "number": t.number, "state": shown_state(t), "params": shown_params(t), "value": t.value,
             "duration_seconds": duration, "baseline": bool(t.user_attrs.get("st_hpo.baseline")),
             "error": t.user_attrs.get("st_hpo.error"), "mlflow_run_id": t.user_attrs.get("st_hpo.mlflow_run_id"),
             # how far training got: the last evaluation's step is per-mille of training done
@@ -195,6 +203,8 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
             "gpu": t.user_attrs.get("st_hpo.tag.gpu"),
             # what the kind's evaluators report besides the objective (a sparse model's active dimensions)
             "side_metrics": t.user_attrs.get("st_hpo.side_metrics"),
+            # a GradCache loss's mini-batch as trained (lowered where a step ran out of memory)
+            "mini_batch_size": t.user_attrs.get(MINI_BATCH_ATTR),
         })
     budget = study.user_attrs.get("st_hpo.n_trials", study_def.n_trials)
     return rows, budget, study.user_attrs.get("st_hpo.model_kind", "sentence-transformer")
@@ -220,6 +230,8 @@ def _note(r: dict[str, Any]) -> str:
         return f"pruned at {done}" if done else "pruned"
     if r["state"] == "FAIL":
         return (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
+    if r["state"] == "OUT_OF_MEMORY":  # "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB ..."
+        return (r["error"] or "out of memory").splitlines()[0][:160]
     side = ", ".join(f"{k} {v:g}" for k, v in (r.get("side_metrics") or {}).items())
     if r["best"]:
         best = "best, model kept" if r["model_dir"] else "best"
@@ -236,11 +248,13 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from rich.table import Table
 
     from st_hpo._execution._progress import format_params
+    from st_hpo._tracking._census import OUT_OF_MEMORY
 
-    count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", OUT_OF_MEMORY, "RUNNING")}
+    oom = f"{count[OUT_OF_MEMORY]} out of memory, " if count[OUT_OF_MEMORY] else ""
     table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
                         f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
-                        f"{count['RUNNING']} running")
+                        f"{oom}{count['RUNNING']} running")
     for col in ("#", "state", "value", "params", "seconds", "note"):
         table.add_column(col)
     for r in rows:

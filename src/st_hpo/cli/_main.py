@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check a study file without training: arguments, space, loss columns, "
                        "objective metric. Exit code 1 with a one-line reason when something is wrong.")
     p.add_argument("study_file")
+    p.add_argument("--probe-memory", action="store_true",
+                   help="on a GPU, also train a few steps of the space's most memory-hungry corners (largest "
+                   "batch first, longest rows, no gradient checkpointing) and print each one's peak memory and "
+                   "whether it fits")
 
     p = sub.add_parser("run", help="run (or resume) a study", description=RUN_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
