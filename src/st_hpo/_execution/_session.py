@@ -28,6 +28,7 @@ from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._execution._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo._kinds import KIND_ATTR
+from st_hpo._tracking._times import time_totals
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
@@ -296,9 +297,7 @@ def log_study_figures(tracker: Any, study: Any) -> None:
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     metrics: dict[str, float] = {f"n_{k.lower()}": v for k, v in counts.items()}
-    metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
-    metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
-    metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)
+    metrics.update(time_totals(trials))
     step = max((t.number for t in trials), default=0)
     if counts["COMPLETE"]:
         best = study.best_trial
