@@ -60,7 +60,8 @@ def test_train_and_eval_seconds_add_up_within_each_trial_and_the_totals_count_th
         figures = {name: t.user_attrs[f"st_hpo.{name}"] for name in ("trial_seconds", "train_seconds", "eval_seconds")}
         assert all(v > 0 for v in figures.values()), (t.number, figures)  # the interrupted trial's too
         # training excludes the evaluations: the two parts fit in the trial
-        assert figures["train_seconds"] + figures["eval_seconds"] <= figures["trial_seconds"] + 1e-3, (t.number, figures)
+        parts = figures["train_seconds"] + figures["eval_seconds"]
+        assert parts <= figures["trial_seconds"] + 1e-3, (t.number, figures)
         for name, value in figures.items():  # the run shows what the trial recorded
             assert run.data.metrics[name] == pytest.approx(value, abs=1e-3), (t.number, name)
     # most of a complete trial is spent evaluating

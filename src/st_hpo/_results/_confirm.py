@@ -1,10 +1,11 @@
 """Confirming a study's winner beyond seed noise (``st-hpo confirm``, :func:`confirm_study`).
 
 The ``top`` best configurations of a study and its baseline (the base arguments; only when the study has
-a complete baseline trial) are trained again with ``seeds`` new training seeds each: seed index i trains with ``args.seed + 1000 + i`` (and ``data_seed``
-the same when the base arguments set one), the same seed for every configuration, so that the
-comparison with the baseline is paired by seed. Without a baseline trial (``baseline=False``) the
-configurations are compared with each other: the best mean against the runner-up.
+a complete baseline trial) are trained again with ``seeds`` new training seeds each: seed index i trains
+with ``args.seed + 1000 + i`` (and ``data_seed`` the same when the base arguments set one), the same seed
+for every configuration, so that the comparison with the baseline is paired by seed. Without a baseline
+trial (``baseline=False``) the configurations are compared with each other: the best mean against the
+runner-up.
 
 The confirmation reuses the study machinery rather than a second runner: a companion Optuna study
 ``<study name>.confirm`` in the same storage (no pruner) holds one enqueued trial per (configuration,
