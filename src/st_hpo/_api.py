@@ -271,10 +271,34 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
         Progress(budget=budget).message(
             f"study {session.study.study_name!r} already has {budget} finished trials, its budget: nothing to run "
             "(a larger --n-trials extends it)")
-    if loop.budget_met and session.tracker is not None:
+    if loop.budget_met and not os.environ.get(SUPERVISOR_ENV):
+        _end_of_study_here(session)  # no supervisor ends this study: whoever meets the budget does, as `run` does
+    elif loop.budget_met and session.tracker is not None:
         session.close("FINISHED")
     return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met, stop_reason=loop.gave_up,
                      budget=budget)
+
+
+def _end_of_study_here(session: Any) -> None:
+    """The end of a study whose budget a worker without a supervisor met (``st-hpo worker``): what
+    ``run_study`` does at its end, so that the test score is of the best trial, not of an earlier one.
+
+    The test score needs the best trial's model: a worker on a machine that does not hold it says so
+    (``st-hpo test`` there scores it) and leaves the score to that machine."""
+    from st_hpo._execution._best_model import saved_best_model
+    from st_hpo._execution._test_score import has_test, recorded_test_values
+
+    _keep_only_best(session)
+    complete = any(t.state.name == "COMPLETE" for t in session.study.get_trials(deepcopy=False))
+    if complete and has_test(session.definition) and recorded_test_values(session.study)[0] is None:
+        if saved_best_model(session.study) is not None:
+            _score_test(session)
+        else:
+            logging.getLogger(__name__).warning(
+                "the study's best trial has no test score yet and its model is not kept on this machine: run "
+                "`st-hpo test` where it is kept")
+    session.close("FINISHED")
+    _write_reports(session)
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -69,7 +69,8 @@ class TrialReporter(TrainerCallback):
             schedule decides, and values are reported at the per-mille of their step.
 
     A NaN or infinite training loss or objective raises :class:`Diverged`, which ends the trial. The time
-    spent in evaluations during training is summed in ``eval_seconds``.
+    spent in evaluations (from :meth:`evaluation_starts` to the trainer's ``on_evaluate``) is summed in
+    ``eval_seconds``.
     """
 
     def __init__(self, trial: Any, objective_key: str, log_series: Any, *, on_subset: bool = False,
@@ -90,7 +91,7 @@ class TrialReporter(TrainerCallback):
         self._pending: list[tuple[dict[str, float], int]] = []
         self.fractions = fractions
         self.grid: dict[int, list[int]] = {}  #: trainer step -> the per-mille grid points evaluated there
-        self.eval_seconds = 0.0  #: time spent in evaluations during training
+        self.eval_seconds = 0.0  #: time spent in evaluations
         self._eval_started: float | None = None
         self._state: Any = None
         self._hook: Any = None
@@ -155,9 +156,17 @@ class TrialReporter(TrainerCallback):
         """An evaluation starts now: its time, up to :meth:`on_evaluate`, goes to ``eval_seconds``."""
         self._eval_started = time.perf_counter()
 
+    def evaluation_ends(self) -> None:
+        """The running evaluation (if any) ends now: its time so far goes to ``eval_seconds``."""
+        if self._eval_started is not None:
+            self.eval_seconds += time.perf_counter() - self._eval_started
+            self._eval_started = None
+
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.grid:  # eval_strategy="epoch": the epoch's last step is a grid point, evaluated in on_step_end
             control.should_evaluate = False
+        elif control.should_evaluate and self._eval_started is None:  # the trainer's own epoch evaluation
+            self.evaluation_starts()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         loss = (logs or {}).get("loss")
@@ -188,9 +197,7 @@ class TrialReporter(TrainerCallback):
                     **kw: Any) -> None:
         import optuna
 
-        if self._eval_started is not None:
-            self.eval_seconds += time.perf_counter() - self._eval_started
-            self._eval_started = None
+        self.evaluation_ends()
         metrics = metrics or {}
         if self.objective_key not in metrics:
             return

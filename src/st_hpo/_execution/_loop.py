@@ -131,8 +131,11 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
             gc.collect()
             try:
                 why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
+                spent = trial.user_attrs  # the times run_trial recorded as it stopped
                 stopped = TrialOutcome(trial.number, "FAIL", error=why,
-                                       train_seconds=trial.user_attrs.get("st_hpo.train_seconds", 0.0))
+                                       seconds=spent.get("st_hpo.trial_seconds", 0.0),
+                                       train_seconds=spent.get("st_hpo.train_seconds", 0.0),
+                                       eval_seconds=spent.get("st_hpo.eval_seconds", 0.0))
                 _finish(session, trial, stopped, killed=True)
             finally:
                 restore_sigterm()

@@ -280,6 +280,13 @@ class StudyResources:
         from st_hpo._definition._compat import evaluator_base
 
         chosen = self.study.test_evaluator
+        if chosen is None and self.study.evaluator is None:
+            raise StudyDefinitionError(
+                f"test_dataset needs a test_evaluator: the study has no evaluator to point at the test set (its "
+                f"objective {self.study.objective!r} is the trainer's loss on eval_dataset); give "
+                "test_evaluator=... (an evaluator, or a callable (test_dataset) -> evaluator) and "
+                "test_objective=<the metric it reports>"
+            )
         if chosen is None:
             if isinstance(self.study.evaluator, evaluator_base()) or not callable(self.study.evaluator):
                 raise StudyDefinitionError(

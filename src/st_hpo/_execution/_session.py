@@ -30,6 +30,7 @@ from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_
 from st_hpo._kinds import KIND_ATTR
 from st_hpo._tracking._census import take_census
 from st_hpo._tracking._record import BASELINE_UNSAMPLED_ATTR
+from st_hpo._tracking._times import time_totals
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
@@ -309,9 +310,7 @@ def log_study_figures(tracker: Any, study: Any) -> None:
     metrics: dict[str, float] = {"n_complete": census.complete, "n_pruned": census.pruned, "n_fail": census.failed}
     if census.out_of_memory:
         metrics["n_out_of_memory"] = census.out_of_memory
-    metrics["trial_seconds_total"] = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
-    metrics["train_seconds_total"] = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
-    metrics["eval_seconds_total"] = sum(t.user_attrs.get("st_hpo.eval_seconds", 0.0) for t in trials)
+    metrics.update(time_totals(trials))
     step = max((t.number for t in trials), default=0)
     if census.complete:
         best = study.best_trial

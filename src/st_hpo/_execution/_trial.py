@@ -81,10 +81,11 @@ class TrialOutcome:
     value: float | None = None
     error: str | None = None
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the whole trial: model and loss built, training, evaluations, its model kept, its run written
     seconds: float = 0.0
+    #: time in the trainer's ``train()`` less the evaluations made during it (training steps alone)
     train_seconds: float = 0.0
-    #: time in the trainer's evaluations (those during training and the final one); part of train_seconds
-    #: for the ones during training
+    #: time in the objective's evaluations: those during training and the final one
     eval_seconds: float = 0.0
     diverged: bool = False
     step: int = 0
@@ -259,7 +260,8 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
                    "eval_seconds": outcome.eval_seconds}
         if outcome.device_error is None:
             timings.update(_peak_gpu_memory())
-        trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))  # an interrupted one too
+        for name in ("trial_seconds", "train_seconds", "eval_seconds"):  # an interrupted trial's too
+            trial.set_user_attr(f"st_hpo.{name}", round(timings[name], 3))
         for name, value in timings.items():
             if name.startswith("peak_gpu"):  # kept with the trial, for `st-hpo status` and sizing workers per GPU
                 trial.set_user_attr(f"st_hpo.{name}", round(value, 1))
@@ -270,8 +272,8 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
 def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, loss_params: dict[str, Any],
            model_params: dict[str, Any], run: _RunLog, outcome: TrialOutcome) -> tuple[float, int]:
     """Build model, loss and trainer; train; keep the model if it is the best so far (``outcome.model_dir``);
-    return (objective, final step). ``outcome.train_seconds`` (in train()) and ``outcome.eval_seconds`` are
-    set however the trial ends."""
+    return (objective, final step). ``outcome.train_seconds`` (in train(), its evaluations left out) and
+    ``outcome.eval_seconds`` (every evaluation) are set however the trial ends."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     validated, resources = ctx.validated, ctx.resources
@@ -302,9 +304,11 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
                                      adjust=validated.study.adjust_mini_batch)
     fitter.wrap(trainer)
     t0 = time.perf_counter()
+    trained = False
     try:
         trainer.train()
-        outcome.train_seconds = time.perf_counter() - t0
+        outcome.train_seconds = time.perf_counter() - t0 - reporter.eval_seconds
+        trained = True
         step = int(trainer.state.global_step)
         if subset:  # the final evaluation, on the whole eval set
             reporter.final_on_full()
@@ -326,8 +330,9 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
         return reporter.last_value, step
     finally:
-        if not outcome.train_seconds:  # pruned or failed in train(): the time it trained until then
-            outcome.train_seconds = time.perf_counter() - t0
+        reporter.evaluation_ends()  # one cut short by an error or a Ctrl-C counts up to now
+        if not trained:  # pruned or failed in train(): the time it trained until then
+            outcome.train_seconds = max(time.perf_counter() - t0 - reporter.eval_seconds, 0.0)
         outcome.eval_seconds = reporter.eval_seconds
         reporter.close()  # the curves of a pruned or failed trial up to where it stopped
         fitter.record(trial)

@@ -1,9 +1,11 @@
 """Confirming a study's winner beyond seed noise (``st-hpo confirm``, :func:`confirm_study`).
 
-The ``top`` best configurations of a study and its baseline (the base arguments) are trained again with
-``seeds`` new training seeds each: seed index i trains with ``args.seed + 1000 + i`` (and ``data_seed``
-the same when the base arguments set one), the same seed for every configuration, so that the
-comparison with the baseline is paired by seed.
+The ``top`` best configurations of a study and its baseline (the base arguments; only when the study has
+a complete baseline trial) are trained again with ``seeds`` new training seeds each: seed index i trains
+with ``args.seed + 1000 + i`` (and ``data_seed`` the same when the base arguments set one), the same seed
+for every configuration, so that the comparison with the baseline is paired by seed. Without a baseline
+trial (``baseline=False``) the configurations are compared with each other: the best mean against the
+runner-up.
 
 The confirmation reuses the study machinery rather than a second runner: a companion Optuna study
 ``<study name>.confirm`` in the same storage (no pruner) holds one enqueued trial per (configuration,
@@ -51,11 +53,14 @@ class ConfirmResult:
     objective: str
     direction: str
     seeds: list[int]  #: the training seeds every configuration was trained with
-    configs: list[ConfigScore]  #: the baseline first, then the configurations in single-run order
-    single_run_best: int | None  #: the study's best trial (one run each)
+    #: the baseline first (when the study has a baseline trial), then the configurations in single-run order
+    configs: list[ConfigScore]
+    single_run_best: int | None  #: the study's best trial when the confirmation ran (one run each)
     winner: str | None  #: the label of the best mean after confirmation ("trial N" or "baseline")
     winner_trial: int | None
-    test: dict[str, Any]  #: the paired test of the best non-baseline configuration against the baseline
+    #: the paired test of the best non-baseline configuration against the baseline, or, in a study without
+    #: a baseline trial, against the runner-up (see :func:`st_hpo._results._confirm_stats.paired_test`)
+    test: dict[str, Any]
     trials_run: int = 0  #: confirmation trials trained by this call
     interrupted: bool = False
 
@@ -81,7 +86,8 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
                   storage: str | None = None, tracking_uri: str | None = None, study_name: str | None = None,
                   progress: bool = True, workers: int | None = None, gpus: str | None = None,
                   trials_per_gpu: int = 1, study_file: str | Path | None = None) -> ConfirmResult:
-    """Train the ``top`` best configurations and the baseline again with ``seeds`` new seeds each.
+    """Train the ``top`` best configurations and the baseline (when the study has a baseline trial) again
+    with ``seeds`` new seeds each.
 
     Runs in the study's storage and MLflow store (as given to ``run_study``): in this process, or with
     ``workers``/``gpus``/``trials_per_gpu`` on worker processes as ``run_study`` places them (they load
@@ -178,16 +184,22 @@ def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool
 
 
 def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
-    """The baseline (the base arguments, as the baseline trial ran them) and the ``top`` best other trials."""
+    """The baseline (the base arguments, as the baseline trial ran them), when the study has a complete
+    baseline trial, and the ``top`` best other trials.
+
+    A study without one (``baseline=False``, or a baseline that never completed) confirms only what it has:
+    its base arguments may not even train (a loss factory that reads a searched ``loss.`` value)."""
     from st_hpo._definition._space import space_defaults
     from st_hpo._execution._trial import BASELINE_ATTR
     from st_hpo._results._read import trial_params
 
     trials = [t for t in main.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     base_trial = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
-    defaults = space_defaults(session.definition.space, session.validated.base_args)
-    configs = [_Config("baseline", "baseline", base_trial.number if base_trial else None, defaults or {},
-                       True, defaults is None, base_trial.value if base_trial else None)]
+    configs = []
+    if base_trial is not None:
+        defaults = space_defaults(session.definition.space, session.validated.base_args)
+        configs.append(_Config("baseline", "baseline", base_trial.number, defaults or {}, True, defaults is None,
+                               base_trial.value))
     others = sorted((t for t in trials if not t.user_attrs.get(BASELINE_ATTR)), key=lambda t: t.value,
                     reverse=main.direction.name == "MAXIMIZE")
     for t in others[:top]:
@@ -250,12 +262,23 @@ def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool)
         budget = finished + missing
         bar = Progress(budget=budget, enabled=progress, noun=CONFIRM_NOUN)
         if ran == 0:
-            bar.message(f"confirming {len(configs) - 1} configuration(s) and the baseline with "
-                        f"{len(seeds)} seed(s) each: {missing} training run(s) to go")
+            bar.message(f"confirming {_what(configs)} with {len(seeds)} seed(s) each: {missing} training run(s) "
+                        "to go")
         loop = work(session, budget=budget, timeout=None, worker=WorkerInfo(name="main"), progress=bar)
         ran += loop.trials_run
         if loop.interrupted:
             return ran, True
+
+
+def _what(configs: list[_Config]) -> str:
+    """What a confirmation trains, in words: with the baseline, or (a study without one) the configurations
+    compared with each other."""
+    others = sum(not c.baseline for c in configs)
+    if any(c.baseline for c in configs):
+        return f"{others} configuration(s) and the baseline"
+    return (f"{others} configuration(s) (the study has no baseline trial: "
+            + ("they are compared with each other)" if others > 1 else "nothing to compare with; --top 2 or more "
+               "compares configurations with each other)"))
 
 
 def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], progress: bool, specs: list[Any],
@@ -299,9 +322,17 @@ def _summarize(companion: Any, best: Any, configs: list[_Config], seeds: list[in
     ranked = sorted((s for s in scores if s.mean is not None), key=lambda s: sign * s.mean, reverse=True)
     winner = ranked[0] if ranked else None
     contenders = [s for s in ranked if not s.baseline]
-    test = paired_test(contenders[0], scores[0], best.direction) if contenders else {
-        "method": "paired t-test", "line": "no configuration besides the baseline was confirmed",
-        "p_value": None, "beats_baseline": None}
+    baseline = next((s for s in scores if s.baseline), None)
+    against = baseline if baseline is not None else (contenders[1] if len(contenders) > 1 else None)
+    if contenders and against is not None:
+        test = paired_test(contenders[0], against, best.direction)
+    else:
+        why = ("no configuration besides the baseline was confirmed" if baseline is not None else
+               "the study has no baseline trial and one configuration was confirmed: nothing to compare it with "
+               "(st-hpo confirm --top 2 or more compares configurations with each other)")
+        test = {"method": "paired t-test", "line": why, "p_value": None, "beats": None, "beats_baseline": None,
+                "compared": contenders[0].label if contenders else None,
+                "against": baseline.label if baseline is not None else None}
     return ConfirmResult(study_name=best.study_name, objective=best.objective, direction=best.direction,
                          seeds=seeds, configs=scores, single_run_best=best.number,
                          winner=winner.label if winner else None, winner_trial=winner.trial if winner else None,
@@ -319,11 +350,7 @@ def test_score_of(trial: Any) -> float | None:
 
 
 def confirmed_line(confirmed: dict[str, Any] | None, single_run_best: int) -> str | None:
-    """``st-hpo best``'s note when the confirmation's winner is not the single-run best, else None."""
-    if not confirmed or confirmed.get("winner") is None:
-        return None
-    if confirmed.get("winner_trial") == single_run_best:
-        return None
-    seeds = len(confirmed.get("seeds") or [])
-    return (f"after confirmation ({seeds} seeds each, st-hpo confirm), {confirmed['winner']} wins, "
-            f"not trial {single_run_best}; {confirmed['test']['line']}")
+    """``st-hpo best``'s note on the confirmation: see :func:`st_hpo._results._confirm_verdict.confirmed_line`."""
+    from st_hpo._results._confirm_verdict import confirmed_line as line
+
+    return line(confirmed, single_run_best)

@@ -1,7 +1,8 @@
 """The figures of a confirmation: mean and spread per configuration over seeds, and the paired test.
 
-The test asks whether the best configuration beats the baseline by more than the seed noise. Both were
-trained with the same training seeds (seed index i trains both with seed ``args.seed + 1000 + i``), so
+The test asks whether the best configuration beats the baseline by more than the seed noise (in a study
+without a baseline trial: whether the best configuration beats the runner-up). Both were trained with the
+same training seeds (seed index i trains both with seed ``args.seed + 1000 + i``), so
 the comparison is paired by seed: a one-sided paired t-test (``scipy.stats.ttest_rel``, which
 sentence-transformers already depends on) over the per-seed differences, oriented so that a positive
 difference is an improvement whatever the study's direction, at ``alpha`` = 0.05.
@@ -56,17 +57,22 @@ def score(label: str, trial: int | None, baseline: bool, params: dict[str, Any],
                        test_mean=test_mean, test_std=test_std)
 
 
-def paired_test(best: ConfigScore, baseline: ConfigScore, direction: str) -> dict[str, Any]:
-    """Does ``best`` beat ``baseline`` beyond seed noise? A dict with the method, p-value and a verdict line."""
-    pairs = [(v, baseline.values[baseline.seeds.index(s)]) for s, v in zip(best.seeds, best.values, strict=True)
-             if s in baseline.seeds]
+def paired_test(best: ConfigScore, other: ConfigScore, direction: str) -> dict[str, Any]:
+    """Does ``best`` beat ``other`` (the baseline, or without one the runner-up) beyond seed noise?
+
+    A dict with the method, the p-value, ``compared`` and ``against`` (the two labels), ``beats`` (the
+    verdict: None when no test is possible), ``beats_baseline`` (the same, only when ``other`` is the
+    baseline, else None) and a verdict ``line``.
+    """
+    pairs = [(v, other.values[other.seeds.index(s)]) for s, v in zip(best.seeds, best.values, strict=True)
+             if s in other.seeds]
     sign = 1.0 if direction == "maximize" else -1.0
     diffs = [sign * (a - b) for a, b in pairs]
     n = len(diffs)
     method = f"paired t-test over {n} seed(s), one-sided, alpha {ALPHA:g}"
     out: dict[str, Any] = {"method": method, "n_pairs": n, "alpha": ALPHA, "compared": best.label,
-                           "mean_gain": statistics.fmean(diffs) if diffs else None, "p_value": None,
-                           "beats_baseline": None}
+                           "against": other.label, "mean_gain": statistics.fmean(diffs) if diffs else None,
+                           "p_value": None, "beats": None, "beats_baseline": None}
     if n < 2:
         out["line"] = (f"{n} paired seed(s): no test is possible (a paired test needs at least 2 seeds; "
                        "run st-hpo confirm with --seeds 3 or more)")
@@ -79,9 +85,10 @@ def paired_test(best: ConfigScore, baseline: ConfigScore, direction: str) -> dic
         a, b = zip(*pairs, strict=True)
         p = float(stats.ttest_rel(a, b, alternative="greater" if sign > 0 else "less").pvalue)
     beats = p < ALPHA and out["mean_gain"] > 0
-    out.update(p_value=p, beats_baseline=beats)
-    verdict = (f"{best.label} beats the baseline beyond seed noise" if beats
-               else f"{best.label} does not beat the baseline beyond seed noise")
+    out.update(p_value=p, beats=beats, beats_baseline=beats if other.baseline else None)
+    what = "the baseline" if other.baseline else other.label
+    verdict = (f"{best.label} beats {what} beyond seed noise" if beats
+               else f"{best.label} does not beat {what} beyond seed noise")
     out["line"] = f"{method}: p={_p(p)}; {verdict} (mean gain {out['mean_gain']:+.3g})"
     return out
 

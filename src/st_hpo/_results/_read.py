@@ -134,9 +134,25 @@ class BestTrial:
     def _gain(self, reference: float) -> float:
         return self.value - reference if self.direction == "maximize" else reference - self.value
 
+    @property
+    def confirmation_is_current(self) -> bool | None:
+        """Whether ``confirmed`` was made while this trial was the study's best (None: no confirmation). False
+        after the study was extended and a later trial became the best: it confirmed an earlier best."""
+        if not self.confirmed:
+            return None
+        return self.confirmed.get("single_run_best") == self.number
+
+    @property
+    def confirmation_note(self) -> str | None:
+        """What ``st-hpo best`` says about the confirmation (see :mod:`st_hpo._results._confirm_verdict`)."""
+        from st_hpo._results._confirm_verdict import confirmed_line
+
+        return confirmed_line(self.confirmed, self.number)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data.update(gain_over_baseline=self.gain_over_baseline, gain_over_base_model=self.gain_over_base_model)
+        data.update(gain_over_baseline=self.gain_over_baseline, gain_over_base_model=self.gain_over_base_model,
+                    confirmation_is_current=self.confirmation_is_current, confirmation_note=self.confirmation_note)
         return data
 
 

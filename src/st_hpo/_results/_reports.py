@@ -361,10 +361,14 @@ def _best_lines(best: Any) -> list[str]:
 
 
 def _time_line(trials: list[Any]) -> str:
-    in_trials = sum(t.user_attrs.get("st_hpo.trial_seconds", 0.0) for t in trials)
-    training = sum(t.user_attrs.get("st_hpo.train_seconds", 0.0) for t in trials)
+    from st_hpo._tracking._times import time_totals
+
+    totals = time_totals(trials)  # the parent run's totals: the trials that ended
+    in_trials, training = totals["trial_seconds_total"], totals["train_seconds_total"]
+    evaluating = totals["eval_seconds_total"]
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
-    return (f"Time: {in_trials:.1f} s in trials ({training:.1f} s of it training); {wall:.1f} s wall clock "
-            "from the first trial's start to the last one's end.")
+    return (f"Time: {in_trials:.1f} s in trials (those that ended; {training:.1f} s of it training, "
+            f"{evaluating:.1f} s evaluating); {wall:.1f} s wall clock from the first trial's start to the last "
+            "one's end.")

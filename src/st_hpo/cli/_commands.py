@@ -341,11 +341,15 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
     if not console.is_terminal:
         console.width = 160
     console.print(_confirm_table(result))
+    if not any(c.baseline for c in result.configs):
+        console.print("the study has no baseline trial: the configurations are compared with each other (the "
+                      "best mean against the runner-up)")
     console.print(result.test["line"])
-    if result.winner is not None:
-        same = result.winner_trial == result.single_run_best
-        console.print(f"after confirmation, {result.winner} wins" + (
-            " (also the single-run best)" if same else f" (the single-run best was trial {result.single_run_best})"))
+    if result.winner is not None:  # the verdict agrees with the test line above it
+        from st_hpo._results._confirm_verdict import verdict
+
+        console.print(f"after confirmation, {verdict(result.to_dict())} (the single-run best: trial "
+                      f"{result.single_run_best})")
     return 0
 
 

@@ -40,7 +40,8 @@ def add_parsers(sub: Any) -> None:
     """Register the review commands on the ``st-hpo`` subparsers."""
     p = sub.add_parser("best", help="show the best trial and its gain over the baseline",
                        description="The best trial: number, objective value, sampled values, MLflow run, and "
-                       "how much it beat the baseline trial and the base model (positive is better).")
+                       "how much it beat the baseline trial and the base model (higher or lower, and whether that is better "
+                       "for the study's direction).")
     p.add_argument("study_file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _location(p, tracking=False)
@@ -125,13 +126,11 @@ def cmd_best(ns: argparse.Namespace) -> int:
     for what, ref, gain in (("baseline trial", best.baseline_value, best.gain_over_baseline),
                             ("base model", best.base_model_value, best.gain_over_base_model)):
         if ref is not None:
-            _print(f"  vs {what}: {ref:.4f} -> {gain:+.4f}")
+            _print(f"  vs {what}: {ref:.4f} -> {best.value:.4f}, {_change(best.value - ref, gain)}")
     if best.test_value is not None:
         base = "" if best.base_model_test_value is None else f", base model {best.base_model_test_value:.4f}"
         _print(f"  held-out test: {best.test_value:.4f}{base} (the dev value is optimistic: it picked the trial)")
-    from st_hpo._results._confirm import confirmed_line
-
-    if note := confirmed_line(best.confirmed, best.number):
+    if note := best.confirmation_note:
         _print(f"  {note}")
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
@@ -142,6 +141,13 @@ def cmd_best(ns: argparse.Namespace) -> int:
     else:
         _print("  model: not kept on this machine; `st-hpo retrain` trains it again")
     return 0
+
+
+def _change(delta: float, gain: float) -> str:
+    """A change of the objective in words that hold whatever the direction: ``0.0059 lower (better)``."""
+    if abs(delta) < 5e-5:
+        return "the same to 4 decimals"
+    return f"{abs(delta):.4f} {'higher' if delta > 0 else 'lower'} ({'better' if gain > 0 else 'worse'})"
 
 
 def cmd_test(ns: argparse.Namespace) -> int:

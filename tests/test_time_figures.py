@@ -1,0 +1,74 @@
+"""A trial's time figures add up, and the parent run's totals sum them over the same trials (issue 29, item 9)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+import st_hpo
+from tests.conftest import make_pairs
+from tests.helpers import load_trials, mlflow_runs
+
+
+class _CtrlCWhenArmed(CoSENTLoss):
+    """CoSENT that, once armed, sends this process a real SIGINT (a Ctrl-C) at the third training step of
+    the next trial to train: after two of its evaluations, in the middle of its training."""
+
+    armed = False
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.steps = 0
+
+    def forward(self, *args, **kwargs):
+        loss = super().forward(*args, **kwargs)
+        if torch.is_grad_enabled():
+            self.steps += 1
+            if _CtrlCWhenArmed.armed and self.steps == 3:
+                _CtrlCWhenArmed.armed = False
+                signal.raise_signal(signal.SIGINT)
+        return loss
+
+
+@pytest.mark.slow
+def test_train_and_eval_seconds_add_up_within_each_trial_and_the_totals_count_the_same_trials(make_study, tmp_path):
+    from datasets import Dataset
+
+    # evaluations on 500 rows at every step: most of a trial is spent evaluating
+    study = make_study(eval_dataset=Dataset.from_dict(make_pairs(500, seed=2)), loss=_CtrlCWhenArmed,
+                       intermediate_eval_rows=None,
+                       args=dict(num_train_epochs=1, per_device_train_batch_size=16, learning_rate=5e-5,
+                                 eval_strategy="steps", eval_steps=1, logging_steps=1, save_strategy="no",
+                                 disable_tqdm=True, seed=7, use_cpu=True),
+                       n_trials=2)
+    first = st_hpo.run_study(study, output_dir=tmp_path, n_trials=1, progress=False)
+    assert first.n_complete == 1
+    _CtrlCWhenArmed.armed = True
+    stopped = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert stopped.interrupted and not _CtrlCWhenArmed.armed
+    done = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    assert done.budget_met
+
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["st_hpo.error"].startswith("interrupted")
+    client, parents, runs = mlflow_runs(tmp_path, "tiny")
+    for t, run in zip(trials, runs, strict=True):
+        figures = {name: t.user_attrs[f"st_hpo.{name}"] for name in ("trial_seconds", "train_seconds", "eval_seconds")}
+        assert all(v > 0 for v in figures.values()), (t.number, figures)  # the interrupted trial's too
+        # training excludes the evaluations: the two parts fit in the trial
+        parts = figures["train_seconds"] + figures["eval_seconds"]
+        assert parts <= figures["trial_seconds"] + 1e-3, (t.number, figures)
+        for name, value in figures.items():  # the run shows what the trial recorded
+            assert run.data.metrics[name] == pytest.approx(value, abs=1e-3), (t.number, name)
+    # most of a complete trial is spent evaluating
+    assert trials[0].user_attrs["st_hpo.eval_seconds"] > 0.5 * trials[0].user_attrs["st_hpo.trial_seconds"]
+
+    metrics = parents[0].data.metrics
+    for name in ("trial_seconds", "train_seconds", "eval_seconds"):  # every trial that ended, each figure alike
+        assert metrics[f"{name}_total"] == pytest.approx(sum(t.user_attrs[f"st_hpo.{name}"] for t in trials),
+                                                         abs=1e-2), name
+    assert metrics["train_seconds_total"] + metrics["eval_seconds_total"] <= metrics["trial_seconds_total"] + 1e-2
