@@ -105,6 +105,13 @@ class Study:
             ``None``: never stop. The default, 10, is seldom reached by chance: where half the space
             fails at random (the largest batch size runs out of memory), a run of 5 failures comes about
             once in 64 trials, a run of 10 about once in 2,000.
+        resume_interrupted: a trial saves a resumable checkpoint (the trainer's own: model, optimizer,
+            scheduler, RNG and data-order state) at each of its evaluation points during training, and a
+            trial stopped from outside (its worker killed, SIGTERM, Ctrl-C) is queued again once, as a new
+            trial that resumes from its last checkpoint instead of step 0 (``resumed_from`` in
+            ``st-hpo status``). ``False``: no checkpoints; an interrupted trial is lost.
+        max_resumes: how many times one configuration is resumed after interruptions (a retry that is
+            interrupted again is retried from its newer checkpoint), at most.
         test_dataset: a held-out test set (same forms as ``eval_dataset``), never used to choose anything:
             when the study reaches its budget (and with ``st-hpo test``) the kept best model and the base
             model are scored on it, since the best trial's dev score is optimistic (it was picked on it).
@@ -141,6 +148,8 @@ class Study:
     intermediate_eval_rows: int | Literal["auto"] | None = "auto"
     keep_best_model: bool = True
     max_failures_in_a_row: int | None = 10
+    resume_interrupted: bool = True
+    max_resumes: int = 3
     test_dataset: Dataset | Callable[[], Dataset] | None = None
     test_evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     test_objective: str | None = None
@@ -204,7 +213,11 @@ def _check_scalars(study: Study) -> None:
         raise StudyDefinitionError(
             f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
         )
-    for flag in ("keep_best_model", "baseline"):
+    if not isinstance(study.max_resumes, int) or isinstance(study.max_resumes, bool) or study.max_resumes < 0:
+        raise StudyDefinitionError(
+            f"max_resumes={study.max_resumes!r} must be a number of retries, 0 or more (0: never resume)"
+        )
+    for flag in ("keep_best_model", "baseline", "resume_interrupted"):
         if not isinstance(getattr(study, flag), bool):
             raise StudyDefinitionError(f"{flag}={getattr(study, flag)!r} must be True or False")
     if study.test_objective is not None and (not isinstance(study.test_objective, str) or not study.test_objective):

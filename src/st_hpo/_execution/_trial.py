@@ -12,7 +12,6 @@ import dataclasses
 import gc
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -24,6 +23,7 @@ from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._execution._callbacks import Diverged, TrialReporter, evaluation_fractions
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
+from st_hpo._execution._resume import CheckpointSaver, remove_checkpoints, restore_intermediate, resume_point
 from st_hpo._execution._validate import ValidatedStudy
 from st_hpo._tracking._record import UNSAMPLED_ATTR, shown_params, store_config
 from st_hpo.exceptions import TrackingError, TrialError
@@ -239,6 +239,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
     _reset_gpu_peak()
     outcome = TrialOutcome(number=trial.number, state="FAIL")
     run = _RunLog(None, None)
+    interrupted = False
     try:
         params = _trial_params(ctx, trial)
         outcome.params = shown_params(trial)  # Choice labels, not their values
@@ -260,13 +261,15 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         outcome.state, outcome.error, outcome.diverged = "FAIL", str(exc), True
     except KeyboardInterrupt:
         outcome.state, outcome.error = "FAIL", "interrupted (Ctrl-C or SIGTERM)"
+        interrupted = True
         raise
     except Exception as exc:  # noqa: BLE001 - a user's code, a CUDA OOM: the study goes on
         outcome.state = "FAIL"
         outcome.error = f"{type(exc).__name__}: {exc}"
         logger.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
     finally:
-        _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
+        if not (interrupted and ctx.validated.study.resume_interrupted):  # else kept for the trial's retry
+            remove_checkpoints(trial, ctx.output_dir / "trials" / f"trial-{trial.number}")
         outcome.seconds = time.perf_counter() - started
         outcome.device_error = _release_memory(unfreeze=froze)
         timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds,
@@ -311,9 +314,14 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     )
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
+    checkpoint, _ = resume_point(trial)
+    if validated.study.resume_interrupted:  # after the reporter: it decides where the trial evaluates
+        trainer.add_callback(CheckpointSaver(trial, Path(args.output_dir)))
+    if checkpoint is not None:
+        restore_intermediate(trial, reporter)
     t0 = time.perf_counter()
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=checkpoint)
         outcome.train_seconds = time.perf_counter() - t0
         step = int(trainer.state.global_step)
         if subset:  # the final evaluation, on the whole eval set
@@ -365,14 +373,6 @@ def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str 
         return None
     trial.set_user_attr(_best_model.MODEL_DIR_ATTR, str(path))
     return str(path)
-
-
-def _remove_checkpoints(trial_dir: Path) -> None:
-    """Delete the trainer's checkpoints of an ended trial: st-hpo never resumes a trial from one (a stopped
-    trial is failed and its configuration can be tried again), and at a model plus optimizer state each,
-    a study's checkpoints would fill the disk."""
-    for path in trial_dir.glob("checkpoint-*"):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _cuda_in_use() -> Any:
