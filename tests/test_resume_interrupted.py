@@ -61,17 +61,19 @@ def _run(path, cwd, *args, flag=None):
                           capture_output=True, text=True, timeout=600)
 
 
-def _uninterrupted_value(tmp_path, path, *args):
-    """The objective of the same configuration trained without interruption (same command, same seed)."""
+def _uninterrupted(tmp_path, model, params):
+    """The same configuration trained without interruption, in one process (same seed and arguments)."""
     ref = tmp_path / "reference"
     ref.mkdir()
-    proc = _run(path, ref, *args)
+    path = _study_file(ref, model, name="reference", signal_name="SIGINT", extra=repr({"enqueue": [params]}))
+    proc = _run(path, ref)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (trial,) = load_trials(ref / "st-hpo-runs" / path.stem, path.stem)
+    (trial,) = load_trials(ref / "st-hpo-runs" / "reference", "reference")
+    assert trial.params == params
     return trial
 
 
-def _check_resumed(tmp_path, name, reference):
+def _check_resumed(tmp_path, name, model):
     """What a user checks after the interrupted study ended: the budget met, the interrupted trial FAIL and
     its retry resumed from its last checkpoint, with only the remaining steps trained and the same result."""
     out_dir = tmp_path / "st-hpo-runs" / name
@@ -79,18 +81,19 @@ def _check_resumed(tmp_path, name, reference):
     (stopped,) = [t for t in trials if t.state.name == "FAIL"]
     (retry,) = [t for t in trials if t.state.name == "COMPLETE"]
     assert stopped.user_attrs.get("st_hpo.stopped") is True
-    assert retry.params == stopped.params == reference.params
+    assert retry.params == stopped.params
     assert retry.user_attrs["st_hpo.resumed_from"] == {"trial": stopped.number, "step": LAST_CHECKPOINT}
     assert runs[retry.number].data.tags["st_hpo.resumed_from"] == f"trial-{stopped.number}@step-{LAST_CHECKPOINT}"
     assert "st_hpo.resumed_from" not in runs[stopped.number].data.tags
-    # the retry's intermediate values before the checkpoint are the stopped trial's, the rest its own
-    assert retry.intermediate_values == pytest.approx(reference.intermediate_values, abs=1e-4)
+    # the retry's intermediate values before the checkpoint are the stopped trial's
     assert {k: v for k, v in retry.intermediate_values.items() if k <= 500} == {
         k: v for k, v in stopped.intermediate_values.items() if k <= 500}
     # it trained only the remaining steps: its training-loss curve starts after the checkpoint
     client, _, _ = mlflow_runs(out_dir, name)
     trained = sorted(m.step for m in client.get_metric_history(runs[retry.number].info.run_id, "train_loss"))
     assert trained == list(range(LAST_CHECKPOINT + 1, STEPS + 1))
+    reference = _uninterrupted(tmp_path, model, retry.params)
+    assert retry.intermediate_values == pytest.approx(reference.intermediate_values, abs=1e-4)
     assert retry.value == pytest.approx(reference.value, abs=1e-4)
     assert 0 < retry.user_attrs["st_hpo.train_seconds"]
     # no checkpoint is left once the retry ended
@@ -117,23 +120,27 @@ def test_ctrl_c_then_run_again_resumes_the_trial_from_its_last_checkpoint(tmp_pa
         tmp_path / "st-hpo-runs" / "ctrlc" / "trials" / "trial-0" / f"resume-{LAST_CHECKPOINT}"]
     again = _run(path, tmp_path, flag=tmp_path / "stopped")
     assert again.returncode == 0, again.stderr[-3000:]
-    _check_resumed(tmp_path, "ctrlc", _uninterrupted_value(tmp_path, path))
+    _check_resumed(tmp_path, "ctrlc", tiny_model_path)
 
 
-def test_kill_9_of_a_worker_resumes_its_trial_in_the_replacement(tmp_path, tiny_model_path):
+# `--workers 1` trains in the `st-hpo run` process itself: two worker processes under a supervisor, of which
+# one runs the study's single trial (the other finds the budget taken and waits to step in)
+
+
+def test_kill_9_of_a_worker_resumes_its_trial_in_another_worker(tmp_path, tiny_model_path):
     path = _study_file(tmp_path, tiny_model_path, name="kill9", signal_name="SIGKILL")
-    proc = _run(path, tmp_path, "--workers", "1", flag=tmp_path / "stopped")
+    proc = _run(path, tmp_path, "--workers", "2", flag=tmp_path / "stopped")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "killed by signal 9" in proc.stderr
-    stopped, _ = _check_resumed(tmp_path, "kill9", _uninterrupted_value(tmp_path, path, "--workers", "1"))
+    stopped, _ = _check_resumed(tmp_path, "kill9", tiny_model_path)
     assert stopped.user_attrs["st_hpo.error"] == "worker killed by signal 9"
 
 
-def test_sigterm_of_a_worker_resumes_its_trial_in_the_replacement(tmp_path, tiny_model_path):
+def test_sigterm_of_a_worker_resumes_its_trial_in_another_worker(tmp_path, tiny_model_path):
     path = _study_file(tmp_path, tiny_model_path, name="term", signal_name="SIGTERM")
-    proc = _run(path, tmp_path, "--workers", "1", flag=tmp_path / "stopped")
+    proc = _run(path, tmp_path, "--workers", "2", flag=tmp_path / "stopped")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stopped, _ = _check_resumed(tmp_path, "term", _uninterrupted_value(tmp_path, path, "--workers", "1"))
+    stopped, _ = _check_resumed(tmp_path, "term", tiny_model_path)
     assert "interrupted" in stopped.user_attrs["st_hpo.error"]
 
 

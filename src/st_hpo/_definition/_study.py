@@ -25,6 +25,9 @@ PRUNER_NAMES = ("median", "successive-halving", "hyperband", "patient", "none")
 #: measurement (benchmarks/study_time.py, 10 trials: the recipe's best within 0.0004 at 0.45x its wall time,
 #: where ``median`` took 0.94x; benchmarks/pruning.py: the unpruned best at 0.51x the steps).
 DEFAULT_PRUNER = "successive-halving"
+#: The default of ``Study.checkpoint_every_minutes``: at most one resumable checkpoint per this many minutes
+#: of a trial's training (chosen by measurement: README, "Interrupted trials").
+CHECKPOINT_EVERY_MINUTES = 0.0
 #: Samplers a study may name instead of passing an Optuna sampler object.
 SAMPLER_NAMES = ("tpe", "random", "qmc")
 
@@ -112,6 +115,9 @@ class Study:
             ``st-hpo status``). ``False``: no checkpoints; an interrupted trial is lost.
         max_resumes: how many times one configuration is resumed after interruptions (a retry that is
             interrupted again is retried from its newer checkpoint), at most.
+        checkpoint_every_minutes: with ``resume_interrupted``, at most one checkpoint per this many minutes
+            of a trial's training (at the first evaluation point after they have passed); ``0``: at every
+            evaluation point. A checkpoint costs a save of the model and its optimizer state.
         test_dataset: a held-out test set (same forms as ``eval_dataset``), never used to choose anything:
             when the study reaches its budget (and with ``st-hpo test``) the kept best model and the base
             model are scored on it, since the best trial's dev score is optimistic (it was picked on it).
@@ -150,6 +156,7 @@ class Study:
     max_failures_in_a_row: int | None = 10
     resume_interrupted: bool = True
     max_resumes: int = 3
+    checkpoint_every_minutes: float = CHECKPOINT_EVERY_MINUTES
     test_dataset: Dataset | Callable[[], Dataset] | None = None
     test_evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     test_objective: str | None = None
@@ -216,6 +223,11 @@ def _check_scalars(study: Study) -> None:
     if not isinstance(study.max_resumes, int) or isinstance(study.max_resumes, bool) or study.max_resumes < 0:
         raise StudyDefinitionError(
             f"max_resumes={study.max_resumes!r} must be a number of retries, 0 or more (0: never resume)"
+        )
+    every = study.checkpoint_every_minutes
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+        raise StudyDefinitionError(
+            f"checkpoint_every_minutes={every!r} must be a number of minutes, 0 or more (0: at every evaluation)"
         )
     for flag in ("keep_best_model", "baseline", "resume_interrupted"):
         if not isinstance(getattr(study, flag), bool):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,32 +68,38 @@ def _policy(study: Any) -> dict[str, Any]:
 
 
 class CheckpointSaver(TrainerCallback):
-    """Asks the trainer for a checkpoint at each evaluation before the end of training, and puts each
-    complete one into place (``resume-S``) for :func:`queue_resume`.
+    """Asks the trainer for a checkpoint at evaluations before the end of training, at most one per
+    ``every_seconds`` of training, and puts each complete one into place (``resume-S``) for
+    :func:`queue_resume`.
 
     Runs after :class:`~st_hpo._execution._callbacks.TrialReporter` (which decides the evaluations); the
-    trainer saves after it evaluates, so a checkpoint at step S comes after the value reported at S.
+    trainer saves right after it evaluates, so a checkpoint at step S comes after the value reported at S.
+    The time of the saves is summed in ``save_seconds`` (kept as the trial's ``st_hpo.checkpoint_seconds``).
     """
 
-    def __init__(self, trial: Any, trial_dir: Path) -> None:
-        self.trial, self.trial_dir = trial, Path(trial_dir)
+    def __init__(self, trial: Any, trial_dir: Path, every_seconds: float = 0.0) -> None:
+        self.trial, self.trial_dir, self.every_seconds = trial, Path(trial_dir), every_seconds
         self.requested: set[int] = set()
         self.saves = 0
         self.save_seconds = 0.0  #: time in the trainer's saves that st-hpo asked for
         self._started: float | None = None
+        self._last: float | None = None  #: when training started, or the last checkpoint was saved
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._last = time.monotonic()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        import time
-
-        if control.should_evaluate and state.global_step < state.max_steps:
+        due = self._last is None or time.monotonic() - self._last >= self.every_seconds
+        if control.should_evaluate and state.global_step < state.max_steps and due:
             control.should_save = True
         if control.should_save:
             self.requested.add(int(state.global_step))
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if int(state.global_step) in self.requested:  # the trainer saves next
             self._started = time.perf_counter()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        import time
-
         step = int(state.global_step)
         if self._started is not None:
             self.save_seconds += time.perf_counter() - self._started
@@ -105,6 +112,7 @@ class CheckpointSaver(TrainerCallback):
         os.replace(written, target)  # complete now: a kill before this line leaves only checkpoint-S
         self.trial.set_user_attr(CHECKPOINT_ATTR, {"path": str(target), "step": step})
         self.saves += 1
+        self._last = time.monotonic()
         for old in self.trial_dir.glob(f"{PREFIX}*"):
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)

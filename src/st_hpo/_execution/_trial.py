@@ -315,8 +315,10 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
     checkpoint, _ = resume_point(trial)
+    saver = None
     if validated.study.resume_interrupted:  # after the reporter: it decides where the trial evaluates
-        trainer.add_callback(CheckpointSaver(trial, Path(args.output_dir)))
+        saver = CheckpointSaver(trial, Path(args.output_dir), 60.0 * validated.study.checkpoint_every_minutes)
+        trainer.add_callback(saver)
     if checkpoint is not None:
         restore_intermediate(trial, reporter)
     t0 = time.perf_counter()
@@ -347,6 +349,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         if not outcome.train_seconds:  # pruned or failed in train(): the time it trained until then
             outcome.train_seconds = time.perf_counter() - t0
         outcome.eval_seconds = reporter.eval_seconds
+        if saver is not None:  # part of train_seconds: what resuming costs this trial
+            trial.set_user_attr("st_hpo.checkpoint_seconds", round(saver.save_seconds, 3))
         reporter.close()  # the curves of a pruned or failed trial up to where it stopped
         trainer.model = None
         del trainer, model, loss, reporter
