@@ -89,7 +89,11 @@ def _check_resumed(tmp_path, name, model):
     assert {k: v for k, v in retry.intermediate_values.items() if k <= 500} == {
         k: v for k, v in stopped.intermediate_values.items() if k <= 500}
     # it trained only the remaining steps: its training-loss curve starts after the checkpoint
-    client, _, _ = mlflow_runs(out_dir, name)
+    client, (parent,), _ = mlflow_runs(out_dir, name)
+    # the parent's figures count both trials: the interrupted one and its retry
+    assert (parent.data.metrics["n_fail"], parent.data.metrics["n_complete"]) == (1, 1)
+    assert parent.data.metrics["train_seconds_total"] == pytest.approx(
+        retry.user_attrs["st_hpo.train_seconds"] + stopped.user_attrs.get("st_hpo.train_seconds", 0.0), abs=0.01)
     trained = sorted(m.step for m in client.get_metric_history(runs[retry.number].info.run_id, "train_loss"))
     assert trained == list(range(LAST_CHECKPOINT + 1, STEPS + 1))
     reference = _uninterrupted(tmp_path, model, retry.params)

@@ -166,6 +166,7 @@ class Study:
         if self.direction is None:  # a loss goes down, a metric up
             object.__setattr__(self, "direction", "minimize" if self.uses_eval_loss else "maximize")
         _check_scalars(self)
+        _check_resume(self)
         _check_choices(self)
         _check_parts(self)
 
@@ -186,6 +187,19 @@ class Study:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_resume(study: Study) -> None:
+    """The settings of resumable trials (``resume_interrupted`` is checked with the other flags)."""
+    if not isinstance(study.max_resumes, int) or isinstance(study.max_resumes, bool) or study.max_resumes < 0:
+        raise StudyDefinitionError(
+            f"max_resumes={study.max_resumes!r} must be a number of retries, 0 or more (0: never resume)"
+        )
+    every = study.checkpoint_every_minutes
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+        raise StudyDefinitionError(
+            f"checkpoint_every_minutes={every!r} must be a number of minutes, 0 or more (0: at every evaluation)"
+        )
 
 
 def _check_scalars(study: Study) -> None:
@@ -219,15 +233,6 @@ def _check_scalars(study: Study) -> None:
     if limit is not None and not _positive_int(limit):
         raise StudyDefinitionError(
             f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
-        )
-    if not isinstance(study.max_resumes, int) or isinstance(study.max_resumes, bool) or study.max_resumes < 0:
-        raise StudyDefinitionError(
-            f"max_resumes={study.max_resumes!r} must be a number of retries, 0 or more (0: never resume)"
-        )
-    every = study.checkpoint_every_minutes
-    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
-        raise StudyDefinitionError(
-            f"checkpoint_every_minutes={every!r} must be a number of minutes, 0 or more (0: at every evaluation)"
         )
     for flag in ("keep_best_model", "baseline", "resume_interrupted"):
         if not isinstance(getattr(study, flag), bool):
