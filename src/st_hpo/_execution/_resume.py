@@ -36,7 +36,7 @@ from transformers import TrainerCallback
 from st_hpo._execution._callbacks import progress_step
 
 __all__ = ["CHECKPOINT_ATTR", "POLICY_ATTR", "RESUMED_FROM_ATTR", "RESUME_ATTR", "CheckpointSaver",
-           "queue_resume", "record_policy", "remove_checkpoints", "resume_point", "restore_intermediate"]
+           "prepare_resume", "queue_resume", "record_policy", "remove_checkpoints", "resume_point", "restore_intermediate"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,20 @@ def restore_intermediate(trial: Any, reporter: Any) -> None:
     for point, value in sorted((int(k), float(v)) for k, v in (resume.get("values") or {}).items()):
         trial.report(value, point)
         reporter.reported.add(point)
+
+
+def prepare_resume(trainer: Any, trial: Any, reporter: Any, study: Any) -> tuple[str | None, CheckpointSaver | None]:
+    """Add the :class:`CheckpointSaver` to ``trainer`` (after ``reporter``: it decides where the trial
+    evaluates) when ``study`` (a :class:`~st_hpo.Study`) resumes interrupted trials; for a retry, report
+    its inherited values. Returns the checkpoint to pass to ``trainer.train`` (None: from step 0) and the saver."""
+    checkpoint, _ = resume_point(trial)
+    saver = None
+    if study.resume_interrupted:
+        saver = CheckpointSaver(trial, Path(trainer.args.output_dir), 60.0 * study.checkpoint_every_minutes)
+        trainer.add_callback(saver)
+    if checkpoint is not None:
+        restore_intermediate(trial, reporter)
+    return checkpoint, saver
 
 
 def remove_checkpoints(trial: Any, trial_dir: Path) -> None:

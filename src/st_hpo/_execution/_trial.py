@@ -23,7 +23,7 @@ from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._execution._callbacks import Diverged, TrialReporter, evaluation_fractions
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
-from st_hpo._execution._resume import CheckpointSaver, remove_checkpoints, restore_intermediate, resume_point
+from st_hpo._execution._resume import prepare_resume, remove_checkpoints
 from st_hpo._execution._validate import ValidatedStudy
 from st_hpo._tracking._record import UNSAMPLED_ATTR, shown_params, store_config
 from st_hpo.exceptions import TrackingError, TrialError
@@ -314,13 +314,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     )
     for noisy in (PrinterCallback, ProgressCallback):  # st-hpo prints one line per trial instead
         trainer.remove_callback(noisy)
-    checkpoint, _ = resume_point(trial)
-    saver = None
-    if validated.study.resume_interrupted:  # after the reporter: it decides where the trial evaluates
-        saver = CheckpointSaver(trial, Path(args.output_dir), 60.0 * validated.study.checkpoint_every_minutes)
-        trainer.add_callback(saver)
-    if checkpoint is not None:
-        restore_intermediate(trial, reporter)
+    checkpoint, saver = prepare_resume(trainer, trial, reporter, validated.study)  # a retry: where it resumes
     t0 = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
