@@ -7,6 +7,7 @@ pruning, so both sides train the same trials with the same sampled values.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -38,4 +39,8 @@ study = st_hpo.Study(
     pruner="none",
     seed=cfg["seed"],
     baseline=False,
+    # benchmarks/checkpoint_cost.py: resumable checkpoints off, or on at a given interval (st-hpo's default)
+    resume_interrupted=os.environ.get("STHPO_BENCH_RESUME", "on") == "on",
+    **({"checkpoint_every_minutes": float(os.environ["STHPO_BENCH_CHECKPOINT_MINUTES"])}
+       if os.environ.get("STHPO_BENCH_CHECKPOINT_MINUTES") else {}),
 )

@@ -89,3 +89,11 @@ def test_gpu_trials_quick(tmp_path):
     assert not (tmp_path / "results" / "gpu-check.json").exists()
     trained = [t for t in data["workers"]["trials"] if t["state"] == "COMPLETE"]
     assert trained and all(t["device"] == {"model": "cpu", "optimizer_state": "cpu"} for t in trained)
+
+
+def test_checkpoint_cost_quick(tmp_path):
+    data = _run("checkpoint_cost.py", tmp_path)
+    figures = data["figures"]
+    assert figures["wall_off_s"] > 0 and figures["wall_on_s"] > 0
+    assert figures["save_seconds_per_trial"] > 0, "the run with checkpoints saved them, and timed the saves"
+    assert figures["interval_for_5pct_min"] > 0

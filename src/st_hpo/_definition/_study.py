@@ -25,6 +25,11 @@ PRUNER_NAMES = ("median", "successive-halving", "hyperband", "patient", "none")
 #: measurement (benchmarks/study_time.py, 10 trials: the recipe's best within 0.0004 at 0.45x its wall time,
 #: where ``median`` took 0.94x; benchmarks/pruning.py: the unpruned best at 0.51x the steps).
 DEFAULT_PRUNER = "successive-halving"
+#: The default of ``Study.checkpoint_every_minutes``: at most one resumable checkpoint per this many minutes
+#: of a trial's training. Chosen by measurement (benchmarks/results/checkpoint_cost.md): MiniLM on a loaded
+#: 2-core CPU, a checkpoint at every evaluation took 7.2% of trial wall time (over the 5% allowed); one
+#: save took 2.3 s, so saves stay under 5% of training at one per 0.75 min or more: rounded up to 1 min.
+CHECKPOINT_EVERY_MINUTES = 1.0
 #: Samplers a study may name instead of passing an Optuna sampler object.
 SAMPLER_NAMES = ("tpe", "random", "qmc")
 
@@ -105,6 +110,16 @@ class Study:
             counts neither here nor toward ``n_trials``, and the sampler learns from it. ``None``: never
             stop. The default, 10, is seldom reached by chance: where half the space fails at random, a
             run of 5 failures comes about once in 64 trials, a run of 10 about once in 2,000.
+        resume_interrupted: a trial saves a resumable checkpoint (the trainer's own: model, optimizer,
+            scheduler, RNG and data-order state) at each of its evaluation points during training, and a
+            trial stopped from outside (its worker killed, SIGTERM, Ctrl-C) is queued again once, as a new
+            trial that resumes from its last checkpoint instead of step 0 (``resumed_from`` in
+            ``st-hpo status``). ``False``: no checkpoints; an interrupted trial is lost.
+        max_resumes: how many times one configuration is resumed after interruptions (a retry that is
+            interrupted again is retried from its newer checkpoint), at most.
+        checkpoint_every_minutes: with ``resume_interrupted``, at most one checkpoint per this many minutes
+            of a trial's training (at the first evaluation point after they have passed); ``0``: at every
+            evaluation point. A checkpoint costs a save of the model and its optimizer state.
         test_dataset: a held-out test set (same forms as ``eval_dataset``), never used to choose anything:
             when the study reaches its budget (and with ``st-hpo test``) the kept best model and the base
             model are scored on it, since the best trial's dev score is optimistic (it was picked on it).
@@ -146,6 +161,9 @@ class Study:
     intermediate_eval_rows: int | Literal["auto"] | None = "auto"
     keep_best_model: bool = True
     max_failures_in_a_row: int | None = 10
+    resume_interrupted: bool = True
+    max_resumes: int = 3
+    checkpoint_every_minutes: float = CHECKPOINT_EVERY_MINUTES
     test_dataset: Dataset | Callable[[], Dataset] | None = None
     test_evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
     test_objective: str | None = None
@@ -156,6 +174,7 @@ class Study:
         if self.direction is None:  # a loss goes down, a metric up
             object.__setattr__(self, "direction", "minimize" if self.uses_eval_loss else "maximize")
         _check_scalars(self)
+        _check_resume(self)
         _check_choices(self)
         _check_parts(self)
 
@@ -176,6 +195,19 @@ class Study:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_resume(study: Study) -> None:
+    """The settings of resumable trials (``resume_interrupted`` is checked with the other flags)."""
+    if not isinstance(study.max_resumes, int) or isinstance(study.max_resumes, bool) or study.max_resumes < 0:
+        raise StudyDefinitionError(
+            f"max_resumes={study.max_resumes!r} must be a number of retries, 0 or more (0: never resume)"
+        )
+    every = study.checkpoint_every_minutes
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+        raise StudyDefinitionError(
+            f"checkpoint_every_minutes={every!r} must be a number of minutes, 0 or more (0: at every evaluation)"
+        )
 
 
 def _check_scalars(study: Study) -> None:
@@ -210,7 +242,7 @@ def _check_scalars(study: Study) -> None:
         raise StudyDefinitionError(
             f"max_failures_in_a_row={limit!r} must be a positive number of trials (or None: never stop)"
         )
-    for flag in ("keep_best_model", "baseline", "adjust_mini_batch"):
+    for flag in ("keep_best_model", "baseline", "adjust_mini_batch", "resume_interrupted"):
         if not isinstance(getattr(study, flag), bool):
             raise StudyDefinitionError(f"{flag}={getattr(study, flag)!r} must be True or False")
     if study.test_objective is not None and (not isinstance(study.test_objective, str) or not study.test_objective):

@@ -28,6 +28,7 @@ from st_hpo._execution._recovery import (
     record_worker,
     recover_stale_trials,
 )
+from st_hpo._execution._resume import queue_resume
 from st_hpo._execution._session import StudySession
 from st_hpo._execution._storage import HeartbeatThread
 from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
@@ -214,6 +215,8 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=_state(outcome.state))
+    if killed:  # Ctrl-C or SIGTERM: this process failed it, so it queues its retry from the last checkpoint
+        queue_resume(study, next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
     if session.definition.keep_best_model:
         keep_only_best(study, session.output_dir)
     tracker = session.tracker

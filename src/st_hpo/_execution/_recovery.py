@@ -99,6 +99,8 @@ def fail_trial(study: Any, trial: Any, reason: str) -> None:
     """Mark a RUNNING trial (a FrozenTrial) FAIL with ``reason``; a no-op if it already ended."""
     import optuna
 
+    from st_hpo._execution._resume import queue_resume
+
     storage = study._storage  # noqa: SLF001 - the storage API is public, the attribute is not
     try:
         storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, reason)  # noqa: SLF001
@@ -107,6 +109,7 @@ def fail_trial(study: Any, trial: Any, reason: str) -> None:
     except RuntimeError:
         return  # finished meanwhile (another worker got there first)
     logger.warning("trial %d marked FAIL: %s", trial.number, reason)
+    queue_resume(study, trial)  # this process failed it: it alone queues its retry from the last checkpoint
 
 
 def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None) -> list[int]:

@@ -24,6 +24,7 @@ from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._execution._best_model import MODEL_DIR_ATTR
 from st_hpo._execution._recovery import STOPPED_ATTR, current_host, recover_stale_trials
 from st_hpo._execution._resources import StudyResources, pick_device
+from st_hpo._execution._resume import record_policy
 from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._execution._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_study
@@ -189,6 +190,7 @@ class StudySession:
             if new_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
             raise
+        record_policy(study, definition)  # read by whoever fails an interrupted trial (st_hpo._execution._resume)
         datasets = _datasets(resources)
         record = definition_record(definition, validated.base_args, datasets, kind=validated.kind.name)
         check_unchanged(study, record, where=storage_url)

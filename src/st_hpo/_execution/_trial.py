@@ -12,7 +12,6 @@ import dataclasses
 import gc
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -26,6 +25,7 @@ from st_hpo._execution import _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
+from st_hpo._execution._resume import prepare_resume, remove_checkpoints
 from st_hpo._execution._schedule import evaluation_fractions
 from st_hpo._execution._validate import ValidatedStudy
 from st_hpo._tracking._census import OUT_OF_MEMORY
@@ -223,6 +223,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
     _reset_gpu_peak()
     outcome = TrialOutcome(number=trial.number, state="FAIL")
     run = _RunLog(None, None)
+    interrupted = False
     try:
         params = _trial_params(ctx, trial)
         outcome.params = shown_params(trial)  # Choice labels, not their values
@@ -244,6 +245,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         outcome.state, outcome.error, outcome.diverged = "FAIL", str(exc), True
     except KeyboardInterrupt:
         outcome.state, outcome.error = "FAIL", "interrupted (Ctrl-C or SIGTERM)"
+        interrupted = True
         raise
     except Exception as exc:  # noqa: BLE001 - a user's code, a CUDA OOM: the study goes on
         if _memory.is_out_of_memory_error(exc):  # a result: the finally block frees the memory
@@ -253,7 +255,8 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
             outcome.error = f"{type(exc).__name__}: {exc}"
         logger.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
     finally:
-        _remove_checkpoints(ctx.output_dir / "trials" / f"trial-{trial.number}")
+        if not (interrupted and ctx.validated.study.resume_interrupted):  # else kept for the trial's retry
+            remove_checkpoints(trial, ctx.output_dir / "trials" / f"trial-{trial.number}")
         outcome.seconds = time.perf_counter() - started
         outcome.device_error = _release_memory(unfreeze=froze)
         timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds,
@@ -303,10 +306,11 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     fitter = _memory.MiniBatchFitter(_memory.cached_losses(loss), ctx.mini_batches, _memory.shape_key(args, model),
                                      adjust=validated.study.adjust_mini_batch)
     fitter.wrap(trainer)
+    checkpoint, saver = prepare_resume(trainer, trial, reporter, validated.study)  # a retry: where it resumes
     t0 = time.perf_counter()
     trained = False
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=checkpoint)
         outcome.train_seconds = time.perf_counter() - t0 - reporter.eval_seconds
         trained = True
         step = int(trainer.state.global_step)
@@ -334,6 +338,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         if not trained:  # pruned or failed in train(): the time it trained until then
             outcome.train_seconds = max(time.perf_counter() - t0 - reporter.eval_seconds, 0.0)
         outcome.eval_seconds = reporter.eval_seconds
+        if saver is not None:  # part of train_seconds: what resuming costs this trial
+            trial.set_user_attr("st_hpo.checkpoint_seconds", round(saver.save_seconds, 3))
         reporter.close()  # the curves of a pruned or failed trial up to where it stopped
         fitter.record(trial)
         trainer.model = None
@@ -361,14 +367,6 @@ def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str 
         return None
     trial.set_user_attr(_best_model.MODEL_DIR_ATTR, str(path))
     return str(path)
-
-
-def _remove_checkpoints(trial_dir: Path) -> None:
-    """Delete the trainer's checkpoints of an ended trial: st-hpo never resumes a trial from one (a stopped
-    trial is failed and its configuration can be tried again), and at a model plus optimizer state each,
-    a study's checkpoints would fill the disk."""
-    for path in trial_dir.glob("checkpoint-*"):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _cuda_in_use() -> Any:

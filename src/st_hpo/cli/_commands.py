@@ -205,6 +205,8 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
             "side_metrics": t.user_attrs.get("st_hpo.side_metrics"),
             # a GradCache loss's mini-batch as trained (lowered where a step ran out of memory)
             "mini_batch_size": t.user_attrs.get(MINI_BATCH_ATTR),
+            # a retry of an interrupted trial: {"trial": N, "step": S}, the checkpoint it started from
+            "resumed_from": t.user_attrs.get("st_hpo.resumed_from"),
         })
     budget = study.user_attrs.get("st_hpo.n_trials", study_def.n_trials)
     return rows, budget, study.user_attrs.get("st_hpo.model_kind", "sentence-transformer")
@@ -219,7 +221,16 @@ def _gone(attrs: dict[str, Any]) -> bool:
 
 
 def _note(r: dict[str, Any]) -> str:
-    """The status table's last column: where a trial is, why it stopped, what it kept."""
+    """The status table's last column: where a trial is, why it stopped, what it kept, where it resumed."""
+    note = _state_note(r)
+    source = r.get("resumed_from")
+    if source:
+        resumed = f"resumed from trial {source['trial']} at step {source['step']}"
+        return f"{resumed}; {note}" if note else resumed
+    return note
+
+
+def _state_note(r: dict[str, Any]) -> str:
     done = "" if r["progress"] is None else f"{r['progress']:.0%} of training"
     where = f" on {r['worker']}@{r['host']}" if r["worker"] and r["host"] else ""
     if r["state"] == "RUNNING" and r["worker_gone"]:
