@@ -39,17 +39,20 @@ def test_a_baseline_stopped_by_ctrl_c_runs_again_on_resume(make_study, tmp_path,
 
     class CtrlCAtStep2(CoSENTLoss):
         calls = 0
+        armed = True  # the resume trains with the same loss (another one is another study), disarmed
 
         def forward(self, *args, **kwargs):
             self.calls += 1
-            if self.calls >= 2:  # validation's probe passes; the first trial is interrupted at its second step
+            if self.armed and self.calls >= 2:  # validation's probe passes; the first trial is interrupted
                 raise KeyboardInterrupt
             return super().forward(*args, **kwargs)
 
     interrupted = st_hpo.run_study(make_study(loss=CtrlCAtStep2, baseline=True), n_trials=2, output_dir=tmp_path,
                                    storage=storage_url, progress=False)
     assert interrupted.interrupted
-    result = st_hpo.run_study(make_study(baseline=True), n_trials=2, output_dir=tmp_path, storage=storage_url,
+    CtrlCAtStep2.armed = False
+    result = st_hpo.run_study(make_study(loss=CtrlCAtStep2, baseline=True), n_trials=2, output_dir=tmp_path,
+                              storage=storage_url,
                               progress=False)
     assert result.budget_met
     trials = load_trials(tmp_path, "tiny", storage_url)

@@ -153,10 +153,12 @@ def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
         # from them); the others keep their base value; every name is recorded as the baseline has it, for
         # MLflow, `st-hpo status` and trials.csv
         base = baseline_values(space, ctx.validated.base_args, base_loss=ctx.validated.study.loss)
-        keep = set(unsampled or ()) if unsampled is not None else set(space) if isinstance(space, dict) else set()
-        values, labels = _space.sample_config({k: v for k, v in space.items() if k not in keep}, trial) \
-            if isinstance(space, dict) else ({}, {})
-        store_config(trial, values, labels, shown={**(base.shown if base else {}), **trial.params})
+        if base is None:  # a define-by-run space: the base arguments, nothing to show
+            store_config(trial, {}, {}, shown={})
+            return {}
+        keep = set(space) if unsampled is None else set(unsampled)  # UNSAMPLED_ATTR alone: an older baseline
+        values, labels = _space.sample_config({k: v for k, v in space.items() if k not in keep}, trial)
+        store_config(trial, values, labels, shown={**base.shown, **trial.params})
         return values
     values, labels = _space.sample_config(space, trial)
     store_config(trial, values, labels)
