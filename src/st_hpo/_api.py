@@ -120,12 +120,13 @@ def run_study(
 
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     session = StudySession.open(study, options)
-    budget = _budget(session, n_trials)
-    if progress:
-        _announce(session, budget, len(specs) if parallel else 1)
     budget_met = interrupted = False
     stop_reason = None
+    budget = None
     try:
+        budget = _budget(session, n_trials)
+        if progress:
+            _announce(session, budget, len(specs) if parallel else 1)
         if parallel:
             budget_met, interrupted, stop_reason = _run_workers(
                 session, study_file, budget, specs, progress, pruner=pruner, eval_rows=intermediate_eval_rows,
@@ -134,13 +135,25 @@ def run_study(
             loop = _run_here(session, budget, _left(deadline), progress, worker_name="main")
             budget_met, interrupted, stop_reason = loop.budget_met, loop.interrupted, loop.gave_up
     finally:
+        _end_run(session, budget_met=budget_met, stop_reason=stop_reason)
+    return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason,
+                     budget=budget)
+
+
+def _end_run(session: Any, *, budget_met: bool, stop_reason: str | None) -> None:
+    """The final phase of a run: clean up the kept models, score the best one on the test set (budget met),
+    write the reports, and end the parent run (FINISHED when the budget was met, FAILED when trials kept
+    failing, else KILLED). A Ctrl-C or SIGTERM during it ends the parent run KILLED and stops; running the
+    command again does this phase again."""
+    try:
         _keep_only_best(session)
         if budget_met:
             _score_test(session)
-        session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
         _write_reports(session)
-    return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason,
-                     budget=budget)
+    except KeyboardInterrupt:
+        session.end_parent("KILLED")
+        raise
+    session.close("FINISHED" if budget_met else ("FAILED" if stop_reason else "KILLED"))
 
 
 def _budget(session: Any, n_trials: int | None) -> int:
