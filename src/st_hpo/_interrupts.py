@@ -15,12 +15,15 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["redeliver_interrupts_from_finalizers", "uninterrupted"]
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
+#: Seconds before an interrupt taken from a finalizer is raised again (the finalizer has returned by then).
+REDELIVERY_DELAY = 0.05
 
 
 @contextlib.contextmanager
@@ -73,12 +76,24 @@ def redeliver_interrupts_from_finalizers() -> None:
     def hook(unraisable: Any) -> None:
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
             signum = _signal_of(unraisable.exc_value)
-            threading.Thread(target=_thread.interrupt_main, args=(signum,), daemon=True).start()
+            try:
+                _deliver_soon(signum)
+            except KeyboardInterrupt:  # delivered before this hook returned: once more, from out of here
+                _deliver_soon(signum)
             return
         previous(unraisable)
 
     hook.st_hpo_redelivers = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+def _deliver_soon(signum: int) -> None:
+    """Raise ``signum`` in the main thread in a moment, once the finalizer and this hook have returned."""
+    def deliver() -> None:
+        time.sleep(REDELIVERY_DELAY)
+        _thread.interrupt_main(signum)
+
+    threading.Thread(target=deliver, name="st-hpo-interrupt", daemon=True).start()
 
 
 def _signal_of(exc: BaseException | None) -> int:
