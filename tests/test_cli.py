@@ -261,8 +261,11 @@ def test_sync_rebuilds_a_lost_mlflow_store_and_closes_its_parent_run(tmp_path, s
 
 @pytest.mark.slow
 def test_sync_ends_the_parent_run_a_killed_run_left_running(tmp_path, study_file, monkeypatch):
+    import optuna
+
     import st_hpo
-    from st_hpo.cli import _commands
+    from st_hpo._execution._recovery import RUNNER_ATTR
+    from st_hpo._results import _sync
     from st_hpo.cli._main import main
 
     path = study_file(name="left-running", n_trials=1)
@@ -273,9 +276,21 @@ def test_sync_ends_the_parent_run_a_killed_run_left_running(tmp_path, study_file
     # as a run killed with kill -9 leaves it: the parent RUNNING, with no end time and no final figures
     client.update_run(parent, status="RUNNING")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_sync, "ABANDONED_AFTER_SECONDS", 0.0)
     assert main(["sync", str(path)]) == 0
-    assert client.get_run(parent).info.status == "RUNNING", "a trial ended seconds ago: its run may be alive"
-    monkeypatch.setattr(_commands, "ABANDONED_AFTER_SECONDS", 0.0)
+    assert client.get_run(parent).info.status == "RUNNING", "the process that ran it (this one) is alive"
+    from st_hpo._execution._storage import open_storage
+
+    study = optuna.load_study(study_name="left-running", storage=open_storage(str(out / "optuna.journal")))
+    runner = dict(study.user_attrs[RUNNER_ATTR])
+    # it ran on another machine, which says nothing here: a trial ended seconds ago, its run may be alive
+    study.set_user_attr(RUNNER_ATTR, {**runner, "host": "elsewhere"})
+    monkeypatch.setattr(_sync, "ABANDONED_AFTER_SECONDS", 60.0)
+    assert main(["sync", str(path)]) == 0
+    assert client.get_run(parent).info.status == "RUNNING"
+    # it ran here and its process is gone (killed): the parent run ends at once
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    study.set_user_attr(RUNNER_ATTR, {"host": runner["host"], "st_hpo.pid": int(dead.stdout)})
     assert main(["sync", str(path)]) == 0
     run = client.get_run(parent)
     assert run.info.status == "FINISHED" and run.info.end_time, "the budget was met: FINISHED, with its end"

@@ -135,15 +135,20 @@ def test_cli_validate_reports_one_line_and_creates_nothing(tmp_path, study_file)
     assert not (tmp_path / "st-hpo-runs").exists(), "a failed validation must create no output directory"
 
 
-def test_cli_study_file_that_fails_to_import_shows_its_own_traceback(tmp_path):
+def test_cli_study_file_that_fails_to_import_says_so_in_one_line_and_debug_shows_its_own_traceback(tmp_path):
     path = tmp_path / "broken.py"
-    path.write_text("import st_hpo\n\ndef make():\n    raise ValueError('no data here')\n\nstudy = make()\n")
+    path.write_text("import st_hpo\n\ndef make():\n    raise RuntimeError('no data here')\n\nstudy = make()\n")
     proc = _cli("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 1
-    assert "broken.py\", line 4, in make" in proc.stderr
+    assert proc.stderr == (f"error: study file {str(path)!r} failed to import: RuntimeError: no data here "
+                           "(line 4: \"raise RuntimeError('no data here')\"); `st-hpo --debug ...` shows its "
+                           "traceback\n"), "one line, no traceback"
+    proc = _cli("--debug", "validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "broken.py\", line 4, in make" in proc.stderr
     assert "runpy" not in proc.stderr and "st_hpo/_definition/_loading.py" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: study file {str(path)!r} failed to import: ValueError: no data here")
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: study file {str(path)!r} failed to import: RuntimeError: no data here (line 4")
 
 
 def test_cli_validate_ok(tmp_path, study_file):

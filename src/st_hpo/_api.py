@@ -124,12 +124,13 @@ def run_study(
 
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     session = StudySession.open(study, options)
-    budget = _budget(session, n_trials)
-    if progress:
-        _announce(session, budget, len(specs) if parallel else 1)
     budget_met = interrupted = False
     stop_reason = None
+    budget = None
     try:
+        budget = _budget(session, n_trials)
+        if progress:
+            _announce(session, budget, len(specs) if parallel else 1)
         if parallel:
             budget_met, interrupted, stop_reason = _run_workers(
                 session, study_file, budget, specs, progress, pruner=pruner, eval_rows=intermediate_eval_rows,
@@ -140,23 +141,34 @@ def run_study(
         if budget_met and not stop_reason:
             stop_reason = no_result(session.study)
     finally:
-        _keep_only_best(session)
-        if budget_met:
-            _score_test(session)
-        session.close("FAILED" if stop_reason else ("FINISHED" if budget_met else "KILLED"))
-        _write_reports(session)
+        _end_run(session, budget_met=budget_met, stop_reason=stop_reason)
     return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason,
                      budget=budget)
 
 
+def _end_run(session: Any, *, budget_met: bool, stop_reason: str | None) -> None:
+    """The final phase of a run: clean up the kept models, score the best one on the test set (budget met),
+    write the reports, and end the parent run (FINISHED when the budget was met, FAILED when trials kept
+    failing, else KILLED). A Ctrl-C or SIGTERM during it ends the parent run KILLED and stops; running the
+    command again does this phase again."""
+    try:
+        _keep_only_best(session)
+        if budget_met:
+            _score_test(session)
+        _write_reports(session)
+    except KeyboardInterrupt:
+        session.end_parent("KILLED")
+        raise
+    session.close("FAILED" if stop_reason else ("FINISHED" if budget_met else "KILLED"))
+
+
 def no_result(study: Any) -> str | None:
     """Why a study that met its budget has no result: no trial completed (all were pruned or failed); else None."""
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("st_hpo.cancelled")]
-    if any(t.state.name == "COMPLETE" for t in trials):
+    census = study_census(study)
+    if census.complete:
         return None
-    pruned = sum(t.state.name == "PRUNED" for t in trials)
-    failed = sum(t.state.name == "FAIL" for t in trials)
-    return f"no trial completed ({pruned} pruned, {failed} failed), so the study has no best trial"
+    failed = census.failed + census.out_of_memory
+    return f"no trial completed ({census.pruned} pruned, {failed} failed), so the study has no best trial"
 
 
 def _budget(session: Any, n_trials: int | None) -> int:

@@ -9,14 +9,21 @@ delivered (the handler that was in place runs, at a point where no write is unde
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import re
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["uninterrupted"]
+__all__ = ["redeliver_interrupts_from_finalizers", "uninterrupted"]
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
+#: Seconds before an interrupt taken from a finalizer is raised again (the finalizer has returned by then).
+REDELIVERY_DELAY = 0.05
 
 
 @contextlib.contextmanager
@@ -49,3 +56,47 @@ def uninterrupted() -> Iterator[None]:
             signal.signal(signum, handler)
         for signum in dict.fromkeys(pending):  # each once: a dying supervisor's SIGTERM can come repeatedly
             signal.raise_signal(signum)
+
+
+def redeliver_interrupts_from_finalizers() -> None:
+    """A Ctrl-C (or SIGTERM turned into one) that lands in a finalizer is delivered again, quietly.
+
+    Python runs signal handlers wherever the main thread is, a ``__del__`` included (``Dataset.__del__``,
+    run as an interrupted trial's objects are freed): the ``KeyboardInterrupt`` raised there cannot
+    propagate, so Python prints "Exception ignored in: ... KeyboardInterrupt" with a traceback and drops
+    it, and a second Ctrl-C neither stops the command nor stays quiet. This hook takes such an interrupt
+    without a word and raises the same signal again in the main thread, from a helper thread, so that it
+    lands in ordinary code and stops the command as a Ctrl-C does. Other unraisable errors go to the hook
+    that was in place. Installing it twice is harmless.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "st_hpo_redelivers", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            signum = _signal_of(unraisable.exc_value)
+            try:
+                _deliver_soon(signum)
+            except KeyboardInterrupt:  # delivered before this hook returned: once more, from out of here
+                _deliver_soon(signum)
+            return
+        previous(unraisable)
+
+    hook.st_hpo_redelivers = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _deliver_soon(signum: int) -> None:
+    """Raise ``signum`` in the main thread in a moment, once the finalizer and this hook have returned."""
+    def deliver() -> None:
+        time.sleep(REDELIVERY_DELAY)
+        _thread.interrupt_main(signum)
+
+    threading.Thread(target=deliver, name="st-hpo-interrupt", daemon=True).start()
+
+
+def _signal_of(exc: BaseException | None) -> int:
+    """The signal a KeyboardInterrupt stands for: SIGINT, or the one its message names ("signal 15")."""
+    match = re.match(r"signal (\d+)", str(exc or ""))
+    return int(match.group(1)) if match else signal.SIGINT

@@ -32,6 +32,15 @@ def _where(path: Path, resolved: str, exc: BaseException) -> str:
     return f"study file {str(path)!r}" + (f", line {mine[-1].lineno}: {mine[-1].line.strip()!r}" if mine else "")
 
 
+def _line_of(resolved: str, exc: BaseException) -> str:
+    """`` (line N: 'code')``: where in the study file an error was raised (its last frame there), or ""."""
+    mine = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == resolved]
+    if not mine:
+        return ""
+    code = f": {mine[-1].line.strip()!r}" if mine[-1].line and mine[-1].line.strip() else ""
+    return f" (line {mine[-1].lineno}{code})"
+
+
 def _refuse_unknown_argument(path: Path, resolved: str, exc: BaseException) -> None:
     """A misspelt keyword of a training-arguments class (one of the model kinds'): one line, the close name."""
     from st_hpo._definition._args import suggest_name
@@ -100,9 +109,10 @@ def load_study_file(path: str | Path) -> Study:
         _refuse_syntax_error(path, resolved, exc)
         _refuse_library_check(path, resolved, exc)
         text = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+        first = (str(exc).strip().splitlines() or [""])[0]
         raise StudyFileError(
-            f"study file {str(path)!r} failed to import: {type(exc).__name__}: {exc}", text
-        ) from exc
+            f"study file {str(path)!r} failed to import: {type(exc).__name__}: {first}{_line_of(resolved, exc)}",
+            text) from exc
     finally:
         try:
             sys.path.remove(str(path.resolve().parent))

@@ -19,8 +19,8 @@ from typing import Any
 
 from st_hpo._execution._storage import uses_heartbeat
 
-__all__ = ["STOPPED_ATTR", "current_host", "fail_trial", "pid_alive", "process_identity", "record_worker", "recover_stale_trials",
-           "worker_alive"]
+__all__ = ["STOPPED_ATTR", "current_host", "fail_trial", "pid_alive", "process_identity", "record_runner",
+           "record_worker", "recover_stale_trials", "runner_gone", "worker_alive"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ SUPERVISOR_GRACE_SECONDS = 15.0
 #: What identifies a worker process beyond its pid (Linux only; see :func:`process_identity`).
 PID_START_ATTR = "st_hpo.pid_start"
 BOOT_ID_ATTR = "st_hpo.boot_id"
+#: On the study: the process of the run (``st-hpo run``, or its supervisor) that holds its MLflow parent run
+#: open: {"host", "st_hpo.pid", and what identifies it beyond the pid}.
+RUNNER_ATTR = "st_hpo.runner"
 _deferred: dict[int, float] = {}  # trial id -> when this process first left it to the supervisor
 
 
@@ -93,6 +96,21 @@ def record_worker(trial: Any, pid: int, host: str) -> None:
     for key, value in process_identity(pid).items():
         trial.set_user_attr(key, value)
     trial.set_user_attr("st_hpo.pid", pid)
+
+
+def record_runner(study: Any) -> None:
+    """Record on the study the process that runs it now and holds its parent run open (see :func:`runner_gone`)."""
+    pid = os.getpid()
+    study.set_user_attr(RUNNER_ATTR, {"host": current_host(), "st_hpo.pid": pid, **process_identity(pid)})
+
+
+def runner_gone(study: Any) -> bool | None:
+    """Whether the last process that ran the study (:func:`record_runner`) is gone: True or False when it ran on
+    this host, None when it ran elsewhere or recorded nothing (a study run before this was recorded)."""
+    runner = study.user_attrs.get(RUNNER_ATTR)
+    if not isinstance(runner, dict) or runner.get("host") != current_host() or "st_hpo.pid" not in runner:
+        return None
+    return not worker_alive(runner)
 
 
 def fail_trial(study: Any, trial: Any, reason: str) -> None:
@@ -157,7 +175,8 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
 
 def _record_run_time(study: Any, trial: Any) -> None:
     """Keep how long a dead worker's trial really ran (``st_hpo.trial_seconds``): from its start to its last
-    sign of life (``st_hpo.last_seen``, written at every evaluation and log), not to when its death was noticed."""
+    sign of life (``st_hpo.last_seen``, written every few seconds while it runs: see
+    :class:`st_hpo._execution._storage.HeartbeatThread`), not to when its death was noticed."""
     last_seen = trial.user_attrs.get("st_hpo.last_seen")
     if last_seen is None or trial.datetime_start is None:
         return

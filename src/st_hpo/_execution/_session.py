@@ -22,7 +22,7 @@ from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._execution._best_model import MODEL_DIR_ATTR
-from st_hpo._execution._recovery import STOPPED_ATTR, current_host, recover_stale_trials
+from st_hpo._execution._recovery import STOPPED_ATTR, current_host, record_runner, recover_stale_trials
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._resume import record_policy
 from st_hpo._execution._storage import default_storage_url, open_storage
@@ -203,7 +203,12 @@ class StudySession:
                 record_on_parent(tracker, definition, record, datasets, study_file=options.study_file)
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
                       tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
-        session.prepare(sync=options.role == "main", score=options.trains_here)
+        try:
+            session.prepare(sync=options.role == "main", score=options.trains_here)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the base model is scored: no run left RUNNING
+            if options.role == "main":
+                session.end_parent("KILLED")
+            raise
         return session
 
     def prepare(self, *, sync: bool = True, score: bool = True) -> None:
@@ -215,6 +220,8 @@ class StudySession:
         has already tried or queued: ``--enqueue`` on a resumed study adds its new configurations.
         """
         recover_stale_trials(self.study)
+        if sync:  # `st-hpo sync` ends the parent run left RUNNING once this process is gone
+            record_runner(self.study)
         if self.tracker is not None and sync:
             self.tracker.set_parent_status("RUNNING")
             fixed = self.tracker.sync(self.study, self.definition.objective)
@@ -289,19 +296,33 @@ class StudySession:
             log_study_figures(self.tracker, self.study)
 
     def close(self, status: str) -> None:
-        """Sync MLflow once more and set the parent run's status (FINISHED or KILLED).
+        """Sync MLflow once more and end the parent run (FINISHED, KILLED or FAILED) with its end time.
 
         MLflow being unreachable here loses nothing: the storage has every trial, and the next
-        ``st-hpo run`` or ``st-hpo sync`` writes what is missing.
+        ``st-hpo run`` or ``st-hpo sync`` writes what is missing. A Ctrl-C or SIGTERM before the parent run
+        is ended ends it KILLED (and goes on: the caller stops).
         """
         if self.tracker is None:
             return
         try:
             self.tracker.sync(self.study, self.definition.objective)
             self.update_parent()
-            self.tracker.set_parent_status(status)
         except TrackingError as exc:
             logger.warning("%s; run `st-hpo sync` when MLflow is back to log what is missing", exc)
+            return
+        except KeyboardInterrupt:
+            self.end_parent("KILLED")
+            raise
+        self.end_parent(status)
+
+    def end_parent(self, status: str) -> None:
+        """End the parent run with ``status`` and its end time, now (a write a signal does not cut)."""
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.set_parent_status(status)
+        except TrackingError as exc:
+            logger.warning("%s; run `st-hpo sync` when MLflow is back to end the study's run", exc)
 
 
 def log_study_figures(tracker: Any, study: Any) -> None:

@@ -26,6 +26,11 @@ HEARTBEAT_INTERVAL = int(os.environ.get("ST_HPO_HEARTBEAT_INTERVAL", "30"))
 GRACE_PERIOD = int(os.environ.get("ST_HPO_GRACE_PERIOD", "120"))
 #: How often the parameters of a trial failed by a vanished worker are tried again.
 MAX_RETRY = 1
+#: Seconds between a running trial's signs of life (``st_hpo.last_seen``, every storage): a trial whose
+#: worker is killed is ended at its last one, so its run's end time and duration are right to this.
+LIVENESS_INTERVAL = float(os.environ.get("ST_HPO_LIVENESS_INTERVAL", "2"))
+#: The trial attribute that holds a running trial's last sign of life (seconds since the epoch).
+LAST_SEEN_ATTR = "st_hpo.last_seen"
 #: Workers starting together on an empty database race to create Optuna's tables; the losers retry.
 SCHEMA_RACE_RETRIES = 4
 
@@ -95,7 +100,14 @@ def uses_heartbeat(storage: Any) -> bool:
 
 
 class HeartbeatThread:
-    """Records heartbeats for a running trial while it trains (RDB storages with a heartbeat only)."""
+    """Records a running trial's signs of life while it runs, from a thread of its own.
+
+    Every :data:`LIVENESS_INTERVAL` seconds, on every storage, the time as the trial's ``st_hpo.last_seen``:
+    a trial whose worker is killed (``kill -9``, a lost machine) is ended, by whoever notices, at its last
+    one (its MLflow run's end time and its ``trial_seconds``), not at its last report nor when it was
+    noticed. On an RDB storage with a heartbeat, also Optuna's heartbeat at its own interval, by which
+    other machines fail the trial.
+    """
 
     def __init__(self, storage: Any, trial_id: int) -> None:
         self._storage, self._trial_id = storage, trial_id
@@ -103,19 +115,37 @@ class HeartbeatThread:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> HeartbeatThread:
-        if uses_heartbeat(self._storage):
+        optuna_beats = uses_heartbeat(self._storage)
+        if optuna_beats:
             self._storage.record_heartbeat(self._trial_id)
-            self._thread = threading.Thread(target=self._beat, name="st-hpo-heartbeat", daemon=True)
-            self._thread.start()
+        self._seen()
+        self._thread = threading.Thread(target=self._beat, args=(optuna_beats,), name="st-hpo-heartbeat",
+                                        daemon=True)
+        self._thread.start()
         return self
 
-    def _beat(self) -> None:
-        interval = self._storage.get_heartbeat_interval()
-        while not self._stop.wait(interval):
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
-                pass
+    def _seen(self) -> bool:
+        """Record the time on the trial; False once the trial has ended (nothing more to record)."""
+        try:
+            self._storage.set_trial_user_attr(self._trial_id, LAST_SEEN_ATTR, round(time.time(), 3))
+        except RuntimeError:  # optuna's UpdateFinishedTrialError: it ended
+            return False
+        except Exception:  # noqa: BLE001 - a storage hiccup: the next beat tries again
+            pass
+        return True
+
+    def _beat(self, optuna_beats: bool) -> None:
+        interval = self._storage.get_heartbeat_interval() if optuna_beats else None
+        next_optuna = time.monotonic() + (interval or 0)
+        while not self._stop.wait(LIVENESS_INTERVAL):
+            if not self._seen():
+                return
+            if interval and time.monotonic() >= next_optuna:
+                next_optuna = time.monotonic() + interval
+                try:
+                    self._storage.record_heartbeat(self._trial_id)
+                except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                    pass
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()

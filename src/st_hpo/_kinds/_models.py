@@ -15,19 +15,27 @@ def log_sentence_transformer(tracking_uri: str, run_id: str, model: Any,
     """``mlflow.sentence_transformers.log_model`` into run ``run_id`` of ``tracking_uri``; (model URI, version).
 
     ``log_model`` talks to the process-wide tracking and registry URIs; both are pointed at the study's
-    store for the call and put back as they were (unset stays unset) afterwards.
+    store for the call and put back as they were (unset stays unset) afterwards. The logged model (an
+    MLflow 3 ``LoggedModel`` named ``model``) is made first in the run's own experiment: left to itself,
+    ``log_model`` would make it in the process's active experiment, MLflow's Default one, whose artifact
+    folder is wherever that store was first made.
     """
     import mlflow
+    from mlflow.tracking import MlflowClient
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     saved_registry = registry_utils._registry_uri
     saved_env = os.environ.get("MLFLOW_REGISTRY_URI")  # set_registry_uri exports it for subprocesses
     try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        run = client.get_run(run_id)
+        logged = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
+                                            params=dict(run.data.params))
         with _use_tracking_uri(tracking_uri):
             mlflow.set_registry_uri(tracking_uri)
             info = mlflow.sentence_transformers.log_model(
-                model, name="model", run_id=run_id, registered_model_name=register_as,
+                model, name="model", run_id=run_id, model_id=logged.model_id, registered_model_name=register_as,
                 pip_requirements=_requirements(),  # inferring them would load the model again in a subprocess
             )
     except Exception as exc:  # noqa: BLE001 - the MLflow client raises many kinds

@@ -22,3 +22,6 @@ class ConfirmSession(StudySession):
 
     def update_parent(self) -> None:
         """The parent run's figures are the study's, not the confirmation's."""
+
+    def end_parent(self, status: str) -> None:
+        """The parent run is the study's: a confirmation never ends it."""

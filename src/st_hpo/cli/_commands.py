@@ -52,8 +52,23 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def shell_line(*words: str) -> str:
+    """A command as a user pastes it into a shell: every word quoted where it needs it (``shlex.quote``)."""
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 def _resume_line(argv: list[str]) -> str:
-    return "st-hpo " + " ".join(shlex.quote(a) for a in argv)
+    return shell_line("st-hpo", *argv)
+
+
+def _location_args(ns: argparse.Namespace) -> list[str]:
+    """The options that say where the study is, as the command was given them."""
+    words = []
+    for option in ("output_dir", "storage", "study_name"):
+        value = getattr(ns, option, None)
+        if value:
+            words += [f"--{option.replace('_', '-')}", str(value)]
+    return words
 
 
 def _enqueued(path: str | None) -> list[dict[str, Any]] | None:
@@ -90,9 +105,11 @@ def cmd_run(ns: argparse.Namespace) -> int:
         workers=ns.workers, gpus=gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
         progress=not ns.quiet,
     )
+    from rich.markup import escape
+
     out = _console()
     if result.interrupted:
-        sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(sys.argv[1:])}\n")
+        sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(ns.argv)}\n")
         return EXIT_INTERRUPTED
     budget = result.budget or ns.n_trials or study.n_trials
     out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
@@ -111,13 +128,15 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if result.best_model_dir:
             out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
-        out.print(f"review in MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+        out.print(escape(f"review in MLflow: {shell_line('mlflow', 'ui', '--backend-store-uri', result.tracking_uri)}"))
     if result.stop_reason and result.budget_met:  # every trial of the budget pruned or failed
-        sys.stderr.write(f"error: {result.stop_reason}. See each trial with: st-hpo status {ns.study_file}; fix "
-                         "the cause, then extend the study with a larger --n-trials (or prune less: --pruner)\n")
+        sys.stderr.write(f"error: {result.stop_reason}. See each trial with: "
+                         f"{shell_line('st-hpo', 'status', ns.study_file)}; fix the cause, then extend the study "
+                         "with a larger --n-trials (or prune less: --pruner)\n")
         return EXIT_ERROR
     if result.stop_reason:
-        sys.stderr.write(f"error: {result.stop_reason}. See every failure with: st-hpo status {ns.study_file}; "
+        status = shell_line("st-hpo", "status", ns.study_file, *_location_args(ns))
+        sys.stderr.write(f"error: {result.stop_reason}. See every failure with: {status}; "
                          "fix the cause and run the same command again to go on\n")
         return EXIT_ERROR
     return 0
@@ -286,47 +305,15 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def cmd_sync(ns: argparse.Namespace) -> int:
-    from st_hpo._results._read import PARENT_ATTR, StudyLocation, load_study
-    from st_hpo._tracking import MlflowTracker
+    from rich.markup import escape
 
-    study_def = _load(ns)
-    where = StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage,
-                                  tracking_uri=ns.tracking_uri)
-    study = load_study(study_def, where)
-    from st_hpo._execution._recovery import recover_stale_trials
+    from st_hpo._results._sync import sync_study
 
-    recover_stale_trials(study)  # a killed run's trials, as the next `run` would: FAIL, and their runs closed
-    tracker = MlflowTracker(where.tracking_uri, study_def.experiment, artifact_root=where.artifact_root)
-    before = study.user_attrs.get(PARENT_ATTR)
-    tracker.ensure_parent(study, {"study": study_def.name})
-    fixed = tracker.sync(study, study_def.objective)
-    trials = study.get_trials(deepcopy=False)
-    if not any(t.state.name == "RUNNING" for t in trials) and (
-            tracker.parent_run_id != before or _abandoned(tracker, trials)):
-        # the parent run was lost and made again here, or its run was killed: end it as the study stands
-        # (its figures, and FINISHED or KILLED by the budget), not RUNNING forever
-        from st_hpo._execution._session import log_study_figures
-        from st_hpo._tracking._census import take_census
-
-        log_study_figures(tracker, study)
-        finished = take_census(trials).finished
-        budget = int(study.user_attrs.get("st_hpo.n_trials", study_def.n_trials))
-        tracker.set_parent_status("FINISHED" if finished >= budget else "KILLED")
-    _console().print(f"MLflow at {where.tracking_uri}: {fixed} run(s) created or closed; every trial has its run")
+    result = sync_study(_load(ns), output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri)
+    ended = f" (the study's run ended {result.parent_ended})" if result.parent_ended else ""
+    _console().print(escape(f"MLflow at {result.tracking_uri}: {result.fixed} run(s) created or closed{ended}; "
+                            "every trial has its run"))
     return 0
-
-
-#: A parent run still RUNNING with no trial running and none ended for this long belongs to no live run.
-ABANDONED_AFTER_SECONDS = 60.0
-
-
-def _abandoned(tracker: Any, trials: list[Any]) -> bool:
-    """True when the parent run says RUNNING but its run is gone: trials there are, none runs now (the
-    caller checked) and the last one ended over a minute ago (a live run starts its next trial in seconds)."""
-    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
-    if not ends or tracker.parent_status() != "RUNNING":
-        return False
-    return (datetime.datetime.now() - max(ends)).total_seconds() > ABANDONED_AFTER_SECONDS
 
 
 def cmd_confirm(ns: argparse.Namespace) -> int:
@@ -343,7 +330,7 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
                            trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
-                         f"{_resume_line(sys.argv[1:])}\n")
+                         f"{_resume_line(ns.argv)}\n")
         return EXIT_INTERRUPTED
     if ns.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))

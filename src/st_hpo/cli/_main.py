@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from st_hpo._interrupts import redeliver_interrupts_from_finalizers
 from st_hpo.cli import _review
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED
 from st_hpo.exceptions import StHpoError
@@ -225,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     ns.started = started
+    ns.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: the resume line repeats it
     _inherit_verbosity(ns)
     _configure_logging(ns.verbose, ns.quiet)
     from st_hpo.cli import _commands
@@ -233,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command in ("run", "worker", "confirm"):
             _sigterm_as_interrupt()
+            redeliver_interrupts_from_finalizers()  # a second Ctrl-C stops without "Exception ignored in"
         code = command(ns)
         sys.stdout.flush()  # a reader that left (`st-hpo status --json | head`) shows here, not at exit
         return code
@@ -241,12 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush at exit would fail again
         return EXIT_ERROR
     except StHpoError as exc:
-        if ns.debug:
-            raise
         user_tb = getattr(exc, "user_traceback", None)
-        if user_tb:
+        if ns.debug and not user_tb:
+            raise
+        if ns.debug:  # a study file that raised: its own traceback, not st-hpo's frames that ran it
             sys.stderr.write(user_tb)
-        sys.stderr.write(f"error: {exc}\n")
+        hint = "; `st-hpo --debug ...` shows its traceback" if user_tb and not ns.debug else ""
+        sys.stderr.write(f"error: {exc}{hint}\n")
         return EXIT_ERROR
     except OSError as exc:  # a path that is a folder, a file where a folder should be, a full disk
         if ns.debug:
@@ -254,7 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc} (--debug shows where)\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        if ns.command in ("run", "confirm"):  # the study's MLflow run was ended KILLED on the way out
+            sys.stderr.write(f"interrupted. Resume with: {_commands.shell_line('st-hpo', *ns.argv)}\n")
+        else:
+            sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
 
 

@@ -1,0 +1,104 @@
+"""Bringing MLflow up to date with the Optuna storage after a run stopped (``st-hpo sync``, :func:`sync_study`).
+
+The storage is the source of truth. Sync fails the trials whose worker is gone (as the next ``st-hpo run``
+would), in the study and in its confirmation (``<name>.confirm``), and closes their runs at the time they
+were last seen alive; it re-creates runs that are missing, writes what an MLflow outage kept back, and
+ends the study's parent run when the process that held it open is gone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+from typing import Any
+
+from st_hpo._definition._study import Study
+from st_hpo._results._read import PARENT_ATTR, StudyLocation, load_study
+from st_hpo._tracking._census import take_census
+
+__all__ = ["SyncResult", "sync_study"]
+
+#: Where nothing says whether the run that holds the parent run open is alive (it ran on another host):
+#: a parent run still RUNNING with no trial running and none ended for this long belongs to no live run.
+ABANDONED_AFTER_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncResult:
+    """What :func:`sync_study` did."""
+
+    tracking_uri: str
+    #: MLflow runs created or closed: trial and confirmation runs, and the parent run when it was ended
+    fixed: int
+    #: how the parent run was ended ("FINISHED" or "KILLED"), or None when it was left as it was
+    parent_ended: str | None = None
+
+
+def sync_study(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
+               tracking_uri: str | None = None) -> SyncResult:
+    """Make MLflow agree with the storage of ``study`` (as given to ``run_study``); see the module."""
+    from st_hpo._execution._recovery import recover_stale_trials
+    from st_hpo._tracking import MlflowTracker
+
+    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
+    optuna_study = load_study(study, location)
+    recover_stale_trials(optuna_study)  # a killed run's trials, as the next `run` would: FAIL
+    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+    before = optuna_study.user_attrs.get(PARENT_ATTR)
+    tracker.ensure_parent(optuna_study, {"study": study.name})
+    fixed = tracker.sync(optuna_study, study.objective)
+    fixed += _sync_confirmation(optuna_study, tracker, study.objective)
+    ended = _end_parent(optuna_study, tracker, study, made_here=tracker.parent_run_id != before)
+    return SyncResult(tracking_uri=location.tracking_uri, fixed=fixed + (ended is not None), parent_ended=ended)
+
+
+def _sync_confirmation(optuna_study: Any, tracker: Any, objective: str) -> int:
+    """The runs of the study's confirmation (``st-hpo confirm``), whose process may have been killed too."""
+    import optuna
+
+    from st_hpo._execution._recovery import recover_stale_trials
+
+    try:
+        companion = optuna.load_study(study_name=f"{optuna_study.study_name}.confirm",
+                                      storage=optuna_study._storage)  # noqa: SLF001 - the study's own storage
+    except KeyError:
+        return 0  # never confirmed
+    recover_stale_trials(companion)
+    tracker.run_kind = "confirm"
+    try:
+        return tracker.sync(companion, objective)
+    finally:
+        tracker.run_kind = "trial"
+
+
+def _end_parent(optuna_study: Any, tracker: Any, study: Study, *, made_here: bool) -> str | None:
+    """End the parent run when nothing runs the study: FINISHED when its budget is met, else KILLED (with the
+    study's figures). Returns the status it was given, or None when it was left as it was."""
+    trials = optuna_study.get_trials(deepcopy=False)
+    if any(t.state.name == "RUNNING" for t in trials):
+        return None
+    if not made_here and not _abandoned(optuna_study, tracker, trials):
+        return None
+    from st_hpo._execution._session import log_study_figures
+
+    log_study_figures(tracker, optuna_study)
+    finished = take_census(trials).finished
+    budget = int(optuna_study.user_attrs.get("st_hpo.n_trials", study.n_trials))
+    status = "FINISHED" if finished >= budget else "KILLED"
+    tracker.set_parent_status(status)
+    return status
+
+
+def _abandoned(optuna_study: Any, tracker: Any, trials: list[Any]) -> bool:
+    """True when the parent run says RUNNING but the process that ran the study is gone (it recorded itself
+    on the study), or, where that cannot be told, when no trial ended for over a minute."""
+    from st_hpo._execution._recovery import runner_gone
+
+    if tracker.parent_status() != "RUNNING":
+        return False
+    gone = runner_gone(optuna_study)
+    if gone is not None:
+        return gone
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    return bool(ends) and (datetime.datetime.now() - max(ends)).total_seconds() > ABANDONED_AFTER_SECONDS
