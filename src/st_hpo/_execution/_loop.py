@@ -91,8 +91,10 @@ def _cancel_surplus(study: Any, trial: Any) -> None:
 
 
 def work(session: StudySession, *, budget: int, timeout: float | None, worker: WorkerInfo,
-         progress: Progress) -> LoopResult:
-    """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C."""
+         progress: Progress, engine_ended: Callable[[str], str | None] | None = None) -> LoopResult:
+    """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C.
+
+    ``engine_ended``: asks the engines about other workers' trials (see :func:`recover_stale_trials`)."""
     study = session.study
     ctx = TrialContext(session.validated, session.resources, session.tracker, session.output_dir, worker,
                        progress=progress)
@@ -100,7 +102,7 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
     deadline = None if timeout is None else time.monotonic() + timeout
     failures = 0  # this worker's trials that failed one after the other
     while True:
-        recover_stale_trials(study)
+        recover_stale_trials(study, engine_ended=engine_ended)
         finished, running = _counts(study)
         progress.set_finished(finished)
         if finished >= budget:
