@@ -228,6 +228,8 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
             # a RUNNING trial whose worker on this host is gone: the next run or worker fails it
             "worker_gone": t.state.name == "RUNNING" and _gone(t.user_attrs),
             "gpu": t.user_attrs.get("st_hpo.tag.gpu"),
+            # where its worker ran, as the engine names it: slurm:<job>_<task>, ray:<actor>, local:<pid>
+            "engine_ref": t.user_attrs.get("st_hpo.tag.engine_ref"),
             # what the kind's evaluators report besides the objective (a sparse model's active dimensions)
             "side_metrics": t.user_attrs.get("st_hpo.side_metrics"),
         })
@@ -276,7 +278,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
                         f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
                         f"{count['RUNNING']} running")
-    for col in ("#", "state", "value", "params", "seconds", "note"):
+    for col in ("#", "state", "value", "params", "seconds", "ran on", "note"):
         table.add_column(col)
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
@@ -284,7 +286,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
         params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
-                      secs, escape(_note(r)))
+                      secs, escape(r["engine_ref"] or ""), escape(_note(r)))
     console = _console()
     if not console.is_terminal:  # piped or logged: a wide table rather than one wrapped at 80 columns
         console.width = 160
@@ -342,13 +344,8 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
     from st_hpo._results._confirm import confirm_study
 
     study = _load(ns)
-    gpus = ns.gpus
-    if gpus is None and ns.workers and ns.workers > 1:  # spread over the GPUs, as run does
-        from st_hpo._execution._workers import default_gpu_list
-
-        gpus = default_gpu_list()
     result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=gpus,
+                           tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=ns.gpus,
                            trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
