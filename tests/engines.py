@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +68,21 @@ exec sleep infinity
 '''
 
 
+#: A Ray head and a second node in the namespace; its session files stay in the cluster's folder.
+_RAY_SETUP = r'''
+set -eu
+D=$1
+ip link set lo up
+ip addr add 127.0.0.2/8 dev lo
+export RAY_USAGE_STATS_ENABLED=0
+common="--num-cpus=1 --object-store-memory=150000000 --disable-usage-stats"
+$RAY_BIN start --head --port=6380 --include-dashboard=false --temp-dir=$D/ray $common > $D/head.log 2>&1
+$RAY_BIN start --address=127.0.0.1:6380 $common > $D/node.log 2>&1
+touch $D/ready
+exec sleep infinity
+'''
+
+
 def slurm_available() -> str | None:
     """Why a SLURM cluster cannot be made here, or None."""
     if os.geteuid() != 0:
@@ -77,28 +93,46 @@ def slurm_available() -> str | None:
     return None
 
 
+def ray_available() -> str | None:
+    """Why a Ray cluster cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (to create namespaces)"
+    if not shutil.which("unshare") or not shutil.which("nsenter"):
+        return "needs unshare and nsenter"
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return 'needs Ray (pip install "st-hpo[ray]")'
+    return None
+
+
 class SlurmCluster:
     """A one-node SLURM cluster in fresh namespaces; :meth:`stop` ends the namespace and everything in it."""
 
+    setup = _SETUP
+    prefix = "st-hpo-slurm-"
+    env: dict[str, str] = {}
+
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="st-hpo-slurm-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=self.prefix))
         self.dir.chmod(0o755)  # the slurm user reaches its state and spool folders
         self.conf = self.dir / "slurm.conf"
         self.proc: subprocess.Popen | None = None
         self.pid1: int | None = None  # the namespace's pid 1, as the host numbers it
 
-    def start(self, timeout: float = 60) -> SlurmCluster:
-        (self.dir / "setup.sh").write_text(_SETUP)
+    def start(self, timeout: float = 240) -> SlurmCluster:
+        (self.dir / "setup.sh").write_text(self.setup)
         self.proc = subprocess.Popen(
             ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL",
              "bash", str(self.dir / "setup.sh"), str(self.dir)],
-            stdout=open(self.dir / "setup.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=open(self.dir / "setup.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while not (self.dir / "ready").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 log = (self.dir / "setup.log").read_text()[-2000:]
                 self.stop()
-                raise RuntimeError(f"the SLURM cluster did not start: {log}")
+                raise RuntimeError(f"the {type(self).__name__} did not start: {log}")
             time.sleep(0.2)
         self.pid1 = _child_of(self.proc.pid)
         return self
@@ -120,6 +154,18 @@ class SlurmCluster:
             os.killpg(self.proc.pid, signal.SIGKILL)  # unshare --kill-child ends the namespace with it
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RayCluster(SlurmCluster):
+    """A Ray head (127.0.0.1:6380) and a second node in fresh namespaces, one CPU each."""
+
+    setup = _RAY_SETUP
+    prefix = "st-hpo-ray-"
+    env = {"RAY_BIN": str(Path(sys.executable).parent / "ray")}
+    address = "127.0.0.1:6380"
+
+    def command(self, *cmd: str) -> list[str]:
+        return ["nsenter", "-t", str(self.pid1), "-n", "-p", "-m", "--", "env", "RAY_USAGE_STATS_ENABLED=0", *cmd]
 
 
 def _child_of(pid: int) -> int:

@@ -114,7 +114,7 @@ def run_study(
     A Ctrl-C (or SIGTERM, under the CLI) stops cleanly: running trials are failed, their runs KILLED,
     and the result says ``interrupted``; run again to resume.
     """
-    from st_hpo._engines import EngineSettings, engine_for
+    from st_hpo._engines import ClusterEngine, EngineSettings, engine_for
     from st_hpo._execution._plan import decide_slots
     from st_hpo._execution._session import SessionOptions, StudySession
     from st_hpo._results._finish import finish_study
@@ -146,7 +146,7 @@ def run_study(
         plan_path = _write_plan(session, study_file, budget, slots, deadline, engine, progress,
                                 pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
                                 keep_best_model=keep_best_model)
-    if slots and engine != "local":
+    if slots and isinstance(chosen, ClusterEngine):
         from st_hpo._engines._cluster import run_on_cluster
 
         submission, waited, interrupted = run_on_cluster(chosen, session, plan_path, progress=progress)

@@ -1,4 +1,4 @@
-"""Where workers run: this machine (``local``), a SLURM job array (``slurm``), a Ray cluster (``ray``).
+"""Where workers run: this machine (``local``), a SLURM job array (``slurm``), Ray actors (``ray``).
 
 :func:`engine_for` chooses the engine in one place; :func:`ended_reason` asks the engine a trial's
 ``engine_ref`` names whether that worker still runs, for recovery (see :mod:`st_hpo._engines._base`).
@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
-from st_hpo._engines._base import ClusterEngine, Engine, EngineSettings, Submission
+from st_hpo._engines._base import ClusterEngine, Engine, EngineSettings, Submission, SupervisingEngine
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["ENGINES", "ClusterEngine", "Engine", "EngineSettings", "Submission", "ended_reason", "engine_for"]
+__all__ = ["ENGINES", "ClusterEngine", "Engine", "EngineSettings", "Submission", "SupervisingEngine", "ended_reason",
+           "engine_for"]
 
 #: The engines ``--engine`` takes.
-ENGINES = ("local", "slurm")
+ENGINES = ("local", "slurm", "ray")
 
 
 def _engine_class(name: str) -> type[Engine]:
@@ -24,6 +25,10 @@ def _engine_class(name: str) -> type[Engine]:
         from st_hpo._engines._slurm import SlurmEngine
 
         return SlurmEngine
+    if name == "ray":
+        from st_hpo._engines._ray import RayEngine
+
+        return RayEngine
     raise StudyDefinitionError(f"--engine {name!r}: give one of {', '.join(ENGINES)}")
 
 

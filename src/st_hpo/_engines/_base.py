@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClusterEngine", "Engine", "EngineSettings", "Submission", "unreachable_from_other_nodes"]
+__all__ = ["ClusterEngine", "Engine", "SupervisingEngine", "EngineSettings", "Submission", "unreachable_from_other_nodes"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,3 +88,13 @@ def unreachable_from_other_nodes(storage: str, tracking_uri: str | None) -> str 
     if tracking_uri and (tracking_uri.startswith(("sqlite:", "file:", "/")) or "://" not in tracking_uri):
         return f"the MLflow store {tracking_uri}"
     return None
+
+
+class SupervisingEngine(Engine):
+    """An engine whose run stays up while the workers work: it starts them, notices how each one ends,
+    and returns once the study's budget is met or nothing more can run (the local supervisor, a Ray
+    driver); the run then ends the study itself."""
+
+    @abc.abstractmethod
+    def run(self, session: Any, plan_path: Path, plan: Any, *, progress: Any) -> tuple[bool, bool, str | None]:
+        """Run the plan's slots until they end; returns (budget_met, interrupted, stop_reason)."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from st_hpo._engines._base import Engine
+from st_hpo._engines._base import SupervisingEngine
 
 __all__ = ["LocalEngine"]
 
 
-class LocalEngine(Engine):
+class LocalEngine(SupervisingEngine):
     name = "local"
 
     def check(self, *, storage: str, tracking_uri: str | None, slots: list[Any]) -> None:

@@ -72,7 +72,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         study = study.replace(enqueue=[*study.enqueue, *enqueue])
     engine_options = {"shared_dir": ns.shared_dir, "wait": ns.wait, "slurm_partition": ns.slurm_partition,
                       "slurm_time": ns.slurm_time, "slurm_account": ns.slurm_account,
-                      "slurm_options": tuple(ns.slurm_option)}
+                      "slurm_options": tuple(ns.slurm_option), "ray_address": ns.ray_address}
     result = run_study(
         study, n_trials=ns.n_trials, timeout=_remaining(ns), output_dir=ns.output_dir, storage=ns.storage,
         tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,

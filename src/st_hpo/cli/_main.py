@@ -167,11 +167,14 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
     from st_hpo._engines import ENGINES
 
     p.add_argument("--engine", choices=ENGINES, default="local", help="where the workers run: this machine "
-                   "(default), or one SLURM job array (sbatch --array) of --workers tasks")
-    p.add_argument("--gpus-per-worker", type=float, metavar="G", help="with --engine slurm: whole GPUs per worker "
-                   "(--gres=gpu:G); not checked against this machine's GPUs")
+                   "(default), one SLURM job array (sbatch --array) of --workers tasks, or --workers Ray actors")
+    p.add_argument("--gpus-per-worker", type=float, metavar="G", help="with --engine slurm or ray: GPUs per worker "
+                   "(SLURM: whole ones, --gres=gpu:G; Ray: a share such as 0.5); not checked against this "
+                   "machine's GPUs")
     p.add_argument("--cpus-per-worker", type=_count(1), default=1, metavar="C", help="CPUs per worker with "
-                   "--engine slurm (--cpus-per-task; default 1)")
+                   "--engine slurm or ray (--cpus-per-task, num_cpus; default 1)")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: the cluster to join, HOST:PORT of "
+                   "its head (default: auto, the cluster this machine is part of)")
     p.add_argument("--slurm-partition", metavar="P", help="sbatch --partition")
     p.add_argument("--slurm-time", metavar="T", help="sbatch --time, per worker task (e.g. 08:00:00)")
     p.add_argument("--slurm-account", metavar="A", help="sbatch --account")
