@@ -61,11 +61,13 @@ def test_run_then_status_json_and_resume(tmp_path, study_file):
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
     assert {"number", "state", "params", "value"} <= set(rows[0])
     assert rows[0]["baseline"] is True
+    assert {r["engine_ref"] for r in rows} == {f"local:{rows[0]['engine_ref'].split(':')[1]}"}  # where they ran
     again = st_hpo("run", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "2 complete" in again.stdout
     assert len(load_trials(out_dir, "cli-study")) == 2, "a finished study runs nothing more"
     table = st_hpo("status", str(path), cwd=tmp_path)
     assert "(baseline)" in table.stdout
+    assert "ran on" in table.stdout and rows[0]["engine_ref"] in table.stdout
     assert "2 of 2 trials finished (2 complete, 0 pruned), 0 failed, 0 running" in table.stdout
     best = [r for r in rows if r["best"]]
     assert len(best) == 1 and best[0]["model_dir"], "the best trial's model is kept"

@@ -13,8 +13,8 @@ SRC = Path(st_hpo.__file__).parent
 
 #: Lowest first. A module's layer is its package under ``st_hpo`` (or its own name at the top); the package
 #: ``st_hpo`` itself (the public API, and ``__version__``) sits below ``cli``, which reads its version.
-LAYERS = ["exceptions", "_interrupts", "_kinds", "_definition", "_tracking", "_execution", "_results", "_api", "__init__",
-          "cli", "__main__"]
+LAYERS = ["exceptions", "_interrupts", "_kinds", "_definition", "_tracking", "_execution", "_results", "_engines",
+          "_api", "__init__", "cli", "__main__"]
 
 
 def _module_name(path: Path) -> str:

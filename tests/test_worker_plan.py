@@ -70,3 +70,49 @@ def test_gpus_on_a_machine_without_one_fail_before_anything_is_created(tmp_path,
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: --gpus 0: this process sees no GPU")
     assert not (tmp_path / "st-hpo-runs").exists()
+
+
+def _slots(monkeypatch, devices, **kw):
+    from st_hpo._execution import _workers
+    from st_hpo._execution._plan import decide_slots
+
+    monkeypatch.setattr(_workers, "visible_gpus", lambda: list(devices))
+    return [(s.name, s.gpu, s.gpus, s.cpus) for s in decide_slots(**kw)]
+
+
+def test_one_function_decides_the_slots_for_the_cli_and_the_api(monkeypatch):
+    # nothing asked: several visible GPUs (and a study file for the workers) give one worker per GPU; one GPU
+    # or none trains in the run's own process, from the CLI as from run_study()
+    assert _slots(monkeypatch, ["0", "1"], study_file="s.py") == [("gpu0-w0", "0", 1.0, 1), ("gpu1-w0", "1", 1.0, 1)]
+    assert _slots(monkeypatch, ["0"], study_file="s.py") == []
+    assert _slots(monkeypatch, [], study_file="s.py") == []
+    assert _slots(monkeypatch, ["0", "1"]) == []  # no study file to load: in this process
+    assert _slots(monkeypatch, ["3", "5"], workers=3) == [("gpu0-w0", "3", 1.0, 1), ("gpu1-w0", "5", 1.0, 1),
+                                                          ("gpu0-w1", "3", 1.0, 1)]
+    assert _slots(monkeypatch, [], workers=2) == [("w0", None, 0.0, 1), ("w1", None, 0.0, 1)]
+
+
+def test_a_cluster_engine_gets_slots_of_gpu_shares_never_checked_against_this_host(monkeypatch):
+    assert _slots(monkeypatch, [], engine="slurm", workers=2, gpus_per_worker=1, cpus_per_worker=4) == [
+        ("slurm-w0", None, 1.0, 4), ("slurm-w1", None, 1.0, 4)]
+    with pytest.raises(StudyDefinitionError, match="--engine slurm places workers on the cluster's GPUs"):
+        _slots(monkeypatch, [], engine="slurm", gpus="0")
+    with pytest.raises(StudyDefinitionError, match="--gpus-per-worker is for --engine slurm or ray"):
+        _slots(monkeypatch, ["0"], gpus_per_worker=1)
+
+
+def test_a_plan_written_is_read_back_and_a_worker_finds_its_slot(tmp_path, monkeypatch):
+    from st_hpo._execution._plan import SlotPlan, WorkerPlan, read_plan
+
+    plan = WorkerPlan(study_file="/s.py", study_name="s", output_dir=str(tmp_path), storage="x.journal",
+                      tracking_uri=None, budget=4, deadline=None, engine="slurm",
+                      slots=(SlotPlan("slurm-w0", None, 1.0, 2), SlotPlan("slurm-w1", None, 1.0, 2)),
+                      options={"pruner": "none"})
+    back = read_plan(plan.write(tmp_path / "worker-plan.json"))
+    assert back == plan
+    assert back.slot("1").name == "slurm-w1" and back.slot("slurm-w0").name == "slurm-w0"
+    with pytest.raises(StudyDefinitionError, match="the worker plan has no slot 'w9'"):
+        back.slot("w9")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(StudyDefinitionError, match="not a worker plan of this st-hpo version"):
+        read_plan(tmp_path / "bad.json")

@@ -45,6 +45,9 @@ class StudyResult:
     budget: int | None = None
     #: trials that ran out of memory (never counted as finished; the sampler steers away from them)
     n_out_of_memory: int = 0
+    #: what a cluster engine was handed when the run returned without waiting: its job or actor ids, the
+    #: job script, and the commands to watch and stop it (:class:`st_hpo._engines.Submission`)
+    submission: Any = None
 
 
 def validate_study(study: Study) -> None:
@@ -74,6 +77,10 @@ def run_study(
     gpus: str | None = None,
     trials_per_gpu: int = 1,
     study_file: str | Path | None = None,
+    engine: str = "local",
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: int = 1,
+    engine_options: dict[str, Any] | None = None,
 ) -> StudyResult:
     """Validate ``study`` and run trials until ``n_trials`` have finished in total (resuming if it exists).
 
@@ -99,67 +106,69 @@ def run_study(
             ``trials_per_gpu`` workers per GPU, each seeing only its GPU. With ``workers`` > 1 and no
             ``gpus`` on a GPU machine, the workers are spread over every visible GPU.
         study_file: the study file the worker processes load.
+        engine: where the workers run: ``"local"`` (worker processes on this machine), ``"slurm"`` (one
+            ``sbatch --array`` job of ``workers`` tasks and a final job that ends the study). Every worker
+            starts from the plan written to ``<output_dir>/worker-plan.json``.
+        gpus_per_worker, cpus_per_worker: what each worker asks of a cluster engine (whole GPUs on SLURM).
+        engine_options: the engine's own settings, as :class:`st_hpo._engines.EngineSettings` names them
+            (``shared_dir``, ``wait``, ``slurm_partition``, ``slurm_time``, ``slurm_account``,
+            ``slurm_options``). Without ``wait``, a cluster engine returns once the workers are submitted
+            (``StudyResult.submission`` says what was submitted) and the study ends by itself.
 
     A Ctrl-C (or SIGTERM, under the CLI) stops cleanly: running trials are failed, their runs KILLED,
     and the result says ``interrupted``; run again to resume.
     """
+    from st_hpo._engines import ClusterEngine, EngineSettings, engine_for
+    from st_hpo._execution._plan import decide_slots
     from st_hpo._execution._session import SessionOptions, StudySession
+    from st_hpo._results._finish import finish_study
 
     deadline = _deadline(timeout)  # counts from here: validation and set-up included
-    from st_hpo._execution._workers import default_gpu_list, plan_workers, visible_gpus
-
-    # workers on a GPU machine: spread over its GPUs (one each, or trials_per_gpu each)
-    if gpus is None and ((workers or 1) > 1 or trials_per_gpu > 1):
-        gpus = default_gpu_list()
-    specs = plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,  # bad input fails here, first
-                         devices=visible_gpus() if gpus else None)
-    parallel = bool(gpus) or (workers or 1) > 1
-    options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
-                             study_name=study_name, pruner=pruner, baseline=baseline,
-                             intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model,
-                             trains_here=not (parallel and any(s.gpu is not None for s in specs)),
-                             study_file=study_file)
-    if parallel and study_file is None:
+    chosen = engine_for(EngineSettings(name=engine, **(engine_options or {})))
+    slots = decide_slots(engine=engine, workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,  # bad input
+                         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,  # fails here, first
+                         study_file=study_file)
+    if slots and study_file is None:
         from st_hpo.exceptions import StudyDefinitionError
 
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
+    where = Path(output_dir or Path("st-hpo-runs") / (study_name or study.name)).resolve()
+    chosen.check(storage=storage or str(where / "optuna.journal"),
+                 tracking_uri=tracking_uri or f"sqlite:///{where / 'mlflow.db'}", slots=slots)
+    options = SessionOptions(output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                             study_name=study_name, pruner=pruner, baseline=baseline,
+                             intermediate_eval_rows=intermediate_eval_rows, keep_best_model=keep_best_model,
+                             trains_here=not (engine != "local" or any(s.gpu is not None for s in slots)),
+                             study_file=study_file)
     session = StudySession.open(study, options)
+    budget = _budget(session, n_trials)
+    if progress:
+        _announce(session, budget, max(len(slots), 1), engine)
     budget_met = interrupted = False
     stop_reason = None
-    budget = None
+    if slots:
+        plan_path = _write_plan(session, study_file, budget, slots, deadline, engine, progress,
+                                pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
+                                keep_best_model=keep_best_model)
+    if slots and isinstance(chosen, ClusterEngine):
+        from st_hpo._engines._cluster import run_on_cluster
+
+        submission, waited, interrupted = run_on_cluster(chosen, session, plan_path, progress=progress)
+        finished = study_census(session.study).finished
+        return summarize(session, interrupted=interrupted, budget_met=finished >= budget, budget=budget,
+                         submission=None if waited else submission)
     try:
-        budget = _budget(session, n_trials)
-        if progress:
-            _announce(session, budget, len(specs) if parallel else 1)
-        if parallel:
-            budget_met, interrupted, stop_reason = _run_workers(
-                session, study_file, budget, specs, progress, pruner=pruner, eval_rows=intermediate_eval_rows,
-                keep_best_model=keep_best_model, timeout=_left(deadline))
+        if slots:
+            budget_met, interrupted, stop_reason = _run_workers(chosen, session, plan_path, progress)
         else:
             loop = _run_here(session, budget, _left(deadline), progress, worker_name="main")
             budget_met, interrupted, stop_reason = loop.budget_met, loop.interrupted, loop.gave_up
         if budget_met and not stop_reason:
             stop_reason = no_result(session.study)
     finally:
-        _end_run(session, budget_met=budget_met, stop_reason=stop_reason)
+        finish_study(session, budget_met=budget_met, stop_reason=stop_reason)
     return summarize(session, interrupted=interrupted, budget_met=budget_met, stop_reason=stop_reason,
                      budget=budget)
-
-
-def _end_run(session: Any, *, budget_met: bool, stop_reason: str | None) -> None:
-    """The final phase of a run: clean up the kept models, score the best one on the test set (budget met),
-    write the reports, and end the parent run (FINISHED when the budget was met, FAILED when trials kept
-    failing, else KILLED). A Ctrl-C or SIGTERM during it ends the parent run KILLED and stops; running the
-    command again does this phase again."""
-    try:
-        _keep_only_best(session)
-        if budget_met:
-            _score_test(session)
-        _write_reports(session)
-    except KeyboardInterrupt:
-        session.end_parent("KILLED")
-        raise
-    session.close("FAILED" if stop_reason else ("FINISHED" if budget_met else "KILLED"))
 
 
 def no_result(study: Any) -> str | None:
@@ -169,6 +178,20 @@ def no_result(study: Any) -> str | None:
         return None
     failed = census.failed + census.out_of_memory
     return f"no trial completed ({census.pruned} pruned, {failed} failed), so the study has no best trial"
+
+
+def _write_plan(session: Any, study_file: Any, budget: int, slots: list[Any], deadline: float | None,
+                engine: str, progress: bool, **overrides: Any) -> Path:
+    """The worker plan of this run, written to ``<output_dir>/worker-plan.json``; returns its path."""
+    from st_hpo._execution._plan import PLAN_FILE, WorkerPlan
+
+    left = _left(deadline)
+    plan = WorkerPlan(study_file=str(Path(study_file).resolve()), study_name=session.study.study_name,
+                      output_dir=str(session.output_dir), storage=session.storage_url,
+                      tracking_uri=session.tracking_uri, budget=budget,
+                      deadline=None if left is None else time.time() + left, engine=engine, slots=tuple(slots),
+                      options={k: v for k, v in overrides.items() if v is not None}, progress=progress)
+    return plan.write(session.output_dir / PLAN_FILE)
 
 
 def _budget(session: Any, n_trials: int | None) -> int:
@@ -190,7 +213,7 @@ def _budget(session: Any, n_trials: int | None) -> int:
     return budget
 
 
-def _announce(session: Any, budget: int, workers: int) -> None:
+def _announce(session: Any, budget: int, workers: int, engine: str = "local") -> None:
     """What is about to run, where it is stored, and the score to beat: printed before the first trial."""
     from rich.markup import escape
 
@@ -203,7 +226,8 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     finished = study_census(study).finished
     lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
              f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or DEFAULT_PRUNER)}; "
-             f"{workers} worker(s) on {pick_device(session.validated.base_args)}",
+             f"{workers} worker(s) on "
+             f"{pick_device(session.validated.base_args) if engine == 'local' else engine}",
              f"  model   {session.validated.kind.model_class_name} ({_describe(definition.model)})",
              f"  storage {session.storage_url}",
              f"  output  {session.output_dir}"]
@@ -213,46 +237,6 @@ def _announce(session: Any, budget: int, workers: int) -> None:
     if base is not None:
         lines.append(f"  base model before fine-tuning: {definition.objective} = {base:.4f}")
     Progress(budget=budget).message(escape("\n".join(lines)))
-
-
-def _keep_only_best(session: Any) -> None:
-    """Delete saved models left by trials that are not the best (a worker killed between save and tell)."""
-    if not session.definition.keep_best_model:
-        return
-    from st_hpo._execution._best_model import keep_only_best
-
-    try:
-        keep_only_best(session.study, session.output_dir)
-    except Exception as exc:  # noqa: BLE001 - a storage outage here must not hide how the run ended
-        logging.getLogger(__name__).warning("could not clean up the saved models: %s", exc)
-
-
-def _score_test(session: Any) -> None:
-    """Score the kept best model and the base model on the held-out test set, when the study has one."""
-    from st_hpo._execution._resources import pick_device
-    from st_hpo._execution._test_score import has_test, score_on_test
-
-    if not has_test(session.definition):
-        return
-    try:
-        score_on_test(session.study, session.definition, session.resources,
-                      device=pick_device(session.validated.base_args), tracker=session.tracker)
-    except Exception as exc:  # noqa: BLE001 - the study's result stands; `st-hpo test` can score it later
-        logging.getLogger(__name__).warning("could not score the best model on the test set: %s", exc)
-
-
-def _write_reports(session: Any) -> None:
-    """Plots, CSV and summary on the parent run; a failure here never fails the run."""
-    if session.tracker is None:
-        return
-    from st_hpo._results._reports import write_reports
-
-    try:
-        write_reports(session.study, session.tracker, session.definition.objective,
-                      session.study.user_attrs.get("st_hpo.base_model_value"),
-                      local_dir=session.output_dir / "reports")
-    except Exception as exc:  # noqa: BLE001 - reports must never fail a run
-        logging.getLogger(__name__).warning("could not write the study reports: %s", exc)
 
 
 def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | None = None,
@@ -268,6 +252,7 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
 
     from st_hpo._execution._recovery import SUPERVISOR_ENV
     from st_hpo._execution._session import SessionOptions, StudySession
+    from st_hpo._results._finish import finish_by_worker
 
     deadline = _deadline(timeout)
     name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
@@ -284,33 +269,11 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
             f"study {session.study.study_name!r} already has {budget} finished trials, its budget: nothing to run "
             "(a larger --n-trials extends it)")
     if loop.budget_met and not os.environ.get(SUPERVISOR_ENV):
-        _end_of_study_here(session)  # no supervisor ends this study: whoever meets the budget does, as `run` does
+        finish_by_worker(session)  # no supervisor ends this study: whoever meets the budget does, as `run` does
     elif loop.budget_met and session.tracker is not None:
         session.close("FINISHED")
     return summarize(session, interrupted=loop.interrupted, budget_met=loop.budget_met, stop_reason=loop.gave_up,
                      budget=budget)
-
-
-def _end_of_study_here(session: Any) -> None:
-    """The end of a study whose budget a worker without a supervisor met (``st-hpo worker``): what
-    ``run_study`` does at its end, so that the test score is of the best trial, not of an earlier one.
-
-    The test score needs the best trial's model: a worker on a machine that does not hold it says so
-    (``st-hpo test`` there scores it) and leaves the score to that machine."""
-    from st_hpo._execution._best_model import saved_best_model
-    from st_hpo._execution._test_score import has_test, recorded_test_values
-
-    _keep_only_best(session)
-    complete = any(t.state.name == "COMPLETE" for t in session.study.get_trials(deepcopy=False))
-    if complete and has_test(session.definition) and recorded_test_values(session.study)[0] is None:
-        if saved_best_model(session.study) is not None:
-            _score_test(session)
-        else:
-            logging.getLogger(__name__).warning(
-                "the study's best trial has no test score yet and its model is not kept on this machine: run "
-                "`st-hpo test` where it is kept")
-    session.close("FINISHED")
-    _write_reports(session)
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -346,27 +309,18 @@ def _warn_if_many_gpus() -> None:
             count, count)
 
 
-def _run_workers(session: Any, study_file: Any, budget: int, specs: list[Any], progress: bool, *,
-                 pruner: str | None, eval_rows: int | None = None, keep_best_model: bool | None = None,
-                 timeout: float | None = None) -> tuple[bool, bool, str | None]:
+def _run_workers(engine: Any, session: Any, plan_path: Path, progress: bool) -> tuple[bool, bool, str | None]:
+    from st_hpo._execution._plan import read_plan
     from st_hpo._execution._progress import Progress
-    from st_hpo._execution._workers import supervise
 
-    extra = ["--pruner", pruner] if pruner else []
-    if eval_rows is not None:
-        extra += ["--intermediate-eval-rows", str(eval_rows)]
-    if keep_best_model is not None:
-        extra.append("--keep-best-model" if keep_best_model else "--no-keep-best-model")
-    if not progress:
-        extra.append("--no-progress")
-    bar = Progress(budget=budget, enabled=progress)
-    bar.message(f"{len(specs)} worker(s): {', '.join(s.name for s in specs)}")
-    return supervise(session, study_file=str(Path(study_file).resolve()), specs=specs, budget=budget,
-                     extra_args=extra, progress=bar, timeout=timeout)
+    plan = read_plan(plan_path)
+    bar = Progress(budget=plan.budget, enabled=progress)
+    bar.message(f"{len(plan.slots)} worker(s): {', '.join(s.name for s in plan.slots)}")
+    return engine.run(session, plan_path, plan, progress=bar)
 
 
 def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason: str | None = None,
-              budget: int | None = None) -> StudyResult:
+              budget: int | None = None, submission: Any = None) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study
     from st_hpo._execution._best_model import saved_best_model
@@ -396,5 +350,6 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         test_value=recorded_test_values(study)[0],
         base_model_test_value=recorded_test_values(study)[1],
         budget=budget,
+        submission=submission,
     )
 

@@ -89,8 +89,10 @@ def _cancel_surplus(study: Any, trial: Any) -> None:
 
 
 def work(session: StudySession, *, budget: int, timeout: float | None, worker: WorkerInfo,
-         progress: Progress) -> LoopResult:
-    """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C."""
+         progress: Progress, engine_ended: Callable[[str], str | None] | None = None) -> LoopResult:
+    """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C.
+
+    ``engine_ended``: asks the engines about other workers' trials (see :func:`recover_stale_trials`)."""
     study = session.study
     ctx = TrialContext(session.validated, session.resources, session.tracker, session.output_dir, worker,
                        progress=progress)
@@ -99,7 +101,7 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
     failures = 0  # this worker's trials that failed one after the other
     out_of_memory = 0  # and that ran out of memory one after the other
     while True:
-        recover_stale_trials(study)
+        recover_stale_trials(study, engine_ended=engine_ended)
         finished, running = _counts(study)
         progress.set_finished(finished)
         if finished >= budget:

@@ -15,12 +15,13 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from st_hpo._execution._storage import uses_heartbeat
 
-__all__ = ["STOPPED_ATTR", "current_host", "fail_trial", "pid_alive", "process_identity", "record_runner",
-           "record_worker", "recover_stale_trials", "runner_gone", "worker_alive"]
+__all__ = ["ENGINE_REF_ATTR", "STOPPED_ATTR", "current_host", "engine_ref", "fail_trial", "pid_alive", "process_identity",
+           "record_runner", "record_worker", "recover_stale_trials", "runner_gone", "worker_alive"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ BOOT_ID_ATTR = "st_hpo.boot_id"
 #: On the study: the process of the run (``st-hpo run``, or its supervisor) that holds its MLflow parent run
 #: open: {"host", "st_hpo.pid", and what identifies it beyond the pid}.
 RUNNER_ATTR = "st_hpo.runner"
+#: Where a trial's worker runs, as its engine names it: ``slurm:<job>_<task>``, ``ray:<actor id>``, ``local:<pid>``.
+ENGINE_REF_ATTR = "st_hpo.tag.engine_ref"
+#: Set by an engine that starts a worker in a way the environment does not tell (a Ray actor).
+ENGINE_REF_ENV = "ST_HPO_ENGINE_REF"
 _deferred: dict[int, float] = {}  # trial id -> when this process first left it to the supervisor
 
 
@@ -88,11 +93,25 @@ def worker_alive(attrs: dict[str, Any]) -> bool:
     return all(now.get(k, v) == v for k, v in recorded.items())  # a key /proc cannot give: pid only
 
 
+def engine_ref(pid: int | None = None) -> str:
+    """This worker's ``engine_ref``: what its engine set, else its SLURM array task (or job), else
+    ``local:<pid>``."""
+    env = os.environ
+    if env.get(ENGINE_REF_ENV):
+        return env[ENGINE_REF_ENV]
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm:{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm:{env['SLURM_JOB_ID']}"
+    return f"local:{pid or os.getpid()}"
+
+
 def record_worker(trial: Any, pid: int, host: str) -> None:
     """Record on a trial the worker process that runs it: its host, what identifies it beyond the pid, and
     the pid last. Recovery reads a trial without a pid as one whose worker died before it recorded itself,
     so a worker killed between two of these writes never leaves a half-recorded trial RUNNING for ever."""
     trial.set_user_attr("st_hpo.tag.host", host)
+    trial.set_user_attr(ENGINE_REF_ATTR, engine_ref(pid))
     for key, value in process_identity(pid).items():
         trial.set_user_attr(key, value)
     trial.set_user_attr("st_hpo.pid", pid)
@@ -130,11 +149,14 @@ def fail_trial(study: Any, trial: Any, reason: str) -> None:
     queue_resume(study, trial)  # this process failed it: it alone queues its retry from the last checkpoint
 
 
-def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None) -> list[int]:
+def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None,
+                         engine_ended: Callable[[str], str | None] | None = None) -> list[int]:
     """Fail RUNNING trials whose worker is gone; returns their numbers.
 
     ``exit_codes`` maps pids of workers this process supervised to how they ended (negative: a signal),
-    so the reason can say "worker killed by signal 9".
+    so the reason can say "worker killed by signal 9". ``engine_ended`` asks the engine about a trial's
+    ``engine_ref`` first (:func:`st_hpo._engines.ended_reason`): a worker on any host whose SLURM task or Ray
+    actor ended is failed with the engine's reason, before its pid or heartbeat is looked at.
     """
     import optuna
 
@@ -156,8 +178,18 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
                 fail_trial(study, trial, "its worker died before it recorded itself on the trial")
                 failed.append(trial.number)
             continue
+        ref = str(trial.user_attrs.get(ENGINE_REF_ATTR, ""))
+        by_engine = engine_ended is not None and ref and not ref.startswith("local:")
+        why = engine_ended(ref) if by_engine else None
+        if why:
+            _record_run_time(study, trial)
+            fail_trial(study, trial, why)
+            failed.append(trial.number)
+            continue
         if trial.user_attrs.get("st_hpo.tag.host") != host or worker_alive(trial.user_attrs):
             continue
+        if by_engine and _deferred_for(trial) < SUPERVISOR_GRACE_SECONDS:
+            continue  # the engine (still ending the task) says how it ended in a moment
         if exit_codes is None and _left_to_supervisor(trial):
             continue
         code = (exit_codes or {}).get(int(pid))
@@ -197,5 +229,10 @@ def _left_to_supervisor(trial: Any) -> bool:
     supervisor = trial.user_attrs.get(SUPERVISOR_ATTR)
     if supervisor is None or int(supervisor) == os.getpid() or not pid_alive(int(supervisor)):
         return False
+    return _deferred_for(trial) < SUPERVISOR_GRACE_SECONDS
+
+
+def _deferred_for(trial: Any) -> float:
+    """Seconds since this process first left the dead worker's trial to someone who knows more."""
     first = _deferred.setdefault(trial._trial_id, time.monotonic())  # noqa: SLF001
-    return time.monotonic() - first < SUPERVISOR_GRACE_SECONDS
+    return time.monotonic() - first

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from st_hpo._execution._recovery import SUPERVISOR_ENV, pid_alive, recover_stale_trials
@@ -122,7 +123,9 @@ class _Slot:
 
 
 def _worker_command(study_file: str, spec: WorkerSpec, session: Any, budget: int, extra: list[str],
-                    deadline: float | None = None) -> list[str]:
+                    deadline: float | None = None, plan: Path | None = None) -> list[str]:
+    if plan is not None:  # the plan holds everything else: location, options, budget, deadline
+        return [sys.executable, "-m", "st_hpo", "worker", "--plan", str(plan), "--slot", spec.name]
     cmd = [sys.executable, "-m", "st_hpo", "worker", study_file, "--worker-name", spec.name,
            "--output-dir", str(session.output_dir), "--storage", session.storage_url,
            "--study-name", session.study.study_name, "--n-trials", str(budget)]
@@ -147,18 +150,22 @@ def _start(slot: _Slot, cmd: list[str], n_workers: int) -> None:
 
 
 def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget: int,
-              extra_args: list[str], progress: Any, timeout: float | None = None) -> tuple[bool, bool, str | None]:
+              extra_args: list[str], progress: Any, timeout: float | None = None,
+              plan: Path | None = None) -> tuple[bool, bool, str | None]:
     """Run worker processes until the budget is met (or, with ``timeout``, until the workers stop starting
     trials after that many seconds and finish their running ones); returns (budget_met, interrupted,
-    stop_reason), where ``stop_reason`` says why workers gave up (their trials kept failing)."""
+    stop_reason), where ``stop_reason`` says why workers gave up (their trials kept failing).
+
+    ``plan``: the worker plan each worker starts from (``st-hpo worker --plan PLAN --slot NAME``); without
+    it, the location and ``extra_args`` are passed as flags (``st-hpo confirm``'s workers)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     if deadline is not None and timeout <= 0:  # the run's --timeout went on validation: start no worker
         return _finished(session.study) >= budget, False, None
     slots = [_Slot(spec) for spec in specs]
     for slot in slots:
-        _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args, deadline), len(slots))
+        _start(slot, _worker_command(study_file, slot.spec, session, budget, extra_args, deadline, plan), len(slots))
     try:
-        return _watch(session, slots, study_file, budget, extra_args, progress, deadline)
+        return _watch(session, slots, study_file, budget, extra_args, progress, deadline, plan)
     except KeyboardInterrupt:
         _stop_all(slots)
         recover_stale_trials(session.study, exit_codes=_exit_codes(slots))
@@ -185,7 +192,7 @@ def _gave_up(study: Any, names: list[str]) -> str:
 
 
 def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra: list[str],
-           progress: Any, deadline: float | None) -> tuple[bool, bool, str | None]:
+           progress: Any, deadline: float | None, plan: Path | None = None) -> tuple[bool, bool, str | None]:
     codes: dict[int, int] = {}
     gave_up: list[str] = []
     crashed: dict[str, str] = {}  # workers that kept dying until no restart was left: how each last ended
@@ -217,7 +224,7 @@ def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra
                     crashed[slot.spec.name] = how
                 continue
             slot.restarts += 1
-            _start(slot, _worker_command(study_file, slot.spec, session, budget, extra, deadline), len(slots))
+            _start(slot, _worker_command(study_file, slot.spec, session, budget, extra, deadline, plan), len(slots))
         if all(slot.done for slot in slots):
             met = _finished(session.study) >= budget
             if met:

@@ -125,16 +125,13 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
 
 def _worker_specs(workers: int | None, gpus: str | None, trials_per_gpu: int, study_file: Any) -> list[Any]:
     """The worker slots of a confirmation on workers (as ``run_study`` plans them); [] to run in this process."""
-    from st_hpo._execution._workers import default_gpu_list, plan_workers, visible_gpus
+    from st_hpo._execution._plan import decide_slots
+    from st_hpo._execution._workers import WorkerSpec
 
-    if gpus is None and ((workers or 1) > 1 or trials_per_gpu > 1):
-        gpus = default_gpu_list()
-    if not gpus and (workers or 1) <= 1 and trials_per_gpu <= 1:
-        return []
-    if study_file is None:
+    slots = decide_slots(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
+    if slots and study_file is None:
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
-    return plan_workers(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
-                        devices=visible_gpus() if gpus else None)
+    return [WorkerSpec(slot.name, slot.gpu) for slot in slots]
 
 
 def companion_definition(study: Study) -> Study:

@@ -93,21 +93,26 @@ def cmd_run(ns: argparse.Namespace) -> int:
     enqueue = _enqueued(ns.enqueue)
     if enqueue:
         study = study.replace(enqueue=[*study.enqueue, *enqueue])
-    gpus = ns.gpus
-    if gpus is None:  # a GPU machine: one worker per visible GPU, or --workers N spread over them
-        from st_hpo._execution._workers import default_gpu_list
-
-        gpus = default_gpu_list()
+    engine_options = {"shared_dir": ns.shared_dir, "wait": ns.wait, "slurm_partition": ns.slurm_partition,
+                      "slurm_time": ns.slurm_time, "slurm_account": ns.slurm_account,
+                      "slurm_options": tuple(ns.slurm_option), "ray_address": ns.ray_address}
     result = run_study(
         study, n_trials=ns.n_trials, timeout=_remaining(ns), output_dir=ns.output_dir, storage=ns.storage,
         tracking_uri=ns.tracking_uri, pruner=ns.pruner, baseline=False if ns.no_baseline else None,
         intermediate_eval_rows=ns.intermediate_eval_rows, keep_best_model=ns.keep_best_model,
-        workers=ns.workers, gpus=gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
-        progress=not ns.quiet,
+        workers=ns.workers, gpus=ns.gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
+        progress=not ns.quiet, engine=ns.engine, gpus_per_worker=ns.gpus_per_worker,
+        cpus_per_worker=ns.cpus_per_worker, engine_options=engine_options,
     )
     from rich.markup import escape
 
     out = _console()
+    if result.submission is not None:  # handed to a cluster engine; the study ends by itself
+        sub = result.submission
+        out.print(f"submitted to {sub.engine}: {' '.join(sub.ids)} (job script {sub.script})")
+        out.print(f"watch: st-hpo status {ns.study_file}{_location_flags(ns)}; {sub.watch}")
+        out.print(f"stop:  {sub.stop}")
+        return 0
     if result.interrupted:
         sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(ns.argv)}\n")
         return EXIT_INTERRUPTED
@@ -142,6 +147,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _location_flags(ns: argparse.Namespace) -> str:
+    """The flags `st-hpo status` needs to find the study a run used."""
+    flags = [(f, getattr(ns, a)) for f, a in (("--output-dir", "output_dir"), ("--storage", "storage"),
+                                              ("--study-name", "study_name")) if getattr(ns, a)]
+    return "".join(f" {f} {shlex.quote(v)}" for f, v in flags)
+
+
 def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
     if stop_reason:
         return ", not met: see the error below"
@@ -156,6 +168,8 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
     watch_supervisor()  # a supervisor killed by SIGKILL or SIGHUP stops its workers too
 
+    if ns.plan or ns.study_file is None:
+        return _plan_worker(ns)
     study = _load(ns)
     if ns.confirm_of:  # started by `st-hpo confirm --workers`: run the companion study's queued pairs
         return _confirm_worker(ns, study.replace(name=ns.confirm_of))
@@ -170,6 +184,32 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         from st_hpo._execution._workers import EXIT_GAVE_UP
 
         sys.stderr.write(f"error: {result.stop_reason}\n")
+        return EXIT_GAVE_UP
+    return 0
+
+
+def _plan_worker(ns: argparse.Namespace) -> int:
+    """``st-hpo worker --plan PLAN.json``: every flag but --slot and --finish comes from the plan."""
+    from st_hpo.exceptions import StudyDefinitionError
+
+    if not ns.plan or ns.study_file:
+        raise StudyDefinitionError("give the study file, or --plan PLAN.json (which names it), not both and not "
+                                   "neither")
+    from st_hpo._engines._worker import finish_from_plan, work_from_plan
+
+    if ns.verbose < 2:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if ns.finish:
+        return 0 if finish_from_plan(ns.plan) else EXIT_ERROR
+    loop = work_from_plan(ns.plan, slot=ns.slot, progress=False if (ns.no_progress or ns.quiet) else None)
+    if loop.interrupted:
+        return EXIT_INTERRUPTED
+    if loop.gave_up:
+        from st_hpo._execution._workers import EXIT_GAVE_UP
+
+        sys.stderr.write(f"error: {loop.gave_up}\n")
         return EXIT_GAVE_UP
     return 0
 
@@ -220,6 +260,8 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
             # a RUNNING trial whose worker on this host is gone: the next run or worker fails it
             "worker_gone": t.state.name == "RUNNING" and _gone(t.user_attrs),
             "gpu": t.user_attrs.get("st_hpo.tag.gpu"),
+            # where its worker ran, as the engine names it: slurm:<job>_<task>, ray:<actor>, local:<pid>
+            "engine_ref": t.user_attrs.get("st_hpo.tag.engine_ref"),
             # what the kind's evaluators report besides the objective (a sparse model's active dimensions)
             "side_metrics": t.user_attrs.get("st_hpo.side_metrics"),
             # a GradCache loss's mini-batch as trained (lowered where a step ran out of memory)
@@ -285,7 +327,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
                         f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
                         f"{oom}{count['RUNNING']} running")
-    for col in ("#", "state", "value", "params", "seconds", "note"):
+    for col in ("#", "state", "value", "params", "seconds", "ran on", "note"):
         table.add_column(col)
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
@@ -293,7 +335,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
         params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
-                      secs, escape(_note(r)))
+                      secs, escape(r["engine_ref"] or ""), escape(_note(r)))
     console = _console()
     if not console.is_terminal:  # piped or logged: a wide table rather than one wrapped at 80 columns
         console.width = 160
@@ -320,13 +362,8 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
     from st_hpo._results._confirm import confirm_study
 
     study = _load(ns)
-    gpus = ns.gpus
-    if gpus is None and ns.workers and ns.workers > 1:  # spread over the GPUs, as run does
-        from st_hpo._execution._workers import default_gpu_list
-
-        gpus = default_gpu_list()
     result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=gpus,
+                           tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=ns.gpus,
                            trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "

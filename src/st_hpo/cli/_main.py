@@ -110,13 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "CUDA_VISIBLE_DEVICES when that is set): --trials-per-gpu workers per GPU, each seeing only "
                    "its GPU (default on a GPU machine: one worker per visible GPU)")
     p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
+    _add_engine(p)
     _add_location(p)
 
     p = sub.add_parser("worker", help="join a running study from this machine",
                        description="Join a study (created by whichever process comes first) and run trials "
                        "until its global budget is met. Point every machine at the same --storage "
-                       "(postgresql://...) and --tracking-uri (http://...).")
-    p.add_argument("study_file")
+                       "(postgresql://...) and --tracking-uri (http://...); or give the --plan that `st-hpo "
+                       "run` wrote into the output folder (worker-plan.json), which says all of that.")
+    p.add_argument("study_file", nargs="?", help="the study file (not with --plan)")
+    p.add_argument("--plan", metavar="PLAN.json", help="join the run this worker plan describes (the plan gives "
+                   "the study file, location, options, budget and deadline)")
+    p.add_argument("--slot", help="with --plan: the slot to take, by name or index (default: "
+                   "$SLURM_ARRAY_TASK_ID, else the first)")
+    p.add_argument("--finish", action="store_true", help="with --plan: end the study once its workers are done "
+                   "(keep the best model, score it, write the reports, close the MLflow parent run)")
     p.add_argument("--n-trials", type=_count(1), help="the study's total budget (default: as the study records it)")
     p.add_argument("--timeout", type=_seconds, help="stop starting trials after this many seconds")
     p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"])
@@ -158,6 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location(p)
     _review.add_parsers(sub)
     return parser
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    from st_hpo._engines import ENGINES
+
+    p.add_argument("--engine", choices=ENGINES, default="local", help="where the workers run: this machine "
+                   "(default), one SLURM job array (sbatch --array) of --workers tasks, or --workers Ray actors")
+    p.add_argument("--gpus-per-worker", type=float, metavar="G", help="with --engine slurm or ray: GPUs per worker "
+                   "(SLURM: whole ones, --gres=gpu:G; Ray: a share such as 0.5); not checked against this "
+                   "machine's GPUs")
+    p.add_argument("--cpus-per-worker", type=_count(1), default=1, metavar="C", help="CPUs per worker with "
+                   "--engine slurm or ray (--cpus-per-task, num_cpus; default 1)")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: the cluster to join, HOST:PORT of "
+                   "its head (default: auto, the cluster this machine is part of)")
+    p.add_argument("--slurm-partition", metavar="P", help="sbatch --partition")
+    p.add_argument("--slurm-time", metavar="T", help="sbatch --time, per worker task (e.g. 08:00:00)")
+    p.add_argument("--slurm-account", metavar="A", help="sbatch --account")
+    p.add_argument("--slurm-option", action="append", default=[], metavar="OPT",
+                   help="another sbatch option for every job, e.g. --slurm-option=--qos=high (repeatable)")
+    p.add_argument("--shared-dir", action="store_true", help="the output folder (and a storage or MLflow file "
+                   "in it) is on a filesystem every node mounts; without it --engine slurm needs a server "
+                   "storage and tracking URI")
+    p.add_argument("--wait", action="store_true", help="with --engine slurm: wait until the study has ended "
+                   "(Ctrl-C cancels the jobs) instead of returning once they are submitted")
 
 
 def _version() -> str:
