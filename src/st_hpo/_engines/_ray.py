@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._engines._base import SupervisingEngine, unreachable_from_other_nodes
+from st_hpo._tracking._census import study_census
 from st_hpo.exceptions import StHpoError
 
 __all__ = ["RayEngine"]

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._census import take_census
+
 __all__ = ["finish_from_plan", "work_from_plan"]
 
 logger = logging.getLogger(__name__)
