@@ -41,6 +41,8 @@ class StudyResult:
     base_model_test_value: float | None = None
     #: the study's budget of finished trials that this run worked to (``n_trials``, or a stored extension)
     budget: int | None = None
+    #: the study's MLflow experiment (None without tracking)
+    experiment_id: str | None = None
 
 
 def validate_study(study: Study) -> None:
@@ -345,5 +347,6 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         test_value=recorded_test_values(study)[0],
         base_model_test_value=recorded_test_values(study)[1],
         budget=budget,
+        experiment_id=session.tracker.experiment_id if session.tracker else None,
     )
 

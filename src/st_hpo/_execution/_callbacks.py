@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from st_hpo._interrupts import stop_requested
+
 __all__ = ["DEVICE_ATTR", "PROGRESS_SCALE", "Diverged", "TrialReporter", "evaluation_fractions", "progress_step",
            "pruner_fractions", "training_devices"]
 
@@ -217,6 +219,8 @@ class TrialReporter(TrainerCallback):
         self._pending.append(({"warmup_steps_effective": self.warmup_steps, "max_steps": self.max_steps}, 0))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if stop_requested():  # its KeyboardInterrupt was lost (see st_hpo._interrupts): stop here
+            raise KeyboardInterrupt("stop requested")
         # runs after the trainer's DefaultFlowCallback: on a grid, st-hpo alone decides when to evaluate
         if self.devices is None:  # after the first optimizer step: its state tensors exist by now
             self.devices = training_devices(kwargs.get("model"), kwargs.get("optimizer"))

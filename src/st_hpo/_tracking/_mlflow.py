@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from st_hpo._interrupts import uninterrupted
+from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "error_line",
@@ -168,12 +169,24 @@ class MlflowTracker:
         try:
             # a classic ML experiment: MLflow 3 would otherwise open it on the GenAI traces view
             return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root,
-                                                 tags={"mlflow.experimentKind": "custom_model_development"})
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:
             exp = self.client.get_experiment_by_name(self.experiment_name)  # another worker created it
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def show_trials(self, space: Any, study: Any, *, maximize: bool | None = None) -> None:
+        """Make the UI open the experiment on the trials of ``study`` (Optuna's; None: none ran yet), best
+        first (see :mod:`st_hpo._tracking._view`); an experiment made by an earlier version gets the
+        model-training kind and the view here. ``maximize``: the direction, when there is no ``study``."""
+        from st_hpo._tracking._view import ensure_trials_view, searched_names
+
+        if study is not None:
+            maximize = study.direction.name == "MAXIMIZE"
+        tags = self._call("read the experiment", self.client.get_experiment, self.experiment_id).tags
+        self._call("set the trials view", ensure_trials_view, self.client, self.experiment_id,
+                   searched_names(space, study), maximize=bool(maximize), tags=tags)
 
     # --- the parent run -------------------------------------------------------------------------------
 

@@ -103,12 +103,24 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if result.best_model_dir:
             out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
-        out.print(f"review in MLflow: mlflow ui --backend-store-uri {result.tracking_uri}")
+        out.print(_review_line(ns, result))
     if result.stop_reason:
         sys.stderr.write(f"error: {result.stop_reason}. See every failure with: st-hpo status {ns.study_file}; "
                          "fix the cause and run the same command again to go on\n")
         return EXIT_ERROR
     return 0
+
+
+def _review_line(ns: argparse.Namespace, result: Any) -> str:
+    """Where to see the trials in MLflow: the URL of the trials view (see `st-hpo ui`)."""
+    from st_hpo._tracking._view import trials_url
+
+    uri, exp = result.tracking_uri, result.experiment_id
+    if uri.startswith(("http://", "https://")) and exp:
+        return f"review in MLflow: {trials_url(uri, exp)}"
+    where = f"`st-hpo ui {ns.study_file}" + (f" --output-dir {ns.output_dir}`" if ns.output_dir else "`")
+    url = f", then {trials_url('http://127.0.0.1:5000', exp)}" if exp else ""
+    return f"review in MLflow: {where}{url} (or mlflow ui --backend-store-uri {uri})"
 
 
 def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
