@@ -153,10 +153,13 @@ def test_the_printed_url_opens_on_the_trials_best_first_with_objective_and_param
     """No click: the first URL `st-hpo ui` prints shows the trials, flat and best first, with their objective
     and searched parameters, in MLflow's model-training view; the second one their charts."""
     path, out = reviewed
-    _, _, trials = mlflow_runs(out, "tiny-file")
+    client, _, trials = mlflow_runs(out, "tiny-file")
     ranked = sorted(trials, key=lambda r: r.data.metrics["objective"], reverse=True)
+    experiment_id = trials[0].info.experiment_id
+    for tag in ("mlflow.experimentKind", "mlflow.sharedViewState.st-hpo-trials"):  # as an earlier version made it
+        client.delete_experiment_tag(experiment_id, tag)
     port = _free_port()
-    proc, urls = _start_ui(path, out, port)
+    proc, urls = _start_ui(path, out, port)  # puts them back
     driver = _driver(tmp_path)
     try:
         driver.get(urls[0])

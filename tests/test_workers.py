@@ -186,10 +186,11 @@ def _stopped_cleanly(tmp_path, out_dir, name, stderr, returncode, stop_time):
 def test_a_stop_whose_interrupt_python_drops_in_a_finalizer_still_ends_the_trial_and_the_worker(tmp_path, study_file):
     path = study_file(name="swallowed", n_trials=4, epochs=100)
     marker = tmp_path / "stopped-at"
-    text = path.read_text().replace("def evaluator(ds):\n    return EmbeddingSimilarityEvaluator(", "def _unused(ds):\n    return (")
+    text = path.read_text().replace("def evaluator(ds):", "def _plain_evaluator(ds):")
     path.write_text(f"MARKER = {str(marker)!r}\n" + text.replace("study = st_hpo.Study(", SWALLOWS_A_STOP + "\n\nstudy = st_hpo.Study("))
     proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert marker.exists(), proc.stderr[-3000:]
     stop_time = float(marker.read_text())
     _stopped_cleanly(tmp_path, tmp_path / "st-hpo-runs" / "swallowed", "swallowed", proc.stderr, proc.returncode,
                      stop_time)
@@ -221,6 +222,7 @@ def test_a_stop_while_a_worker_takes_its_next_trial_starts_nothing_and_leaves_no
     proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     out_dir = tmp_path / "st-hpo-runs" / "asked"
+    assert marker.exists(), proc.stderr[-3000:]
     stop_time = float(marker.read_text())
     assert proc.returncode == 130, proc.stderr[-3000:]
     trials = load_trials(out_dir, "asked")
