@@ -177,7 +177,8 @@ def test_the_printed_url_opens_on_the_trials_best_first_with_objective_and_param
         print(f"screenshot of the first screen: {shot}")
 
         driver.get(urls[1])
-        _wait_for(driver, "objective against learning_rate", "objective against warmup_ratio")
+        _wait_for(driver, "st-hpo: the trials", "Parallel Coordinates", "learning_rate vs. objective",
+                  "warmup_ratio vs. objective")
         driver.save_screenshot(str(tmp_path / "charts.png"))
         print(f"screenshot of the charts: {tmp_path / 'charts.png'}")
     finally:
