@@ -32,6 +32,7 @@ from st_hpo._execution._storage import HeartbeatThread
 from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo._execution._workers import supervisor_gone
 from st_hpo._interrupts import forget_stop, stop_requested, uninterrupted
+from st_hpo._tracking._mlflow import KILLED_ATTR
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
@@ -241,6 +242,7 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         trial.set_user_attr(ERROR_ATTR, outcome.error[:2000])
     if killed:
         trial.set_user_attr(STOPPED_ATTR, True)
+        trial.set_user_attr(KILLED_ATTR, True)  # its run ends KILLED, also if `sync` has to close it
     trial.set_user_attr("st_hpo.trial_seconds", round(outcome.seconds, 3))
     trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))
     trial.set_user_attr("st_hpo.eval_seconds", round(outcome.eval_seconds, 3))

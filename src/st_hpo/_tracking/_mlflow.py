@@ -33,6 +33,8 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUN
 _ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}}
 PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
 RUN_ATTR = "st_hpo.mlflow_run_id"
+#: On a trial that a stop (Ctrl-C, SIGTERM) ended: its run ends KILLED, also when ``sync`` closes it.
+KILLED_ATTR = "st_hpo.run_killed"
 #: Where a baseline run unsampled kept its base values before trials recorded ``st_hpo.config`` (read only).
 EFFECTIVE_PARAMS_ATTR = "st_hpo.effective_params"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
@@ -360,7 +362,7 @@ class MlflowTracker:
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
             if state in ("COMPLETE", "PRUNED", "FAIL") and (
-                run.info.status not in _ACCEPTED[state] or run.data.tags.get("st_hpo.trial_state") != state
+                run.info.status not in _accepted(trial) or run.data.tags.get("st_hpo.trial_state") != state
             ):
                 self._end_as_stored(run.info.run_id, trial)
                 fixed += 1
@@ -373,7 +375,8 @@ class MlflowTracker:
         error = _fail_reason(trial) if state == "FAIL" else None
         last_seen = trial.user_attrs.get("st_hpo.last_seen")  # a dead worker's trial: when it last worked
         end_time = int(last_seen * 1000) if state == "FAIL" and last_seen else None
-        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time)
+        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time,
+                       status="KILLED" if trial.user_attrs.get(KILLED_ATTR) else None)
 
     def _replay_spool(self, run_id: str, trial: Any) -> bool:
         """Write what the trial could not write to MLflow (its spool file, on this machine); True if any."""
@@ -405,6 +408,11 @@ class MlflowTracker:
         self.log_series(run_id, curve)
         if state != "RUNNING":
             self._end_as_stored(run_id, trial)
+
+
+def _accepted(trial: Any) -> set[str]:
+    """The run statuses that agree with a finished trial (a stopped one's run is KILLED, see KILLED_ATTR)."""
+    return {"KILLED"} if trial.user_attrs.get(KILLED_ATTR) else _ACCEPTED[trial.state.name]
 
 
 def _last_step(trial: Any) -> int:
