@@ -68,6 +68,18 @@ def _wait_for(driver, *texts, timeout=60):
         pytest.fail(f"the page never showed {missing}; it shows:\n{driver.find_element(By.TAG_NAME, 'body').text[:2000]}")
 
 
+def _wait_for_lines(driver, *lines, timeout=60):
+    """Wait until each text is a whole line of the page (an axis title, not part of a chart's name)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d):
+        body = d.find_element(By.TAG_NAME, "body").text.splitlines()
+        return all(line in body for line in lines)
+
+    WebDriverWait(driver, timeout, poll_frequency=0.5).until(shown, f"the page never showed the lines {lines}")
+
+
 def _click(driver, xpath, timeout=30):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -179,6 +191,7 @@ def test_the_printed_url_opens_on_the_trials_best_first_with_objective_and_param
         driver.get(urls[1])
         _wait_for(driver, "st-hpo: the trials", "Parallel Coordinates", "learning_rate vs. objective",
                   "warmup_ratio vs. objective")
+        _wait_for_lines(driver, "learning_rate", "warmup_ratio", "objective")  # the charts' axes: drawn
         driver.save_screenshot(str(tmp_path / "charts.png"))
         print(f"screenshot of the charts: {tmp_path / 'charts.png'}")
     finally:
