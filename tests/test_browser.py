@@ -68,6 +68,18 @@ def _wait_for(driver, *texts, timeout=60):
         pytest.fail(f"the page never showed {missing}; it shows:\n{driver.find_element(By.TAG_NAME, 'body').text[:2000]}")
 
 
+def _wait_for_lines(driver, *lines, timeout=60):
+    """Wait until each text is a whole line of the page (an axis title, not part of a chart's name)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d):
+        body = d.find_element(By.TAG_NAME, "body").text.splitlines()
+        return all(line in body for line in lines)
+
+    WebDriverWait(driver, timeout, poll_frequency=0.5).until(shown, f"the page never showed the lines {lines}")
+
+
 def _click(driver, xpath, timeout=30):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -114,30 +126,92 @@ def test_reviewer_sees_nested_trials_params_objective_and_reports(reviewed, tmp_
         assert (tmp_path / name).stat().st_size > 10_000, name
 
 
-def test_ui_command_serves_the_study_and_stops_on_ctrl_c(reviewed):
-    path, out = reviewed
-    port = _free_port()
+def _start_ui(path, out, port):
+    """`st-hpo ui` on the study; returns (the process, the URLs it printed before 'press Ctrl-C')."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo.cli", "ui", str(path), "--output-dir", str(out),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
+    lines = []
+    deadline = time.monotonic() + 120
+    while not lines or "press Ctrl-C" not in lines[-1]:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, "st-hpo ui exited early: " + "".join(lines)
+        assert time.monotonic() < deadline, "st-hpo ui printed no URL: " + "".join(lines)
+        lines.append(line)
+    return proc, [line.rsplit(": ", 1)[1].strip() for line in lines if ": http" in line]
+
+
+def _stop_ui(proc):
+    proc.send_signal(signal.SIGINT)
     try:
-        line = ""
-        deadline = time.monotonic() + 120
-        while "MLflow UI" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "st-hpo ui exited early"
-        url = line.split(": ", 1)[1].strip()
-        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
-        experiment_id = url.rsplit("/", 1)[1]
-        api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
-        with urllib.request.urlopen(api, timeout=10) as resp:
-            assert json.load(resp)["experiment"]["name"] == "tiny-file"
-        proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=180)  # stopping mlflow server takes long on a loaded machine
     finally:
         if proc.poll() is None:
             proc.kill()
+    return rest
+
+
+def _row_order(driver, names):
+    """The names in the order the page shows them (top to bottom)."""
+    found = {n: driver.find_element("xpath", f"//*[normalize-space(text())='{n}']").location["y"] for n in names}
+    return sorted(names, key=found.get)
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium "
+                    "chromium-driver; .ci/setup does it)")
+def test_the_printed_url_opens_on_the_trials_best_first_with_objective_and_params(reviewed, tmp_path):
+    """No click: the first URL `st-hpo ui` prints shows the trials, flat and best first, with their objective
+    and searched parameters, in MLflow's model-training view; the second one their charts."""
+    path, out = reviewed
+    client, _, trials = mlflow_runs(out, "tiny-file")
+    ranked = sorted(trials, key=lambda r: r.data.metrics["objective"], reverse=True)
+    experiment_id = trials[0].info.experiment_id
+    for tag in ("mlflow.experimentKind", "mlflow.sharedViewState.st-hpo-trials"):  # as an earlier version made it
+        client.delete_experiment_tag(experiment_id, tag)
+    port = _free_port()
+    proc, urls = _start_ui(path, out, port)  # puts them back
+    driver = _driver(tmp_path)
+    try:
+        driver.get(urls[0])
+        values = [str(r.data.metrics["objective"]) for r in ranked]  # a cell's text is the whole value
+        page = _wait_for(driver, "trial-0", "trial-1", "trial-2", "3 matching runs", "objective", "learning_rate",
+                         "warmup_ratio", "Model training")
+        assert "tiny-file\n" not in page.split("3 matching runs")[0].split("Run Name")[-1], "the parent run is not listed"
+        for value in values:
+            assert value in page, f"objective {value} is not on screen"
+        assert _row_order(driver, [r.info.run_name for r in ranked]) == [r.info.run_name for r in ranked], \
+            "the trials are listed best first"
+        assert "Judges" not in page and "Sessions" not in page, "MLflow's GenAI view"
+        shot = tmp_path / "trials.png"
+        driver.save_screenshot(str(shot))
+        print(f"screenshot of the first screen: {shot}")
+
+        driver.get(urls[1])
+        _wait_for(driver, "st-hpo: the trials", "Parallel Coordinates", "learning_rate vs. objective",
+                  "warmup_ratio vs. objective")
+        _wait_for_lines(driver, "learning_rate", "warmup_ratio", "objective")  # the charts' axes: drawn
+        driver.save_screenshot(str(tmp_path / "charts.png"))
+        print(f"screenshot of the charts: {tmp_path / 'charts.png'}")
+    finally:
+        driver.quit()
+        _stop_ui(proc)
+    assert shot.stat().st_size > 10_000
+
+
+def test_ui_command_serves_the_study_and_stops_on_ctrl_c(reviewed):
+    path, out = reviewed
+    port = _free_port()
+    proc, urls = _start_ui(path, out, port)
+    try:
+        assert all(url.startswith(f"http://127.0.0.1:{port}/#/experiments/") for url in urls) and len(urls) == 3
+        experiment_id = urls[0].split("/#/experiments/", 1)[1].split("/", 1)[0]
+        api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment_id}"
+        with urllib.request.urlopen(api, timeout=10) as resp:
+            assert json.load(resp)["experiment"]["name"] == "tiny-file"
+    finally:
+        rest = _stop_ui(proc)
     assert proc.returncode == 0 and "stopped the MLflow server" in rest
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the server is gone"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.distributions import FloatDistribution
 
-from st_hpo._execution._loop import _cancel_surplus
+from st_hpo._execution._loop import _cancel
 from st_hpo._execution._session import log_study_figures
 from st_hpo._execution._storage import open_storage
 from st_hpo._results._reports import summarize
@@ -27,7 +27,7 @@ def _study_with_a_cancelled_surplus(storage_url: str) -> optuna.Study:
     failed = study.ask(SPACE)
     failed.set_user_attr("st_hpo.error", "diverged")
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
-    _cancel_surplus(study, study.ask(SPACE))  # what a worker does when others filled the budget
+    _cancel(study, study.ask(SPACE))  # what a worker does when others filled the budget
     return study
 
 

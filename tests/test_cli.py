@@ -73,6 +73,10 @@ def test_run_then_status_json_and_resume(tmp_path, study_file):
     assert len(best) == 1 and best[0]["model_dir"], "the best trial's model is kept"
     assert "best, model kept" in table.stdout and f"best model: {best[0]['model_dir']}" in table.stdout
     assert f"best model: {best[0]['model_dir']}" in proc.stdout
+    # where to review: the URL that opens MLflow's UI on the trials (as `st-hpo ui` prints it first)
+    experiment = mlflow_runs(out_dir, "cli-study")[2][0].info.experiment_id
+    assert (f"review in MLflow: st-hpo ui {path}, then open http://127.0.0.1:5000/#/experiments/{experiment}/runs?"
+            "viewStateShareKey=st-hpo-trials&workflowType=machine_learning") in proc.stdout
     # a worker joining the finished study says why it does nothing
     joined = st_hpo("worker", str(path), cwd=tmp_path)
     assert joined.returncode == 0, joined.stderr[-2000:]

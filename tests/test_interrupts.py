@@ -78,3 +78,49 @@ def test_an_ignored_signal_stays_ignored():
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
+def cli_handlers():
+    """SIGINT and SIGTERM as `st-hpo run` and `st-hpo worker` handle them; the stop record cleared after."""
+    from st_hpo._interrupts import forget_stop, interrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    forget_stop()
+    yield
+    forget_stop()
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def test_a_stop_held_in_a_write_is_recorded_even_when_its_interrupt_is_then_swallowed(cli_handlers):
+    from st_hpo._interrupts import stop_requested
+
+    try:
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+    except KeyboardInterrupt:
+        pass  # a library between the write and st-hpo's loop that catches it
+    assert stop_requested(), "the loop would never learn that it was told to stop"
+
+
+def test_a_stop_that_lands_in_a_finalizer_is_dropped_by_python_and_still_recorded(cli_handlers):
+    """Python runs a signal's handler wherever the main thread is, a finalizer included, and drops what a
+    finalizer raises ("Exception ignored in ..."): the KeyboardInterrupt of that stop never reaches st-hpo."""
+    import gc
+
+    from st_hpo._interrupts import stop_requested
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the supervisor's SIGTERM comes while a cycle is collected
+            sum(range(10))  # the handler runs here, inside the finalizer
+
+    reached = []
+    item = Finalized()
+    item.cycle = item
+    del item
+    gc.collect()
+    reached.append("after the collection")
+    assert reached == ["after the collection"], "the interrupt was dropped, as Python does"
+    assert stop_requested()

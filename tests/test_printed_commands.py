@@ -73,8 +73,9 @@ def test_printed_commands_work_in_a_shell_with_spaces_in_the_paths(tmp_path, stu
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "0 complete, 0 pruned), 1 failed" in shown.stdout and "out of memory (simulated)" in shown.stdout
     # the MLflow UI command, pasted as printed (with a free port): it serves the study's store
-    ui = next(line for line in proc.stdout.splitlines() if line.startswith("review in MLflow: "))
-    command = ui[len("review in MLflow: "):]
+    lead = "  or serve the store yourself: "
+    ui = next(line for line in proc.stdout.splitlines() if line.startswith(lead))
+    command = ui[len(lead):]
     assert command.startswith("mlflow ui --backend-store-uri ")
     port = _free_port()
     server = subprocess.Popen(["bash", "-c", f"exec {command} --host 127.0.0.1 --port {port}"], cwd="/",

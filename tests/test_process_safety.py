@@ -90,7 +90,7 @@ def test_a_surplus_trial_gives_back_the_queued_configuration_it_took(tmp_path):
     from types import SimpleNamespace
 
     from st_hpo._api import summarize
-    from st_hpo._execution._loop import _cancel_surplus, _surplus
+    from st_hpo._execution._loop import _cancel, _surplus
 
     study = _journal_study(tmp_path)
     other = study.ask()  # another worker's trial: it alone fills a budget of 1
@@ -98,7 +98,7 @@ def test_a_surplus_trial_gives_back_the_queued_configuration_it_took(tmp_path):
     study.enqueue_trial({"learning_rate": 5e-5}, user_attrs={"st_hpo.baseline": True})
     late = study.ask()  # asked at the same moment by this worker: it pops the queued baseline
     assert _surplus(study, late.number, budget=1)
-    _cancel_surplus(study, late)
+    _cancel(study, late)
 
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert len(waiting) == 1, "the baseline is queued again"

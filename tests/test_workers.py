@@ -130,6 +130,111 @@ def test_sigterm_stops_the_workers_cleanly_and_says_how_to_resume(tmp_path, stud
     assert parents[0].info.status == "KILLED"
 
 
+#: A study's evaluator that, in one worker and once, mid-trial, asks the supervisor to stop (as `kill -TERM` of
+#: `st-hpo run` does) from a finalizer that the garbage collector runs, so that the supervisor's SIGTERM
+#: reaches the worker there: Python prints and drops the KeyboardInterrupt a finalizer raises, and the
+#: worker's trial went on as if it had never been told.
+SWALLOWS_A_STOP = """
+import gc, os, signal, time
+
+
+class StopsInAFinalizer:
+    def __del__(self):
+        with open(MARKER, "w") as f:
+            f.write(str(time.time()))
+        os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(120)  # the supervisor's SIGTERM reaches this worker here
+
+
+class SwallowsAStop(EmbeddingSimilarityEvaluator):
+    def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+        if steps > 0 and os.environ.get("ST_HPO_WORKER_NAME"):
+            try:
+                os.close(os.open(MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # once in the whole run
+            except FileExistsError:
+                return super().__call__(model, output_path, epoch, steps)
+            cycle = StopsInAFinalizer()
+            cycle.itself = cycle
+            del cycle
+            gc.collect()
+        return super().__call__(model, output_path, epoch, steps)
+
+
+def evaluator(ds):
+    return SwallowsAStop(ds["sentence1"], ds["sentence2"], ds["score"], name="sts-dev")
+"""
+
+
+def _stopped_cleanly(tmp_path, out_dir, name, stderr, returncode, stop_time):
+    """After a SIGTERM to `st-hpo run`: every trial failed as interrupted (or given back unstarted), none
+    started after the stop, every run KILLED, and the command says how to resume."""
+    assert returncode == 130, stderr[-3000:]
+    assert "Resume with: st-hpo run" in stderr
+    trials = load_trials(out_dir, name)
+    assert trials and all(t.state.name == "FAIL" for t in trials), [(t.number, t.state.name) for t in trials]
+    ran = [t for t in trials if not t.user_attrs.get("st_hpo.cancelled")]
+    assert {t.user_attrs["st_hpo.error"] for t in ran} == {"interrupted (Ctrl-C or SIGTERM)"}, \
+        [(t.number, t.user_attrs.get("st_hpo.error")) for t in ran]
+    late = [t.number for t in trials if t.datetime_start.timestamp() > stop_time]
+    assert not late, f"trial(s) {late} started after the stop"
+    _, parents, runs = mlflow_runs(out_dir, name)
+    assert {int(r.data.tags["st_hpo.trial_number"]) for r in runs} == {t.number for t in ran}
+    assert runs and all(r.info.status == "KILLED" for r in runs), [r.info.status for r in runs]
+    assert parents[0].info.status == "KILLED"
+
+
+def test_a_stop_whose_interrupt_python_drops_in_a_finalizer_still_ends_the_trial_and_the_worker(tmp_path, study_file):
+    path = study_file(name="swallowed", n_trials=4, epochs=100)
+    marker = tmp_path / "stopped-at"
+    text = path.read_text().replace("def evaluator(ds):", "def _plain_evaluator(ds):")
+    path.write_text(f"MARKER = {str(marker)!r}\n" + text.replace("study = st_hpo.Study(", SWALLOWS_A_STOP + "\n\nstudy = st_hpo.Study("))
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert marker.exists(), proc.stderr[-3000:]
+    stop_time = float(marker.read_text())
+    _stopped_cleanly(tmp_path, tmp_path / "st-hpo-runs" / "swallowed", "swallowed", proc.stderr, proc.returncode,
+                     stop_time)
+    assert "killed by signal 9" not in proc.stderr, "the workers stopped when told, not when killed"
+
+
+#: A study's sampler that asks the supervisor to stop while a worker takes its third trial (inside
+#: `study.ask()`, between two trials of that worker or of the other one).
+STOPS_WHILE_ASKED = """
+import os, signal, time
+
+
+class StopsWhileAsked(optuna.samplers.RandomSampler):
+    def before_trial(self, study, trial):
+        if trial.number == 2 and os.environ.get("ST_HPO_WORKER_NAME"):
+            with open(MARKER, "w") as f:
+                f.write(str(time.time()))
+            os.kill(os.getppid(), signal.SIGTERM)
+            time.sleep(30)  # the supervisor's SIGTERM reaches this worker here
+        super().before_trial(study, trial)
+"""
+
+
+def test_a_stop_while_a_worker_takes_its_next_trial_starts_nothing_and_leaves_nothing_running(tmp_path, study_file):
+    path = study_file(name="asked", n_trials=6)
+    marker = tmp_path / "stopped-at"
+    text = path.read_text().replace("pruner=\"median\",", "pruner=\"median\", sampler=StopsWhileAsked(seed=0),")
+    path.write_text(f"MARKER = {str(marker)!r}\n" + text.replace("study = st_hpo.Study(", STOPS_WHILE_ASKED + "\n\nstudy = st_hpo.Study("))
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out_dir = tmp_path / "st-hpo-runs" / "asked"
+    assert marker.exists(), proc.stderr[-3000:]
+    stop_time = float(marker.read_text())
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    trials = load_trials(out_dir, "asked")
+    assert not [t.number for t in trials if t.state.name == "RUNNING"], "a trial was left RUNNING"
+    asked = next(t for t in trials if t.number == 2)
+    assert asked.user_attrs.get("st_hpo.cancelled"), "the trial taken as the stop came never ran"
+    assert not [t.number for t in trials if t.datetime_start.timestamp() > stop_time]
+    _, _, runs = mlflow_runs(out_dir, "asked")
+    assert 2 not in {int(r.data.tags["st_hpo.trial_number"]) for r in runs}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
 def test_timeout_reaches_every_worker(tmp_path, study_file):
     """`--timeout` with workers: each stops starting trials when the command's time is up (and -q quiets them)."""
     path = study_file(name="timed", n_trials=500)

@@ -48,6 +48,8 @@ class StudyResult:
     #: what a cluster engine was handed when the run returned without waiting: its job or actor ids, the
     #: job script, and the commands to watch and stop it (:class:`st_hpo._engines.Submission`)
     submission: Any = None
+    #: the study's MLflow experiment (None without tracking)
+    experiment_id: str | None = None
 
 
 def validate_study(study: Study) -> None:
@@ -351,5 +353,6 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         base_model_test_value=recorded_test_values(study)[1],
         budget=budget,
         submission=submission,
+        experiment_id=session.tracker.experiment_id if session.tracker else None,
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from st_hpo._execution._schedule import PROGRESS_SCALE, progress_step
+from st_hpo._interrupts import stop_requested
 
 __all__ = ["DEVICE_ATTR", "Diverged", "TrialReporter", "training_devices"]
 
@@ -143,6 +144,8 @@ class TrialReporter(TrainerCallback):
         self._pending.append(({"warmup_steps_effective": self.warmup_steps, "max_steps": self.max_steps}, 0))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if stop_requested():  # its KeyboardInterrupt was lost (see st_hpo._interrupts): stop here
+            raise KeyboardInterrupt("stop requested")
         # runs after the trainer's DefaultFlowCallback: on a grid, st-hpo alone decides when to evaluate
         if self.devices is None:  # after the first optimizer step: its state tensors exist by now
             self.devices = training_devices(kwargs.get("model"), kwargs.get("optimizer"))

@@ -33,7 +33,9 @@ from st_hpo._execution._session import StudySession
 from st_hpo._execution._storage import HeartbeatThread
 from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo._execution._workers import supervisor_gone
+from st_hpo._interrupts import forget_stop, stop_requested, uninterrupted
 from st_hpo._tracking._census import CANCELLED_ATTR, OUT_OF_MEMORY, end_tags, study_census
+from st_hpo._tracking._mlflow import KILLED_ATTR
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
@@ -69,8 +71,9 @@ def _surplus(study: Any, number: int, budget: int) -> bool:
     return number not in running[: max(budget - finished, 0)]
 
 
-def _cancel_surplus(study: Any, trial: Any) -> None:
-    """End a trial the budget cannot use, giving back the queued configuration it popped, if any.
+def _cancel(study: Any, trial: Any, why: str = "not needed: other workers filled the budget") -> None:
+    """End a trial that will not run (the budget cannot use it; its worker was told to stop), giving back
+    the queued configuration it popped, if any.
 
     ``study.ask()`` takes a WAITING trial (the baseline, a warm-start configuration) before sampling; a
     surplus trial that took one queues it again, with its user attrs, before it is ended, or it would be
@@ -84,7 +87,7 @@ def _cancel_surplus(study: Any, trial: Any) -> None:
         if frozen.user_attrs.get(BASELINE_ATTR):
             trial.set_user_attr(BASELINE_ATTR, False)  # the queued copy is the baseline now
     trial.set_user_attr(CANCELLED_ATTR, True)
-    trial.set_user_attr(ERROR_ATTR, "not needed: other workers filled the budget")
+    trial.set_user_attr(ERROR_ATTR, why)
     study.tell(trial, state=_state("FAIL"))
 
 
@@ -92,15 +95,29 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
          progress: Progress, engine_ended: Callable[[str], str | None] | None = None) -> LoopResult:
     """Run trials of ``session.study`` until ``budget`` trials have finished, the timeout, or Ctrl-C.
 
-    ``engine_ended``: asks the engines about other workers' trials (see :func:`recover_stale_trials`)."""
-    study = session.study
+    A stop (Ctrl-C, SIGTERM) ends the running trial FAIL and its run KILLED, and no trial starts after it:
+    the loop also asks :func:`stop_requested`, since the ``KeyboardInterrupt`` of a stop can be lost (see
+    :mod:`st_hpo._interrupts`), and holds stops back while it takes a trial and while it records one.
+    ``engine_ended``: asks the engines about other workers' trials (see :func:`recover_stale_trials`).
+    """
     ctx = TrialContext(session.validated, session.resources, session.tracker, session.output_dir, worker,
                        progress=progress)
     result = LoopResult()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        return _loop(session, ctx, result, budget, None if timeout is None else time.monotonic() + timeout,
+                     engine_ended)
+    except KeyboardInterrupt:  # between two trials, with none of this worker's open
+        return _stopped(result)
+
+
+def _loop(session: StudySession, ctx: TrialContext, result: LoopResult, budget: int, deadline: float | None,
+          engine_ended: Callable[[str], str | None] | None) -> LoopResult:
+    study, progress, worker = session.study, ctx.progress, ctx.worker
     failures = 0  # this worker's trials that failed one after the other
     out_of_memory = 0  # and that ran out of memory one after the other
     while True:
+        if stop_requested():
+            return _stopped(result)
         recover_stale_trials(study, engine_ended=engine_ended)
         finished, running = _counts(study)
         progress.set_finished(finished)
@@ -113,38 +130,19 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
         if finished + running >= budget:
             time.sleep(POLL_SECONDS)  # others run the last trials; take over if one of them fails
             continue
-        with warnings.catch_warnings():  # st-hpo beats for its trials itself (HeartbeatThread)
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial = study.ask()
-        if _surplus(study, trial.number, budget):
-            _cancel_surplus(study, trial)
+        with uninterrupted(deliver=False):  # a stop now must not leave the trial RUNNING and its worker gone
+            trial = _take_trial(study, budget, worker)
+        if trial is None:
             continue
-        if os.environ.get(SUPERVISOR_ENV):  # the supervisor that started this worker reports how it ends
-            trial.set_user_attr(SUPERVISOR_ATTR, int(os.environ[SUPERVISOR_ENV]))
-        record_worker(trial, worker.pid, worker.host)  # its host, start time, boot id, and last its pid
-        outcome = None
-        try:
-            with HeartbeatThread(study._storage, trial._trial_id):  # noqa: SLF001
-                outcome = run_trial(ctx, trial)
-        except KeyboardInterrupt:
-            restore_sigterm = _ignore_sigterm()  # a second SIGTERM must not leave the trial half-recorded
-        if outcome is None:
-            # recorded once the except block is left: its traceback, and any database cursor the interrupt
-            # left open in it (with SQLite's lock on the file), are gone by then
-            gc.collect()
-            try:
-                why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
-                spent = trial.user_attrs  # the times run_trial recorded as it stopped
-                stopped = TrialOutcome(trial.number, "FAIL", error=why,
-                                       seconds=spent.get("st_hpo.trial_seconds", 0.0),
-                                       train_seconds=spent.get("st_hpo.train_seconds", 0.0),
-                                       eval_seconds=spent.get("st_hpo.eval_seconds", 0.0))
-                _finish(session, trial, stopped, killed=True)
-            finally:
-                restore_sigterm()
-            result.interrupted = True
-            return result
-        _finish(session, trial, outcome)
+        if stop_requested():  # it came while the trial was taken: give it back untouched
+            _cancel(study, trial, "not started: its worker was told to stop (Ctrl-C or SIGTERM)")
+            return _stopped(result)
+        outcome, restore_sigterm = _run_one(ctx, trial)
+        with uninterrupted(deliver=False):  # the trial's end is recorded whole; the loop's top then stops
+            if outcome is None or stop_requested():  # stopped while it ran, whatever became of the exception
+                _record_stopped(session, trial, restore_sigterm)
+                return _stopped(result)
+            _finish(session, trial, outcome)
         result.trials_run += 1
         progress.trial_done(outcome, study)
         if outcome.state != OUT_OF_MEMORY:  # out of memory is a result, never a failure in a row
@@ -154,6 +152,56 @@ def work(session: StudySession, *, budget: int, timeout: float | None, worker: W
                           or nothing_fits(out_of_memory, outcome.error))
         if result.gave_up:
             return result
+
+
+def _stopped(result: LoopResult) -> LoopResult:
+    forget_stop()  # acted on: the caller reports the run as interrupted
+    result.interrupted = True
+    return result
+
+
+def _take_trial(study: Any, budget: int, worker: WorkerInfo) -> Any:
+    """Ask for a trial and mark it this worker's; None when the budget cannot use it (it is cancelled)."""
+    with warnings.catch_warnings():  # st-hpo beats for its trials itself (HeartbeatThread)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        trial = study.ask()
+    if stop_requested():  # the caller gives it back
+        return trial
+    if _surplus(study, trial.number, budget):
+        _cancel(study, trial, "not needed: other workers filled the budget")
+        return None
+    if os.environ.get(SUPERVISOR_ENV):  # the supervisor that started this worker reports how it ends
+        trial.set_user_attr(SUPERVISOR_ATTR, int(os.environ[SUPERVISOR_ENV]))
+    record_worker(trial, worker.pid, worker.host)  # its host, start time, boot id, and last its pid
+    return trial
+
+
+def _run_one(ctx: TrialContext, trial: Any) -> tuple[TrialOutcome | None, Callable[[], None]]:
+    """Run ``trial``: (its outcome, None when a Ctrl-C or SIGTERM stopped it; what puts SIGTERM's handler
+    back, ignored from the moment it stopped until its end is recorded)."""
+    try:
+        with HeartbeatThread(trial.study._storage, trial._trial_id):  # noqa: SLF001
+            return run_trial(ctx, trial), lambda: None
+    except KeyboardInterrupt:
+        restore_sigterm = _ignore_sigterm()  # a second SIGTERM must not leave the trial half-recorded
+    return None, restore_sigterm
+
+
+def _record_stopped(session: StudySession, trial: Any, restore_sigterm: Callable[[], None]) -> None:
+    """Record a trial that a stop ended: FAIL, its run KILLED, with who stopped it; then put SIGTERM's
+    handler back."""
+    # recorded once the except block is left: its traceback, and any database cursor the interrupt left
+    # open in it (with SQLite's lock on the file), are gone by then
+    try:
+        gc.collect()
+        why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
+        spent = trial.user_attrs  # the times run_trial recorded as it stopped
+        stopped = TrialOutcome(trial.number, "FAIL", error=why, seconds=spent.get("st_hpo.trial_seconds", 0.0),
+                               train_seconds=spent.get("st_hpo.train_seconds", 0.0),
+                               eval_seconds=spent.get("st_hpo.eval_seconds", 0.0))
+        _finish(session, trial, stopped, killed=True)
+    finally:
+        restore_sigterm()
 
 
 def _ignore_sigterm() -> Callable[[], None]:
@@ -200,6 +248,7 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         trial.set_user_attr(ERROR_ATTR, outcome.error[:2000])
     if killed:
         trial.set_user_attr(STOPPED_ATTR, True)
+        trial.set_user_attr(KILLED_ATTR, True)  # its run ends KILLED, also if `sync` has to close it
     trial.set_user_attr("st_hpo.trial_seconds", round(outcome.seconds, 3))
     trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))
     trial.set_user_attr("st_hpo.eval_seconds", round(outcome.eval_seconds, 3))

@@ -201,6 +201,7 @@ class StudySession:
             tracker.ensure_parent(study, _settings(definition, validated, storage_url))
             if options.role == "main":
                 record_on_parent(tracker, definition, record, datasets, study_file=options.study_file)
+                tracker.show_trials(definition.space, study)  # what the UI opens on
         session = cls(definition=definition, validated=validated, resources=resources, study=study,
                       tracker=tracker, output_dir=output_dir, storage_url=storage_url, tracking_uri=tracking_uri)
         try:
@@ -307,6 +308,7 @@ class StudySession:
         try:
             self.tracker.sync(self.study, self.definition.objective)
             self.update_parent()
+            self.tracker.show_trials(self.definition.space, self.study)  # a define-by-run space's names by now
         except TrackingError as exc:
             logger.warning("%s; run `st-hpo sync` when MLflow is back to log what is missing", exc)
             return

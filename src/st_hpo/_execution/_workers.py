@@ -167,6 +167,9 @@ def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget:
     try:
         return _watch(session, slots, study_file, budget, extra_args, progress, deadline, plan)
     except KeyboardInterrupt:
+        from st_hpo._interrupts import forget_stop
+
+        forget_stop()  # acted on here: the workers are told, and the caller reports the run as interrupted
         _stop_all(slots)
         recover_stale_trials(session.study, exit_codes=_exit_codes(slots))
         return False, True, None

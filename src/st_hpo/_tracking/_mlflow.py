@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from st_hpo._interrupts import uninterrupted
 from st_hpo._tracking._census import OUT_OF_MEMORY, end_tags, shown_state
+from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "error_line",
@@ -34,6 +35,8 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUN
 _ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}, OUT_OF_MEMORY: {"FAILED"}}
 PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
 RUN_ATTR = "st_hpo.mlflow_run_id"
+#: On a trial that a stop (Ctrl-C, SIGTERM) ended: its run ends KILLED, also when ``sync`` closes it.
+KILLED_ATTR = "st_hpo.run_killed"
 #: Where a baseline run unsampled kept its base values before trials recorded ``st_hpo.config`` (read only).
 EFFECTIVE_PARAMS_ATTR = "st_hpo.effective_params"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
@@ -170,12 +173,24 @@ class MlflowTracker:
         try:
             # a classic ML experiment: MLflow 3 would otherwise open it on the GenAI traces view
             return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root,
-                                                 tags={"mlflow.experimentKind": "custom_model_development"})
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:
             exp = self.client.get_experiment_by_name(self.experiment_name)  # another worker created it
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def show_trials(self, space: Any, study: Any, *, maximize: bool | None = None) -> None:
+        """Make the UI open the experiment on the trials of ``study`` (Optuna's; None: none ran yet), best
+        first (see :mod:`st_hpo._tracking._view`); an experiment made by an earlier version gets the
+        model-training kind and the view here. ``maximize``: the direction, when there is no ``study``."""
+        from st_hpo._tracking._view import ensure_trials_view, searched_names
+
+        if study is not None:
+            maximize = study.direction.name == "MAXIMIZE"
+        tags = self._call("read the experiment", self.client.get_experiment, self.experiment_id).tags
+        self._call("set the trials view", ensure_trials_view, self.client, self.experiment_id,
+                   searched_names(space, study), maximize=bool(maximize), tags=tags)
 
     # --- the parent run -------------------------------------------------------------------------------
 
@@ -351,7 +366,7 @@ class MlflowTracker:
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
             if state in _ACCEPTED and (
-                run.info.status not in _ACCEPTED[state] or run.data.tags.get("st_hpo.trial_state") != state
+                run.info.status not in _accepted(trial) or run.data.tags.get("st_hpo.trial_state") != state
             ):
                 self._end_as_stored(run.info.run_id, trial)
                 fixed += 1
@@ -365,7 +380,7 @@ class MlflowTracker:
         last_seen = trial.user_attrs.get("st_hpo.last_seen")  # a dead worker's trial: when it last worked
         end_time = int(last_seen * 1000) if state == "FAIL" and last_seen else None
         self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time,
-                       tags=end_tags(trial))
+                       tags=end_tags(trial), status="KILLED" if trial.user_attrs.get(KILLED_ATTR) else None)
 
     def _replay_spool(self, run_id: str, trial: Any) -> bool:
         """Write what the trial could not write to MLflow (its spool file, on this machine); True if any."""
@@ -397,6 +412,11 @@ class MlflowTracker:
         self.log_series(run_id, curve)
         if state != "RUNNING":
             self._end_as_stored(run_id, trial)
+
+
+def _accepted(trial: Any) -> set[str]:
+    """The run statuses that agree with a finished trial (a stopped one's run is KILLED, see KILLED_ATTR)."""
+    return {"KILLED"} if trial.user_attrs.get(KILLED_ATTR) else _ACCEPTED[shown_state(trial)]
 
 
 def _last_step(trial: Any) -> int:

@@ -133,7 +133,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if result.best_model_dir:
             out.print(f"best model: {result.best_model_dir}")
     if result.tracking_uri:
-        out.print(escape(f"review in MLflow: {shell_line('mlflow', 'ui', '--backend-store-uri', result.tracking_uri)}"))
+        for line in _review_lines(ns, result):
+            out.print(escape(line))
     if result.stop_reason and result.budget_met:  # every trial of the budget pruned or failed
         sys.stderr.write(f"error: {result.stop_reason}. See each trial with: "
                          f"{shell_line('st-hpo', 'status', ns.study_file)}; fix the cause, then extend the study "
@@ -152,6 +153,20 @@ def _location_flags(ns: argparse.Namespace) -> str:
     flags = [(f, getattr(ns, a)) for f, a in (("--output-dir", "output_dir"), ("--storage", "storage"),
                                               ("--study-name", "study_name")) if getattr(ns, a)]
     return "".join(f" {f} {shlex.quote(v)}" for f, v in flags)
+
+
+def _review_lines(ns: argparse.Namespace, result: Any) -> list[str]:
+    """Where to see the trials in MLflow: the URL of the trials view (see `st-hpo ui`), and the plain
+    `mlflow ui` command for the embedded store; every path quoted for the shell."""
+    from st_hpo._tracking._view import trials_url
+
+    uri, exp = result.tracking_uri, result.experiment_id
+    if uri.startswith(("http://", "https://")) and exp:
+        return [f"review in MLflow: {trials_url(uri, exp)}"]
+    ui = shell_line("st-hpo", "ui", ns.study_file, *(["--output-dir", ns.output_dir] if ns.output_dir else []))
+    url = f", then open {trials_url('http://127.0.0.1:5000', exp)}" if exp else ""
+    return [f"review in MLflow: {ui}{url}",
+            f"  or serve the store yourself: {shell_line('mlflow', 'ui', '--backend-store-uri', uri)}"]
 
 
 def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:

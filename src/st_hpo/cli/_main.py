@@ -246,10 +246,12 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def _sigterm_as_interrupt() -> None:
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    """SIGTERM stops as Ctrl-C does; both are recorded as stop requests (see st_hpo._interrupts), so that one
+    whose KeyboardInterrupt a library swallows still stops the trial and the worker."""
+    from st_hpo._interrupts import interrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

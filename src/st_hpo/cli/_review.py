@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -321,17 +322,18 @@ def cmd_ui(ns: argparse.Namespace) -> int:
     study = _load(ns)
     location = StudyLocation.resolve(study, output_dir=ns.output_dir, tracking_uri=ns.tracking_uri)
     if location.tracking_uri.startswith(("http://", "https://")):
-        _print(experiment_url(location.tracking_uri, _experiment_id(location.tracking_uri, study.experiment)))
+        experiment_id = _experiment_id(location.tracking_uri, study.experiment)
+        _show_trials(study, location)
+        _print_urls(study, location.tracking_uri, experiment_id)
         return 0
     if location.tracking_uri.startswith("sqlite:///") and not Path(location.tracking_uri[10:]).exists():
         from st_hpo.exceptions import TrackingError
 
         raise TrackingError(f"no MLflow store at {location.tracking_uri}; run the study first or pass --output-dir")
     experiment_id = _experiment_id(location.tracking_uri, study.experiment)
+    _show_trials(study, location)
     proc = start_mlflow_server(location.tracking_uri, host=ns.host, port=ns.port)
-    url = experiment_url(f"http://{ns.host}:{ns.port}", experiment_id)
-    print(f"MLflow UI for study {study.name!r}: {url}", flush=True)
-    print(f"  its runs (a parent run per study, trial runs nested under it): {url}/runs", flush=True)
+    _print_urls(study, f"http://{ns.host}:{ns.port}", experiment_id)
     print("press Ctrl-C to stop", flush=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -343,6 +345,34 @@ def cmd_ui(ns: argparse.Namespace) -> int:
         return 0
     sys.stderr.write(f"error: the MLflow server exited with code {proc.returncode}:\n{server_log(proc)[-2000:]}\n")
     return 1
+
+
+def _print_urls(study: Any, base: str, experiment_id: str) -> None:
+    """The trials view first (the runs list, best first), then its charts and the whole experiment."""
+    from st_hpo._tracking._view import trials_url
+
+    print(f"MLflow UI for study {study.name!r}: {trials_url(base, experiment_id)}", flush=True)
+    print(f"  the trials' charts (objective against each searched parameter): "
+          f"{trials_url(base, experiment_id, charts=True)}", flush=True)
+    print(f"  every run (the parent run, with the reports among its artifacts, and the trials nested under it): "
+          f"{experiment_url(base, experiment_id)}/runs", flush=True)
+
+
+def _show_trials(study: Any, location: Any) -> None:
+    """Write the trials view on the experiment (one made by an earlier version has none)."""
+    from st_hpo._results._read import load_study
+    from st_hpo._tracking._mlflow import MlflowTracker
+    from st_hpo.exceptions import StHpoError
+
+    try:
+        optuna_study = load_study(study, location)
+    except StHpoError:  # no storage here (another machine's): the study file's space alone
+        optuna_study = None
+    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+    try:
+        tracker.show_trials(study.space, optuna_study, maximize=study.direction == "maximize")
+    except StHpoError as exc:  # the UI still shows the runs; only the first screen is MLflow's own
+        logging.getLogger(__name__).warning("%s; the URL opens MLflow's default view", exc)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
