@@ -270,8 +270,8 @@ def test_sync_ends_the_parent_run_a_killed_run_left_running(tmp_path, study_file
     import optuna
 
     import st_hpo
-    from st_hpo._execution._recovery import RUNNER_ATTR
     from st_hpo._results import _sync
+    from st_hpo._tracking._schema import RUNNER_ATTR
     from st_hpo.cli._main import main
 
     path = study_file(name="left-running", n_trials=1)

@@ -140,8 +140,8 @@ def test_a_changed_loss_or_evaluator_is_refused_on_resume_and_an_older_record_re
     # a study stored before st-hpo recorded the loss, evaluator and objective resumes, with a warning, and
     # records them from then on
     path.write_text(path.read_text().replace("import AnglELoss as CoSENTLoss", "import CoSENTLoss"))
-    from st_hpo._definition._identity import DEFINITION_ATTR
     from st_hpo._execution._storage import open_storage
+    from st_hpo._tracking._schema import DEFINITION_ATTR
 
     stored = optuna.load_study(study_name="loss-id", storage=open_storage(str(out / "optuna.journal")))
     old = {k: v for k, v in stored.user_attrs[DEFINITION_ATTR].items() if k not in ("loss", "evaluator", "objective")}

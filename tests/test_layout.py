@@ -13,7 +13,7 @@ SRC = Path(st_hpo.__file__).parent
 
 #: Lowest first. A module's layer is its package under ``st_hpo`` (or its own name at the top); the package
 #: ``st_hpo`` itself (the public API, and ``__version__``) sits below ``cli``, which reads its version.
-LAYERS = ["exceptions", "_interrupts", "_kinds", "_definition", "_tracking", "_execution", "_results", "_engines",
+LAYERS = ["exceptions", "_schema", "_interrupts", "_kinds", "_definition", "_tracking", "_execution", "_results", "_engines",
           "_api", "__init__", "cli", "__main__"]
 
 
@@ -23,11 +23,15 @@ def _module_name(path: Path) -> str:
 
 
 MODULES = {_module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+#: The stored schema (``_tracking/_schema.py``) sits in a layer of its own, just above the exceptions.
+SCHEMA = "st_hpo._tracking._schema"
 
 
 def _layer(module: str) -> str:
     if module == "st_hpo":
         return "__init__"
+    if module == SCHEMA:  # the stored keys: every layer spells a key through it, and it imports nothing
+        return "_schema"
     return module.split(".")[1]
 
 

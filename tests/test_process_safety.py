@@ -14,13 +14,13 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from st_hpo._execution._recovery import (
-    PID_START_ATTR,
     current_host,
     pid_alive,
     process_identity,
     record_worker,
     recover_stale_trials,
 )
+from st_hpo._tracking._schema import PID_START_ATTR
 from tests.helpers import load_trials, mlflow_runs
 
 pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)

@@ -10,7 +10,8 @@ import optuna
 import pytest
 
 from st_hpo._execution import _recovery
-from st_hpo._execution._recovery import SUPERVISOR_ATTR, current_host, recover_stale_trials
+from st_hpo._execution._recovery import current_host, recover_stale_trials
+from st_hpo._tracking._schema import SUPERVISOR_ATTR
 
 pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
 

@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from st_hpo._execution._recovery import fail_trial
-from st_hpo._execution._resume import CHECKPOINT_ATTR, POLICY_ATTR, RESUME_ATTR, queue_resume
+from st_hpo._execution._resume import queue_resume
+from st_hpo._tracking._schema import CHECKPOINT_ATTR, POLICY_ATTR, RESUME_ATTR
 from st_hpo.exceptions import StudyDefinitionError
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import st_hpo
-from st_hpo._execution._callbacks import DEVICE_ATTR
+from st_hpo._tracking._schema import DEVICE_ATTR
 from tests.helpers import load_trials
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from st_hpo._definition._study import Study
 from st_hpo._tracking._census import study_census
+from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY, N_TRIALS_KEY
 
 __all__ = ["StudyResult", "join_study", "run_study", "validate_study"]
 
@@ -202,7 +203,7 @@ def _budget(session: Any, n_trials: int | None) -> int:
     ``n_trials`` given: that, said in a line when it lowers the stored budget. Not given: the stored
     budget (an earlier ``--n-trials`` extension is kept) or the study file's ``n_trials``, the larger.
     """
-    stored = session.study.user_attrs.get("st_hpo.n_trials")
+    stored = session.study.user_attrs.get(N_TRIALS_KEY)
     if n_trials is not None:
         budget = n_trials
         if stored is not None and budget < stored:
@@ -211,7 +212,7 @@ def _budget(session: Any, n_trials: int | None) -> int:
     else:
         budget = max(int(stored or 0), session.definition.n_trials)
     if budget != stored:
-        session.study.set_user_attr("st_hpo.n_trials", budget)
+        session.study.set_user_attr(N_TRIALS_KEY, budget)
     return budget
 
 
@@ -235,7 +236,7 @@ def _announce(session: Any, budget: int, workers: int, engine: str = "local") ->
              f"  output  {session.output_dir}"]
     if session.tracking_uri:
         lines.append(f"  MLflow  {session.tracking_uri}")
-    base = study.user_attrs.get("st_hpo.base_model_value")
+    base = study.user_attrs.get(BASE_MODEL_VALUE_KEY)
     if base is not None:
         lines.append(f"  base model before fine-tuning: {definition.objective} = {base:.4f}")
     Progress(budget=budget).message(escape("\n".join(lines)))
@@ -262,7 +263,7 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
                              study_name=study_name, pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
                              keep_best_model=keep_best_model, role="worker", worker_name=name)
     session = StudySession.open(study, options)
-    budget = n_trials or int(session.study.user_attrs.get("st_hpo.n_trials", session.definition.n_trials))
+    budget = n_trials or int(session.study.user_attrs.get(N_TRIALS_KEY, session.definition.n_trials))
     loop = _run_here(session, budget, _left(deadline), progress, worker_name=name)
     if progress and loop.budget_met and not loop.trials_run and not os.environ.get(SUPERVISOR_ENV):
         from st_hpo._execution._progress import Progress
@@ -344,7 +345,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         best_trial_number=best.number if best else None,
         best_value=best.value if best else None,
         best_params=shown_params(best) if best else {},
-        base_model_value=study.user_attrs.get("st_hpo.base_model_value"),
+        base_model_value=study.user_attrs.get(BASE_MODEL_VALUE_KEY),
         interrupted=interrupted,
         budget_met=budget_met,
         best_model_dir=saved_best_model(study),

@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._schema import DEFINITION_ATTR, GIT_DIRTY_KEY, KIND_ATTR, MODEL_KEY, VERSION_TAG_PREFIX
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["DEFINITION_ATTR", "PACKAGES", "check_unchanged", "dataset_fingerprint", "definition_record",
@@ -30,8 +31,6 @@ __all__ = ["DEFINITION_ATTR", "PACKAGES", "check_unchanged", "dataset_fingerprin
 
 logger = logging.getLogger(__name__)
 
-#: Study user attribute: the definition the study's trials ran under (see :func:`definition_record`).
-DEFINITION_ATTR = "st_hpo.definition"
 #: Packages whose versions the parent run records.
 PACKAGES = ("st-hpo", "torch", "transformers", "sentence-transformers", "optuna", "mlflow", "datasets",
             "accelerate")
@@ -268,13 +267,13 @@ def record_on_parent(tracker: Any, definition: Any, record: Mapping[str, Any], d
     run_id = tracker.parent_run_id
     if not run_id:
         return
-    tags = {f"st_hpo.version.{name}": version for name, version in package_versions().items()}
-    tags["st_hpo.model"] = record["model"]
-    tags["st_hpo.model_kind"] = record["kind"]
+    tags = {f"{VERSION_TAG_PREFIX}{name}": version for name, version in package_versions().items()}
+    tags[MODEL_KEY] = record["model"]
+    tags[KIND_ATTR] = record["kind"]
     commit = git_commit(study_file or Path.cwd())
     if commit is not None:
         tags["mlflow.source.git.commit"] = commit[0]  # the MLflow UI shows it as the run's source version
-        tags["st_hpo.git_dirty"] = str(commit[1]).lower()
+        tags[GIT_DIRTY_KEY] = str(commit[1]).lower()
     inputs = []
     for name, ds in datasets.items():
         if ds is None or name not in record["data"]:

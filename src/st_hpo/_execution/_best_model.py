@@ -18,13 +18,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._schema import MODEL_DIR_ATTR
+
 __all__ = ["MODEL_DIR_ATTR", "beats_best", "best_number", "keep_only_best", "model_dir", "save_model",
            "saved_best_model"]
 
 logger = logging.getLogger(__name__)
 
-#: Trial attribute: where the trial saved its model (absolute path on the host that ran it).
-MODEL_DIR_ATTR = "st_hpo.model_dir"
 
 
 def model_dir(output_dir: Path, number: int) -> Path:

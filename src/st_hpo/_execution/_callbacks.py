@@ -16,16 +16,13 @@ from transformers import TrainerCallback
 
 from st_hpo._execution._schedule import PROGRESS_SCALE, progress_step
 from st_hpo._interrupts import stop_requested
+from st_hpo._tracking._schema import DEVICE_ATTR, MAX_STEPS_KEY
 
 __all__ = ["DEVICE_ATTR", "Diverged", "TrialReporter", "training_devices"]
 
 logger = logging.getLogger(__name__)
 
 
-#: Trial user attribute: where the trial really trained, read from the trainer after its first optimizer step:
-#: ``{"model": "cuda:0", "optimizer_state": "cuda:0"}`` (devices joined by "," when they differ; "none" when
-#: the optimizer keeps no state tensors, plain SGD say).
-DEVICE_ATTR = "st_hpo.device"
 
 
 def training_devices(model: Any, optimizer: Any) -> dict[str, str]:
@@ -140,7 +137,7 @@ class TrialReporter(TrainerCallback):
             if all(per_mille not in points for points in self.grid.values()):
                 self.grid.setdefault(step, []).append(per_mille)
         self.warmup_steps = int(args.get_warmup_steps(state.max_steps))
-        self.trial.set_user_attr("st_hpo.max_steps", self.max_steps)
+        self.trial.set_user_attr(MAX_STEPS_KEY, self.max_steps)
         self._pending.append(({"warmup_steps_effective": self.warmup_steps, "max_steps": self.max_steps}, 0))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

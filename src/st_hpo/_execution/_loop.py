@@ -20,22 +20,27 @@ from typing import Any
 from st_hpo._execution._best_model import keep_only_best
 from st_hpo._execution._memory import mark_out_of_memory, nothing_fits
 from st_hpo._execution._progress import Progress
-from st_hpo._execution._recovery import (
-    ERROR_ATTR,
-    STOPPED_ATTR,
-    SUPERVISOR_ATTR,
-    SUPERVISOR_ENV,
-    record_worker,
-    recover_stale_trials,
-)
+from st_hpo._execution._recovery import SUPERVISOR_ENV, record_worker, recover_stale_trials
 from st_hpo._execution._resume import queue_resume
 from st_hpo._execution._session import StudySession
 from st_hpo._execution._storage import HeartbeatThread
-from st_hpo._execution._trial import BASELINE_ATTR, TrialContext, TrialOutcome, WorkerInfo, run_trial
+from st_hpo._execution._trial import TrialContext, TrialOutcome, WorkerInfo, run_trial
 from st_hpo._execution._workers import supervisor_gone
 from st_hpo._interrupts import forget_stop, stop_requested, uninterrupted
-from st_hpo._tracking._census import CANCELLED_ATTR, OUT_OF_MEMORY, end_tags, study_census
-from st_hpo._tracking._mlflow import KILLED_ATTR
+from st_hpo._tracking._census import OUT_OF_MEMORY, end_tags, study_census
+from st_hpo._tracking._schema import (
+    BASELINE_ATTR,
+    CANCELLED_ATTR,
+    DIVERGED_KEY,
+    ERROR_ATTR,
+    EVAL_SECONDS_KEY,
+    KILLED_ATTR,
+    RUN_ATTR,
+    STOPPED_ATTR,
+    SUPERVISOR_ATTR,
+    TRAIN_SECONDS_KEY,
+    TRIAL_SECONDS_KEY,
+)
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["LoopResult", "work"]
@@ -196,9 +201,9 @@ def _record_stopped(session: StudySession, trial: Any, restore_sigterm: Callable
         gc.collect()
         why = supervisor_gone() or "interrupted (Ctrl-C or SIGTERM)"
         spent = trial.user_attrs  # the times run_trial recorded as it stopped
-        stopped = TrialOutcome(trial.number, "FAIL", error=why, seconds=spent.get("st_hpo.trial_seconds", 0.0),
-                               train_seconds=spent.get("st_hpo.train_seconds", 0.0),
-                               eval_seconds=spent.get("st_hpo.eval_seconds", 0.0))
+        stopped = TrialOutcome(trial.number, "FAIL", error=why, seconds=spent.get(TRIAL_SECONDS_KEY, 0.0),
+                               train_seconds=spent.get(TRAIN_SECONDS_KEY, 0.0),
+                               eval_seconds=spent.get(EVAL_SECONDS_KEY, 0.0))
         _finish(session, trial, stopped, killed=True)
     finally:
         restore_sigterm()
@@ -249,16 +254,16 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
     if killed:
         trial.set_user_attr(STOPPED_ATTR, True)
         trial.set_user_attr(KILLED_ATTR, True)  # its run ends KILLED, also if `sync` has to close it
-    trial.set_user_attr("st_hpo.trial_seconds", round(outcome.seconds, 3))
-    trial.set_user_attr("st_hpo.train_seconds", round(outcome.train_seconds, 3))
-    trial.set_user_attr("st_hpo.eval_seconds", round(outcome.eval_seconds, 3))
+    trial.set_user_attr(TRIAL_SECONDS_KEY, round(outcome.seconds, 3))
+    trial.set_user_attr(TRAIN_SECONDS_KEY, round(outcome.train_seconds, 3))
+    trial.set_user_attr(EVAL_SECONDS_KEY, round(outcome.eval_seconds, 3))
     if outcome.diverged:
         # FAIL, not PRUNED: a pruned trial keeps its last intermediate value, and the sampler would take the
         # diverged configuration for a fair one. Optuna's samplers skip FAIL trials entirely (TPE reads only
         # COMPLETE and PRUNED ones, constraints included); the constraint records the infeasibility in
         # Optuna's own terms, for samplers and analyses that read it.
-        trial.set_user_attr("st_hpo.diverged", True)
-        trial.set_constraint("st_hpo.diverged", 1.0)
+        trial.set_user_attr(DIVERGED_KEY, True)
+        trial.set_constraint(DIVERGED_KEY, 1.0)
     if outcome.state == OUT_OF_MEMORY:  # an infeasible PRUNED trial: one TPE reads, and steers away from
         mark_out_of_memory(trial)
         study.tell(trial, state=_state("PRUNED"))
@@ -273,7 +278,7 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
     tracker = session.tracker
     if tracker is None:
         return
-    run_id = trial.user_attrs.get("st_hpo.mlflow_run_id")
+    run_id = trial.user_attrs.get(RUN_ATTR)
     try:
         if run_id:
             tracker.end_trial(run_id, outcome.state, value=outcome.value, error=outcome.error,

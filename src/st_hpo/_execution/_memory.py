@@ -20,15 +20,13 @@ import logging
 import sys
 from typing import Any
 
-from st_hpo._tracking._census import MINI_BATCH_ATTR, OUT_OF_MEMORY_ATTR
+from st_hpo._tracking._schema import MINI_BATCH_ATTR, OUT_OF_MEMORY_ATTR
 
-__all__ = ["OUT_OF_MEMORY_CONSTRAINT", "MiniBatchFitter", "cached_losses", "free_memory", "is_out_of_memory_error",
+__all__ = ["OUT_OF_MEMORY_ATTR", "MiniBatchFitter", "cached_losses", "free_memory", "is_out_of_memory_error",
            "mark_out_of_memory", "nothing_fits", "out_of_memory_text", "shape_key"]
 
 logger = logging.getLogger(__name__)
 
-#: The constraint an out-of-memory trial carries (a value > 0 is infeasible in Optuna's terms).
-OUT_OF_MEMORY_CONSTRAINT = "st_hpo.out_of_memory"
 #: A worker whose last this many trials all ran out of memory stops: the sampler has had every chance to
 #: steer away, so nothing in the space seems to fit (``max_failures_in_a_row`` never counts them).
 OUT_OF_MEMORY_IN_A_ROW = 50
@@ -66,7 +64,7 @@ def nothing_fits(in_a_row: int, last_error: str | None) -> str | None:
 def mark_out_of_memory(trial: Any) -> None:
     """Record on the (running) trial that it ran out of memory, before it is told as PRUNED."""
     trial.set_user_attr(OUT_OF_MEMORY_ATTR, True)
-    trial.set_constraint(OUT_OF_MEMORY_CONSTRAINT, 1.0)
+    trial.set_constraint(OUT_OF_MEMORY_ATTR, 1.0)
 
 
 def cached_losses(loss: Any) -> list[Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from st_hpo._definition._datasets import materialize
 from st_hpo._definition._study import Study
+from st_hpo._tracking._schema import PEAK_GPU_RESERVED_MB_KEY
 
 __all__ = ["CornerResult", "NOTHING_TO_PROBE", "batch_sizes", "probe_corners", "probe_memory"]
 
@@ -111,8 +112,8 @@ def _probe_corner(ctx: Any, size: int, steps: int, total_mb: float | None) -> Co
     """One corner as a trial of an in-memory study: batch ``size``, ``steps`` steps, no checkpointing."""
     import optuna
 
-    from st_hpo._execution._trial import ARGS_OVERRIDE_ATTR, run_trial
-    from st_hpo._tracking._census import MINI_BATCH_ATTR
+    from st_hpo._execution._trial import run_trial
+    from st_hpo._tracking._schema import ARGS_OVERRIDE_ATTR, MINI_BATCH_ATTR
 
     space = ctx.validated.study.space
     params = {"per_device_train_batch_size": size} if isinstance(space, dict) and \
@@ -128,5 +129,5 @@ def _probe_corner(ctx: Any, size: int, steps: int, total_mb: float | None) -> Co
     attrs = study.trials[0].user_attrs
     return CornerResult(params={"per_device_train_batch_size": size, **params},
                         fits=outcome.state in ("COMPLETE", "PRUNED"),
-                        peak_reserved_mb=attrs.get("st_hpo.peak_gpu_reserved_mb"), total_mb=total_mb,
+                        peak_reserved_mb=attrs.get(PEAK_GPU_RESERVED_MB_KEY), total_mb=total_mb,
                         error=outcome.error, mini_batch_size=attrs.get(MINI_BATCH_ATTR))

@@ -19,30 +19,31 @@ from collections.abc import Callable
 from typing import Any
 
 from st_hpo._execution._storage import uses_heartbeat
+from st_hpo._tracking._schema import (
+    BOOT_ID_ATTR,
+    ENGINE_REF_ATTR,
+    ERROR_ATTR,
+    LAST_SEEN_ATTR,
+    PID_KEY,
+    PID_START_ATTR,
+    RUNNER_ATTR,
+    STOPPED_ATTR,
+    SUPERVISOR_ATTR,
+    TAG_HOST_KEY,
+    TRIAL_SECONDS_KEY,
+)
 
 __all__ = ["ENGINE_REF_ATTR", "STOPPED_ATTR", "current_host", "engine_ref", "fail_trial", "pid_alive", "process_identity",
            "record_runner", "record_worker", "recover_stale_trials", "runner_gone", "worker_alive"]
 
 logger = logging.getLogger(__name__)
 
-ERROR_ATTR = "st_hpo.error"
-#: On a FAIL trial that was stopped from outside (Ctrl-C, SIGTERM, its worker killed), not by its own error.
-STOPPED_ATTR = "st_hpo.stopped"
 #: A RUNNING trial that recorded no worker this long after it started lost its worker in between.
 UNCLAIMED_SECONDS = 30.0
 #: The pid of the supervisor (``st-hpo run --workers``) that started a worker: in its env, on its trials.
 SUPERVISOR_ENV = "ST_HPO_SUPERVISOR_PID"
-SUPERVISOR_ATTR = "st_hpo.supervisor_pid"
 #: How long other workers leave a dead worker's trial to its live supervisor, which knows the exit code.
 SUPERVISOR_GRACE_SECONDS = 15.0
-#: What identifies a worker process beyond its pid (Linux only; see :func:`process_identity`).
-PID_START_ATTR = "st_hpo.pid_start"
-BOOT_ID_ATTR = "st_hpo.boot_id"
-#: On the study: the process of the run (``st-hpo run``, or its supervisor) that holds its MLflow parent run
-#: open: {"host", "st_hpo.pid", and what identifies it beyond the pid}.
-RUNNER_ATTR = "st_hpo.runner"
-#: Where a trial's worker runs, as its engine names it: ``slurm:<job>_<task>``, ``ray:<actor id>``, ``local:<pid>``.
-ENGINE_REF_ATTR = "st_hpo.tag.engine_ref"
 #: Set by an engine that starts a worker in a way the environment does not tell (a Ray actor).
 ENGINE_REF_ENV = "ST_HPO_ENGINE_REF"
 _deferred: dict[int, float] = {}  # trial id -> when this process first left it to the supervisor
@@ -85,7 +86,7 @@ def process_identity(pid: int) -> dict[str, Any]:
 
 def worker_alive(attrs: dict[str, Any]) -> bool:
     """Whether the worker process a trial recorded (``st_hpo.pid`` and its identity) still runs here."""
-    pid = int(attrs["st_hpo.pid"])
+    pid = int(attrs[PID_KEY])
     if not pid_alive(pid):
         return False
     recorded = {k: attrs[k] for k in (PID_START_ATTR, BOOT_ID_ATTR) if k in attrs}
@@ -110,24 +111,24 @@ def record_worker(trial: Any, pid: int, host: str) -> None:
     """Record on a trial the worker process that runs it: its host, what identifies it beyond the pid, and
     the pid last. Recovery reads a trial without a pid as one whose worker died before it recorded itself,
     so a worker killed between two of these writes never leaves a half-recorded trial RUNNING for ever."""
-    trial.set_user_attr("st_hpo.tag.host", host)
+    trial.set_user_attr(TAG_HOST_KEY, host)
     trial.set_user_attr(ENGINE_REF_ATTR, engine_ref(pid))
     for key, value in process_identity(pid).items():
         trial.set_user_attr(key, value)
-    trial.set_user_attr("st_hpo.pid", pid)
+    trial.set_user_attr(PID_KEY, pid)
 
 
 def record_runner(study: Any) -> None:
     """Record on the study the process that runs it now and holds its parent run open (see :func:`runner_gone`)."""
     pid = os.getpid()
-    study.set_user_attr(RUNNER_ATTR, {"host": current_host(), "st_hpo.pid": pid, **process_identity(pid)})
+    study.set_user_attr(RUNNER_ATTR, {"host": current_host(), PID_KEY: pid, **process_identity(pid)})
 
 
 def runner_gone(study: Any) -> bool | None:
     """Whether the last process that ran the study (:func:`record_runner`) is gone: True or False when it ran on
     this host, None when it ran elsewhere or recorded nothing (a study run before this was recorded)."""
     runner = study.user_attrs.get(RUNNER_ATTR)
-    if not isinstance(runner, dict) or runner.get("host") != current_host() or "st_hpo.pid" not in runner:
+    if not isinstance(runner, dict) or runner.get("host") != current_host() or PID_KEY not in runner:
         return None
     return not worker_alive(runner)
 
@@ -171,7 +172,7 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
     host = current_host()
     now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("st_hpo.pid")
+        pid = trial.user_attrs.get(PID_KEY)
         if pid is None:  # a worker records itself right after it asks; this one died in between
             started = trial.datetime_start or now
             if (now - started).total_seconds() > UNCLAIMED_SECONDS:
@@ -186,7 +187,7 @@ def recover_stale_trials(study: Any, *, exit_codes: dict[int, int] | None = None
             fail_trial(study, trial, why)
             failed.append(trial.number)
             continue
-        if trial.user_attrs.get("st_hpo.tag.host") != host or worker_alive(trial.user_attrs):
+        if trial.user_attrs.get(TAG_HOST_KEY) != host or worker_alive(trial.user_attrs):
             continue
         if by_engine and _deferred_for(trial) < SUPERVISOR_GRACE_SECONDS:
             continue  # the engine (still ending the task) says how it ended in a moment
@@ -209,12 +210,12 @@ def _record_run_time(study: Any, trial: Any) -> None:
     """Keep how long a dead worker's trial really ran (``st_hpo.trial_seconds``): from its start to its last
     sign of life (``st_hpo.last_seen``, written every few seconds while it runs: see
     :class:`st_hpo._execution._storage.HeartbeatThread`), not to when its death was noticed."""
-    last_seen = trial.user_attrs.get("st_hpo.last_seen")
+    last_seen = trial.user_attrs.get(LAST_SEEN_ATTR)
     if last_seen is None or trial.datetime_start is None:
         return
     seconds = max(float(last_seen) - trial.datetime_start.timestamp(), 0.0)
     try:
-        study._storage.set_trial_user_attr(trial._trial_id, "st_hpo.trial_seconds", round(seconds, 3))  # noqa: SLF001
+        study._storage.set_trial_user_attr(trial._trial_id, TRIAL_SECONDS_KEY, round(seconds, 3))  # noqa: SLF001
     except RuntimeError:
         return  # finished meanwhile
 

@@ -34,26 +34,32 @@ from typing import Any
 from transformers import TrainerCallback
 
 from st_hpo._execution._callbacks import progress_step
+from st_hpo._tracking._schema import (
+    ARGS_OVERRIDE_ATTR,
+    BASELINE_ATTR,
+    CHECKPOINT_ATTR,
+    CONFIRM_PREFIX,
+    MAX_STEPS_KEY,
+    POLICY_ATTR,
+    RESUME_ATTR,
+    RESUMED_FROM_ATTR,
+    SCORE_TEST_ATTR,
+    TAG_PREFIX,
+    TAG_RESUMED_FROM_KEY,
+    UNSAMPLED_ATTR,
+)
 
 __all__ = ["CHECKPOINT_ATTR", "POLICY_ATTR", "RESUMED_FROM_ATTR", "RESUME_ATTR", "CheckpointSaver",
            "prepare_resume", "queue_resume", "record_policy", "remove_checkpoints", "resume_point", "restore_intermediate"]
 
 logger = logging.getLogger(__name__)
 
-#: On a running trial: its last complete checkpoint, ``{"path": ".../trials/trial-N/resume-S", "step": S}``.
-CHECKPOINT_ATTR = "st_hpo.checkpoint"
-#: On a queued retry: what it resumes, ``{"trial", "step", "checkpoint", "resumes", "values"}``.
-RESUME_ATTR = "st_hpo.resume"
-#: On a retry, for readers (``st-hpo status --json``): ``{"trial": N, "step": S}``.
-RESUMED_FROM_ATTR = "st_hpo.resumed_from"
 #: The MLflow tag ``st_hpo.resumed_from`` (``trial-N@step-S``): the trial's run copies ``st_hpo.tag.*``.
-_RESUMED_TAG_ATTR = "st_hpo.tag.resumed_from"
-#: On the study: ``{"resume_interrupted": bool, "max_resumes": int}``, from the study file of the last run.
-POLICY_ATTR = "st_hpo.resume_policy"
+_RESUMED_TAG_ATTR = TAG_RESUMED_FROM_KEY
 #: The name of a complete, resumable checkpoint in a trial's folder (the trainer writes ``checkpoint-S``).
 PREFIX = "resume-"
 #: User attributes set when a trial is enqueued, that its retry must carry too (the values it trains with).
-_CARRIED = ("st_hpo.baseline", "st_hpo.unsampled", "st_hpo.args_override", "st_hpo.score_test")
+_CARRIED = (BASELINE_ATTR, UNSAMPLED_ATTR, ARGS_OVERRIDE_ATTR, SCORE_TEST_ATTR)
 
 
 def record_policy(study: Any, definition: Any) -> None:
@@ -192,11 +198,11 @@ def queue_resume(study: Any, frozen: Any) -> int | None:
         if point is not None or resume:
             _delete_all(frozen, point)
         return None
-    max_steps = int(frozen.user_attrs.get("st_hpo.max_steps") or 1)
+    max_steps = int(frozen.user_attrs.get(MAX_STEPS_KEY) or 1)
     upto = progress_step(point["step"], max_steps)
     values = {str(k): v for k, v in frozen.intermediate_values.items() if k <= upto}
     attrs = {k: frozen.user_attrs[k] for k in _CARRIED if k in frozen.user_attrs}
-    attrs.update({k: v for k, v in frozen.user_attrs.items() if k.startswith(("st_hpo.tag.", "st_hpo.confirm."))})
+    attrs.update({k: v for k, v in frozen.user_attrs.items() if k.startswith((TAG_PREFIX, CONFIRM_PREFIX))})
     attrs.update({
         RESUME_ATTR: {**point, "resumes": resumes, "values": values},
         RESUMED_FROM_ATTR: {"trial": point["trial"], "step": point["step"]},

@@ -21,16 +21,27 @@ from st_hpo._definition import _args
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
-from st_hpo._execution._best_model import MODEL_DIR_ATTR
-from st_hpo._execution._recovery import STOPPED_ATTR, current_host, record_runner, recover_stale_trials
+from st_hpo._execution._recovery import current_host, record_runner, recover_stale_trials
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._resume import record_policy
 from st_hpo._execution._storage import default_storage_url, open_storage
-from st_hpo._execution._trial import BASELINE_ATTR, UNSAMPLED_ATTR
 from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_study
-from st_hpo._kinds import KIND_ATTR
 from st_hpo._tracking._census import take_census
-from st_hpo._tracking._record import BASELINE_UNSAMPLED_ATTR
+from st_hpo._tracking._schema import (
+    BASE_MODEL_VALUE_KEY,
+    BASELINE_ATTR,
+    BASELINE_UNSAMPLED_ATTR,
+    BEST_MODEL_DIR_KEY,
+    BEST_MODEL_HOST_KEY,
+    BEST_TRIAL_KEY,
+    KIND_ATTR,
+    MODEL_DIR_ATTR,
+    OBJECTIVE_KEY,
+    QUEUED_KEY,
+    STOPPED_ATTR,
+    TAG_HOST_KEY,
+    UNSAMPLED_ATTR,
+)
 from st_hpo._tracking._times import time_totals
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
@@ -228,13 +239,13 @@ class StudySession:
             fixed = self.tracker.sync(self.study, self.definition.objective)
             if fixed:
                 logger.info("brought %d MLflow run(s) up to date with the storage", fixed)
-        if not self.study.user_attrs.get("st_hpo.queued"):
-            self.study.set_user_attr("st_hpo.queued", True)
+        if not self.study.user_attrs.get(QUEUED_KEY):
+            self.study.set_user_attr(QUEUED_KEY, True)
             self._queue_first_trials()
         elif sync:
             self._requeue_baseline()
             self._queue_warm_start()
-        if score and "st_hpo.base_model_value" not in self.study.user_attrs:
+        if score and BASE_MODEL_VALUE_KEY not in self.study.user_attrs:
             self._score_base_model()
 
     def _queue_first_trials(self) -> None:
@@ -287,7 +298,7 @@ class StudySession:
         value = metrics.get(key) if isinstance(metrics, dict) else None
         if value is None:
             return
-        self.study.set_user_attr("st_hpo.base_model_value", float(value))
+        self.study.set_user_attr(BASE_MODEL_VALUE_KEY, float(value))
         if self.tracker is not None:
             self.tracker.log_parent({"base_model_objective": float(value)})
 
@@ -340,10 +351,10 @@ def log_study_figures(tracker: Any, study: Any) -> None:
     if census.complete:
         best = study.best_trial
         metrics.update(best_value=best.value, best_trial_number=best.number)
-        tags = {"st_hpo.best_trial": str(best.number)}
+        tags = {BEST_TRIAL_KEY: str(best.number)}
         if best.user_attrs.get(MODEL_DIR_ATTR):  # where the best trial's model was kept, on which host
-            tags["st_hpo.best_model_dir"] = best.user_attrs[MODEL_DIR_ATTR]
-            tags["st_hpo.best_model_host"] = best.user_attrs.get("st_hpo.tag.host", "")
+            tags[BEST_MODEL_DIR_KEY] = best.user_attrs[MODEL_DIR_ATTR]
+            tags[BEST_MODEL_HOST_KEY] = best.user_attrs.get(TAG_HOST_KEY, "")
         tracker.log_parent(metrics, step, tags=tags)
     else:
         tracker.log_parent(metrics, step)
@@ -402,7 +413,7 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
             f"study {definition.name!r} in {storage_url} was created to {study.direction.name.lower()}, but the "
             f"study file says direction={definition.direction!r}; use another --study-name{_NEW_DIR}"
         )
-    stored = study.user_attrs.get("st_hpo.objective")
+    stored = study.user_attrs.get(OBJECTIVE_KEY)
     if stored is not None and objective_key(stored) != objective_key(definition.objective):
         raise StudyDefinitionError(
             f"study {definition.name!r} in {storage_url} optimises {stored!r}, but the study file says "
@@ -410,7 +421,7 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
             f"--study-name{_NEW_DIR}"
         )
     if stored is None:
-        study.set_user_attr("st_hpo.objective", definition.objective)
+        study.set_user_attr(OBJECTIVE_KEY, definition.objective)
     existing = len(study.get_trials(deepcopy=False))
     if existing:  # resumed or extended: seeded as before, the sampler would propose the first trials' values again
         study.sampler = make_sampler(definition.sampler, definition.seed, f"{salt or 'main'}/after-{existing}",

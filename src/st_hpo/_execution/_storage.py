@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._schema import LAST_SEEN_ATTR
 from st_hpo.exceptions import StorageError
 
 __all__ = ["HeartbeatThread", "default_storage_url", "open_storage", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
@@ -29,8 +30,6 @@ MAX_RETRY = 1
 #: Seconds between a running trial's signs of life (``st_hpo.last_seen``, every storage): a trial whose
 #: worker is killed is ended at its last one, so its run's end time and duration are right to this.
 LIVENESS_INTERVAL = float(os.environ.get("ST_HPO_LIVENESS_INTERVAL", "2"))
-#: The trial attribute that holds a running trial's last sign of life (seconds since the epoch).
-LAST_SEEN_ATTR = "st_hpo.last_seen"
 #: Workers starting together on an empty database race to create Optuna's tables; the losers retry.
 SCHEMA_RACE_RETRIES = 4
 

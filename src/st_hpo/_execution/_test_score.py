@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from st_hpo._tracking._schema import BASE_TEST_VALUE_ATTR, TEST_METRIC_ATTR, TEST_TRIAL_ATTR, TEST_VALUE_ATTR
 from st_hpo.exceptions import NoResultError, StudyDefinitionError
 
 __all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "check_test_objective",
@@ -25,10 +26,6 @@ __all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestSc
 
 logger = logging.getLogger(__name__)
 
-TEST_VALUE_ATTR = "st_hpo.test_value"
-TEST_TRIAL_ATTR = "st_hpo.test_trial"
-TEST_METRIC_ATTR = "st_hpo.test_metric"
-BASE_TEST_VALUE_ATTR = "st_hpo.base_model_test_value"
 #: Rows of the test set the evaluator runs on at validation, to prove it reports the test metric.
 PROBE_ROWS = 16
 
@@ -134,8 +131,8 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
     if tracker is not None:
         metrics = {"test_objective": value, **({"base_model_test_objective": base_value}
                                                if base_value is not None else {})}
-        tracker.log_parent(metrics, best.number, tags={"st_hpo.test_metric": metric,
-                                                        "st_hpo.test_trial": str(best.number)})
+        tracker.log_parent(metrics, best.number, tags={TEST_METRIC_ATTR: metric,
+                                                        TEST_TRIAL_ATTR: str(best.number)})
     return TestScore(best.number, metric, value, base_value, float(best.value))
 
 

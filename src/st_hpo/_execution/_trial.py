@@ -29,20 +29,32 @@ from st_hpo._execution._resume import prepare_resume, remove_checkpoints
 from st_hpo._execution._schedule import evaluation_fractions
 from st_hpo._execution._validate import ValidatedStudy
 from st_hpo._tracking._census import OUT_OF_MEMORY
-from st_hpo._tracking._record import BASELINE_UNSAMPLED_ATTR, UNSAMPLED_ATTR, shown_params, store_config
+from st_hpo._tracking._record import shown_params, store_config
+from st_hpo._tracking._schema import (
+    ARGS_OVERRIDE_ATTR,
+    BASELINE_ATTR,
+    BASELINE_UNSAMPLED_ATTR,
+    CHECKPOINT_SECONDS_KEY,
+    GPU_KEY,
+    HOST_KEY,
+    INTERMEDIATE_EVAL_KEY,
+    KIND_ATTR,
+    LAST_SEEN_ATTR,
+    PREFIX,
+    RUN_ATTR,
+    SCORE_TEST_ATTR,
+    SIDE_METRICS_ATTR,
+    TAG_PREFIX,
+    TEST_VALUE_ATTR,
+    UNSAMPLED_ATTR,
+    WORKER_KEY,
+)
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
 
 logger = logging.getLogger(__name__)
 
-BASELINE_ATTR = "st_hpo.baseline"
-#: Training-argument values set on an enqueued trial over its sampled ones (a confirmation's training seed).
-ARGS_OVERRIDE_ATTR = "st_hpo.args_override"
-#: The final evaluation's metrics that matter to the kind besides the objective (sparsity): status, reports.
-SIDE_METRICS_ATTR = "st_hpo.side_metrics"
-#: Set on an enqueued trial whose trained model is scored on the study's test set (a confirmation's).
-SCORE_TEST_ATTR = "st_hpo.score_test"
 #: Fields that differ between trials by construction, left out of the "differs from base" params.
 _PER_TRIAL_FIELDS = {"output_dir", "run_name", "logging_dir", "report_to"}
 
@@ -138,7 +150,7 @@ class _RunLog:
     def _seen(self) -> None:
         if self.trial is not None:
             try:
-                self.trial.set_user_attr("st_hpo.last_seen", round(time.time(), 3))
+                self.trial.set_user_attr(LAST_SEEN_ATTR, round(time.time(), 3))
             except Exception as exc:  # noqa: BLE001 - a storage hiccup must not fail the trial here
                 logger.debug("could not record trial %d as seen: %s", self.trial.number, exc)
 
@@ -167,17 +179,17 @@ def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
 
 def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any) -> _RunLog:
     baseline = str(bool(trial.user_attrs.get(BASELINE_ATTR))).lower()
-    tags = {"st_hpo.worker": ctx.worker.name, "st_hpo.host": ctx.worker.host,
-            "st_hpo.gpu": ctx.worker.gpu or ("all visible" if pick_device(args) == "cuda" else "none"),
-            "st_hpo.baseline": baseline, "st_hpo.model_kind": ctx.validated.kind.name}
-    tags = {**{k.replace("st_hpo.tag.", "st_hpo."): str(v) for k, v in trial.user_attrs.items()
-               if k.startswith("st_hpo.tag.")}, **tags}  # set when enqueued
+    tags = {WORKER_KEY: ctx.worker.name, HOST_KEY: ctx.worker.host,
+            GPU_KEY: ctx.worker.gpu or ("all visible" if pick_device(args) == "cuda" else "none"),
+            BASELINE_ATTR: baseline, KIND_ATTR: ctx.validated.kind.name}
+    tags = {**{k.replace(TAG_PREFIX, PREFIX): str(v) for k, v in trial.user_attrs.items()
+               if k.startswith(TAG_PREFIX)}, **tags}  # set when enqueued
     rows = ctx.resources.subset_rows
     if rows is not None and ctx.validated.evaluates_during_training:
         # which values are which: intermediate (pruning) ones on the subset, `objective` on all eval rows
-        tags["st_hpo.intermediate_eval"] = f"{rows} of {ctx.resources.eval_rows} eval rows"
+        tags[INTERMEDIATE_EVAL_KEY] = f"{rows} of {ctx.resources.eval_rows} eval rows"
     for key, value in tags.items():
-        trial.set_user_attr(key.replace("st_hpo.", "st_hpo.tag."), value)
+        trial.set_user_attr(key.replace(PREFIX, TAG_PREFIX), value)
     if ctx.tracker is None:
         return _RunLog(None, None, trial=trial)
     if not params:
@@ -197,7 +209,7 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     run_id = None
     try:
         run_id = ctx.tracker.start_trial(trial.study.study_name, trial.number, params, differs, tags)
-        trial.set_user_attr("st_hpo.mlflow_run_id", run_id)
+        trial.set_user_attr(RUN_ATTR, run_id)
         ctx.tracker.log_dict(run_id, effective, "training_args.json")
     except TrackingError as exc:
         logger.warning("%s; the trial goes on and `st-hpo sync` will write its run later", exc)
@@ -266,10 +278,10 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         if outcome.device_error is None:
             timings.update(_peak_gpu_memory())
         for name in ("trial_seconds", "train_seconds", "eval_seconds"):  # an interrupted trial's too
-            trial.set_user_attr(f"st_hpo.{name}", round(timings[name], 3))
+            trial.set_user_attr(f"{PREFIX}{name}", round(timings[name], 3))
         for name, value in timings.items():
             if name.startswith("peak_gpu"):  # kept with the trial, for `st-hpo status` and sizing workers per GPU
-                trial.set_user_attr(f"st_hpo.{name}", round(value, 1))
+                trial.set_user_attr(f"{PREFIX}{name}", round(value, 1))
         run.metrics(timings, outcome.step)
     return outcome
 
@@ -341,7 +353,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             outcome.train_seconds = max(time.perf_counter() - t0 - reporter.eval_seconds, 0.0)
         outcome.eval_seconds = reporter.eval_seconds
         if saver is not None:  # part of train_seconds: what resuming costs this trial
-            trial.set_user_attr("st_hpo.checkpoint_seconds", round(saver.save_seconds, 3))
+            trial.set_user_attr(CHECKPOINT_SECONDS_KEY, round(saver.save_seconds, 3))
         reporter.close()  # the curves of a pruned or failed trial up to where it stopped
         fitter.record(trial)
         trainer.model = None
@@ -353,7 +365,7 @@ def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
     from st_hpo._execution._test_score import test_metric
 
     metrics = ctx.resources.test_evaluator(model)
-    trial.set_user_attr("st_hpo.test_value", float(metrics[test_metric(ctx.validated.study, metrics)]))
+    trial.set_user_attr(TEST_VALUE_ATTR, float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
 def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:

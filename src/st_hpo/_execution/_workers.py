@@ -26,6 +26,7 @@ from typing import Any
 
 from st_hpo._execution._recovery import SUPERVISOR_ENV, pid_alive, recover_stale_trials
 from st_hpo._tracking._census import is_cancelled, take_census
+from st_hpo._tracking._schema import ERROR_ATTR, PID_KEY
 
 __all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise", "supervisor_gone", "watch_supervisor"]
 
@@ -182,7 +183,7 @@ def _exit_codes(slots: list[_Slot]) -> dict[int, int]:
 def _finished(study: Any, pid: int | None = None) -> int:
     """Finished trials of the study, or of the worker process ``pid`` only."""
     return take_census(t for t in study.get_trials(deepcopy=False)
-                       if pid is None or t.user_attrs.get("st_hpo.pid") == pid).finished
+                       if pid is None or t.user_attrs.get(PID_KEY) == pid).finished
 
 
 def _gave_up(study: Any, names: list[str]) -> str:
@@ -190,7 +191,7 @@ def _gave_up(study: Any, names: list[str]) -> str:
     failed = [t for t in study.get_trials(deepcopy=False)
               if t.state.name == "FAIL" and not is_cancelled(t)]
     last = max(failed, key=lambda t: t.number, default=None)
-    why = f"; the last, trial {last.number}: {last.user_attrs.get('st_hpo.error', 'no reason recorded')}" if last else ""
+    why = f"; the last, trial {last.number}: {last.user_attrs.get(ERROR_ATTR, 'no reason recorded')}" if last else ""
     return f"worker(s) {', '.join(names)} stopped because their last trials all failed (max_failures_in_a_row){why}"
 
 

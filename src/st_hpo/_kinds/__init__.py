@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from st_hpo._kinds._base import ModelKind
+from st_hpo._tracking._schema import KIND_ATTR
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["KIND_ATTR", "KIND_NAMES", "ModelKind", "all_kinds", "check_kind_of", "declared_kind", "kind_named", "kind_of_model",
            "resolve_kind", "stored_kind"]
 
-#: Study user attribute: the name of the kind the study trains (readers that load no study file part use it).
-KIND_ATTR = "st_hpo.model_kind"
 
 #: The kinds by name, in the order they are tried.
 KIND_NAMES = ("sentence-transformer", "cross-encoder", "sparse-encoder", "multi-vector-encoder")

@@ -29,15 +29,23 @@ from typing import Any
 from st_hpo._definition._study import Study
 from st_hpo._results._confirm_stats import ConfigScore, paired_test, score
 from st_hpo._tracking._census import study_census
+from st_hpo._tracking._schema import (
+    CONFIRM_KEY_ATTR,
+    CONFIRM_SEED_ATTR,
+    CONFIRMED_ATTR,
+    ERROR_ATTR,
+    QUEUED_KEY,
+    TAG_SEED_INDEX_KEY,
+    TAG_SOURCE_TRIAL_KEY,
+    TAG_TRAINING_SEED_KEY,
+    TEST_VALUE_ATTR,
+)
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
 __all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
 
 logger = logging.getLogger(__name__)
 
-CONFIRMED_ATTR = "st_hpo.confirmed"
-KEY_ATTR = "st_hpo.confirm.config"  #: "baseline" or the source trial's number
-SEED_ATTR = "st_hpo.confirm.seed"  #: the training seed (the run's tags are strings: not matched on)
 SEED_OFFSET = 1000
 #: How the progress lines name the confirmation's training runs (numbered apart from the study's trials).
 CONFIRM_NOUN = "confirm run"
@@ -166,7 +174,7 @@ def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool
     from st_hpo._execution._session import SessionOptions
     from st_hpo._execution._storage import open_storage
     from st_hpo._results._confirm_session import ConfirmSession
-    from st_hpo._results._read import PARENT_ATTR
+    from st_hpo._tracking._schema import PARENT_ATTR
 
     name = f"{study.name}.confirm"
     companion = optuna.create_study(study_name=name, storage=open_storage(location.storage),
@@ -174,7 +182,7 @@ def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool
                                     pruner=optuna.pruners.NopPruner())
     if main.user_attrs.get(PARENT_ATTR):
         companion.set_user_attr(PARENT_ATTR, main.user_attrs[PARENT_ATTR])
-    companion.set_user_attr("st_hpo.queued", True)  # nothing of the study's own queue (baseline, warm start)
+    companion.set_user_attr(QUEUED_KEY, True)  # nothing of the study's own queue (baseline, warm start)
     options = SessionOptions(output_dir=location.output_dir / "confirm", storage=location.storage,
                              tracking_uri=location.tracking_uri, trains_here=trains_here)
     return ConfirmSession.open(companion_definition(study), options)
@@ -187,8 +195,8 @@ def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
     A study without one (``baseline=False``, or a baseline that never completed) confirms only what it has:
     its base arguments may not even train (a loss factory that reads a searched ``loss.`` value)."""
     from st_hpo._definition._space import space_defaults
-    from st_hpo._execution._trial import BASELINE_ATTR
     from st_hpo._results._read import trial_params
+    from st_hpo._tracking._schema import BASELINE_ATTR
 
     trials = [t for t in main.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     base_trial = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
@@ -209,7 +217,7 @@ def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
     """Queue every (configuration, seed) pair that has no complete, queued or running trial; returns how
     many pairs are not complete yet."""
     from st_hpo._execution._test_score import has_test
-    from st_hpo._execution._trial import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, SCORE_TEST_ATTR, UNSAMPLED_ATTR
+    from st_hpo._tracking._schema import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, SCORE_TEST_ATTR, UNSAMPLED_ATTR
 
     study = session.study
     trials = study.get_trials(deepcopy=False)
@@ -217,8 +225,8 @@ def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
     missing = 0
     for config in configs:
         for index, seed in enumerate(seeds):
-            mine = [t for t in trials if t.user_attrs.get(KEY_ATTR) == config.key
-                    and t.user_attrs.get(SEED_ATTR) == seed]
+            mine = [t for t in trials if t.user_attrs.get(CONFIRM_KEY_ATTR) == config.key
+                    and t.user_attrs.get(CONFIRM_SEED_ATTR) == seed]
             if any(t.state.name == "COMPLETE" for t in mine):
                 continue
             missing += 1
@@ -226,13 +234,13 @@ def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
                 continue
             failed = [t for t in mine if t.state.name in ("FAIL", "PRUNED")]
             if len(failed) >= MAX_TRIES:
-                error = failed[-1].user_attrs.get("st_hpo.error", "unknown error")
+                error = failed[-1].user_attrs.get(ERROR_ATTR, "unknown error")
                 raise TrialError(f"the confirmation of {config.label} with seed {seed} failed {len(failed)} times "
                                  f"(last: {error.splitlines()[0][:300]}); fix the cause and run st-hpo confirm again")
             override = {"seed": seed, **({"data_seed": seed} if getattr(base, "data_seed", None) is not None else {})}
-            attrs = {KEY_ATTR: config.key, SEED_ATTR: seed, "st_hpo.tag.seed_index": index,
-                     "st_hpo.tag.training_seed": seed,
-                     "st_hpo.tag.source_trial": "baseline" if config.trial is None else config.trial,
+            attrs = {CONFIRM_KEY_ATTR: config.key, CONFIRM_SEED_ATTR: seed, TAG_SEED_INDEX_KEY: index,
+                     TAG_TRAINING_SEED_KEY: seed,
+                     TAG_SOURCE_TRIAL_KEY: "baseline" if config.trial is None else config.trial,
                      ARGS_OVERRIDE_ATTR: override}
             if has_test(session.definition):
                 attrs[SCORE_TEST_ATTR] = True
@@ -310,9 +318,9 @@ def _summarize(companion: Any, best: Any, configs: list[_Config], seeds: list[in
     done = [t for t in companion.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     scores = []
     for config in configs:
-        mine = [t for t in done if t.user_attrs.get(KEY_ATTR) == config.key]
-        by_seed = {t.user_attrs[SEED_ATTR]: float(t.value) for t in mine}
-        tests = {t.user_attrs[SEED_ATTR]: v for t in mine if (v := test_score_of(t)) is not None}
+        mine = [t for t in done if t.user_attrs.get(CONFIRM_KEY_ATTR) == config.key]
+        by_seed = {t.user_attrs[CONFIRM_SEED_ATTR]: float(t.value) for t in mine}
+        tests = {t.user_attrs[CONFIRM_SEED_ATTR]: v for t in mine if (v := test_score_of(t)) is not None}
         scores.append(score(config.label, config.trial, config.baseline, config.params, by_seed, seeds,
                             config.value, tests))
     sign = 1.0 if best.direction == "maximize" else -1.0
@@ -342,7 +350,7 @@ def test_score_of(trial: Any) -> float | None:
     The one place a per-trial test score enters the confirmation: it reads the trial's
     ``st_hpo.test_value`` user attribute, which a study with a test set sets; None otherwise.
     """
-    value = trial.user_attrs.get("st_hpo.test_value")
+    value = trial.user_attrs.get(TEST_VALUE_ATTR)
     return None if value is None else float(value)
 
 

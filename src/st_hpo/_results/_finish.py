@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY
+
 __all__ = ["finish_by_worker", "finish_study"]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def write_study_reports(session: Any) -> None:
 
     try:
         write_reports(session.study, session.tracker, session.definition.objective,
-                      session.study.user_attrs.get("st_hpo.base_model_value"),
+                      session.study.user_attrs.get(BASE_MODEL_VALUE_KEY),
                       local_dir=session.output_dir / "reports")
     except Exception as exc:  # noqa: BLE001 - reports must never fail a run
         logger.warning("could not write the study reports: %s", exc)

@@ -45,13 +45,22 @@ from typing import Any
 from st_hpo._definition._study import Study
 from st_hpo._execution._best_model import saved_best_model
 from st_hpo._execution._test_score import recorded_test_values
-from st_hpo._tracking._record import CONFIG_ATTR, trained_values
+from st_hpo._tracking._record import trained_values
+from st_hpo._tracking._schema import (
+    BASE_MODEL_VALUE_KEY,
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    CONFIRMED_ATTR,
+    KIND_ATTR,
+    OBJECTIVE_KEY,
+    RUN_ATTR,
+    TRIAL_SECONDS_KEY,
+)
 from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
 
 __all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
 
 EXPORT_FORMAT = "st-hpo.best-config/1"
-PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
 #: Exported argument fields that belong to one run, not to the configuration.
 _PER_RUN_FIELDS = ("output_dir", "logging_dir")
 
@@ -159,7 +168,7 @@ class BestTrial:
 def _baseline(trials: list[Any]) -> Any:
     """The finished baseline trial (the base arguments, trial 0 normally), or None."""
     for t in trials:
-        if t.user_attrs.get("st_hpo.baseline") and t.state.name == "COMPLETE":
+        if t.user_attrs.get(BASELINE_ATTR) and t.state.name == "COMPLETE":
             return t
     return None
 
@@ -176,22 +185,22 @@ def best_of(optuna_study: Any, objective: str) -> BestTrial:
     baseline = _baseline(trials)
     return BestTrial(
         study_name=optuna_study.study_name,
-        objective=optuna_study.user_attrs.get("st_hpo.objective", objective),
+        objective=optuna_study.user_attrs.get(OBJECTIVE_KEY, objective),
         direction=optuna_study.direction.name.lower(),
         number=best.number,
         value=float(best.value),
         params=shown_params(best),
-        mlflow_run_id=best.user_attrs.get("st_hpo.mlflow_run_id"),
-        is_baseline=bool(best.user_attrs.get("st_hpo.baseline")),
+        mlflow_run_id=best.user_attrs.get(RUN_ATTR),
+        is_baseline=bool(best.user_attrs.get(BASELINE_ATTR)),
         n_complete=len(complete),
         baseline_number=baseline.number if baseline else None,
         baseline_value=float(baseline.value) if baseline else None,
-        base_model_value=optuna_study.user_attrs.get("st_hpo.base_model_value"),
+        base_model_value=optuna_study.user_attrs.get(BASE_MODEL_VALUE_KEY),
         model_dir=str(saved) if (saved := saved_best_model(optuna_study)) else None,
         test_value=recorded_test_values(optuna_study)[0],
         base_model_test_value=recorded_test_values(optuna_study)[1],
-        confirmed=optuna_study.user_attrs.get("st_hpo.confirmed"),
-        model_kind=optuna_study.user_attrs.get("st_hpo.model_kind", "sentence-transformer"),
+        confirmed=optuna_study.user_attrs.get(CONFIRMED_ATTR),
+        model_kind=optuna_study.user_attrs.get(KIND_ATTR, "sentence-transformer"),
     )
 
 
@@ -214,7 +223,7 @@ def shown_params(trial: Any) -> dict[str, Any]:
 def trial_duration(trial: Any, now: Any = None) -> float | None:
     """Seconds a trial ran: what it recorded (a dead worker's trial: up to its last sign of life), else its
     start to its end (to ``now`` while it runs)."""
-    recorded = trial.user_attrs.get("st_hpo.trial_seconds")
+    recorded = trial.user_attrs.get(TRIAL_SECONDS_KEY)
     if recorded is not None and trial.state.name != "RUNNING":
         return float(recorded)
     end = trial.datetime_complete or (now if trial.state.name == "RUNNING" else None)
@@ -225,7 +234,7 @@ def trial_params(trial: Any) -> dict[str, Any]:
     """What Optuna sampled for a trial (Choice labels, helper suggestions): the params to queue to run the
     same configuration again; none for a baseline that ran the base arguments unsampled. What the trial
     trained with is :func:`st_hpo._tracking._record.trained_values`."""
-    from st_hpo._execution._trial import UNSAMPLED_ATTR
+    from st_hpo._tracking._schema import UNSAMPLED_ATTR
 
     return {} if trial.user_attrs.get(UNSAMPLED_ATTR) else dict(trial.params)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from st_hpo._definition._study import Study
 from st_hpo._results._read import StudyLocation, best_of, load_study
+from st_hpo._tracking._schema import REGISTERED_MODEL_KEY
 from st_hpo.exceptions import NoResultError, TrackingError
 
 __all__ = ["RegisterResult", "register_best"]
@@ -71,7 +72,7 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     model_uri, version = stored_kind(optuna_study).log_to_mlflow(location.tracking_uri, best.mlflow_run_id,
                                                                  best.model_dir, name)
     label = f"{name} v{version}" if version else name
-    tracker.client.set_tag(best.mlflow_run_id, "st_hpo.registered_model", label)
+    tracker.client.set_tag(best.mlflow_run_id, REGISTERED_MODEL_KEY, label)
     return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
                           run_id=best.mlflow_run_id, model_uri=model_uri, name=name, version=version)
 

@@ -31,6 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._tracking._census import take_census
+from st_hpo._tracking._schema import (
+    BASE_MODEL_VALUE_KEY,
+    BASELINE_ATTR,
+    ERROR_ATTR,
+    RUN_ATTR,
+    TRAIN_SECONDS_KEY,
+    TRIAL_SECONDS_KEY,
+)
 
 __all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "REPORTS_DIR", "report_study", "write_reports"]
 
@@ -60,7 +68,7 @@ def write_reports(study: Any, tracker: Any, objective_name: str, base_model_valu
     drawn is left out and named in the summary; an MLflow error is raised as ``TrackingError``.
     """
     if base_model_value is None:
-        base_model_value = study.user_attrs.get("st_hpo.base_model_value")
+        base_model_value = study.user_attrs.get(BASE_MODEL_VALUE_KEY)
     with tempfile.TemporaryDirectory(prefix="st-hpo-reports-") as tmp:
         folder = Path(local_dir) if local_dir is not None else Path(tmp) / REPORTS_DIR
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,7 +94,8 @@ def report_study(study: Any, *, output_dir: str | Path | None = None, storage: s
     ``study`` is the :class:`~st_hpo.Study` (the study file's); the location arguments are those the
     study ran with. Returns the local files written.
     """
-    from st_hpo._results._read import PARENT_ATTR, StudyLocation, load_study
+    from st_hpo._results._read import StudyLocation, load_study
+    from st_hpo._tracking._schema import PARENT_ATTR
 
     if study_name:
         study = study.replace(name=study_name)
@@ -297,10 +306,10 @@ def _write_csv(study: Any, path: Path) -> str:
         for t in trials:
             attrs = t.user_attrs
             writer.writerow([
-                t.number, shown_state(t), "" if t.value is None else t.value, bool(attrs.get("st_hpo.baseline")),
-                attrs.get("st_hpo.trial_seconds", ""), attrs.get("st_hpo.train_seconds", ""),
+                t.number, shown_state(t), "" if t.value is None else t.value, bool(attrs.get(BASELINE_ATTR)),
+                attrs.get(TRIAL_SECONDS_KEY, ""), attrs.get(TRAIN_SECONDS_KEY, ""),
                 t.datetime_start or "", t.datetime_complete or "", *(params[t.number].get(n, "") for n in names),
-                attrs.get("st_hpo.mlflow_run_id", ""), attrs.get("st_hpo.error", "") or "",
+                attrs.get(RUN_ATTR, ""), attrs.get(ERROR_ATTR, "") or "",
             ])
     return path.name
 

@@ -24,6 +24,7 @@ from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._definition._study import Study
 from st_hpo._results._read import BestTrial, StudyLocation, best_of, effective_args, load_study
 from st_hpo._tracking._record import trained_values
+from st_hpo._tracking._schema import KIND_KEY, SOURCE_TRIAL_KEY, STUDY_KEY
 
 __all__ = ["RetrainResult", "retrain_best"]
 
@@ -195,12 +196,12 @@ def _log(optuna_study: Any, study: Study, location: StudyLocation, result: Retra
          args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
     """Log the retraining as a run nested under the parent run, with the model (and register it)."""
     from st_hpo._definition import _args
-    from st_hpo._results._read import PARENT_ATTR
     from st_hpo._tracking import MlflowTracker
+    from st_hpo._tracking._schema import PARENT_ATTR
 
     tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
     parent = optuna_study.user_attrs.get(PARENT_ATTR)
-    tags = {"st_hpo.kind": "retrain", "st_hpo.study": study.name, "st_hpo.source_trial": str(result.trial_number),
+    tags = {KIND_KEY: "retrain", STUDY_KEY: study.name, SOURCE_TRIAL_KEY: str(result.trial_number),
             "mlflow.parentRunId": parent or ""}
     run = tracker._call("create the retrain run", tracker.client.create_run, tracker.experiment_id,  # noqa: SLF001
                         tags=tags, run_name=f"retrain-trial-{result.trial_number}")

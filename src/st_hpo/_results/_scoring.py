@@ -9,7 +9,8 @@ from typing import Any
 
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._test_score import TestScore, has_test, score_on_test
-from st_hpo._results._read import PARENT_ATTR, StudyLocation, base_args_of, load_study
+from st_hpo._results._read import StudyLocation, base_args_of, load_study
+from st_hpo._tracking._schema import PARENT_ATTR
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["score_best_on_test"]

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition._study import Study
-from st_hpo._results._read import PARENT_ATTR, StudyLocation, load_study
+from st_hpo._results._read import StudyLocation, load_study
 from st_hpo._tracking._census import take_census
+from st_hpo._tracking._schema import N_TRIALS_KEY, PARENT_ATTR
 
 __all__ = ["SyncResult", "sync_study"]
 
@@ -84,7 +85,7 @@ def _end_parent(optuna_study: Any, tracker: Any, study: Study, *, made_here: boo
 
     log_study_figures(tracker, optuna_study)
     finished = take_census(trials).finished
-    budget = int(optuna_study.user_attrs.get("st_hpo.n_trials", study.n_trials))
+    budget = int(optuna_study.user_attrs.get(N_TRIALS_KEY, study.n_trials))
     status = "FINISHED" if finished >= budget else "KILLED"
     tracker.set_parent_status(status)
     return status

@@ -24,15 +24,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from st_hpo._tracking._schema import CANCELLED_ATTR, MINI_BATCH_ATTR, OUT_OF_MEMORY_ATTR
+
 __all__ = ["CANCELLED_ATTR", "Census", "MINI_BATCH_ATTR", "OUT_OF_MEMORY", "OUT_OF_MEMORY_ATTR", "end_tags",
            "is_cancelled", "is_finished", "is_out_of_memory", "shown_state", "study_census", "take_census"]
 
-#: Set on a trial asked when other workers had filled the budget: it never ran.
-CANCELLED_ATTR = "st_hpo.cancelled"
 #: True on a trial that ran out of (GPU) memory; also its MLflow tag ``st_hpo.out_of_memory``.
-OUT_OF_MEMORY_ATTR = "st_hpo.out_of_memory"
-#: The ``mini_batch_size`` a trial's GradCache (Cached) loss trained with; also its MLflow tag.
-MINI_BATCH_ATTR = "st_hpo.mini_batch_size"
 #: The state ``status``, the reports and MLflow's ``st_hpo.trial_state`` show for an out-of-memory trial.
 OUT_OF_MEMORY = "OUT_OF_MEMORY"
 

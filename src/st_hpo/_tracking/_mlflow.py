@@ -19,6 +19,23 @@ from typing import Any, TypeVar
 
 from st_hpo._interrupts import uninterrupted
 from st_hpo._tracking._census import OUT_OF_MEMORY, end_tags, shown_state
+from st_hpo._tracking._schema import (
+    CANCELLED_ATTR,
+    EFFECTIVE_PARAMS_ATTR,
+    ERROR_ATTR,
+    INTERMEDIATE_EVAL_KEY,
+    KILLED_ATTR,
+    KIND_KEY,
+    LAST_SEEN_ATTR,
+    MAX_STEPS_KEY,
+    PARENT_ATTR,
+    PREFIX,
+    STUDY_KEY,
+    SYNCED_KEY,
+    TAG_PREFIX,
+    TRIAL_NUMBER_KEY,
+    TRIAL_STATE_KEY,
+)
 from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
@@ -33,12 +50,6 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUN
               OUT_OF_MEMORY: "FAILED"}
 #: Run statuses that agree with a finished trial's state (an interrupted FAIL trial's run is KILLED).
 _ACCEPTED = {"COMPLETE": {"FINISHED"}, "PRUNED": {"KILLED"}, "FAIL": {"FAILED", "KILLED"}, OUT_OF_MEMORY: {"FAILED"}}
-PARENT_ATTR = "st_hpo.mlflow_parent_run_id"
-RUN_ATTR = "st_hpo.mlflow_run_id"
-#: On a trial that a stop (Ctrl-C, SIGTERM) ended: its run ends KILLED, also when ``sync`` closes it.
-KILLED_ATTR = "st_hpo.run_killed"
-#: Where a baseline run unsampled kept its base values before trials recorded ``st_hpo.config`` (read only).
-EFFECTIVE_PARAMS_ATTR = "st_hpo.effective_params"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 #: After MLflow failed a write through all retries, skip writes for this long (trials go on meanwhile).
 BACKOFF_SECONDS = 30.0
@@ -202,7 +213,7 @@ class MlflowTracker:
             return run_id
         found = self._find_parent(study.study_name)
         if found is None:
-            tags = {"st_hpo.kind": "study", "st_hpo.study": study.study_name, "mlflow.runName": study.study_name}
+            tags = {KIND_KEY: "study", STUDY_KEY: study.study_name, "mlflow.runName": study.study_name}
             run = self._call("create the parent run", self.client.create_run, self.experiment_id, tags=tags,
                              run_name=study.study_name)
             found = run.info.run_id
@@ -272,10 +283,10 @@ class MlflowTracker:
         """Create the child run of trial ``number``; returns its run id."""
         all_tags = {
             "mlflow.parentRunId": self.parent_run_id or "",
-            "st_hpo.kind": self.run_kind,
-            "st_hpo.study": study_name,
-            "st_hpo.trial_number": str(number),
-            "st_hpo.trial_state": "RUNNING",
+            KIND_KEY: self.run_kind,
+            STUDY_KEY: study_name,
+            TRIAL_NUMBER_KEY: str(number),
+            TRIAL_STATE_KEY: "RUNNING",
             **tags,
         }
         run = self._call("create a trial run", self.client.create_run, self.experiment_id,
@@ -321,11 +332,11 @@ class MlflowTracker:
         MLflow status: an interrupted trial is FAIL in Optuna and KILLED here. ``end_time`` (ms since the
         epoch) is when the trial really stopped, for one whose dead worker was noticed later.
         """
-        self._call("tag the trial state", self.client.set_tag, run_id, "st_hpo.trial_state", state)
+        self._call("tag the trial state", self.client.set_tag, run_id, TRIAL_STATE_KEY, state)
         for key, tag in (tags or {}).items():  # what the trial learnt about memory (st_hpo._tracking._census)
             self._call(f"tag {key}", self.client.set_tag, run_id, key, tag)
         if error:
-            self._call("tag the error", self.client.set_tag, run_id, "st_hpo.error", error[:5000])
+            self._call("tag the error", self.client.set_tag, run_id, ERROR_ATTR, error[:5000])
         if value is not None and state == "COMPLETE":
             self.log_metrics(run_id, {"objective": value}, step or 0)
         self._call("end the run", self.client.set_terminated, run_id, status=status or RUN_STATUS[state],
@@ -344,7 +355,7 @@ class MlflowTracker:
                 order_by=["attributes.start_time ASC"], max_results=1000, page_token=token,
             )
             for run in page:
-                out.setdefault(int(run.data.tags["st_hpo.trial_number"]), run)
+                out.setdefault(int(run.data.tags[TRIAL_NUMBER_KEY]), run)
             token = page.token
             if not token:
                 return out
@@ -354,7 +365,7 @@ class MlflowTracker:
         runs = self.trial_runs(study.study_name)
         fixed = 0
         for trial in study.get_trials(deepcopy=False):
-            if trial.user_attrs.get("st_hpo.cancelled"):
+            if trial.user_attrs.get(CANCELLED_ATTR):
                 continue
             state = shown_state(trial)
             run = runs.get(trial.number)
@@ -366,7 +377,7 @@ class MlflowTracker:
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
             if state in _ACCEPTED and (
-                run.info.status not in _accepted(trial) or run.data.tags.get("st_hpo.trial_state") != state
+                run.info.status not in _accepted(trial) or run.data.tags.get(TRIAL_STATE_KEY) != state
             ):
                 self._end_as_stored(run.info.run_id, trial)
                 fixed += 1
@@ -377,7 +388,7 @@ class MlflowTracker:
     def _end_as_stored(self, run_id: str, trial: Any) -> None:
         state = shown_state(trial)
         error = _fail_reason(trial) if state in ("FAIL", OUT_OF_MEMORY) else None
-        last_seen = trial.user_attrs.get("st_hpo.last_seen")  # a dead worker's trial: when it last worked
+        last_seen = trial.user_attrs.get(LAST_SEEN_ATTR)  # a dead worker's trial: when it last worked
         end_time = int(last_seen * 1000) if state == "FAIL" and last_seen else None
         self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time,
                        tags=end_tags(trial), status="KILLED" if trial.user_attrs.get(KILLED_ATTR) else None)
@@ -395,17 +406,17 @@ class MlflowTracker:
         return True
 
     def _recreate(self, study_name: str, trial: Any, objective_name: str) -> None:
-        tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith("st_hpo.tag.")}
-        tags = {k.replace("st_hpo.tag.", "st_hpo."): v for k, v in tags.items()}
-        tags["st_hpo.synced"] = "true"
+        tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith(TAG_PREFIX)}
+        tags = {k.replace(TAG_PREFIX, PREFIX): v for k, v in tags.items()}
+        tags[SYNCED_KEY] = "true"
         run_id = self.start_trial(study_name, trial.number, shown_params(trial), {}, tags)
         state = trial.state.name
         if state != "RUNNING" and self._replay_spool(run_id, trial):  # everything the trial tried to write
             self._end_as_stored(run_id, trial)
             return
-        max_steps = int(trial.user_attrs.get("st_hpo.max_steps", 1000))
+        max_steps = int(trial.user_attrs.get(MAX_STEPS_KEY, 1000))
         # per-mille -> steps; values measured on the eval subset keep their subset names
-        names = (f"subset_{objective_name}", "objective_subset") if tags.get("st_hpo.intermediate_eval") \
+        names = (f"subset_{objective_name}", "objective_subset") if tags.get(INTERMEDIATE_EVAL_KEY) \
             else (objective_name, "objective_intermediate")
         curve = [(dict.fromkeys(names, value), round(progress * max_steps / 1000))
                  for progress, value in sorted(trial.intermediate_values.items())]
@@ -422,11 +433,11 @@ def _accepted(trial: Any) -> set[str]:
 def _last_step(trial: Any) -> int:
     """The trainer step of a trial's last report (Optuna holds it in per-mille of training)."""
     progress = max(trial.intermediate_values, default=0)
-    return round(progress * int(trial.user_attrs.get("st_hpo.max_steps", 1000)) / 1000)
+    return round(progress * int(trial.user_attrs.get(MAX_STEPS_KEY, 1000)) / 1000)
 
 
 def _fail_reason(trial: Any) -> str:
-    return (trial.user_attrs.get("st_hpo.error") or trial.system_attrs.get("fail_reason")
+    return (trial.user_attrs.get(ERROR_ATTR) or trial.system_attrs.get("fail_reason")
             or "its worker vanished (no heartbeat within the grace period)")
 
 

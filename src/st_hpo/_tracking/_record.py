@@ -22,20 +22,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from st_hpo._tracking._schema import (
+    BASELINE_UNSAMPLED_ATTR,
+    CONFIG_ATTR,
+    EFFECTIVE_PARAMS_ATTR,
+    UNSAMPLED_ATTR,
+)
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["BASELINE_UNSAMPLED_ATTR", "CONFIG_ATTR", "UNSAMPLED_ATTR", "shown_params", "store_config",
            "trained_values"]
 
-CONFIG_ATTR = "st_hpo.config"
-#: Set on a baseline of a define-by-run space (and, before st-hpo recorded the names below, on a baseline with
-#: any base value outside the space): it runs the base arguments unsampled.
-UNSAMPLED_ATTR = "st_hpo.unsampled"
-#: Set on a baseline of a dict space: the names it leaves at their base value without an Optuna param (a base
-#: value the space cannot produce, a ``model.`` name); the others it is queued with, as Optuna params.
-BASELINE_UNSAMPLED_ATTR = "st_hpo.baseline_unsampled"
 #: What a baseline run unsampled recorded before ``st_hpo.config`` existed (read, never written).
-_LEGACY_EFFECTIVE_ATTR = "st_hpo.effective_params"
+_LEGACY_EFFECTIVE_ATTR = EFFECTIVE_PARAMS_ATTR
 
 
 def _json_safe(value: Any) -> bool:

@@ -13,11 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._schema import SPOOL_ATTR
+
 __all__ = ["SPOOL_ATTR", "SPOOL_NAME", "append", "read", "replay"]
 
 logger = logging.getLogger(__name__)
 
-SPOOL_ATTR = "st_hpo.mlflow_spool"
 SPOOL_NAME = "mlflow-spool.jsonl"
 
 

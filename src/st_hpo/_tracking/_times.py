@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from st_hpo._tracking._schema import PREFIX
+
 __all__ = ["TIME_FIGURES", "TOTALLED_STATES", "time_totals"]
 
 #: The figures every trial records, in seconds.
@@ -32,5 +34,5 @@ TOTALLED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 def time_totals(trials: list[Any]) -> dict[str, float]:
     """``{"<figure>_total": seconds}`` for each of :data:`TIME_FIGURES`, over the trials that ended."""
     ended = [t for t in trials if t.state.name in TOTALLED_STATES]
-    return {f"{name}_total": round(sum(float(t.user_attrs.get(f"st_hpo.{name}", 0.0)) for t in ended), 3)
+    return {f"{name}_total": round(sum(float(t.user_attrs.get(f"{PREFIX}{name}", 0.0)) for t in ended), 3)
             for name in TIME_FIGURES}

@@ -24,6 +24,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from st_hpo._tracking._schema import TRIAL_STATE_KEY
+
 __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "VIEW_KEY", "VIEW_TAG", "ensure_trials_view", "searched_names",
            "trials_url", "trials_view"]
 
@@ -72,7 +74,7 @@ def trials_view(params: Iterable[str], *, maximize: bool) -> dict[str, Any]:
         "searchFilter": TRIALS_FILTER,
         "orderByKey": _column("metrics", OBJECTIVE),
         "orderByAsc": not maximize,
-        "selectedColumns": [_column("metrics", OBJECTIVE), _column("tags", "st_hpo.trial_state"),
+        "selectedColumns": [_column("metrics", OBJECTIVE), _column("tags", TRIAL_STATE_KEY),
                             *(_column("params", p) for p in params)],
         "compareRunCharts": charts,
         "compareRunSections": [{"uuid": section, "name": "st-hpo: the trials", "display": True,

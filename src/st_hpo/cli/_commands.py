@@ -11,6 +11,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._schema import (
+    BASELINE_ATTR,
+    ENGINE_REF_ATTR,
+    ERROR_ATTR,
+    KIND_ATTR,
+    N_TRIALS_KEY,
+    PEAK_GPU_RESERVED_MB_KEY,
+    PID_KEY,
+    RESUMED_FROM_ATTR,
+    RUN_ATTR,
+    SIDE_METRICS_ATTR,
+    TAG_GPU_KEY,
+    TAG_HOST_KEY,
+    TAG_WORKER_KEY,
+)
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _load
 
 __all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
@@ -246,9 +261,10 @@ def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
 
 def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
     """Every trial of the study (cancelled ones left out) as a dict, the study's budget and model kind."""
-    from st_hpo._execution._best_model import MODEL_DIR_ATTR, best_number
+    from st_hpo._execution._best_model import best_number
     from st_hpo._results._read import StudyLocation, load_study, shown_params, trial_duration
-    from st_hpo._tracking._census import MINI_BATCH_ATTR, is_cancelled, shown_state
+    from st_hpo._tracking._census import is_cancelled, shown_state
+    from st_hpo._tracking._schema import MINI_BATCH_ATTR, MODEL_DIR_ATTR
 
     study_def = _load(ns)
     study = load_study(study_def, StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage))
@@ -263,37 +279,37 @@ def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
         model_dir = t.user_attrs.get(MODEL_DIR_ATTR)
         rows.append({
             "number": t.number, "state": shown_state(t), "params": shown_params(t), "value": t.value,
-            "duration_seconds": duration, "baseline": bool(t.user_attrs.get("st_hpo.baseline")),
-            "error": t.user_attrs.get("st_hpo.error"), "mlflow_run_id": t.user_attrs.get("st_hpo.mlflow_run_id"),
+            "duration_seconds": duration, "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
+            "error": t.user_attrs.get(ERROR_ATTR), "mlflow_run_id": t.user_attrs.get(RUN_ATTR),
             # how far training got: the last evaluation's step is per-mille of training done
             "progress": max(t.intermediate_values) / 1000 if t.intermediate_values else None,
-            "worker": t.user_attrs.get("st_hpo.tag.worker"), "host": t.user_attrs.get("st_hpo.tag.host"),
+            "worker": t.user_attrs.get(TAG_WORKER_KEY), "host": t.user_attrs.get(TAG_HOST_KEY),
             "best": t.number == best,
             "model_dir": model_dir if t.number == best and model_dir and Path(model_dir).is_dir() else None,
             # on a GPU: what the trial needed, to size --trials-per-gpu by
-            "peak_gpu_reserved_mb": t.user_attrs.get("st_hpo.peak_gpu_reserved_mb"),
+            "peak_gpu_reserved_mb": t.user_attrs.get(PEAK_GPU_RESERVED_MB_KEY),
             # a RUNNING trial whose worker on this host is gone: the next run or worker fails it
             "worker_gone": t.state.name == "RUNNING" and _gone(t.user_attrs),
-            "gpu": t.user_attrs.get("st_hpo.tag.gpu"),
+            "gpu": t.user_attrs.get(TAG_GPU_KEY),
             # where its worker ran, as the engine names it: slurm:<job>_<task>, ray:<actor>, local:<pid>
-            "engine_ref": t.user_attrs.get("st_hpo.tag.engine_ref"),
+            "engine_ref": t.user_attrs.get(ENGINE_REF_ATTR),
             # what the kind's evaluators report besides the objective (a sparse model's active dimensions)
-            "side_metrics": t.user_attrs.get("st_hpo.side_metrics"),
+            "side_metrics": t.user_attrs.get(SIDE_METRICS_ATTR),
             # a GradCache loss's mini-batch as trained (lowered where a step ran out of memory)
             "mini_batch_size": t.user_attrs.get(MINI_BATCH_ATTR),
             # a retry of an interrupted trial: {"trial": N, "step": S}, the checkpoint it started from
-            "resumed_from": t.user_attrs.get("st_hpo.resumed_from"),
+            "resumed_from": t.user_attrs.get(RESUMED_FROM_ATTR),
         })
-    budget = study.user_attrs.get("st_hpo.n_trials", study_def.n_trials)
-    return rows, budget, study.user_attrs.get("st_hpo.model_kind", "sentence-transformer")
+    budget = study.user_attrs.get(N_TRIALS_KEY, study_def.n_trials)
+    return rows, budget, study.user_attrs.get(KIND_ATTR, "sentence-transformer")
 
 
 def _gone(attrs: dict[str, Any]) -> bool:
     """True when the trial's worker ran on this host and its process no longer exists."""
     from st_hpo._execution._recovery import current_host, worker_alive
 
-    pid = attrs.get("st_hpo.pid")
-    return bool(pid) and attrs.get("st_hpo.tag.host") == current_host() and not worker_alive(attrs)
+    pid = attrs.get(PID_KEY)
+    return bool(pid) and attrs.get(TAG_HOST_KEY) == current_host() and not worker_alive(attrs)
 
 
 def _note(r: dict[str, Any]) -> str:
