@@ -126,6 +126,11 @@ def test_open_study_hands_out_the_optuna_study_and_every_result(ran, tmp_path):
     assert best.number == handle.optuna_study.best_trial.number
     exported = json.loads(handle.export(tmp_path / "best.json").read_text())
     assert exported["trial"] == best.number and exported["value"] == pytest.approx(best.value)
+    status = handle.status()
+    assert [r["number"] for r in status.rows] == [t.number for t in trials] and status.budget == 3
+    assert status.census.finished == 3 and status.kind == "sentence-transformer"
+    assert [r["number"] for r in status.rows if r["best"]] == [best.number]
+    assert handle.sync().fixed == 0, "a finished study's MLflow runs already agree with its storage"
     written = handle.report(track=False)
     assert {p.name for p in written} >= {"summary.md", "trials.csv"}
     never_ran = st_hpo.open_study(st_hpo.load_study_file(path), output_dir=tmp_path / "nowhere")

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from st_hpo._results._read import BestTrial
     from st_hpo._results._register import RegisterResult
     from st_hpo._results._retrain import RetrainResult
+    from st_hpo._results._status import StudyStatus
+    from st_hpo._results._sync import SyncResult
 
 __all__ = ["StudyHandle", "open_study"]
 
@@ -73,6 +75,19 @@ class StudyHandle:
 
     def _where_tracked(self) -> dict[str, Any]:
         return {**self._where(), "tracking_uri": self.explicit_tracking_uri}
+
+    def status(self) -> StudyStatus:
+        """Every trial as a row (what ``st-hpo status --json`` prints), the census, budget and model kind."""
+        from st_hpo._results._status import study_status
+
+        return study_status(self.optuna_study, self.study.n_trials)
+
+    def sync(self) -> SyncResult:
+        """Make MLflow agree with the storage: fail the trials whose worker is gone, close their runs, end a
+        parent run a killed run left RUNNING, re-create missing runs (what ``st-hpo sync`` does)."""
+        from st_hpo._results._sync import sync_study
+
+        return sync_study(self.study, **self._where_tracked())
 
     def best(self) -> BestTrial:
         """The best complete trial and its gains over the baseline and the base model."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shlex
 import sys
@@ -11,22 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo._tracking._schema import (
-    BASELINE_ATTR,
-    ENGINE_REF_ATTR,
-    ERROR_ATTR,
-    KIND_ATTR,
-    N_TRIALS_KEY,
-    PEAK_GPU_RESERVED_MB_KEY,
-    PID_KEY,
-    RESUMED_FROM_ATTR,
-    RUN_ATTR,
-    SIDE_METRICS_ATTR,
-    TAG_GPU_KEY,
-    TAG_HOST_KEY,
-    TAG_WORKER_KEY,
-)
-from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _load
+from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load
 
 __all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
@@ -259,59 +243,6 @@ def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
     return 0
 
 
-def _rows(ns: argparse.Namespace) -> tuple[list[dict[str, Any]], int, str]:
-    """Every trial of the study (cancelled ones left out) as a dict, the study's budget and model kind."""
-    from st_hpo._execution._best_model import best_number
-    from st_hpo._results._read import StudyLocation, load_study, shown_params, trial_duration
-    from st_hpo._tracking._census import is_cancelled, shown_state
-    from st_hpo._tracking._schema import MINI_BATCH_ATTR, MODEL_DIR_ATTR
-
-    study_def = _load(ns)
-    study = load_study(study_def, StudyLocation.resolve(study_def, output_dir=ns.output_dir, storage=ns.storage))
-    trials = study.get_trials(deepcopy=False)
-    best = best_number(study, trials)
-    now = datetime.datetime.now()
-    rows = []
-    for t in trials:
-        if is_cancelled(t):
-            continue  # asked by a worker when others had filled the budget; it never ran
-        duration = trial_duration(t, now)
-        model_dir = t.user_attrs.get(MODEL_DIR_ATTR)
-        rows.append({
-            "number": t.number, "state": shown_state(t), "params": shown_params(t), "value": t.value,
-            "duration_seconds": duration, "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
-            "error": t.user_attrs.get(ERROR_ATTR), "mlflow_run_id": t.user_attrs.get(RUN_ATTR),
-            # how far training got: the last evaluation's step is per-mille of training done
-            "progress": max(t.intermediate_values) / 1000 if t.intermediate_values else None,
-            "worker": t.user_attrs.get(TAG_WORKER_KEY), "host": t.user_attrs.get(TAG_HOST_KEY),
-            "best": t.number == best,
-            "model_dir": model_dir if t.number == best and model_dir and Path(model_dir).is_dir() else None,
-            # on a GPU: what the trial needed, to size --trials-per-gpu by
-            "peak_gpu_reserved_mb": t.user_attrs.get(PEAK_GPU_RESERVED_MB_KEY),
-            # a RUNNING trial whose worker on this host is gone: the next run or worker fails it
-            "worker_gone": t.state.name == "RUNNING" and _gone(t.user_attrs),
-            "gpu": t.user_attrs.get(TAG_GPU_KEY),
-            # where its worker ran, as the engine names it: slurm:<job>_<task>, ray:<actor>, local:<pid>
-            "engine_ref": t.user_attrs.get(ENGINE_REF_ATTR),
-            # what the kind's evaluators report besides the objective (a sparse model's active dimensions)
-            "side_metrics": t.user_attrs.get(SIDE_METRICS_ATTR),
-            # a GradCache loss's mini-batch as trained (lowered where a step ran out of memory)
-            "mini_batch_size": t.user_attrs.get(MINI_BATCH_ATTR),
-            # a retry of an interrupted trial: {"trial": N, "step": S}, the checkpoint it started from
-            "resumed_from": t.user_attrs.get(RESUMED_FROM_ATTR),
-        })
-    budget = study.user_attrs.get(N_TRIALS_KEY, study_def.n_trials)
-    return rows, budget, study.user_attrs.get(KIND_ATTR, "sentence-transformer")
-
-
-def _gone(attrs: dict[str, Any]) -> bool:
-    """True when the trial's worker ran on this host and its process no longer exists."""
-    from st_hpo._execution._recovery import current_host, worker_alive
-
-    pid = attrs.get(PID_KEY)
-    return bool(pid) and attrs.get(TAG_HOST_KEY) == current_host() and not worker_alive(attrs)
-
-
 def _note(r: dict[str, Any]) -> str:
     """The status table's last column: where a trial is, why it stopped, what it kept, where it resumed."""
     note = _state_note(r)
@@ -343,7 +274,8 @@ def _state_note(r: dict[str, Any]) -> str:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    rows, budget, kind = _rows(ns)
+    status = _handle(ns).status()
+    rows, budget, kind = status.rows, status.budget, status.kind
     if ns.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -380,9 +312,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 def cmd_sync(ns: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from st_hpo._results._sync import sync_study
-
-    result = sync_study(_load(ns), output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri)
+    result = _handle(ns).sync()
     ended = f" (the study's run ended {result.parent_ended})" if result.parent_ended else ""
     _console().print(escape(f"MLflow at {result.tracking_uri}: {result.fixed} run(s) created or closed{ended}; "
                             "every trial has its run"))

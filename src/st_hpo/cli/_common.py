@@ -26,3 +26,11 @@ def _load(ns: argparse.Namespace) -> Any:
     if getattr(ns, "study_name", None):
         study = study.replace(name=ns.study_name)
     return study
+
+
+def _handle(ns: argparse.Namespace) -> Any:
+    """The study handle of a command's study file and location options (see :func:`st_hpo.open_study`)."""
+    from st_hpo._results._handle import open_study
+
+    return open_study(_load(ns), output_dir=getattr(ns, "output_dir", None), storage=getattr(ns, "storage", None),
+                      tracking_uri=getattr(ns, "tracking_uri", None))
