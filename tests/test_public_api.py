@@ -8,7 +8,7 @@ from st_hpo import exceptions
 EXPECTED = {
     "BestTrial", "Choice", "ConfirmResult", "NoResultError", "RegisterResult", "RetrainResult", "SearchSpaceError", "StHpoError",
     "StorageError", "Study", "StudyDefinitionError", "StudyFileError", "StudyHandle", "StudyResult", "TestScore", "TrackingError",
-    "TrialError", "__version__", "best_trial", "confirm_study", "export_best", "join_study", "load_study_file",
+    "TrialError", "UsageError", "__version__", "best_trial", "confirm_study", "export_best", "join_study", "load_study_file",
     "open_study", "register_best", "report_study", "retrain_best", "run_study", "score_best_on_test", "validate_study",
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from st_hpo import StudyDefinitionError
+from st_hpo import StudyDefinitionError, UsageError
 from st_hpo._execution._workers import plan_workers
 from tests.helpers import run_cli
 
@@ -19,7 +19,7 @@ def test_trials_per_gpu_gives_k_workers_per_listed_gpu():
 
 
 def test_trials_per_gpu_without_any_gpu_is_refused_not_ignored():
-    with pytest.raises(StudyDefinitionError, match=r"--trials-per-gpu 4 needs GPUs, .*use --workers N"):
+    with pytest.raises(UsageError, match=r"trials_per_gpu=4 needs GPUs, .*use workers=N"):
         _plan(trials_per_gpu=4)
 
 
@@ -39,16 +39,16 @@ def test_gpu_ids_are_positions_among_the_visible_gpus():
 
 
 def test_gpus_the_process_cannot_see_are_refused():
-    with pytest.raises(StudyDefinitionError, match=r"--gpus 2: this process sees 2 GPU\(s\); give ids from 0 to 1"):
+    with pytest.raises(UsageError, match=r"gpus=2: this process sees 2 GPU\(s\); give ids from 0 to 1"):
         _plan(gpus="0,2", devices=["0", "1"])
-    with pytest.raises(StudyDefinitionError, match="--gpus 0: this process sees no GPU"):
+    with pytest.raises(UsageError, match="gpus=0: this process sees no GPU"):
         _plan(gpus="0", devices=[])
 
 
 def test_contradictory_or_empty_plans_are_refused():
-    with pytest.raises(StudyDefinitionError, match="not both"):
+    with pytest.raises(UsageError, match="not both"):
         _plan(workers=4, gpus="0,1", trials_per_gpu=2)
-    with pytest.raises(StudyDefinitionError, match="at least 1"):
+    with pytest.raises(UsageError, match="at least 1"):
         _plan(workers=0)
 
 
@@ -95,9 +95,9 @@ def test_one_function_decides_the_slots_for_the_cli_and_the_api(monkeypatch):
 def test_a_cluster_engine_gets_slots_of_gpu_shares_never_checked_against_this_host(monkeypatch):
     assert _slots(monkeypatch, [], engine="slurm", workers=2, gpus_per_worker=1, cpus_per_worker=4) == [
         ("slurm-w0", None, 1.0, 4), ("slurm-w1", None, 1.0, 4)]
-    with pytest.raises(StudyDefinitionError, match="--engine slurm places workers on the cluster's GPUs"):
+    with pytest.raises(UsageError, match="engine=slurm places workers on the cluster's GPUs"):
         _slots(monkeypatch, [], engine="slurm", gpus="0")
-    with pytest.raises(StudyDefinitionError, match="--gpus-per-worker is for --engine slurm or ray"):
+    with pytest.raises(UsageError, match="gpus_per_worker= is for engine=slurm or ray"):
         _slots(monkeypatch, ["0"], gpus_per_worker=1)
 
 
@@ -116,3 +116,15 @@ def test_a_plan_written_is_read_back_and_a_worker_finds_its_slot(tmp_path, monke
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(StudyDefinitionError, match="not a worker plan of this st-hpo version"):
         read_plan(tmp_path / "bad.json")
+
+
+def test_usage_errors_name_the_api_parameters_and_the_cli_shows_its_options(tmp_path, study_file):
+    """The library says ``workers=0`` (what a Python caller typed); the command line says ``--workers 0``."""
+    with pytest.raises(UsageError, match=r"^workers=0: give at least 1$") as caught:
+        _plan(workers=0)
+    assert isinstance(caught.value, ValueError), "a bad argument is also a ValueError"
+    assert caught.value.as_options() == "--workers 0: give at least 1"
+    proc = run_cli("run", str(study_file()), "--workers", "0", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip() == "error: --workers 0: give at least 1"
+    proc = run_cli("run", str(study_file()), "--gpus", "0", cwd=tmp_path)
+    assert "leave --gpus out, or use --workers N to run on the CPU" in proc.stderr, proc.stderr

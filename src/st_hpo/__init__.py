@@ -42,6 +42,7 @@ from st_hpo.exceptions import (
     StudyFileError,
     TrackingError,
     TrialError,
+    UsageError,
 )
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __all__ = [
     "TestScore",
     "TrackingError",
     "TrialError",
+    "UsageError",
     "__version__",
     "best_trial",
     "confirm_study",

@@ -4,6 +4,9 @@ Every error st-hpo raises on purpose derives from :class:`StHpoError`, so caller
 The CLI turns each into a one-line message and exit code 1 (tracebacks only with ``--debug``)::
 
     StHpoError
+    ├── UsageError                an argument to the API (or an option of the CLI) is out of range or contradicts
+    │                             another; also a ValueError. It names the API's parameter (``workers=0``);
+    │                             the CLI shows the option (``--workers 0``)
     ├── StudyDefinitionError      the study file or Study(...) is wrong (import error, bad field, bad objective)
     │   ├── SearchSpaceError      the search space names an unknown argument or allows a value it cannot take
     │   └── StudyFileError        the study file raised while it was imported (``user_traceback``: its own)
@@ -15,8 +18,11 @@ The CLI turns each into a one-line message and exit code 1 (tracebacks only with
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "StHpoError",
+    "UsageError",
     "StudyDefinitionError",
     "SearchSpaceError",
     "StudyFileError",
@@ -29,6 +35,25 @@ __all__ = [
 
 class StHpoError(Exception):
     """Base class of every error st-hpo raises on purpose."""
+
+
+class UsageError(StHpoError, ValueError):
+    """An argument is out of range or contradicts another. The message names parameters as the API does,
+    ``name=value`` (``workers=0: give at least 1``); ``parameters`` lists the names it uses, which the CLI
+    shows as its options (``--workers 0: give at least 1``)."""
+
+    def __init__(self, message: str, *, parameters: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.parameters = parameters
+
+    def as_options(self) -> str:
+        """The message with each ``name=`` of :attr:`parameters` written as the CLI option ``--name ``."""
+        text = str(self)
+        for name in sorted(self.parameters, key=len, reverse=True):
+            option = f"--{name.replace('_', '-')}"
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}=(?=[\s,;)]|$)", option, text)  # "gpus= out"
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{option} ", text)  # "workers=0", "workers=N"
+        return text
 
 
 class StudyDefinitionError(StHpoError):

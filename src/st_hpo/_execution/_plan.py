@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo.exceptions import StudyDefinitionError
+from st_hpo.exceptions import StudyDefinitionError, UsageError
 
 __all__ = ["PLAN_FILE", "SlotPlan", "WorkerPlan", "decide_slots", "read_plan", "slot_for_this_process"]
 
@@ -116,21 +116,22 @@ def decide_slots(*, engine: str = "local", workers: int | None = None, gpus: str
     """
     from st_hpo._execution._workers import plan_workers, visible_gpus
 
+    names = ("cpus_per_worker", "gpus_per_worker", "engine", "gpus", "trials_per_gpu", "workers")
     if cpus_per_worker < 1:
-        raise StudyDefinitionError(f"--cpus-per-worker {cpus_per_worker}: give at least 1")
+        raise UsageError(f"cpus_per_worker={cpus_per_worker}: give at least 1", parameters=names)
     if gpus_per_worker is not None and gpus_per_worker < 0:
-        raise StudyDefinitionError(f"--gpus-per-worker {gpus_per_worker}: give 0 or more")
+        raise UsageError(f"gpus_per_worker={gpus_per_worker}: give 0 or more", parameters=names)
     if engine != "local":
         if gpus is not None or trials_per_gpu != 1:
-            raise StudyDefinitionError(f"--engine {engine} places workers on the cluster's GPUs: give "
-                                       "--gpus-per-worker G instead of --gpus/--trials-per-gpu")
+            raise UsageError(f"engine={engine} places workers on the cluster's GPUs: give gpus_per_worker=G "
+                             "instead of gpus= and trials_per_gpu=", parameters=names)
         if workers is not None and workers < 1:
-            raise StudyDefinitionError(f"--workers {workers}: give at least 1")
+            raise UsageError(f"workers={workers}: give at least 1", parameters=names)
         share = float(gpus_per_worker or 0.0)
         return [SlotPlan(f"{engine}-w{i}", None, share, cpus_per_worker) for i in range(workers or 1)]
     if gpus_per_worker is not None:
-        raise StudyDefinitionError("--gpus-per-worker is for --engine slurm or ray; on this machine use --gpus "
-                                   "and --trials-per-gpu")
+        raise UsageError("gpus_per_worker= is for engine=slurm or ray; on this machine use gpus= and "
+                         "trials_per_gpu=", parameters=names)
     devices = visible_gpus()
     asked = (workers or 1) > 1 or trials_per_gpu > 1
     if gpus is None and (asked or (len(devices) > 1 and study_file is not None)):

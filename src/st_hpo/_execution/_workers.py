@@ -57,18 +57,19 @@ def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int,
     ``--gpus`` ids are positions in that list, so inside a job whose ``CUDA_VISIBLE_DEVICES=2,3``,
     ``--gpus 0,1`` means GPUs 2 and 3. None: take the ids as they are, unchecked.
     """
-    from st_hpo.exceptions import StudyDefinitionError
+    from st_hpo.exceptions import UsageError
 
+    names = ("workers", "trials_per_gpu", "gpus")
     if workers is not None and workers < 1:
-        raise StudyDefinitionError(f"--workers {workers}: give at least 1")
+        raise UsageError(f"workers={workers}: give at least 1", parameters=names)
     if trials_per_gpu < 1:
-        raise StudyDefinitionError(f"--trials-per-gpu {trials_per_gpu}: give at least 1")
+        raise UsageError(f"trials_per_gpu={trials_per_gpu}: give at least 1", parameters=names)
     ids = [g.strip() for g in (gpus or "").split(",") if g.strip()]
     if workers is not None and trials_per_gpu > 1:
-        raise StudyDefinitionError("give --workers N (spread over the GPUs) or --trials-per-gpu K, not both")
+        raise UsageError("give workers=N (spread over the GPUs) or trials_per_gpu=K, not both", parameters=names)
     if not ids and trials_per_gpu > 1:
-        raise StudyDefinitionError(f"--trials-per-gpu {trials_per_gpu} needs GPUs, and this process sees none (no "
-                                   "--gpus, no CUDA); use --workers N to run N workers on the CPU")
+        raise UsageError(f"trials_per_gpu={trials_per_gpu} needs GPUs, and this process sees none (no gpus=, no "
+                         "CUDA); use workers=N to run N workers on the CPU", parameters=names)
     device = {i: _device_of(i, devices) for i in ids}
     if ids and workers is not None:
         return [WorkerSpec(f"gpu{ids[i % len(ids)]}-w{i // len(ids)}", device[ids[i % len(ids)]])
@@ -80,18 +81,19 @@ def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int,
 
 def _device_of(gpu_id: str, devices: list[str] | None) -> str:
     """The ``CUDA_VISIBLE_DEVICES`` value for ``--gpus`` id ``gpu_id``."""
-    from st_hpo.exceptions import StudyDefinitionError
+    from st_hpo.exceptions import UsageError
 
+    names = ("gpus", "workers")
     if devices is None:
         return gpu_id
     if not devices:
-        raise StudyDefinitionError(f"--gpus {gpu_id}: this process sees no GPU (torch.cuda.is_available() is "
-                                   "False); leave --gpus out, or use --workers N to run on the CPU")
+        raise UsageError(f"gpus={gpu_id}: this process sees no GPU (torch.cuda.is_available() is False); leave "
+                         "gpus= out, or use workers=N to run on the CPU", parameters=names)
     if not gpu_id.isdigit() or int(gpu_id) >= len(devices):
-        raise StudyDefinitionError(f"--gpus {gpu_id}: this process sees {len(devices)} GPU(s); give ids from 0 "
-                                   f"to {len(devices) - 1}" + (f" (positions in CUDA_VISIBLE_DEVICES="
-                                   f"{os.environ['CUDA_VISIBLE_DEVICES']})" if os.environ.get("CUDA_VISIBLE_DEVICES")
-                                   else ""))
+        raise UsageError(f"gpus={gpu_id}: this process sees {len(devices)} GPU(s); give ids from 0 "
+                         f"to {len(devices) - 1}" + (f" (positions in CUDA_VISIBLE_DEVICES="
+                         f"{os.environ['CUDA_VISIBLE_DEVICES']})" if os.environ.get("CUDA_VISIBLE_DEVICES")
+                         else ""), parameters=names)
     return devices[int(gpu_id)]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from st_hpo._interrupts import redeliver_interrupts_from_finalizers
 from st_hpo.cli import _review
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED
-from st_hpo.exceptions import StHpoError
+from st_hpo.exceptions import StHpoError, UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -284,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.debug:  # a study file that raised: its own traceback, not st-hpo's frames that ran it
             sys.stderr.write(user_tb)
         hint = "; `st-hpo --debug ...` shows its traceback" if user_tb and not ns.debug else ""
-        sys.stderr.write(f"error: {exc}{hint}\n")
+        said = exc.as_options() if isinstance(exc, UsageError) else str(exc)  # the API's names as the options
+        sys.stderr.write(f"error: {said}{hint}\n")
         return EXIT_ERROR
     except OSError as exc:  # a path that is a folder, a file where a folder should be, a full disk
         if ns.debug:
