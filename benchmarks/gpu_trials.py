@@ -11,7 +11,8 @@
    is measured only where nvidia-smi lists the workers' pids (in a container with its own pid namespace it
    may list none, or host pids: then the figure says "not measured" and why).
 2. Trial 0 of that study has a batch far too large for the card (the study file's docstring works out how
-   far): ``oom_trial`` is its state (FAIL expected, with "out of memory" in its error) and
+   far): ``oom_trial`` is its state as st-hpo shows it (OUT_OF_MEMORY expected: recorded as out of memory, the
+   sampler steers away from it; "out of memory" in its error) and
    ``next_trial_after_oom`` the state of the next trial on the same worker (COMPLETE expected). Whether the
    OOM trial's memory was released is read from that next trial's peak reserved GPU memory (st-hpo resets
    the peak at each trial's start, so memory still held would count in it), beside a normal trial's.
@@ -94,7 +95,8 @@ def on_cuda(trial: Any) -> bool:
 
 def _row(t: Any) -> dict[str, Any]:
     a = t.user_attrs
-    return {"number": t.number, "state": t.state.name, "worker": a.get("st_hpo.tag.worker"), "pid": a.get("st_hpo.pid"),
+    state = "OUT_OF_MEMORY" if a.get("st_hpo.out_of_memory") else t.state.name  # as `st-hpo status` shows it
+    return {"number": t.number, "state": state, "worker": a.get("st_hpo.tag.worker"), "pid": a.get("st_hpo.pid"),
             "batch": t.params.get("per_device_train_batch_size"), "device": a.get(DEVICE_ATTR),
             "peak_gpu_reserved_mb": a.get("st_hpo.peak_gpu_reserved_mb"), "error": (a.get("st_hpo.error") or "")[:300],
             "start": t.datetime_start.timestamp() if t.datetime_start else None,

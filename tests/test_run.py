@@ -266,18 +266,20 @@ def test_a_trials_checkpoints_are_deleted_when_it_ends(make_study, tmp_path, mon
     import st_hpo._execution._trial as trial_module
 
     seen = []
-    remove = trial_module._remove_checkpoints
+    remove = trial_module.remove_checkpoints
 
-    def spy(trial_dir):  # what the trial left just before st-hpo cleans up
-        seen.append(sorted(p.name for p in trial_dir.glob("checkpoint-*")))
-        remove(trial_dir)
+    def spy(trial, trial_dir):  # what the trial left just before st-hpo cleans up (the trainer's checkpoints,
+        # or the last of them put into place for resuming an interrupted trial, resume-S)
+        seen.append(sorted(p.name for p in [*trial_dir.glob("checkpoint-*"), *trial_dir.glob("resume-*")]))
+        remove(trial, trial_dir)
 
-    monkeypatch.setattr(trial_module, "_remove_checkpoints", spy)
+    monkeypatch.setattr(trial_module, "remove_checkpoints", spy)
     args = {**make_study().args, "save_strategy": "steps", "save_steps": 2}
     result = st_hpo.run_study(make_study(args=args, n_trials=2, pruner="none"), output_dir=tmp_path, progress=False)
     assert result.n_complete == 2
-    assert seen == [["checkpoint-2", "checkpoint-4"]] * 2, "the trainer wrote checkpoints in every trial"
+    assert len(seen) == 2 and all(seen), f"the trainer wrote checkpoints in every trial: {seen}"
     assert list((tmp_path / "trials").glob("trial-*/checkpoint-*")) == []
+    assert list((tmp_path / "trials").glob("trial-*/resume-*")) == []
     assert result.best_model_dir is not None and (result.best_model_dir / "modules.json").is_file()
 
 

@@ -300,8 +300,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
                       secs, escape(r["engine_ref"] or ""), escape(_note(r)))
     console = _console()
-    if not console.is_terminal:  # piped or logged: a wide table rather than one wrapped at 80 columns
-        console.width = 160
+    if not console.is_terminal:  # piped or logged: a wide table (status has 7 columns, an error note up to 160 characters)
+        console.width = 240
     console.print(table)
     best = next((r for r in rows if r["best"]), None)
     if best and best["model_dir"]:
@@ -335,7 +335,7 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
         return 0
     console = _console()
     if not console.is_terminal:
-        console.width = 160
+        console.width = 240
     console.print(_confirm_table(result))
     if not any(c.baseline for c in result.configs):
         console.print("the study has no baseline trial: the configurations are compared with each other (the "

@@ -255,7 +255,20 @@ def _sigterm_as_interrupt() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``st-hpo``; returns the exit code."""
+    """Entry point of ``st-hpo``; returns the exit code. Called in-process (from Python, a notebook), it
+    leaves the process's environment as it found it: the verbosity it hands to worker processes
+    (``ST_HPO_VERBOSITY``) holds for this command only."""
+    saved = os.environ.get(VERBOSITY_ENV)
+    try:
+        return _main(argv)
+    finally:
+        if saved is None:
+            os.environ.pop(VERBOSITY_ENV, None)
+        else:
+            os.environ[VERBOSITY_ENV] = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     started = time.monotonic()  # --timeout counts from here: the whole command, imports and set-up included
     parser = build_parser()
     ns = parser.parse_args(argv)
