@@ -8,13 +8,17 @@ Architecture: the packages are layers, each importing only the layers below it (
 checks every import, function-level ones too)::
 
     cli/, _api.py  the faces: the ``st-hpo`` command and the Python API (``__init__`` re-exports it)
-    _results/      what a study found: best, export, test score, reports, retrain, register, confirm
-    _execution/    how trials run: validation, resources, session, loop, workers, recovery, the trial,
-                   callbacks, storages, progress, the kept best model
-    _tracking/     what is recorded of a trial: its record in the storage, MLflow runs
+    _engines/      where workers run: local processes, SLURM job arrays, Ray actors (one seam, _base.py)
+    _results/      what a study found: the study handle, status, best, export, test score, reports,
+                   retrain, register, confirm, sync, the end of a study
+    _execution/    how trials run: validation, resources, session, the worker plan, loop, workers,
+                   recovery, the trial, the evaluation schedule, callbacks, resuming, out of memory,
+                   storages, progress, the kept best model
+    _tracking/     what is recorded: the trial census, time figures, its record in the storage, MLflow runs
     _definition/   what a study is: Study, Choice, spaces, training arguments, datasets, loading, identity
     _kinds/        what differs by model kind (SentenceTransformer, CrossEncoder, ...)
-    _interrupts.py writes that a Ctrl-C or SIGTERM does not cut in half
+    _interrupts.py stop requests that are never lost, and writes that a Ctrl-C or SIGTERM does not cut
+    _tracking/_schema.py  every key st-hpo stores (its own lowest layer: every layer spells keys through it)
     exceptions.py  the errors, importable from every layer
 
 Data flows up through them: a definition is validated and executed trial by trial, each trial is
