@@ -315,3 +315,19 @@ def test_a_study_file_s_own_deprecation_warnings_are_shown(study_file, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "DeprecationWarning: Importing from 'sentence_transformers.losses' is deprecated" in proc.stderr
     assert proc.stderr.count("Warning:") == 1, proc.stderr
+
+
+def test_the_printed_review_line_names_the_study_the_run_used(tmp_path):
+    """`st-hpo run FILE --study-name N --storage URL` ends with an `st-hpo ui` line that opens that study, as
+    pasted (a line without --study-name opened the study file's own study, or none)."""
+    import argparse
+
+    from st_hpo.cli._commands import _review_lines
+
+    ns = argparse.Namespace(study_file="my studies/s.py", output_dir="runs/with space", storage=None,
+                            study_name="w2", tracking_uri=None)
+    result = argparse.Namespace(tracking_uri="sqlite:////tmp/x y/mlflow.db", experiment_id="7")
+    first, second = _review_lines(ns, result)
+    assert first.startswith("review in MLflow: st-hpo ui 'my studies/s.py' --output-dir 'runs/with space' "
+                            "--study-name w2, then open http://127.0.0.1:5000/#/experiments/7/runs?")
+    assert second == "  or serve the store yourself: mlflow ui --backend-store-uri 'sqlite:////tmp/x y/mlflow.db'"

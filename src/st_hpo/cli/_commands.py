@@ -109,7 +109,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if result.submission is not None:  # handed to a cluster engine; the study ends by itself
         sub = result.submission
         out.print(f"submitted to {sub.engine}: {' '.join(sub.ids)} (job script {sub.script})")
-        out.print(f"watch: st-hpo status {ns.study_file}{_location_flags(ns)}; {sub.watch}")
+        out.print(f"watch: {shell_line('st-hpo', 'status', ns.study_file)}{_location_flags(ns)}; {sub.watch}")
         out.print(f"stop:  {sub.stop}")
         return 0
     if result.interrupted:
@@ -162,7 +162,7 @@ def _review_lines(ns: argparse.Namespace, result: Any) -> list[str]:
     uri, exp = result.tracking_uri, result.experiment_id
     if uri.startswith(("http://", "https://")) and exp:
         return [f"review in MLflow: {trials_url(uri, exp)}"]
-    ui = shell_line("st-hpo", "ui", ns.study_file, *(["--output-dir", ns.output_dir] if ns.output_dir else []))
+    ui = shell_line("st-hpo", "ui", ns.study_file) + _location_flags(ns)  # the study this run used, wherever
     url = f", then open {trials_url('http://127.0.0.1:5000', exp)}" if exp else ""
     return [f"review in MLflow: {ui}{url}",
             f"  or serve the store yourself: {shell_line('mlflow', 'ui', '--backend-store-uri', uri)}"]
