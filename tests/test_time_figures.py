@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 import torch
@@ -33,13 +34,32 @@ class _CtrlCWhenArmed(CoSENTLoss):
         return loss
 
 
+#: Seconds each evaluation sleeps: a floor on evaluation time that no machine's speed or load changes.
+EVAL_SLEEP = 0.3
+
+
+def _sleepy_evaluator(ds):
+    """The tests' STS evaluator, each call at least EVAL_SLEEP seconds long."""
+    from tests.conftest import sts_evaluator
+
+    inner = sts_evaluator(ds)
+
+    class Sleepy(type(inner)):
+        def __call__(self, *args, **kwargs):
+            time.sleep(EVAL_SLEEP)
+            return super().__call__(*args, **kwargs)
+
+    inner.__class__ = Sleepy
+    return inner
+
+
 @pytest.mark.slow
 def test_train_and_eval_seconds_add_up_within_each_trial_and_the_totals_count_the_same_trials(make_study, tmp_path):
     from datasets import Dataset
 
     # evaluations on 500 rows at every step: most of a trial is spent evaluating
     study = make_study(eval_dataset=Dataset.from_dict(make_pairs(500, seed=2)), loss=_CtrlCWhenArmed,
-                       intermediate_eval_rows=None,
+                       intermediate_eval_rows=None, evaluator=_sleepy_evaluator,
                        args=dict(num_train_epochs=1, per_device_train_batch_size=16, learning_rate=5e-5,
                                  eval_strategy="steps", eval_steps=1, logging_steps=1, save_strategy="no",
                                  disable_tqdm=True, seed=7, use_cpu=True),
@@ -64,8 +84,11 @@ def test_train_and_eval_seconds_add_up_within_each_trial_and_the_totals_count_th
         assert parts <= figures["trial_seconds"] + 1e-3, (t.number, figures)
         for name, value in figures.items():  # the run shows what the trial recorded
             assert run.data.metrics[name] == pytest.approx(value, abs=1e-3), (t.number, name)
-    # most of a complete trial is spent evaluating
-    assert trials[0].user_attrs["st_hpo.eval_seconds"] > 0.5 * trials[0].user_attrs["st_hpo.trial_seconds"]
+    # a complete trial evaluates at each of its 4 steps, each evaluation sleeping EVAL_SLEEP: that time is all in
+    # eval_seconds, and none of it in train_seconds (whatever the machine's speed or load)
+    for t in (trials[0], trials[2]):
+        assert t.user_attrs["st_hpo.eval_seconds"] >= 4 * EVAL_SLEEP, t.user_attrs
+        assert t.user_attrs["st_hpo.train_seconds"] <= t.user_attrs["st_hpo.trial_seconds"] - 4 * EVAL_SLEEP
 
     metrics = parents[0].data.metrics
     for name in ("trial_seconds", "train_seconds", "eval_seconds"):  # every trial that ended, each figure alike
