@@ -182,3 +182,24 @@ def _child_of(pid: int) -> int:
         if int(fields[1]) == pid:
             return int(stat.parent.name)
     raise RuntimeError(f"process {pid} has no child")
+
+
+def trials_so_far(out, name):
+    """The study's trials in ``out``'s journal, or [] before the study exists."""
+    from tests.helpers import load_trials
+
+    try:
+        return load_trials(out, name)
+    except (KeyError, ValueError, OSError):  # the study is not created yet
+        return []
+
+
+def wait_for(what, condition, timeout: float):
+    """``condition()``'s first true value, polled every 0.5 s; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -10,8 +10,8 @@ import time
 import optuna
 import pytest
 
-from tests.engines import RayCluster, ray_available
-from tests.helpers import load_trials, mlflow_runs
+from tests.engines import RayCluster, ray_available, trials_so_far, wait_for
+from tests.helpers import mlflow_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
@@ -25,23 +25,6 @@ def ray_cluster():
         cluster.stop()
 
 
-def _trials(out, name):
-    try:
-        return load_trials(out, name)
-    except (KeyError, ValueError, OSError):  # the study is not created yet
-        return []
-
-
-def _wait(what, condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.skipif(ray_available() is not None, reason=f"Ray: {ray_available()}")
 def test_ray_actors_run_the_study_survive_a_killed_worker_and_the_driver_ends_it(tmp_path, study_file, ray_cluster):
     path = study_file(name="ray-e2e", n_trials=4, epochs=3)
@@ -52,10 +35,10 @@ def test_ray_actors_run_the_study_survive_a_killed_worker_and_the_driver_ends_it
         "--workers", "2", "--cpus-per-worker", "1", "--shared-dir", "--output-dir", str(out)),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        victim = _wait("a trial in training", lambda: next(
-            (t for t in _trials(out, "ray-e2e") if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2),
+        victim = wait_for("a trial in training", lambda: next(
+            (t for t in trials_so_far(out, "ray-e2e") if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2),
             None), timeout=300)
-        first_trial = min(t.datetime_start for t in _trials(out, "ray-e2e")).timestamp()
+        first_trial = min(t.datetime_start for t in trials_so_far(out, "ray-e2e")).timestamp()
         # the Ray worker process (the actor) that runs this trial's st-hpo worker: kill it with -9
         stat = ray_cluster.run("cat", f"/proc/{victim.user_attrs['st_hpo.pid']}/stat").stdout
         actor_pid = stat.rsplit(")", 1)[1].split()[1]
@@ -67,7 +50,7 @@ def test_ray_actors_run_the_study_survive_a_killed_worker_and_the_driver_ends_it
     assert driver.returncode == 0, stderr[-3000:]
     assert "ray worker died" in stdout + stderr
 
-    trials = [t for t in _trials(out, "ray-e2e") if not t.user_attrs.get("st_hpo.cancelled")]
+    trials = [t for t in trials_so_far(out, "ray-e2e") if not t.user_attrs.get("st_hpo.cancelled")]
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 4
     assert not [t.number for t in trials if t.state.name == "RUNNING"]
     victim_now = next(t for t in trials if t.number == victim.number)

@@ -13,8 +13,8 @@ import time
 import optuna
 import pytest
 
-from tests.engines import SlurmCluster, slurm_available
-from tests.helpers import load_trials, mlflow_runs
+from tests.engines import SlurmCluster, slurm_available, trials_so_far, wait_for
+from tests.helpers import mlflow_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 needs_slurm = pytest.mark.skipif(slurm_available() is not None, reason=f"SLURM: {slurm_available()}")
@@ -27,23 +27,6 @@ def slurm():
         yield cluster
     finally:
         cluster.stop()
-
-
-def _wait(what, condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _trials(out, name):
-    try:
-        return load_trials(out, name)
-    except (KeyError, ValueError, OSError):  # the study is not created yet
-        return []
 
 
 @needs_slurm
@@ -63,14 +46,14 @@ def test_a_slurm_array_runs_the_study_survives_a_killed_task_and_ends_it(tmp_pat
 
     # a trial of task 1 well into training: its worker dies at once, as on a lost node or the OOM killer
     # (`scancel -s KILL` would not do: SLURM sends SIGTERM first, and the worker ends its trial cleanly)
-    victim = _wait("a trial of task 1 in training", lambda: next(
-        (t for t in _trials(out, "slurm-e2e") if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2
+    victim = wait_for("a trial of task 1 in training", lambda: next(
+        (t for t in trials_so_far(out, "slurm-e2e") if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2
          and t.user_attrs.get("st_hpo.tag.engine_ref") == f"slurm:{array_id}_1"), None), timeout=240)
     killed = slurm.run("kill", "-9", str(victim.user_attrs["st_hpo.pid"]))  # a pid in the cluster's namespace
     assert killed.returncode == 0, killed.stderr
 
-    _wait("every job to leave the queue", lambda: not slurm.squeue(), timeout=300)
-    trials = [t for t in _trials(out, "slurm-e2e") if not t.user_attrs.get("st_hpo.cancelled")]
+    wait_for("every job to leave the queue", lambda: not slurm.squeue(), timeout=300)
+    trials = [t for t in trials_so_far(out, "slurm-e2e") if not t.user_attrs.get("st_hpo.cancelled")]
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 4
     assert not [t.number for t in trials if t.state.name == "RUNNING"]
     victim_now = next(t for t in trials if t.number == victim.number)
