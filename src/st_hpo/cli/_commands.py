@@ -192,14 +192,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
                         pruner=ns.pruner, intermediate_eval_rows=ns.intermediate_eval_rows,
                         keep_best_model=ns.keep_best_model,
                         progress=not (ns.no_progress or ns.quiet))
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    if result.stop_reason:
-        from st_hpo._execution._workers import EXIT_GAVE_UP
-
-        sys.stderr.write(f"error: {result.stop_reason}\n")
-        return EXIT_GAVE_UP
-    return 0
+    return _worker_exit(result.interrupted, result.stop_reason)
 
 
 def _plan_worker(ns: argparse.Namespace) -> int:
@@ -218,12 +211,17 @@ def _plan_worker(ns: argparse.Namespace) -> int:
     if ns.finish:
         return 0 if finish_from_plan(ns.plan) else EXIT_ERROR
     loop = work_from_plan(ns.plan, slot=ns.slot, progress=False if (ns.no_progress or ns.quiet) else None)
-    if loop.interrupted:
+    return _worker_exit(loop.interrupted, loop.gave_up)
+
+
+def _worker_exit(interrupted: bool, gave_up: str | None) -> int:
+    """A worker's exit code: interrupted, gave up (its trials kept failing, said in one line), or 0."""
+    if interrupted:
         return EXIT_INTERRUPTED
-    if loop.gave_up:
+    if gave_up:
         from st_hpo._execution._workers import EXIT_GAVE_UP
 
-        sys.stderr.write(f"error: {loop.gave_up}\n")
+        sys.stderr.write(f"error: {gave_up}\n")
         return EXIT_GAVE_UP
     return 0
 
