@@ -193,3 +193,21 @@ BEST_TRIAL_KEY = "st_hpo.best_trial"
 BEST_MODEL_DIR_KEY = "st_hpo.best_model_dir"
 #: Parent-run tag: the host that keeps the best trial's model.
 BEST_MODEL_HOST_KEY = "st_hpo.best_model_host"
+
+# --- Quality against cost: several objectives, measured costs, constraints, the Pareto set ---
+
+#: Study user attribute: the objective names of a study, in order (a list; one name for a single objective).
+#: The directions are Optuna's own (``study.directions``).
+OBJECTIVES_ATTR = "st_hpo.objectives"
+#: Study user attribute: the constraints of a study, ``{"cost.embedding_dim": "<= 256", ...}`` as written.
+CONSTRAINTS_ATTR = "st_hpo.constraints"
+#: Trial user attribute: the costs st-hpo measured for the trial, ``{"cost.encode_ms": 12.3, ...}``.
+COSTS_ATTR = "st_hpo.costs"
+#: Trial user attribute: the intermediate values of the first objective st-hpo keeps itself in a
+#: multi-objective study (Optuna refuses ``Trial.report`` there): ``{"<step>": value, ...}``.
+INTERMEDIATE_ATTR = "st_hpo.intermediate"
+#: Trial user attribute (and the name of its Optuna constraint): true when a complete trial broke a
+#: constraint of the study; it is never best nor in the Pareto set.
+INFEASIBLE_ATTR = "st_hpo.infeasible"
+#: Trial-run tag: ``true`` on the runs of the trials in the study's Pareto set.
+PARETO_KEY = "st_hpo.pareto"
