@@ -7,8 +7,8 @@ import pytest
 from datasets import Dataset
 
 import st_hpo
+from st_hpo._definition._resources import StudyResources
 from st_hpo._definition._study import DEFAULT_PRUNER
-from st_hpo._execution._resources import StudyResources
 from tests.conftest import make_pairs, sts_evaluator
 from tests.helpers import load_trials
 
@@ -68,7 +68,7 @@ def test_a_large_eval_set_is_subset_during_training_and_whole_at_the_end(make_st
 
 
 def test_every_pruner_gets_the_points_where_it_decides():
-    from st_hpo._execution._schedule import evaluation_fractions
+    from st_hpo._definition._schedule import evaluation_fractions
 
     base = _base_args(NO_CADENCE)
     assert evaluation_fractions(base, 64, "successive-halving") == (0.111, 0.333, 1.0)
@@ -102,7 +102,7 @@ def test_a_cadence_the_user_sets_is_kept_and_its_cost_is_said(make_study, caplog
     assert ("the base args evaluate 16 times per trial on 32 eval rows (16 x 32 rows per trial); st-hpo's own "
             "schedule for pruner successive-halving would evaluate 3 times: leave eval_strategy unset to use it"
             ) in caplog.text
-    from st_hpo._execution._schedule import evaluation_fractions
+    from st_hpo._definition._schedule import evaluation_fractions
 
     assert len(evaluation_fractions(_base_args(args), 64, "successive-halving")) == 16, "the cadence is kept"
 

@@ -346,7 +346,7 @@ def test_a_model_factory_s_new_weights_start_alike_in_every_trial(make_study, ti
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
 
-    from st_hpo._execution._resources import StudyResources
+    from st_hpo._definition._resources import StudyResources
 
     def with_new_head(params):
         word = Transformer(tiny_model_path)

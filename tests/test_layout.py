@@ -13,7 +13,7 @@ SRC = Path(st_hpo.__file__).parent
 
 #: Lowest first. A module's layer is its package under ``st_hpo`` (or its own name at the top); the package
 #: ``st_hpo`` itself (the public API, and ``__version__``) sits below ``cli``, which reads its version.
-LAYERS = ["exceptions", "_schema", "_interrupts", "_kinds", "_definition", "_tracking", "_execution", "_results", "_engines",
+LAYERS = ["exceptions", "_schema", "_interrupts", "_kinds", "_definition", "_tracking", "_validation", "_execution", "_results", "_engines",
           "_api", "__init__", "cli", "__main__"]
 
 

@@ -11,11 +11,12 @@ checks every import, function-level ones too)::
     _engines/      where workers run: local processes, SLURM job arrays, Ray actors (one seam, _base.py)
     _results/      what a study found: the study handle, status, best, export, test score, reports,
                    retrain, register, confirm, sync, the end of a study
-    _execution/    how trials run: validation, resources, session, the worker plan, loop, workers,
-                   recovery, the trial, the evaluation schedule, callbacks, resuming, out of memory,
-                   storages, progress, the kept best model
+    _execution/    how trials run: session, the worker plan, loop, workers, recovery, the trial,
+                   callbacks, resuming, out of memory, storages, progress, the kept best model
+    _validation/   every check that needs the study's resources, run in one ordered list (CHECKS)
     _tracking/     what is recorded: the trial census, time figures, its record in the storage, MLflow runs
-    _definition/   what a study is: Study, Choice, spaces, training arguments, datasets, loading, identity
+    _definition/   what a study is: Study, Choice, spaces, training arguments, datasets, loading, identity,
+                   the resources it loads (datasets, evaluators, base weights), the evaluation schedule
     _kinds/        what differs by model kind (SentenceTransformer, CrossEncoder, ...)
     _interrupts.py stop requests that are never lost, and writes that a Ctrl-C or SIGTERM does not cut
     _tracking/_schema.py  every key st-hpo stores (its own lowest layer: every layer spells keys through it)

@@ -55,8 +55,8 @@ class StudyResult:
 
 def validate_study(study: Study) -> None:
     """Check ``study`` without training (see ``st-hpo validate``); raise StudyDefinitionError on a problem."""
-    from st_hpo._execution._resources import StudyResources
-    from st_hpo._execution._validate import validate_study as _validate
+    from st_hpo._definition._resources import StudyResources
+    from st_hpo._validation import validate_study as _validate
 
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
         _validate(study, StudyResources(study), output_dir=tmp)
@@ -220,9 +220,9 @@ def _announce(session: Any, budget: int, workers: int, engine: str = "local") ->
     """What is about to run, where it is stored, and the score to beat: printed before the first trial."""
     from rich.markup import escape
 
+    from st_hpo._definition._resources import pick_device
     from st_hpo._definition._study import DEFAULT_PRUNER
     from st_hpo._execution._progress import Progress
-    from st_hpo._execution._resources import pick_device
     from st_hpo._execution._session import _describe
 
     definition, study = session.definition, session.study

@@ -16,7 +16,7 @@ from st_hpo._definition import _args
 from st_hpo._definition._choice import Choice
 from st_hpo.exceptions import SearchSpaceError
 
-__all__ = ["LOSS_NAME", "check_prompts", "check_space", "dry_samples", "extreme_values", "loss_options", "sample",
+__all__ = ["LOSS_NAME", "check_space", "dry_samples", "extreme_values", "loss_options", "sample",
            "sample_config", "space_defaults"]
 
 #: The space name whose value is the loss itself (a Choice of loss classes in a dict space).
@@ -269,58 +269,3 @@ def _same(a: Any, b: Any) -> bool:
         return bool(type(a) is type(b) and a == b) or (a is None and b in (None, {}))
     except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
         return False
-
-
-def _prompt_candidates(space: Mapping[str, Any] | Callable[..., Any], base_args: Any) -> list[Any]:
-    """Every ``prompts`` value a trial can train with: the base one, and what the space can give."""
-    import optuna
-
-    found = [getattr(base_args, "prompts", None)]
-    if isinstance(space, Mapping):
-        dist = space.get("prompts")
-        if isinstance(dist, Choice):
-            found += list(dist.options.values())
-        elif isinstance(dist, optuna.distributions.CategoricalDistribution):
-            found += list(dist.choices)
-        return found
-    dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(DRY_SAMPLES):  # the space already passed check_space: it samples without raising
-        trial = dry.ask()
-        found.append(sample(space, trial).get("prompts"))
-        dry.tell(trial, 0.0)
-    return found
-
-
-def _prompt_problem(prompts: Any, columns: dict[str | None, list[str]]) -> str | None:
-    """Why ``prompts`` names a column or dataset that is not there (``columns``: dataset name -> columns;
-    the only key is None for a single Dataset), or None."""
-    if not isinstance(prompts, Mapping) or not prompts:
-        return None
-    every = sorted({c for cols in columns.values() for c in cols})
-    names = [k for k in columns if k is not None]
-    if any(isinstance(v, Mapping) for v in prompts.values()):  # dataset name -> (prompt | column -> prompt)
-        for dataset, inner in prompts.items():
-            if dataset not in names:
-                return (f"names dataset {dataset!r}, but the train dataset "
-                        f"{'has datasets ' + repr(names) if names else 'is a single Dataset'}")
-            unknown = [c for c in (inner if isinstance(inner, Mapping) else {}) if c not in columns[dataset]]
-            if unknown:
-                return f"names column {unknown[0]!r} of dataset {dataset!r}, which has columns {columns[dataset]}"
-        return None
-    for key in prompts:
-        if key not in every and key not in names:
-            return f"names column {key!r}, which the train dataset does not have (its columns: {every})"
-    return None
-
-
-def check_prompts(space: Mapping[str, Any] | Callable[..., Any], base_args: Any, train_dataset: Any) -> None:
-    """Refuse a ``prompts`` value (base args or space) whose keys name no column or dataset of the train data."""
-    if isinstance(train_dataset, Mapping):  # several datasets (a DatasetDict, a dict): columns per dataset
-        columns = {k: list(part.column_names) for k, part in train_dataset.items()}
-    else:
-        columns = {None: list(train_dataset.column_names)}
-    for prompts in _prompt_candidates(space, base_args):
-        reason = _prompt_problem(prompts, columns)
-        if reason:
-            raise SearchSpaceError(f"prompts={prompts!r} {reason}; key prompts by the train dataset's column "
-                                   "names (or by dataset name for a dict of datasets)")

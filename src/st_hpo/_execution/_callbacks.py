@@ -1,7 +1,7 @@
 """The trainer callback that reports a trial's evaluations to Optuna (for pruning) and MLflow (curves).
 
 Each trial's :class:`TrialReporter` evaluates at the trainer steps of the study's evaluation fractions
-(:mod:`st_hpo._execution._schedule`) for its own step count and reports at the fraction's per-mille, so every
+(:mod:`st_hpo._definition._schedule`) for its own step count and reports at the fraction's per-mille, so every
 trial of a study reports at the same Optuna steps whatever its batch size or dataset size.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from st_hpo._execution._schedule import PROGRESS_SCALE, progress_step
+from st_hpo._definition._schedule import PROGRESS_SCALE, progress_step
 from st_hpo._interrupts import stop_requested
 from st_hpo._tracking._schema import DEVICE_ATTR, MAX_STEPS_KEY
 
@@ -61,7 +61,7 @@ class TrialReporter(TrainerCallback):
             before the final evaluation on the whole set. Otherwise the values are ``objective_intermediate``;
             ``objective`` is the final value of a complete trial only, logged when it ends.
         on_progress: called at every evaluation with ``(step, max_steps, value, subset)`` (progress lines).
-        fractions: the study's evaluation grid (:func:`st_hpo._execution._schedule.evaluation_fractions`): the trial evaluates exactly at
+        fractions: the study's evaluation grid (:func:`st_hpo._definition._schedule.evaluation_fractions`): the trial evaluates exactly at
             the trainer steps of these fractions of its training and reports at their per-mille (on a subset,
             not at the end: the final evaluation on the whole set is the caller's). Empty: the trainer's own
             schedule decides, and values are reported at the per-mille of their step.

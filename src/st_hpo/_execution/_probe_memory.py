@@ -99,9 +99,9 @@ def probe_corners(study: Study, *, steps: int, total_mb: float | None) -> list[C
 
 
 def _context(study: Study, output_dir: Path) -> Any:
-    from st_hpo._execution._resources import StudyResources
+    from st_hpo._definition._resources import StudyResources
     from st_hpo._execution._trial import TrialContext, WorkerInfo
-    from st_hpo._execution._validate import validate_study
+    from st_hpo._validation import validate_study
 
     resources = StudyResources(study)
     validated = validate_study(study, resources, output_dir=str(output_dir))

@@ -20,12 +20,11 @@ from typing import Any
 from st_hpo._definition import _args
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
+from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._execution._recovery import current_host, record_runner, recover_stale_trials
-from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._resume import record_policy
 from st_hpo._execution._storage import default_storage_url, open_storage
-from st_hpo._execution._validate import ValidatedStudy, objective_key, validate_study
 from st_hpo._tracking._census import take_census
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
@@ -43,6 +42,7 @@ from st_hpo._tracking._schema import (
     UNSAMPLED_ATTR,
 )
 from st_hpo._tracking._times import time_totals
+from st_hpo._validation import ValidatedStudy, objective_key, validate_study
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 
 __all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
@@ -124,7 +124,7 @@ def make_pruner(spec: Any, storage: Any = None) -> Any:
     """
     import optuna
 
-    from st_hpo._execution._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
+    from st_hpo._definition._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 
     spec = DEFAULT_PRUNER if spec is None else spec
     if storage is not None:

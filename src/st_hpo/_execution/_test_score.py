@@ -5,10 +5,8 @@ its lead is the luck of the draw on the dev set it was picked on. A study with `
 test_evaluator=...)`` scores the kept best model (and the base model, once) on a test set that no
 trial, pruner or sampler ever sees: when a study reaches its budget, and on demand with ``st-hpo test``.
 
-The test metric is the objective's metric as the test evaluator reports it: the same name, or the one
-name that ends like the objective after the evaluator's prefix (``sts-dev_spearman_cosine`` on the dev
-evaluator is ``sts-test_spearman_cosine`` on an evaluator named ``sts-test``), unless
-``Study(test_objective=...)`` names it.
+Which metric of the test evaluator is the test objective, and the check at validation that the test
+evaluator reports it, are :mod:`st_hpo._validation._test_objective`.
 """
 
 from __future__ import annotations
@@ -18,17 +16,15 @@ import dataclasses
 import logging
 from typing import Any
 
+from st_hpo._execution._best_model import saved_best_model
 from st_hpo._tracking._schema import BASE_TEST_VALUE_ATTR, TEST_METRIC_ATTR, TEST_TRIAL_ATTR, TEST_VALUE_ATTR
-from st_hpo.exceptions import NoResultError, StudyDefinitionError
+from st_hpo._validation._test_objective import has_test, test_metric
+from st_hpo.exceptions import NoResultError
 
-__all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "check_test_objective",
-           "has_test", "recorded_test_values", "score_model", "score_on_test", "test_metric"]
+__all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "recorded_test_values",
+           "score_model", "score_on_test"]
 
 logger = logging.getLogger(__name__)
-
-#: Rows of the test set the evaluator runs on at validation, to prove it reports the test metric.
-PROBE_ROWS = 16
-
 
 @dataclasses.dataclass(frozen=True)
 class TestScore:
@@ -41,48 +37,6 @@ class TestScore:
     value: float
     base_model_value: float | None
     dev_value: float  #: the trial's dev objective, for comparison
-
-
-def has_test(definition: Any) -> bool:
-    """True when the study scores its best model on a test set."""
-    return definition.test_dataset is not None or definition.test_evaluator is not None
-
-
-def test_metric(definition: Any, metrics: dict[str, Any]) -> str:
-    """The test evaluator's key for the study's objective (see the module docstring); raises when none."""
-    bare = {k.removeprefix("eval_"): k for k in metrics}
-    wanted = (definition.test_objective or definition.objective).removeprefix("eval_")
-    if wanted in bare:
-        return bare[wanted]
-    if definition.test_objective is None:
-        for i, ch in enumerate(wanted):  # the longest ending (after an '_') that one reported name shares
-            if ch != "_":
-                continue
-            matches = [k for k in bare if k.endswith(wanted[i:])]
-            if len(matches) == 1:
-                return bare[matches[0]]
-            if matches:
-                break
-    raise StudyDefinitionError(
-        f"the test evaluator reports no metric for objective {wanted!r} (it reports: {', '.join(sorted(bare))}); "
-        "name it with Study(test_objective=...)"
-    )
-
-
-def check_test_objective(definition: Any, resources: Any, model: Any) -> None:
-    """Run the test evaluator on a few test rows and check that it reports the test metric."""
-    if not has_test(definition):
-        return
-    test = resources.test_dataset
-    if test is not None and len(test) == 0:
-        raise StudyDefinitionError("test_dataset is empty; give it at least one row (or leave it out)")
-    evaluator = resources.build_test_evaluator(test.select(range(min(PROBE_ROWS, len(test))))
-                                               if test is not None else None)
-    try:
-        metrics = evaluator(model)
-    except Exception as exc:
-        raise StudyDefinitionError(f"the test evaluator raised {type(exc).__name__} on the base model: {exc}") from exc
-    test_metric(definition, metrics if isinstance(metrics, dict) else {})
 
 
 def score_model(evaluator: Any, model: Any, definition: Any) -> tuple[str, float]:
@@ -101,8 +55,6 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
     ``force`` a best trial already scored is not scored again. None when the study has no test set.
     Raises NoResultError when no trial completed or the best model was not kept on this machine.
     """
-    from st_hpo._execution._best_model import saved_best_model
-
     if not has_test(definition):
         return None
     complete = [t for t in optuna_study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]

@@ -21,13 +21,12 @@ from typing import Any
 from st_hpo._definition import _args, _space
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._datasets import for_one_trainer
+from st_hpo._definition._resources import StudyResources, pick_device
+from st_hpo._definition._schedule import evaluation_fractions
 from st_hpo._execution import _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
 from st_hpo._execution._recovery import current_host
-from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._resume import prepare_resume, remove_checkpoints
-from st_hpo._execution._schedule import evaluation_fractions
-from st_hpo._execution._validate import ValidatedStudy
 from st_hpo._tracking._census import OUT_OF_MEMORY
 from st_hpo._tracking._record import shown_params, store_config
 from st_hpo._tracking._schema import (
@@ -49,6 +48,7 @@ from st_hpo._tracking._schema import (
     UNSAMPLED_ATTR,
     WORKER_KEY,
 )
+from st_hpo._validation import ValidatedStudy
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
@@ -362,7 +362,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
 
 def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
     """The trained model's score on the held-out test set, kept as the trial's ``st_hpo.test_value``."""
-    from st_hpo._execution._test_score import test_metric
+    from st_hpo._validation._test_objective import test_metric
 
     metrics = ctx.resources.test_evaluator(model)
     trial.set_user_attr(TEST_VALUE_ATTR, float(metrics[test_metric(ctx.validated.study, metrics)]))

@@ -216,8 +216,8 @@ def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
 def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
     """Queue every (configuration, seed) pair that has no complete, queued or running trial; returns how
     many pairs are not complete yet."""
-    from st_hpo._execution._test_score import has_test
     from st_hpo._tracking._schema import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, SCORE_TEST_ATTR, UNSAMPLED_ATTR
+    from st_hpo._validation._test_objective import has_test
 
     study = session.study
     trials = study.get_trials(deepcopy=False)

@@ -37,8 +37,9 @@ def finish_by_worker(session: Any) -> None:
     The test score needs the best trial's model: a worker on a machine that does not hold it says so
     (``st-hpo test`` there scores it) and leaves the score to that machine."""
     from st_hpo._execution._best_model import saved_best_model
-    from st_hpo._execution._test_score import has_test, recorded_test_values
+    from st_hpo._execution._test_score import recorded_test_values
     from st_hpo._tracking._census import study_census
+    from st_hpo._validation._test_objective import has_test
 
     keep_only_best_model(session)
     if study_census(session.study).complete and has_test(session.definition) \
@@ -66,8 +67,9 @@ def keep_only_best_model(session: Any) -> None:
 
 def score_test(session: Any) -> None:
     """Score the kept best model and the base model on the held-out test set, when the study has one."""
-    from st_hpo._execution._resources import pick_device
-    from st_hpo._execution._test_score import has_test, score_on_test
+    from st_hpo._definition._resources import pick_device
+    from st_hpo._execution._test_score import score_on_test
+    from st_hpo._validation._test_objective import has_test
 
     if not has_test(session.definition):
         return

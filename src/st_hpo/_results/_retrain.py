@@ -65,8 +65,8 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         register_as: register the logged model under this name in the MLflow Model Registry.
         track: log the run and the model to MLflow (under the study's parent run).
     """
-    from st_hpo._execution._resources import StudyResources
-    from st_hpo._execution._validate import validate_study
+    from st_hpo._definition._resources import StudyResources
+    from st_hpo._validation import validate_study
 
     if study_name:
         study = study.replace(name=study_name)
@@ -130,7 +130,8 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
 
 def _test_value(study: Study, resources: Any, model: Any) -> float | None:
     """The retrained model's objective on the study's test set (None without one)."""
-    from st_hpo._execution._test_score import has_test, score_model
+    from st_hpo._execution._test_score import score_model
+    from st_hpo._validation._test_objective import has_test
 
     return score_model(resources.test_evaluator, model, study)[1] if has_test(study) else None
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from st_hpo._execution._resources import StudyResources, pick_device
-from st_hpo._execution._test_score import TestScore, has_test, score_on_test
+from st_hpo._definition._resources import StudyResources, pick_device
+from st_hpo._execution._test_score import TestScore, score_on_test
 from st_hpo._results._read import StudyLocation, base_args_of, load_study
 from st_hpo._tracking._schema import PARENT_ATTR
+from st_hpo._validation._test_objective import has_test
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["score_best_on_test"]

@@ -1,21 +1,27 @@
-"""Validation of the loss: its sampled parameters, a dict of losses keyed like the training datasets, the
-label columns and ranges, and one loss evaluation on two rows of each training dataset."""
+"""The loss: its sampled parameters, a dict of losses keyed like the training datasets, the label columns
+and ranges, and one loss evaluation on two rows of each training dataset."""
 
 from __future__ import annotations
 
 import inspect
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from st_hpo._definition import _args
+from st_hpo._definition import _args, _space
 from st_hpo._definition._datasets import dataset_parts, part_label
 from st_hpo._definition._space import LOSS_NAME
 from st_hpo._definition._study import Study
-from st_hpo._execution._resources import StudyResources
+from st_hpo._kinds import check_kind_of
 from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
 
-__all__ = ["check_finite_labels", "check_loss_keys", "check_loss_on_rows", "check_loss_params"]
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from st_hpo._definition._resources import StudyResources
+    from st_hpo._validation._state import Validation
+
+__all__ = ["check_loss_keys", "check_loss_on_rows", "check_loss_params"]
 
 #: Losses that regress a similarity score and need a 'score' or 'label' column.
 LABELLED_LOSSES = {"CoSENTLoss", "CosineSimilarityLoss", "AnglELoss", "SoftmaxLoss", "ContrastiveLoss",
@@ -32,40 +38,30 @@ LABEL_RANGES = {
 }
 
 
-def check_finite_labels(datasets: Mapping[str, Any]) -> None:
-    """Refuse a NaN or infinite number in any float column of the study's datasets (``datasets``: field name ->
-    study dataset): a label, a score or a target the loss or the evaluator reads. One NaN score makes the
-    evaluator's correlation NaN and every trial look diverged; one NaN label makes the training loss NaN."""
-    import numpy as np
-
-    for what, data in datasets.items():
-        for name, part in dataset_parts(data):
-            for column in part.column_names:
-                dtype = getattr(part.features.get(column), "dtype", None)
-                if not (isinstance(dtype, str) and dtype.startswith(("float", "double"))) and \
-                        not _holds_float_lists(part.features.get(column)):
-                    continue
-                values = np.asarray(part.with_format("numpy")[column])
-                if values.dtype.kind != "f":
-                    continue
-                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-                if bad.any():
-                    row = int(np.argmax(bad))
-                    shown = values[row] if values.ndim == 1 else "a NaN or infinite number"
-                    raise StudyDefinitionError(
-                        f"{part_label(what, name)}'s {column!r} column holds {shown} at row {row} "
-                        f"({int(bad.sum())} row(s) in all); labels and scores must be finite numbers: drop or fix "
-                        f"those rows, e.g. dataset.filter(lambda row: math.isfinite(row[{column!r}]))")
+def check_loss_params(state: Validation) -> None:
+    """Every sampled ``loss.`` name is a parameter of the loss it goes to: each loss a ``loss`` Choice can
+    give, else the study's; a define-by-run sample's to the loss that sample chose."""
+    study = state.study
+    if isinstance(study.space, Mapping):
+        for chosen in state.losses:
+            _check_loss_params(chosen, state.names)
+    else:
+        for values in _space.dry_samples(study.space):
+            picked = values.get(LOSS_NAME)
+            _check_loss_params(study.replace(loss=picked) if picked is not None else study, set(values))
 
 
-def _holds_float_lists(feature: Any) -> bool:
-    """True for a column of fixed-length float lists (a distillation target, say)."""
-    inner = getattr(feature, "feature", None)
-    dtype = getattr(inner, "dtype", None)
-    return isinstance(dtype, str) and dtype.startswith(("float", "double")) and getattr(feature, "length", -1) > 0
+def check_loss_on_rows(state: Validation) -> None:
+    """Every loss the study can train with trains one batch of two rows of each training dataset."""
+    study, params = state.study, state.params
+    _, loss_params, _ = _args.split_params(params)
+    for chosen in state.losses:
+        _check_loss_on_rows(chosen, state.resources, state.model, state.base_args,
+                            params if chosen is study else {**params, "loss": chosen.loss}, loss_params,
+                            on_cpu=state.on_cpu)
 
 
-def check_loss_params(study: Study, names: set[str]) -> None:
+def _check_loss_params(study: Study, names: set[str]) -> None:
     loss_names = {n[len("loss.") :] for n in names if n.startswith("loss.")}
     if isinstance(study.loss, Mapping):
         _check_loss_dict_params(study.loss, loss_names)
@@ -117,13 +113,11 @@ def check_loss_keys(loss: Mapping[str, Any], train: Any, what: str) -> None:
         )
 
 
-def check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: Any,
+def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base_args: TrainingArguments,
                         params: dict[str, Any], loss_params: dict[str, Any], *, on_cpu: bool = False) -> None:
     """Build the loss and evaluate it on two rows of each training dataset (each with its own loss, for a
     dict of losses), so missing columns fail here, naming the dataset."""
     from datasets import DatasetDict
-
-    from st_hpo._kinds import check_kind_of
 
     train = resources.train_dataset
     sampled, _, _ = _args.split_params(params)  # the sample's own arguments (a router_mapping, prompts, ...)
@@ -155,7 +149,7 @@ def check_loss_on_rows(study: Study, resources: StudyResources, model: Any, base
 _NOT_PROBED = ("batch_sampler", "multi_dataset_batch_sampler", "lr_scheduler_type", "lr_scheduler_kwargs")
 
 
-def _probe_loss(resources: StudyResources, model: Any, base_args: Any, sampled: dict[str, Any], rows: Any,
+def _probe_loss(resources: StudyResources, model: Any, base_args: TrainingArguments, sampled: dict[str, Any], rows: Any,
                 loss: Any, *, what: tuple[str, str, list[str]], on_cpu: bool) -> None:
     """One training batch of ``rows`` through the kind's trainer and ``loss``, under the base arguments with
     the ``sampled`` training-argument values."""
