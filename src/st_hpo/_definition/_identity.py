@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from st_hpo._definition import _args
 from st_hpo._tracking._schema import DEFINITION_ATTR, GIT_DIRTY_KEY, KIND_ATTR, MODEL_KEY, VERSION_TAG_PREFIX
 from st_hpo.exceptions import StudyDefinitionError
 
@@ -175,8 +176,6 @@ def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, An
                       kind: str = "sentence-transformer") -> dict[str, Any]:
     """What identifies a study's trials: the model kind, base arguments, space, model, dataset fingerprints, and
     the loss, evaluator and objective (with its direction) that shape their values."""
-    from st_hpo._definition import _args
-
     args = {k: v for k, v in _args.args_to_dict(base_args).items() if k not in _PER_RUN_FIELDS}
     return {
         "kind": kind,

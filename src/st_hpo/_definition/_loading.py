@@ -9,7 +9,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from st_hpo._definition._args import suggest_name
 from st_hpo._definition._study import Study
+from st_hpo._kinds import all_kinds
 from st_hpo.exceptions import StudyDefinitionError, StudyFileError
 
 __all__ = ["StudyFileError", "load_study_file"]  # StudyFileError lives in st_hpo.exceptions
@@ -43,9 +45,6 @@ def _line_of(resolved: str, exc: BaseException) -> str:
 
 def _refuse_unknown_argument(path: Path, resolved: str, exc: BaseException) -> None:
     """A misspelt keyword of a training-arguments class (one of the model kinds'): one line, the close name."""
-    from st_hpo._definition._args import suggest_name
-    from st_hpo._kinds import all_kinds
-
     match = _UNKNOWN_KEYWORD.match(str(exc)) if isinstance(exc, TypeError) else None
     if match is None:
         return

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from st_hpo._definition._args import pick_device
+from st_hpo._definition._compat import evaluator_base
 from st_hpo._definition._datasets import describe_columns, materialize, row_count, subset_shares
 from st_hpo._definition._study import Study, is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
@@ -145,8 +146,6 @@ class StudyResources:
     def build_evaluator(self, eval_dataset: Any) -> Any:
         """The study's evaluator, built from ``eval_dataset`` when the study gives a factory; None when the
         study has none (its objective is the eval loss)."""
-        from st_hpo._definition._compat import evaluator_base
-
         SentenceEvaluator = evaluator_base()  # noqa: N806
         evaluator = self.study.evaluator
         if evaluator is None or isinstance(evaluator, SentenceEvaluator):
@@ -277,8 +276,6 @@ class StudyResources:
     def build_test_evaluator(self, test_dataset: Any) -> Any:
         """``Study.test_evaluator`` (built on ``test_dataset`` when it is a factory), else the study's
         evaluator factory applied to ``test_dataset``."""
-        from st_hpo._definition._compat import evaluator_base
-
         chosen = self.study.test_evaluator
         if chosen is None and self.study.evaluator is None:
             raise StudyDefinitionError(

@@ -14,6 +14,7 @@ from typing import Any
 
 from st_hpo._definition import _args
 from st_hpo._definition._choice import Choice
+from st_hpo._definition._study import is_module
 from st_hpo.exceptions import SearchSpaceError
 
 __all__ = ["LOSS_NAME", "check_space", "dry_samples", "extreme_values", "loss_options", "sample",
@@ -101,8 +102,6 @@ def _check_value(base_args: Any, name: str, value: Any) -> None:
 
 
 def _check_loss_value(value: Any) -> None:
-    from st_hpo._definition._study import is_module
-
     if is_module(value) or not callable(value):
         shown = type(value).__name__ if is_module(value) else repr(value)
         raise SearchSpaceError(

@@ -7,6 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from st_hpo._engines import ended_reason
+from st_hpo._execution._plan import read_plan
+from st_hpo._execution._progress import Progress
+from st_hpo._execution._recovery import recover_stale_trials
+from st_hpo._results._finish import finish_study
+
 __all__ = ["run_on_cluster"]
 
 #: Seconds between looks at the engine's queue while waiting.
@@ -17,9 +23,6 @@ CANCEL_WAIT_SECONDS = 90.0
 
 def run_on_cluster(engine: Any, session: Any, plan_path: Path, *, progress: bool) -> tuple[Any, bool, bool]:
     """Submit the plan's slots to ``engine``; returns (submission, waited, interrupted)."""
-    from st_hpo._execution._plan import read_plan
-    from st_hpo._execution._progress import Progress
-
     plan = read_plan(plan_path)
     submission = engine.submit(plan_path, plan)
     Progress(budget=plan.budget, enabled=progress).message(
@@ -47,10 +50,6 @@ def _until_ended(engine: Any, submission: Any, timeout: float | None) -> bool:
 def _cancel(engine: Any, session: Any, submission: Any) -> None:
     """Cancel every job of the submission, wait for them to end, fail what they left RUNNING, and end the
     study KILLED (its final job was cancelled with the workers)."""
-    from st_hpo._engines import ended_reason
-    from st_hpo._execution._recovery import recover_stale_trials
-    from st_hpo._results._finish import finish_study
-
     engine.cancel(submission)
     try:
         _until_ended(engine, submission, timeout=CANCEL_WAIT_SECONDS)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._engines._base import SupervisingEngine
+from st_hpo._execution._workers import WorkerSpec, supervise
 
 __all__ = ["LocalEngine"]
 
@@ -20,8 +21,6 @@ class LocalEngine(SupervisingEngine):
     def run(self, session: Any, plan_path: Path, plan: Any, *, progress: Any) -> tuple[bool, bool, str | None]:
         """Start one ``st-hpo worker --plan`` process per slot and supervise them until the budget is met;
         returns (budget_met, interrupted, stop_reason) as :func:`st_hpo._execution._workers.supervise` does."""
-        from st_hpo._execution._workers import WorkerSpec, supervise
-
         specs = [WorkerSpec(slot.name, slot.gpu) for slot in plan.slots]
         return supervise(session, study_file=plan.study_file, specs=specs, budget=plan.budget, extra_args=[],
                          progress=progress, timeout=plan.timeout(), plan=plan_path)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._engines._base import SupervisingEngine, unreachable_from_other_nodes
+from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._tracking._census import study_census
 from st_hpo.exceptions import StHpoError
 
@@ -122,8 +123,6 @@ class RayEngine(SupervisingEngine):
         import ray
         from ray.exceptions import RayActorError
 
-        from st_hpo._execution._recovery import recover_stale_trials
-
         ended: dict[str, str] = {}
         pending = list(running)
         while pending:
@@ -149,8 +148,6 @@ class RayEngine(SupervisingEngine):
         """Ctrl-C: SIGTERM every worker (each ends its trial FAIL and its run KILLED), then cancel what is
         left after a minute (or at a second Ctrl-C)."""
         import ray
-
-        from st_hpo._execution._recovery import recover_stale_trials
 
         for actor in actors.values():
             actor.stop.remote()

@@ -7,6 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from st_hpo._definition._loading import load_study_file
+from st_hpo._engines import ended_reason
+from st_hpo._execution._plan import read_plan, slot_for_this_process
+from st_hpo._execution._progress import Progress
+from st_hpo._execution._recovery import recover_stale_trials
+from st_hpo._results._finish import finish_study
 from st_hpo._tracking._census import take_census
 
 __all__ = ["finish_from_plan", "work_from_plan"]
@@ -15,7 +21,6 @@ logger = logging.getLogger(__name__)
 
 
 def _open(plan: Any, worker_name: str, *, trains_here: bool = True) -> Any:
-    from st_hpo._definition._loading import load_study_file
     from st_hpo._execution._session import SessionOptions, StudySession
 
     study = load_study_file(plan.study_file).replace(name=plan.study_name)
@@ -31,10 +36,7 @@ def work_from_plan(plan_path: str | Path, *, slot: str | None = None, progress: 
     """Join the run the plan describes as its slot ``slot`` (None: ``SLURM_ARRAY_TASK_ID``, else the first)
     and run trials until the study's budget is met, the plan's deadline, or Ctrl-C; returns the loop's
     :class:`st_hpo._execution._loop.LoopResult`. A slot whose study already met its budget returns at once."""
-    from st_hpo._engines import ended_reason
     from st_hpo._execution._loop import work
-    from st_hpo._execution._plan import read_plan, slot_for_this_process
-    from st_hpo._execution._progress import Progress
     from st_hpo._execution._trial import WorkerInfo
 
     plan = read_plan(plan_path)
@@ -50,11 +52,6 @@ def finish_from_plan(plan_path: str | Path) -> bool:
     """End the study of the plan once its workers are done: fail the trials of workers the engine says
     ended, then keep the best model, score it, close the parent run, write the reports (see
     :func:`st_hpo._results._finish.finish_study`); True when the budget was met."""
-    from st_hpo._engines import ended_reason
-    from st_hpo._execution._plan import read_plan
-    from st_hpo._execution._recovery import recover_stale_trials
-    from st_hpo._results._finish import finish_study
-
     plan = read_plan(plan_path)
     session = _open(plan, "finish", trains_here=False)
     recover_stale_trials(session.study, engine_ended=ended_reason)

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition._datasets import materialize
+from st_hpo._definition._resources import StudyResources
 from st_hpo._definition._study import Study
-from st_hpo._tracking._schema import PEAK_GPU_RESERVED_MB_KEY
+from st_hpo._tracking._schema import ARGS_OVERRIDE_ATTR, MINI_BATCH_ATTR, PEAK_GPU_RESERVED_MB_KEY
+from st_hpo._validation import validate_study
 
 __all__ = ["CornerResult", "NOTHING_TO_PROBE", "batch_sizes", "probe_corners", "probe_memory"]
 
@@ -99,9 +101,7 @@ def probe_corners(study: Study, *, steps: int, total_mb: float | None) -> list[C
 
 
 def _context(study: Study, output_dir: Path) -> Any:
-    from st_hpo._definition._resources import StudyResources
     from st_hpo._execution._trial import TrialContext, WorkerInfo
-    from st_hpo._validation import validate_study
 
     resources = StudyResources(study)
     validated = validate_study(study, resources, output_dir=str(output_dir))
@@ -113,7 +113,6 @@ def _probe_corner(ctx: Any, size: int, steps: int, total_mb: float | None) -> Co
     import optuna
 
     from st_hpo._execution._trial import run_trial
-    from st_hpo._tracking._schema import ARGS_OVERRIDE_ATTR, MINI_BATCH_ATTR
 
     space = ctx.validated.study.space
     params = {"per_device_train_batch_size": size} if isinstance(space, dict) and \

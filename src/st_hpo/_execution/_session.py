@@ -21,7 +21,8 @@ from st_hpo._definition import _args
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
 from st_hpo._definition._resources import StudyResources, pick_device
-from st_hpo._definition._study import DEFAULT_PRUNER, Study
+from st_hpo._definition._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
+from st_hpo._definition._study import DEFAULT_PRUNER, Study, is_model_factory
 from st_hpo._execution._recovery import current_host, record_runner, recover_stale_trials
 from st_hpo._execution._resume import record_policy
 from st_hpo._execution._storage import default_storage_url, open_storage
@@ -123,8 +124,6 @@ def make_pruner(spec: Any, storage: Any = None) -> Any:
     report at or past the rung, the same grid point for every trial (eval_steps=0.125: 12.5%, 37.5%).
     """
     import optuna
-
-    from st_hpo._definition._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 
     spec = DEFAULT_PRUNER if spec is None else spec
     if storage is not None:
@@ -280,8 +279,6 @@ class StudySession:
 
     def _score_base_model(self) -> None:
         """The objective of the model before any fine-tuning: the bar every trial should clear."""
-        from st_hpo._definition._study import is_model_factory
-
         if self.validated.needs_eval_loss or is_model_factory(self.definition.model):
             return
         try:

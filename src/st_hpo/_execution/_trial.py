@@ -23,10 +23,11 @@ from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._schedule import evaluation_fractions
-from st_hpo._execution import _memory
+from st_hpo._execution import _best_model, _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resume import prepare_resume, remove_checkpoints
+from st_hpo._tracking import _spool
 from st_hpo._tracking._census import OUT_OF_MEMORY
 from st_hpo._tracking._record import shown_params, store_config
 from st_hpo._tracking._schema import (
@@ -49,6 +50,7 @@ from st_hpo._tracking._schema import (
     WORKER_KEY,
 )
 from st_hpo._validation import ValidatedStudy
+from st_hpo._validation._test_objective import test_metric
 from st_hpo.exceptions import TrackingError, TrialError
 
 __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
@@ -138,8 +140,6 @@ class _RunLog:
 
     def keep(self, record: dict[str, Any]) -> None:
         """Spool ``record``: from now on MLflow gets this trial's writes from ``st-hpo sync``."""
-        from st_hpo._tracking import _spool
-
         if self.spool is None:
             return
         if not self.failed and self.trial is not None:
@@ -199,7 +199,6 @@ def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any)
     differs = {k: v for k, v in effective.items() if k not in _PER_TRIAL_FIELDS and base.get(k) != v}
     if "warmup_ratio" in params:
         differs.pop("warmup_steps", None)  # transformers 5 stores the sampled ratio there
-    from st_hpo._tracking import _spool
 
     spool = ctx.output_dir / "trials" / f"trial-{trial.number}" / _spool.SPOOL_NAME
     # written ahead: a process killed between making the run and logging its training arguments leaves them
@@ -362,16 +361,12 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
 
 def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
     """The trained model's score on the held-out test set, kept as the trial's ``st_hpo.test_value``."""
-    from st_hpo._validation._test_objective import test_metric
-
     metrics = ctx.resources.test_evaluator(model)
     trial.set_user_attr(TEST_VALUE_ATTR, float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
 def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:
     """Save the trial's model when it beats every complete trial so far (see :mod:`st_hpo._execution._best_model`)."""
-    from st_hpo._execution import _best_model
-
     if not _best_model.beats_best(trial.study, value):
         return None
     try:

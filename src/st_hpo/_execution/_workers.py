@@ -27,6 +27,7 @@ from typing import Any
 from st_hpo._execution._recovery import SUPERVISOR_ENV, pid_alive, recover_stale_trials
 from st_hpo._tracking._census import is_cancelled, take_census
 from st_hpo._tracking._schema import ERROR_ATTR, PID_KEY
+from st_hpo.exceptions import UsageError
 
 __all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise", "supervisor_gone", "watch_supervisor"]
 
@@ -57,8 +58,6 @@ def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int,
     ``--gpus`` ids are positions in that list, so inside a job whose ``CUDA_VISIBLE_DEVICES=2,3``,
     ``--gpus 0,1`` means GPUs 2 and 3. None: take the ids as they are, unchecked.
     """
-    from st_hpo.exceptions import UsageError
-
     names = ("workers", "trials_per_gpu", "gpus")
     if workers is not None and workers < 1:
         raise UsageError(f"workers={workers}: give at least 1", parameters=names)
@@ -81,8 +80,6 @@ def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int,
 
 def _device_of(gpu_id: str, devices: list[str] | None) -> str:
     """The ``CUDA_VISIBLE_DEVICES`` value for ``--gpus`` id ``gpu_id``."""
-    from st_hpo.exceptions import UsageError
-
     names = ("gpus", "workers")
     if devices is None:
         return gpu_id

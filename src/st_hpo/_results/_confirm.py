@@ -26,20 +26,33 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from st_hpo._definition._space import space_defaults
 from st_hpo._definition._study import Study
+from st_hpo._execution._plan import decide_slots
+from st_hpo._execution._progress import Progress
+from st_hpo._execution._storage import open_storage
+from st_hpo._execution._workers import WorkerSpec, supervise
 from st_hpo._results._confirm_stats import ConfigScore, paired_test, score
+from st_hpo._results._confirm_verdict import confirmed_line as line
+from st_hpo._results._read import StudyLocation, best_of, load_study, trial_params
 from st_hpo._tracking._census import study_census
 from st_hpo._tracking._schema import (
+    ARGS_OVERRIDE_ATTR,
+    BASELINE_ATTR,
     CONFIRM_KEY_ATTR,
     CONFIRM_SEED_ATTR,
     CONFIRMED_ATTR,
     ERROR_ATTR,
+    PARENT_ATTR,
     QUEUED_KEY,
+    SCORE_TEST_ATTR,
     TAG_SEED_INDEX_KEY,
     TAG_SOURCE_TRIAL_KEY,
     TAG_TRAINING_SEED_KEY,
     TEST_VALUE_ATTR,
+    UNSAMPLED_ATTR,
 )
+from st_hpo._validation._test_objective import has_test
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
 __all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
@@ -103,8 +116,6 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     (only missing pairs train) and reports. A Ctrl-C fails the running trials and returns with
     ``interrupted``. Raises NoResultError when the study has no complete trial.
     """
-    from st_hpo._results._read import StudyLocation, best_of, load_study
-
     for name, value in (("top", top), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise StudyDefinitionError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)")
@@ -133,9 +144,6 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
 
 def _worker_specs(workers: int | None, gpus: str | None, trials_per_gpu: int, study_file: Any) -> list[Any]:
     """The worker slots of a confirmation on workers (as ``run_study`` plans them); [] to run in this process."""
-    from st_hpo._execution._plan import decide_slots
-    from st_hpo._execution._workers import WorkerSpec
-
     slots = decide_slots(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
     if slots and study_file is None:
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
@@ -155,7 +163,6 @@ def join_confirmation(study: Study, *, worker_name: str, budget: int, output_dir
     """In a worker process started by :func:`confirm_study`: run the companion study's queued pairs until
     ``budget`` of its trials have finished; returns the loop's result."""
     from st_hpo._execution._loop import work
-    from st_hpo._execution._progress import Progress
     from st_hpo._execution._session import SessionOptions
     from st_hpo._execution._trial import WorkerInfo
     from st_hpo._results._confirm_session import ConfirmSession
@@ -172,9 +179,7 @@ def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool
     import optuna
 
     from st_hpo._execution._session import SessionOptions
-    from st_hpo._execution._storage import open_storage
     from st_hpo._results._confirm_session import ConfirmSession
-    from st_hpo._tracking._schema import PARENT_ATTR
 
     name = f"{study.name}.confirm"
     companion = optuna.create_study(study_name=name, storage=open_storage(location.storage),
@@ -194,10 +199,6 @@ def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
 
     A study without one (``baseline=False``, or a baseline that never completed) confirms only what it has:
     its base arguments may not even train (a loss factory that reads a searched ``loss.`` value)."""
-    from st_hpo._definition._space import space_defaults
-    from st_hpo._results._read import trial_params
-    from st_hpo._tracking._schema import BASELINE_ATTR
-
     trials = [t for t in main.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     base_trial = next((t for t in trials if t.user_attrs.get(BASELINE_ATTR)), None)
     configs = []
@@ -216,9 +217,6 @@ def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
 def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
     """Queue every (configuration, seed) pair that has no complete, queued or running trial; returns how
     many pairs are not complete yet."""
-    from st_hpo._tracking._schema import ARGS_OVERRIDE_ATTR, BASELINE_ATTR, SCORE_TEST_ATTR, UNSAMPLED_ATTR
-    from st_hpo._validation._test_objective import has_test
-
     study = session.study
     trials = study.get_trials(deepcopy=False)
     base = session.validated.base_args
@@ -255,7 +253,6 @@ def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
 def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool) -> tuple[int, bool]:
     """Run the missing pairs with the study's trial loop; returns (trials run, interrupted)."""
     from st_hpo._execution._loop import work
-    from st_hpo._execution._progress import Progress
     from st_hpo._execution._trial import WorkerInfo
 
     ran = 0
@@ -289,9 +286,6 @@ def _what(configs: list[_Config]) -> str:
 def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], progress: bool, specs: list[Any],
                     study_name: str, study_file: str) -> tuple[int, bool]:
     """Run the missing pairs on worker processes (``st-hpo worker --confirm-of``); (trials run, interrupted)."""
-    from st_hpo._execution._progress import Progress
-    from st_hpo._execution._workers import supervise
-
     ran = 0
     extra = ["--confirm-of", study_name] + ([] if progress else ["--no-progress"])
     while True:
@@ -356,6 +350,4 @@ def test_score_of(trial: Any) -> float | None:
 
 def confirmed_line(confirmed: dict[str, Any] | None, single_run_best: int) -> str | None:
     """``st-hpo best``'s note on the confirmation: see :func:`st_hpo._results._confirm_verdict.confirmed_line`."""
-    from st_hpo._results._confirm_verdict import confirmed_line as line
-
     return line(confirmed, single_run_best)

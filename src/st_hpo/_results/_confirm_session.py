@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._execution._session import StudySession
 
 __all__ = ["ConfirmSession"]
@@ -12,8 +13,6 @@ class ConfirmSession(StudySession):
     tagged ``st_hpo.kind=confirm``, and it leaves the study's parent run (best value, counts) alone."""
 
     def prepare(self, *, sync: bool = True, score: bool = True) -> None:
-        from st_hpo._execution._recovery import recover_stale_trials
-
         recover_stale_trials(self.study)
         if self.tracker is not None:
             self.tracker.run_kind = "confirm"

@@ -6,7 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from st_hpo._definition._resources import pick_device
+from st_hpo._execution._best_model import keep_only_best, saved_best_model
+from st_hpo._execution._test_score import recorded_test_values, score_on_test
+from st_hpo._results._reports import write_reports
+from st_hpo._tracking._census import study_census
 from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY
+from st_hpo._validation._test_objective import has_test
 
 __all__ = ["finish_by_worker", "finish_study"]
 
@@ -36,11 +42,6 @@ def finish_by_worker(session: Any) -> None:
 
     The test score needs the best trial's model: a worker on a machine that does not hold it says so
     (``st-hpo test`` there scores it) and leaves the score to that machine."""
-    from st_hpo._execution._best_model import saved_best_model
-    from st_hpo._execution._test_score import recorded_test_values
-    from st_hpo._tracking._census import study_census
-    from st_hpo._validation._test_objective import has_test
-
     keep_only_best_model(session)
     if study_census(session.study).complete and has_test(session.definition) \
             and recorded_test_values(session.study)[0] is None:
@@ -57,7 +58,6 @@ def keep_only_best_model(session: Any) -> None:
     """Delete saved models left by trials that are not the best (a worker killed between save and tell)."""
     if not session.definition.keep_best_model:
         return
-    from st_hpo._execution._best_model import keep_only_best
 
     try:
         keep_only_best(session.study, session.output_dir)
@@ -67,10 +67,6 @@ def keep_only_best_model(session: Any) -> None:
 
 def score_test(session: Any) -> None:
     """Score the kept best model and the base model on the held-out test set, when the study has one."""
-    from st_hpo._definition._resources import pick_device
-    from st_hpo._execution._test_score import score_on_test
-    from st_hpo._validation._test_objective import has_test
-
     if not has_test(session.definition):
         return
     try:
@@ -84,7 +80,6 @@ def write_study_reports(session: Any) -> None:
     """Plots, CSV and summary on the parent run; a failure here never fails the run."""
     if session.tracker is None:
         return
-    from st_hpo._results._reports import write_reports
 
     try:
         write_reports(session.study, session.tracker, session.definition.objective,

@@ -42,9 +42,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from st_hpo._definition import _args
+from st_hpo._definition._space import LOSS_NAME
 from st_hpo._definition._study import Study
 from st_hpo._execution._best_model import saved_best_model
+from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._execution._test_score import recorded_test_values
+from st_hpo._kinds import stored_kind
+from st_hpo._results._confirm_verdict import confirmed_line
+from st_hpo._tracking._record import shown_params as _shown
 from st_hpo._tracking._record import trained_values
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
@@ -55,6 +61,7 @@ from st_hpo._tracking._schema import (
     OBJECTIVE_KEY,
     RUN_ATTR,
     TRIAL_SECONDS_KEY,
+    UNSAMPLED_ATTR,
 )
 from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
 
@@ -77,8 +84,6 @@ class StudyLocation:
     @classmethod
     def resolve(cls, study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                 tracking_uri: str | None = None) -> StudyLocation:
-        from st_hpo._execution._storage import default_storage_url
-
         out = Path(output_dir or Path("st-hpo-runs") / study.name).resolve()
         uri = tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
         return cls(output_dir=out, storage=storage or default_storage_url(out), tracking_uri=uri,
@@ -88,8 +93,6 @@ class StudyLocation:
 def load_study(study: Study, location: StudyLocation) -> Any:
     """The study's ``optuna.Study``; StorageError (saying to run it first) when there is none."""
     import optuna
-
-    from st_hpo._execution._storage import open_storage
 
     url = location.storage
     if "://" not in url and not Path(url).exists():
@@ -154,8 +157,6 @@ class BestTrial:
     @property
     def confirmation_note(self) -> str | None:
         """What ``st-hpo best`` says about the confirmation (see :mod:`st_hpo._results._confirm_verdict`)."""
-        from st_hpo._results._confirm_verdict import confirmed_line
-
         return confirmed_line(self.confirmed, self.number)
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,8 +216,6 @@ def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: s
 
 def shown_params(trial: Any) -> dict[str, Any]:
     """What to show as a trial's params (status, trials.csv, MLflow, best): see :func:`st_hpo._tracking._record.shown_params`."""
-    from st_hpo._tracking._record import shown_params as _shown
-
     return _shown(trial)
 
 
@@ -234,17 +233,12 @@ def trial_params(trial: Any) -> dict[str, Any]:
     """What Optuna sampled for a trial (Choice labels, helper suggestions): the params to queue to run the
     same configuration again; none for a baseline that ran the base arguments unsampled. What the trial
     trained with is :func:`st_hpo._tracking._record.trained_values`."""
-    from st_hpo._tracking._schema import UNSAMPLED_ATTR
-
     return {} if trial.user_attrs.get(UNSAMPLED_ATTR) else dict(trial.params)
 
 
 def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, run_name: str | None,
                    extra: dict[str, Any] | None = None) -> Any:
     """The arguments a trial with ``params`` trains with: ``base_args`` cloned with the training overrides."""
-    from st_hpo._definition import _args
-    from st_hpo._definition._space import LOSS_NAME
-
     overrides, _, _ = _args.split_params(params)
     overrides.pop(LOSS_NAME, None)  # a sampled loss class, not an argument
     overrides.update(extra or {})
@@ -257,23 +251,18 @@ def effective_args(base_args: Any, params: dict[str, Any], *, output_dir: str, r
 
 def base_args_of(study: Study, output_dir: str, *, args_class: type | None = None) -> Any:
     """The study's base arguments (of the kind's ``args_class``), checked the way validation checks them."""
-    from st_hpo._definition import _args
-
     return _args.build_base_args(study.args, output_dir=output_dir, args_class=args_class)
 
 
 def best_config(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                 study_name: str | None = None) -> dict[str, Any]:
     """The best trial's configuration as the mapping described in this module's docstring."""
-    from st_hpo._definition import _args
-
     if study_name:
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
     optuna_study = load_study(study, location)
     best = best_of(optuna_study, study.objective)
     params = trained_values(optuna_study.best_trial, study.space)
-    from st_hpo._kinds import stored_kind
 
     kind = stored_kind(optuna_study)
     args = effective_args(base_args_of(study, str(location.output_dir / "trials"), args_class=kind.args_class()), params,

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition._study import Study
+from st_hpo._kinds import stored_kind
 from st_hpo._results._read import StudyLocation, best_of, load_study
+from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._schema import REGISTERED_MODEL_KEY
 from st_hpo.exceptions import NoResultError, TrackingError
 
@@ -48,9 +50,6 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     Raises NoResultError (a StorageError) when the study has no complete trial or its best model is not on this machine,
     TrackingError when MLflow cannot take it.
     """
-    from st_hpo._kinds import stored_kind
-    from st_hpo._tracking import MlflowTracker
-
     if study_name:
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)

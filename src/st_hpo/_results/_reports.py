@@ -30,15 +30,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from st_hpo._tracking._census import take_census
+from st_hpo._results._read import StudyLocation, _baseline, best_of, load_study, shown_params
+from st_hpo._tracking._census import shown_state, take_census
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
     BASELINE_ATTR,
     ERROR_ATTR,
+    PARENT_ATTR,
     RUN_ATTR,
     TRAIN_SECONDS_KEY,
     TRIAL_SECONDS_KEY,
 )
+from st_hpo._tracking._times import time_totals
 
 __all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "REPORTS_DIR", "report_study", "write_reports"]
 
@@ -94,9 +97,6 @@ def report_study(study: Any, *, output_dir: str | Path | None = None, storage: s
     ``study`` is the :class:`~st_hpo.Study` (the study file's); the location arguments are those the
     study ran with. Returns the local files written.
     """
-    from st_hpo._results._read import StudyLocation, load_study
-    from st_hpo._tracking._schema import PARENT_ATTR
-
     if study_name:
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
@@ -136,8 +136,6 @@ def _quiet() -> Iterator[None]:
 
 
 def _states(study: Any) -> dict[int, str]:
-    from st_hpo._tracking._census import shown_state
-
     return {t.number: shown_state(t) for t in study.get_trials(deepcopy=False)}
 
 
@@ -172,8 +170,6 @@ _TITLES = {"optimization_history": "Optimisation history", "param_importances": 
 
 
 def _reference_lines(study: Any, base_model_value: float | None) -> list[tuple[str, float]]:
-    from st_hpo._results._read import _baseline
-
     lines = []
     baseline = _baseline(study.get_trials(deepcopy=False))
     if baseline is not None:
@@ -292,9 +288,6 @@ def _mark_pruned_matplotlib(ax: Any, states: dict[int, str]) -> None:
 
 
 def _write_csv(study: Any, path: Path) -> str:
-    from st_hpo._results._read import shown_params
-    from st_hpo._tracking._census import shown_state
-
     trials = study.get_trials(deepcopy=False)
     params = {t.number: shown_params(t) for t in trials}  # an unsampled baseline's base values too
     names = sorted({name for t in trials for name in params[t.number]})
@@ -316,8 +309,6 @@ def _write_csv(study: Any, path: Path) -> str:
 
 def summarize(study: Any, objective_name: str, base_model_value: float | None, notes: list[str]) -> str:
     """The Markdown summary of the study (see the module docstring)."""
-    from st_hpo._results._read import best_of
-
     trials = study.get_trials(deepcopy=False)
     lines = [f"# Study `{study.study_name}`", "",
              f"Objective: `{objective_name}` ({study.direction.name.lower()})", ""]
@@ -370,8 +361,6 @@ def _best_lines(best: Any) -> list[str]:
 
 
 def _time_line(trials: list[Any]) -> str:
-    from st_hpo._tracking._times import time_totals
-
     totals = time_totals(trials)  # the parent run's totals: the trials that ended
     in_trials, training = totals["trial_seconds_total"], totals["train_seconds_total"]
     evaluating = totals["eval_seconds_total"]

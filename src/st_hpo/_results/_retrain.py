@@ -20,11 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from st_hpo._definition import _args
 from st_hpo._definition._datasets import for_one_trainer
+from st_hpo._definition._resources import StudyResources
 from st_hpo._definition._study import Study
+from st_hpo._execution._test_score import score_model
 from st_hpo._results._read import BestTrial, StudyLocation, best_of, effective_args, load_study
+from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._record import trained_values
-from st_hpo._tracking._schema import KIND_KEY, SOURCE_TRIAL_KEY, STUDY_KEY
+from st_hpo._tracking._schema import KIND_KEY, PARENT_ATTR, SOURCE_TRIAL_KEY, STUDY_KEY
+from st_hpo._validation import validate_study
+from st_hpo._validation._test_objective import has_test
 
 __all__ = ["RetrainResult", "retrain_best"]
 
@@ -65,9 +71,6 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         register_as: register the logged model under this name in the MLflow Model Registry.
         track: log the run and the model to MLflow (under the study's parent run).
     """
-    from st_hpo._definition._resources import StudyResources
-    from st_hpo._validation import validate_study
-
     if study_name:
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
@@ -101,8 +104,6 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     """Train a fresh model with ``args``; returns (model, objective of the final model, train seconds)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from st_hpo._definition import _args
-
     _, loss_params, model_params = _args.split_params(params)
     model = resources.new_model(params, model_params)
     loss = resources.new_loss(model, params, loss_params)
@@ -130,9 +131,6 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
 
 def _test_value(study: Study, resources: Any, model: Any) -> float | None:
     """The retrained model's objective on the study's test set (None without one)."""
-    from st_hpo._execution._test_score import score_model
-    from st_hpo._validation._test_objective import has_test
-
     return score_model(resources.test_evaluator, model, study)[1] if has_test(study) else None
 
 
@@ -196,10 +194,6 @@ def _describe_model(model: Any, study: Study, best: BestTrial) -> None:
 def _log(optuna_study: Any, study: Study, location: StudyLocation, result: RetrainResult, trained: tuple[Any, Any],
          args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
     """Log the retraining as a run nested under the parent run, with the model (and register it)."""
-    from st_hpo._definition import _args
-    from st_hpo._tracking import MlflowTracker
-    from st_hpo._tracking._schema import PARENT_ATTR
-
     tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
     parent = optuna_study.user_attrs.get(PARENT_ATTR)
     tags = {KIND_KEY: "retrain", STUDY_KEY: study.name, SOURCE_TRIAL_KEY: str(result.trial_number),

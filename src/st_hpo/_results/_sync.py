@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._definition._study import Study
+from st_hpo._execution._recovery import recover_stale_trials, runner_gone
 from st_hpo._results._read import StudyLocation, load_study
+from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import take_census
 from st_hpo._tracking._schema import N_TRIALS_KEY, PARENT_ATTR
 
@@ -39,9 +41,6 @@ class SyncResult:
 def sync_study(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                tracking_uri: str | None = None) -> SyncResult:
     """Make MLflow agree with the storage of ``study`` (as given to ``run_study``); see the module."""
-    from st_hpo._execution._recovery import recover_stale_trials
-    from st_hpo._tracking import MlflowTracker
-
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
     optuna_study = load_study(study, location)
     recover_stale_trials(optuna_study)  # a killed run's trials, as the next `run` would: FAIL
@@ -57,8 +56,6 @@ def sync_study(study: Study, *, output_dir: str | Path | None = None, storage: s
 def _sync_confirmation(optuna_study: Any, tracker: Any, objective: str) -> int:
     """The runs of the study's confirmation (``st-hpo confirm``), whose process may have been killed too."""
     import optuna
-
-    from st_hpo._execution._recovery import recover_stale_trials
 
     try:
         companion = optuna.load_study(study_name=f"{optuna_study.study_name}.confirm",
@@ -94,8 +91,6 @@ def _end_parent(optuna_study: Any, tracker: Any, study: Study, *, made_here: boo
 def _abandoned(optuna_study: Any, tracker: Any, trials: list[Any]) -> bool:
     """True when the parent run says RUNNING but the process that ran the study is gone (it recorded itself
     on the study), or, where that cannot be told, when no trial ended for over a minute."""
-    from st_hpo._execution._recovery import runner_gone
-
     if tracker.parent_status() != "RUNNING":
         return False
     gone = runner_gone(optuna_study)

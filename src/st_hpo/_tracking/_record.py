@@ -22,6 +22,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from st_hpo._definition import _space
 from st_hpo._tracking._schema import (
     BASELINE_UNSAMPLED_ATTR,
     CONFIG_ATTR,
@@ -113,8 +114,6 @@ def trained_values(trial: Any, space: Any) -> dict[str, Any]:
 def _resampled(trial: Any, space: Any) -> dict[str, Any]:
     """The space sampled again with the trial's own params (what a trial stored without a record ran)."""
     import optuna
-
-    from st_hpo._definition import _space
 
     try:
         return _space.sample(space, optuna.trial.FixedTrial(dict(trial.params)))
