@@ -9,9 +9,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo._definition._study import Study
+from st_hpo._definition._resources import StudyResources, pick_device
+from st_hpo._definition._study import DEFAULT_PRUNER, Study
+from st_hpo._engines import ClusterEngine, EngineSettings, engine_for
+from st_hpo._execution._best_model import saved_best_model
+from st_hpo._execution._plan import PLAN_FILE, WorkerPlan, decide_slots, read_plan
+from st_hpo._execution._progress import Progress
+from st_hpo._execution._recovery import SUPERVISOR_ENV
+from st_hpo._execution._test_score import recorded_test_values
+from st_hpo._results._finish import finish_by_worker, finish_study
 from st_hpo._tracking._census import study_census
+from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY, N_TRIALS_KEY
+from st_hpo._validation import validate_study as _validate
 
 __all__ = ["StudyResult", "join_study", "run_study", "validate_study"]
 
@@ -55,9 +65,6 @@ class StudyResult:
 
 def validate_study(study: Study) -> None:
     """Check ``study`` without training (see ``st-hpo validate``); raise StudyDefinitionError on a problem."""
-    from st_hpo._definition._resources import StudyResources
-    from st_hpo._validation import validate_study as _validate
-
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
         _validate(study, StudyResources(study), output_dir=tmp)
 
@@ -121,10 +128,7 @@ def run_study(
     A Ctrl-C (or SIGTERM, under the CLI) stops cleanly: running trials are failed, their runs KILLED,
     and the result says ``interrupted``; run again to resume.
     """
-    from st_hpo._engines import ClusterEngine, EngineSettings, engine_for
-    from st_hpo._execution._plan import decide_slots
     from st_hpo._execution._session import SessionOptions, StudySession
-    from st_hpo._results._finish import finish_study
 
     deadline = _deadline(timeout)  # counts from here: validation and set-up included
     chosen = engine_for(EngineSettings(name=engine, **(engine_options or {})))
@@ -186,8 +190,6 @@ def no_result(study: Any) -> str | None:
 def _write_plan(session: Any, study_file: Any, budget: int, slots: list[Any], deadline: float | None,
                 engine: str, progress: bool, **overrides: Any) -> Path:
     """The worker plan of this run, written to ``<output_dir>/worker-plan.json``; returns its path."""
-    from st_hpo._execution._plan import PLAN_FILE, WorkerPlan
-
     left = _left(deadline)
     plan = WorkerPlan(study_file=str(Path(study_file).resolve()), study_name=session.study.study_name,
                       output_dir=str(session.output_dir), storage=session.storage_url,
@@ -220,9 +222,6 @@ def _announce(session: Any, budget: int, workers: int, engine: str = "local") ->
     """What is about to run, where it is stored, and the score to beat: printed before the first trial."""
     from rich.markup import escape
 
-    from st_hpo._definition._resources import pick_device
-    from st_hpo._definition._study import DEFAULT_PRUNER
-    from st_hpo._execution._progress import Progress
     from st_hpo._execution._session import _describe
 
     definition, study = session.definition, session.study
@@ -253,9 +252,7 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
     """
     import os
 
-    from st_hpo._execution._recovery import SUPERVISOR_ENV
     from st_hpo._execution._session import SessionOptions, StudySession
-    from st_hpo._results._finish import finish_by_worker
 
     deadline = _deadline(timeout)
     name = worker_name or os.environ.get("ST_HPO_WORKER_NAME") or f"worker-{os.getpid()}"
@@ -289,7 +286,6 @@ def _left(deadline: float | None) -> float | None:
 
 def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, *, worker_name: str) -> Any:
     from st_hpo._execution._loop import work
-    from st_hpo._execution._progress import Progress
     from st_hpo._execution._trial import WorkerInfo
 
     _warn_if_many_gpus()
@@ -313,9 +309,6 @@ def _warn_if_many_gpus() -> None:
 
 
 def _run_workers(engine: Any, session: Any, plan_path: Path, progress: bool) -> tuple[bool, bool, str | None]:
-    from st_hpo._execution._plan import read_plan
-    from st_hpo._execution._progress import Progress
-
     plan = read_plan(plan_path)
     bar = Progress(budget=plan.budget, enabled=progress)
     bar.message(f"{len(plan.slots)} worker(s): {', '.join(s.name for s in plan.slots)}")
@@ -326,10 +319,6 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
               budget: int | None = None, submission: Any = None) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study
-    from st_hpo._execution._best_model import saved_best_model
-    from st_hpo._execution._test_score import recorded_test_values
-    from st_hpo._tracking._record import shown_params
-
     census = study_census(study)
     best = study.best_trial if census.complete else None
     return StudyResult(

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._study import Study
-from st_hpo._results._read import StudyLocation
+from st_hpo._results._confirm import confirm_study
+from st_hpo._results._read import StudyLocation, best_of, export_best, load_study
+from st_hpo._results._register import register_best
+from st_hpo._results._reports import report_study
+from st_hpo._results._retrain import retrain_best
+from st_hpo._results._scoring import score_best_on_test
+from st_hpo._results._status import study_status
+from st_hpo._results._sync import sync_study
 
 if TYPE_CHECKING:
     import optuna
@@ -66,8 +73,6 @@ class StudyHandle:
     @cached_property
     def optuna_study(self) -> optuna.Study:
         """The study's ``optuna.Study`` in its storage (loaded once per handle)."""
-        from st_hpo._results._read import load_study
-
         return load_study(self.study, self.location)
 
     def _where(self) -> dict[str, Any]:
@@ -78,46 +83,32 @@ class StudyHandle:
 
     def status(self) -> StudyStatus:
         """Every trial as a row (what ``st-hpo status --json`` prints), the census, budget and model kind."""
-        from st_hpo._results._status import study_status
-
         return study_status(self.optuna_study, self.study.n_trials)
 
     def sync(self) -> SyncResult:
         """Make MLflow agree with the storage: fail the trials whose worker is gone, close their runs, end a
         parent run a killed run left RUNNING, re-create missing runs (what ``st-hpo sync`` does)."""
-        from st_hpo._results._sync import sync_study
-
         return sync_study(self.study, **self._where_tracked())
 
     def best(self) -> BestTrial:
         """The best complete trial and its gains over the baseline and the base model."""
-        from st_hpo._results._read import best_of
-
         return best_of(self.optuna_study, self.study.objective)
 
     def export(self, path: str | Path) -> Path:
         """Write the best configuration to ``path`` (YAML for ``.yaml``/``.yml``, else JSON)."""
-        from st_hpo._results._read import export_best
-
         return export_best(self.study, path, **self._where())
 
     def test(self, *, track: bool = True) -> TestScore:
         """Score the kept best model and the base model on the study's test set now."""
-        from st_hpo._results._scoring import score_best_on_test
-
         return score_best_on_test(self.study, **self._where_tracked(), track=track)
 
     def register(self, name: str | None = None, *, new_version: bool = False) -> RegisterResult:
         """Log the best trial's kept model on its MLflow run and register it (default name: the study's)."""
-        from st_hpo._results._register import register_best
-
         return register_best(self.study, name=name, **self._where_tracked(), new_version=new_version)
 
     def retrain(self, *, model_dir: str | Path | None = None, epochs: float | None = None,
                 register_as: str | None = None, track: bool = True) -> RetrainResult:
         """Train the best configuration again and save (and log) the model."""
-        from st_hpo._results._retrain import retrain_best
-
         return retrain_best(self.study, **self._where_tracked(), model_dir=model_dir, epochs=epochs,
                             register_as=register_as, track=track)
 
@@ -125,13 +116,9 @@ class StudyHandle:
                 gpus: str | None = None, trials_per_gpu: int = 1,
                 study_file: str | Path | None = None) -> ConfirmResult:
         """Train the ``top`` best configurations (and the baseline) again over ``seeds`` new seeds each."""
-        from st_hpo._results._confirm import confirm_study
-
         return confirm_study(self.study, top=top, seeds=seeds, **self._where_tracked(), progress=progress,
                              workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
 
     def report(self, *, track: bool = True) -> list[Path]:
         """Write the reports (plots, trials.csv, summary.md) to the output folder and the parent run."""
-        from st_hpo._results._reports import report_study
-
         return report_study(self.study, **self._where_tracked(), track=track)

@@ -10,7 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from st_hpo._api import join_study, run_study, validate_study
+from st_hpo._engines._worker import finish_from_plan, work_from_plan
+from st_hpo._execution._progress import format_params
+from st_hpo._execution._workers import watch_supervisor
+from st_hpo._results._confirm import confirm_study, join_confirmation
+from st_hpo._tracking._census import OUT_OF_MEMORY
+from st_hpo._tracking._view import trials_url
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load
+from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
@@ -33,8 +41,6 @@ def _output_dir(ns: argparse.Namespace, study: Any) -> Path:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    from st_hpo._api import validate_study
-
     study = _load(ns)
     validate_study(study)
     space = study.space if isinstance(study.space, dict) else {"(define-by-run)": study.space}
@@ -73,7 +79,6 @@ def _location_args(ns: argparse.Namespace) -> list[str]:
 def _enqueued(path: str | None) -> list[dict[str, Any]] | None:
     if not path:
         return None
-    from st_hpo.exceptions import StudyDefinitionError
 
     try:
         data = json.loads(Path(path).read_text())
@@ -86,8 +91,6 @@ def _enqueued(path: str | None) -> list[dict[str, Any]] | None:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    from st_hpo._api import run_study
-
     study = _load(ns)
     enqueue = _enqueued(ns.enqueue)
     if enqueue:
@@ -157,8 +160,6 @@ def _location_flags(ns: argparse.Namespace) -> str:
 def _review_lines(ns: argparse.Namespace, result: Any) -> list[str]:
     """Where to see the trials in MLflow: the URL of the trials view (see `st-hpo ui`), and the plain
     `mlflow ui` command for the embedded store; every path quoted for the shell."""
-    from st_hpo._tracking._view import trials_url
-
     uri, exp = result.tracking_uri, result.experiment_id
     if uri.startswith(("http://", "https://")) and exp:
         return [f"review in MLflow: {trials_url(uri, exp)}"]
@@ -177,9 +178,6 @@ def _why_not_met(ns: argparse.Namespace, stop_reason: str | None = None) -> str:
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
-    from st_hpo._api import join_study
-    from st_hpo._execution._workers import watch_supervisor
-
     watch_supervisor()  # a supervisor killed by SIGKILL or SIGHUP stops its workers too
 
     if ns.plan or ns.study_file is None:
@@ -197,12 +195,9 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
 def _plan_worker(ns: argparse.Namespace) -> int:
     """``st-hpo worker --plan PLAN.json``: every flag but --slot and --finish comes from the plan."""
-    from st_hpo.exceptions import StudyDefinitionError
-
     if not ns.plan or ns.study_file:
         raise StudyDefinitionError("give the study file, or --plan PLAN.json (which names it), not both and not "
                                    "neither")
-    from st_hpo._engines._worker import finish_from_plan, work_from_plan
 
     if ns.verbose < 2:
         import optuna
@@ -227,8 +222,6 @@ def _worker_exit(interrupted: bool, gave_up: str | None) -> int:
 
 
 def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
-    from st_hpo._results._confirm import join_confirmation
-
     loop = join_confirmation(study, worker_name=ns.worker_name, budget=ns.n_trials, output_dir=ns.output_dir,
                              storage=ns.storage, tracking_uri=ns.tracking_uri,
                              progress=not (ns.no_progress or ns.quiet))
@@ -280,9 +273,6 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from st_hpo._execution._progress import format_params
-    from st_hpo._tracking._census import OUT_OF_MEMORY
-
     count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", OUT_OF_MEMORY, "RUNNING")}
     oom = f"{count[OUT_OF_MEMORY]} out of memory, " if count[OUT_OF_MEMORY] else ""
     table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
@@ -318,8 +308,6 @@ def cmd_sync(ns: argparse.Namespace) -> int:
 
 
 def cmd_confirm(ns: argparse.Namespace) -> int:
-    from st_hpo._results._confirm import confirm_study
-
     study = _load(ns)
     result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
                            tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=ns.gpus,
@@ -350,8 +338,6 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
 def _confirm_table(result: Any) -> Any:
     from rich.markup import escape
     from rich.table import Table
-
-    from st_hpo._execution._progress import format_params
 
     tests = any(c.test_values for c in result.configs)
     table = Table(title=f"{result.objective} ({result.direction}) over seeds {', '.join(map(str, result.seeds))}")

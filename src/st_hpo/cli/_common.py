@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from st_hpo._definition._loading import load_study_file
+from st_hpo._results._handle import open_study
+
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_ERROR = 1
@@ -15,8 +18,6 @@ EXIT_INTERRUPTED = 130
 
 
 def _load(ns: argparse.Namespace) -> Any:
-    from st_hpo._definition._loading import load_study_file
-
     if ns.verbose < 2:
         import optuna
 
@@ -30,7 +31,5 @@ def _load(ns: argparse.Namespace) -> Any:
 
 def _handle(ns: argparse.Namespace) -> Any:
     """The study handle of a command's study file and location options (see :func:`st_hpo.open_study`)."""
-    from st_hpo._results._handle import open_study
-
     return open_study(_load(ns), output_dir=getattr(ns, "output_dir", None), storage=getattr(ns, "storage", None),
                       tracking_uri=getattr(ns, "tracking_uri", None))

@@ -14,7 +14,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from st_hpo._interrupts import redeliver_interrupts_from_finalizers
+from st_hpo import __version__
+from st_hpo._engines import ENGINES
+from st_hpo._interrupts import interrupt, redeliver_interrupts_from_finalizers
 from st_hpo.cli import _review
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED
 from st_hpo.exceptions import StHpoError, UsageError
@@ -169,8 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
-    from st_hpo._engines import ENGINES
-
     p.add_argument("--engine", choices=ENGINES, default="local", help="where the workers run: this machine "
                    "(default), one SLURM job array (sbatch --array) of --workers tasks, or --workers Ray actors")
     p.add_argument("--gpus-per-worker", type=float, metavar="G", help="with --engine slurm or ray: GPUs per worker "
@@ -193,8 +193,6 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from st_hpo import __version__
-
     return __version__
 
 
@@ -248,8 +246,6 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 def _sigterm_as_interrupt() -> None:
     """SIGTERM stops as Ctrl-C does; both are recorded as stop requests (see st_hpo._interrupts), so that one
     whose KeyboardInterrupt a library swallows still stops the trial and the worker."""
-    from st_hpo._interrupts import interrupt
-
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
 

@@ -22,6 +22,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from st_hpo._results._read import StudyLocation, best_trial, export_best, load_study
+from st_hpo._results._register import register_best
+from st_hpo._results._reports import report_study
+from st_hpo._results._retrain import retrain_best
+from st_hpo._results._scoring import score_best_on_test
+from st_hpo._tracking._mlflow import MlflowTracker, error_line, tracking_client
+from st_hpo._tracking._view import trials_url
+from st_hpo.exceptions import StHpoError, TrackingError
+
 __all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
            "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
 
@@ -113,8 +122,6 @@ def _print(text: str) -> None:
 
 
 def cmd_best(ns: argparse.Namespace) -> int:
-    from st_hpo._results._read import best_trial
-
     best = best_trial(_load(ns), output_dir=ns.output_dir, storage=ns.storage)
     if ns.json:
         print(json.dumps(best.to_dict(), indent=2))
@@ -152,8 +159,6 @@ def _change(delta: float, gain: float) -> str:
 
 
 def cmd_test(ns: argparse.Namespace) -> int:
-    from st_hpo._results._scoring import score_best_on_test
-
     score = score_best_on_test(_load(ns), output_dir=ns.output_dir, storage=ns.storage,
                                tracking_uri=ns.tracking_uri)
     if ns.json:
@@ -168,8 +173,6 @@ def cmd_test(ns: argparse.Namespace) -> int:
 def cmd_export(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from st_hpo._results._read import export_best
-
     missing = next((p for p in reversed(Path(ns.to).resolve().parents) if not p.exists()), None)
     path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
     if missing is not None:
@@ -180,8 +183,6 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_register(ns: argparse.Namespace) -> int:
-    from st_hpo._results._register import register_best
-
     result = register_best(_load(ns), name=ns.name, output_dir=ns.output_dir, storage=ns.storage,
                            tracking_uri=ns.tracking_uri, new_version=ns.new_version)
     if result.already_registered:
@@ -197,8 +198,6 @@ def cmd_register(ns: argparse.Namespace) -> int:
 
 
 def cmd_retrain(ns: argparse.Namespace) -> int:
-    from st_hpo._results._retrain import retrain_best
-
     study = _load(ns)
     result = retrain_best(study, output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
                           model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
@@ -217,8 +216,6 @@ def cmd_retrain(ns: argparse.Namespace) -> int:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from st_hpo._results._reports import report_study
-
     files = report_study(_load(ns), output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri)
     _print(f"wrote {len(files)} report file(s) to {files[0].parent} and to the parent run's reports/")
     print(files[0].parent.joinpath("summary.md").read_text())
@@ -250,8 +247,6 @@ def start_mlflow_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int
 
     Raises TrackingError when the port is taken or the server does not come up within ``timeout`` seconds.
     """
-    from st_hpo.exceptions import TrackingError
-
     with socket.socket() as probe:
         if probe.connect_ex((host, port)) == 0:
             raise TrackingError(f"port {port} on {host} is already in use; pass another --port")
@@ -301,9 +296,6 @@ def server_log(proc: subprocess.Popen) -> str:
 
 
 def _experiment_id(tracking_uri: str, experiment: str) -> str:
-    from st_hpo._tracking._mlflow import error_line, tracking_client
-    from st_hpo.exceptions import TrackingError
-
     try:
         exp = tracking_client(tracking_uri).get_experiment_by_name(experiment)
     except TrackingError:
@@ -317,8 +309,6 @@ def _experiment_id(tracking_uri: str, experiment: str) -> str:
 
 
 def cmd_ui(ns: argparse.Namespace) -> int:
-    from st_hpo._results._read import StudyLocation
-
     study = _load(ns)
     location = StudyLocation.resolve(study, output_dir=ns.output_dir, tracking_uri=ns.tracking_uri)
     if location.tracking_uri.startswith(("http://", "https://")):
@@ -349,8 +339,6 @@ def cmd_ui(ns: argparse.Namespace) -> int:
 
 def _print_urls(study: Any, base: str, experiment_id: str) -> None:
     """The trials view first (the runs list, best first), then its charts and the whole experiment."""
-    from st_hpo._tracking._view import trials_url
-
     print(f"MLflow UI for study {study.name!r}: {trials_url(base, experiment_id)}", flush=True)
     print(f"  the trials' charts (objective against each searched parameter): "
           f"{trials_url(base, experiment_id, charts=True)}", flush=True)
@@ -360,10 +348,6 @@ def _print_urls(study: Any, base: str, experiment_id: str) -> None:
 
 def _show_trials(study: Any, location: Any) -> None:
     """Write the trials view on the experiment (one made by an earlier version has none)."""
-    from st_hpo._results._read import load_study
-    from st_hpo._tracking._mlflow import MlflowTracker
-    from st_hpo.exceptions import StHpoError
-
     try:
         optuna_study = load_study(study, location)
     except StHpoError:  # no storage here (another machine's): the study file's space alone
