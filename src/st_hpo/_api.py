@@ -12,6 +12,7 @@ from typing import Any
 from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._engines import ClusterEngine, EngineSettings, engine_for
+from st_hpo._engines._cluster import run_on_cluster
 from st_hpo._execution._best_model import saved_best_model
 from st_hpo._execution._plan import PLAN_FILE, WorkerPlan, decide_slots, read_plan
 from st_hpo._execution._progress import Progress
@@ -22,6 +23,7 @@ from st_hpo._tracking._census import study_census
 from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY, N_TRIALS_KEY
 from st_hpo._validation import validate_study as _validate
+from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["StudyResult", "join_study", "run_study", "validate_study"]
 
@@ -136,8 +138,6 @@ def run_study(
                          gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,  # fails here, first
                          study_file=study_file)
     if slots and study_file is None:
-        from st_hpo.exceptions import StudyDefinitionError
-
         raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     where = Path(output_dir or Path("st-hpo-runs") / (study_name or study.name)).resolve()
     chosen.check(storage=storage or str(where / "optuna.journal"),
@@ -158,8 +158,6 @@ def run_study(
                                 pruner=pruner, intermediate_eval_rows=intermediate_eval_rows,
                                 keep_best_model=keep_best_model)
     if slots and isinstance(chosen, ClusterEngine):
-        from st_hpo._engines._cluster import run_on_cluster
-
         submission, waited, interrupted = run_on_cluster(chosen, session, plan_path, progress=progress)
         finished = study_census(session.study).finished
         return summarize(session, interrupted=interrupted, budget_met=finished >= budget, budget=budget,
@@ -263,8 +261,6 @@ def join_study(study: Study, *, n_trials: int | None = None, worker_name: str | 
     budget = n_trials or int(session.study.user_attrs.get(N_TRIALS_KEY, session.definition.n_trials))
     loop = _run_here(session, budget, _left(deadline), progress, worker_name=name)
     if progress and loop.budget_met and not loop.trials_run and not os.environ.get(SUPERVISOR_ENV):
-        from st_hpo._execution._progress import Progress
-
         Progress(budget=budget).message(
             f"study {session.study.study_name!r} already has {budget} finished trials, its budget: nothing to run "
             "(a larger --n-trials extends it)")

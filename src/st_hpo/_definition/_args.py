@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from st_hpo._definition._compat import batch_sampler_enums
 from st_hpo.exceptions import SearchSpaceError, StudyDefinitionError
 
 __all__ = [
@@ -248,8 +249,6 @@ _SAMPLER_ARGS = ("batch_sampler", "multi_dataset_batch_sampler")
 
 def _enum_values(name: str) -> tuple[str, ...] | None:
     if name in _SAMPLER_ARGS:
-        from st_hpo._definition._compat import batch_sampler_enums
-
         enum_cls = batch_sampler_enums()[name == "multi_dataset_batch_sampler"]
         return tuple(v.value for v in enum_cls)
     if name == "lr_scheduler_type":

@@ -17,6 +17,8 @@ from st_hpo._definition._args import pick_device
 from st_hpo._definition._compat import evaluator_base
 from st_hpo._definition._datasets import describe_columns, materialize, row_count, subset_shares
 from st_hpo._definition._study import Study, is_model_factory, is_module
+from st_hpo._kinds import declared_kind, kind_named, resolve_kind
+from st_hpo._kinds._base import ModelKind
 from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["StudyResources", "auto_subset_rows", "pick_device"]
@@ -103,8 +105,6 @@ class StudyResources:
         if rows is None or self.eval_dataset is None:
             return None
         if rows == "auto":
-            from st_hpo._definition._compat import evaluator_base
-
             if isinstance(self.study.evaluator, evaluator_base()):
                 return None
             rows = auto_subset_rows(self.eval_rows)
@@ -175,8 +175,6 @@ class StudyResources:
         """The study's model kind (:class:`st_hpo._kinds.ModelKind`): what validation resolved, else what the
         study's parts declare, else SentenceTransformer."""
         if self._kind is None:
-            from st_hpo._kinds import declared_kind, kind_named
-
             self._kind = declared_kind(self.study) or kind_named("sentence-transformer")
         return self._kind
 
@@ -222,9 +220,6 @@ class StudyResources:
     def new_model(self, params: dict[str, Any], model_params: dict[str, Any]) -> Any:
         """A fresh model for one trial."""
         if is_model_factory(self.study.model):
-            from st_hpo._kinds import resolve_kind
-            from st_hpo._kinds._base import ModelKind
-
             with ModelKind.seeded():  # weights the factory makes new (a head) start alike in every trial
                 model = self.study.model(params)
             kind = resolve_kind(self.study, model)  # one of the four kinds, and the study's if it declares one

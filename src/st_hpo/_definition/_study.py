@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from st_hpo._kinds import KIND_NAMES, kind_of_model
 from st_hpo._kinds._base import is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
 
@@ -293,8 +294,6 @@ def _check_parts(study: Study) -> None:
     """The model, data, loss, evaluator and space: the right kind of thing in each field."""
     model = study.model
     if is_module(model):
-        from st_hpo._kinds import kind_of_model
-
         if kind_of_model(model) is None:
             raise StudyDefinitionError(
                 f"model is a {type(model).__name__} module, not a SentenceTransformer, CrossEncoder, SparseEncoder "
@@ -306,8 +305,6 @@ def _check_parts(study: Study) -> None:
             "...), or a callable (params) -> model"
         )
     if study.kind is not None:
-        from st_hpo._kinds import KIND_NAMES
-
         if study.kind not in KIND_NAMES:
             raise StudyDefinitionError(f"kind={study.kind!r} is not a model kind; use one of {', '.join(KIND_NAMES)}")
     for what in ("train_dataset", "eval_dataset"):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._results._read import StudyLocation, _baseline, best_of, load_study, shown_params
+from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import shown_state, take_census
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
@@ -103,8 +104,6 @@ def report_study(study: Any, *, output_dir: str | Path | None = None, storage: s
     optuna_study = load_study(study, location)
     tracker = None
     if track:
-        from st_hpo._tracking import MlflowTracker
-
         tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
         tracker.parent_run_id = optuna_study.user_attrs.get(PARENT_ATTR)
     folder = location.output_dir / REPORTS_DIR

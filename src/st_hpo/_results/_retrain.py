@@ -31,6 +31,7 @@ from st_hpo._tracking._record import trained_values
 from st_hpo._tracking._schema import KIND_KEY, PARENT_ATTR, SOURCE_TRIAL_KEY, STUDY_KEY
 from st_hpo._validation import validate_study
 from st_hpo._validation._test_objective import has_test
+from st_hpo.exceptions import StudyDefinitionError
 
 __all__ = ["RetrainResult", "retrain_best"]
 
@@ -123,8 +124,6 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     metrics = trainer.evaluate(for_one_trainer(resources.eval_dataset) if validated.needs_eval_loss else None)
     value = metrics.get(validated.objective_metric)
     if value is None:
-        from st_hpo.exceptions import StudyDefinitionError
-
         raise StudyDefinitionError(f"the retrained model's evaluation reported no {validated.objective_metric!r}")
     return model, float(value), seconds
 

@@ -11,6 +11,7 @@ from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._execution._test_score import TestScore, score_on_test
 from st_hpo._kinds import stored_kind
 from st_hpo._results._read import StudyLocation, base_args_of, load_study
+from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._schema import PARENT_ATTR
 from st_hpo._validation._test_objective import has_test
 from st_hpo.exceptions import StudyDefinitionError
@@ -35,8 +36,6 @@ def score_best_on_test(study: Any, *, output_dir: Any = None, storage: str | Non
     optuna_study = load_study(study, location)
     tracker = None
     if track and optuna_study.user_attrs.get(PARENT_ATTR):
-        from st_hpo._tracking import MlflowTracker
-
         tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
         tracker.parent_run_id = optuna_study.user_attrs[PARENT_ATTR]
 

@@ -12,9 +12,11 @@ from typing import Any
 
 from st_hpo._api import join_study, run_study, validate_study
 from st_hpo._engines._worker import finish_from_plan, work_from_plan
+from st_hpo._execution._probe_memory import NOTHING_TO_PROBE, probe_memory
 from st_hpo._execution._progress import format_params
-from st_hpo._execution._workers import watch_supervisor
+from st_hpo._execution._workers import EXIT_GAVE_UP, watch_supervisor
 from st_hpo._results._confirm import confirm_study, join_confirmation
+from st_hpo._results._confirm_verdict import verdict
 from st_hpo._tracking._census import OUT_OF_MEMORY
 from st_hpo._tracking._view import trials_url
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load
@@ -48,8 +50,6 @@ def cmd_validate(ns: argparse.Namespace) -> int:
                      f"({study.direction}), {len(space)} searched name(s): {', '.join(map(str, space))}")
     if getattr(ns, "probe_memory", False):
         from rich.markup import escape
-
-        from st_hpo._execution._probe_memory import NOTHING_TO_PROBE, probe_memory
 
         corners = probe_memory(study)
         for line in [NOTHING_TO_PROBE] if corners is None else [c.line() for c in corners]:
@@ -214,8 +214,6 @@ def _worker_exit(interrupted: bool, gave_up: str | None) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     if gave_up:
-        from st_hpo._execution._workers import EXIT_GAVE_UP
-
         sys.stderr.write(f"error: {gave_up}\n")
         return EXIT_GAVE_UP
     return 0
@@ -228,8 +226,6 @@ def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
     if loop.interrupted:
         return EXIT_INTERRUPTED
     if loop.gave_up:
-        from st_hpo._execution._workers import EXIT_GAVE_UP
-
         return EXIT_GAVE_UP
     return 0
 
@@ -328,7 +324,6 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
                       "best mean against the runner-up)")
     console.print(result.test["line"])
     if result.winner is not None:  # the verdict agrees with the test line above it
-        from st_hpo._results._confirm_verdict import verdict
 
         console.print(f"after confirmation, {verdict(result.to_dict())} (the single-run best: trial "
                       f"{result.single_run_best})")

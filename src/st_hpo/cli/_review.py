@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from st_hpo._kinds import kind_named
 from st_hpo._results._read import StudyLocation, best_trial, export_best, load_study
 from st_hpo._results._register import register_best
 from st_hpo._results._reports import report_study
@@ -143,8 +144,6 @@ def cmd_best(ns: argparse.Namespace) -> int:
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
     if best.model_dir:
-        from st_hpo._kinds import kind_named
-
         _print(f"  model: {best.model_dir} ({kind_named(best.model_kind).load_hint(best.model_dir)})")
     else:
         _print("  model: not kept on this machine; `st-hpo retrain` trains it again")
@@ -317,8 +316,6 @@ def cmd_ui(ns: argparse.Namespace) -> int:
         _print_urls(study, location.tracking_uri, experiment_id)
         return 0
     if location.tracking_uri.startswith("sqlite:///") and not Path(location.tracking_uri[10:]).exists():
-        from st_hpo.exceptions import TrackingError
-
         raise TrackingError(f"no MLflow store at {location.tracking_uri}; run the study first or pass --output-dir")
     experiment_id = _experiment_id(location.tracking_uri, study.experiment)
     _show_trials(study, location)
