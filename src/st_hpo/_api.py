@@ -7,7 +7,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
@@ -24,6 +24,9 @@ from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY, N_TRIALS_KEY
 from st_hpo._validation import validate_study as _validate
 from st_hpo.exceptions import StudyDefinitionError
+
+if TYPE_CHECKING:
+    from st_hpo._execution._session import StudySession
 
 __all__ = ["StudyResult", "join_study", "run_study", "validate_study"]
 
@@ -185,7 +188,7 @@ def no_result(study: Any) -> str | None:
     return f"no trial completed ({census.pruned} pruned, {failed} failed), so the study has no best trial"
 
 
-def _write_plan(session: Any, study_file: Any, budget: int, slots: list[Any], deadline: float | None,
+def _write_plan(session: StudySession, study_file: Any, budget: int, slots: list[Any], deadline: float | None,
                 engine: str, progress: bool, **overrides: Any) -> Path:
     """The worker plan of this run, written to ``<output_dir>/worker-plan.json``; returns its path."""
     left = _left(deadline)
@@ -197,7 +200,7 @@ def _write_plan(session: Any, study_file: Any, budget: int, slots: list[Any], de
     return plan.write(session.output_dir / PLAN_FILE)
 
 
-def _budget(session: Any, n_trials: int | None) -> int:
+def _budget(session: StudySession, n_trials: int | None) -> int:
     """The study's total budget for this run, stored for the workers that join it.
 
     ``n_trials`` given: that, said in a line when it lowers the stored budget. Not given: the stored
@@ -216,7 +219,7 @@ def _budget(session: Any, n_trials: int | None) -> int:
     return budget
 
 
-def _announce(session: Any, budget: int, workers: int, engine: str = "local") -> None:
+def _announce(session: StudySession, budget: int, workers: int, engine: str = "local") -> None:
     """What is about to run, where it is stored, and the score to beat: printed before the first trial."""
     from rich.markup import escape
 
@@ -280,7 +283,8 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
-def _run_here(session: Any, budget: int, timeout: float | None, progress: bool, *, worker_name: str) -> Any:
+def _run_here(session: StudySession, budget: int, timeout: float | None, progress: bool, *,
+              worker_name: str) -> Any:
     from st_hpo._execution._loop import work
     from st_hpo._execution._trial import WorkerInfo
 
@@ -304,14 +308,15 @@ def _warn_if_many_gpus() -> None:
             count, count)
 
 
-def _run_workers(engine: Any, session: Any, plan_path: Path, progress: bool) -> tuple[bool, bool, str | None]:
+def _run_workers(engine: Any, session: StudySession, plan_path: Path,
+                 progress: bool) -> tuple[bool, bool, str | None]:
     plan = read_plan(plan_path)
     bar = Progress(budget=plan.budget, enabled=progress)
     bar.message(f"{len(plan.slots)} worker(s): {', '.join(s.name for s in plan.slots)}")
     return engine.run(session, plan_path, plan, progress=bar)
 
 
-def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason: str | None = None,
+def summarize(session: StudySession, *, interrupted: bool, budget_met: bool, stop_reason: str | None = None,
               budget: int | None = None, submission: Any = None) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study

@@ -21,11 +21,14 @@ import subprocess
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args
 from st_hpo._tracking._schema import DEFINITION_ATTR, GIT_DIRTY_KEY, KIND_ATTR, MODEL_KEY, VERSION_TAG_PREFIX
 from st_hpo.exceptions import StudyDefinitionError
+
+if TYPE_CHECKING:
+    from st_hpo._definition._study import Study
 
 __all__ = ["DEFINITION_ATTR", "PACKAGES", "check_unchanged", "dataset_fingerprint", "definition_record",
            "fingerprint", "git_commit", "package_versions"]
@@ -172,7 +175,7 @@ def _describe_space(space: Any) -> Any:
     return _describe(space)
 
 
-def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, Any], *,
+def definition_record(definition: Study, base_args: Any, datasets: Mapping[str, Any], *,
                       kind: str = "sentence-transformer") -> dict[str, Any]:
     """What identifies a study's trials: the model kind, base arguments, space, model, dataset fingerprints, and
     the loss, evaluator and objective (with its direction) that shape their values."""
@@ -256,8 +259,8 @@ def check_unchanged(study: Any, record: dict[str, Any], *, where: str) -> None:
         )
 
 
-def record_on_parent(tracker: Any, definition: Any, record: Mapping[str, Any], datasets: Mapping[str, Any], *,
-                     study_file: str | Path | None) -> None:
+def record_on_parent(tracker: Any, definition: Study, record: Mapping[str, Any],
+                     datasets: Mapping[str, Any], *, study_file: str | Path | None) -> None:
     """Tag the parent run with package versions, the study file's git commit and the model, and log
     each dataset as an MLflow dataset input (name, digest, schema, row count). Informative: a failure
     is a warning."""

@@ -179,7 +179,7 @@ class StudyResources:
         return self._kind
 
     @kind.setter
-    def kind(self, kind: Any) -> None:
+    def kind(self, kind: ModelKind) -> None:
         self._kind = kind
 
     def base_model(self) -> Any:

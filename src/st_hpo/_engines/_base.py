@@ -10,7 +10,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from st_hpo._execution._plan import WorkerPlan
+    from st_hpo._execution._session import StudySession
 
 __all__ = ["ClusterEngine", "Engine", "SupervisingEngine", "EngineSettings", "Submission", "unreachable_from_other_nodes"]
 
@@ -68,7 +72,7 @@ class ClusterEngine(Engine):
     instead supervises its worker processes until the study ends (:mod:`st_hpo._engines._local`)."""
 
     @abc.abstractmethod
-    def submit(self, plan_path: Path, plan: Any) -> Submission:
+    def submit(self, plan_path: Path, plan: WorkerPlan) -> Submission:
         """Start the plan's slots (and whatever ends the study once they are done); returns at once."""
 
     @abc.abstractmethod
@@ -96,5 +100,6 @@ class SupervisingEngine(Engine):
     driver); the run then ends the study itself."""
 
     @abc.abstractmethod
-    def run(self, session: Any, plan_path: Path, plan: Any, *, progress: Any) -> tuple[bool, bool, str | None]:
+    def run(self, session: StudySession, plan_path: Path, plan: WorkerPlan, *,
+            progress: Any) -> tuple[bool, bool, str | None]:
         """Run the plan's slots until they end; returns (budget_met, interrupted, stop_reason)."""

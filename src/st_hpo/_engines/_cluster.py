@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._engines import ended_reason
 from st_hpo._execution._plan import read_plan
 from st_hpo._execution._progress import Progress
 from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._results._finish import finish_study
+
+if TYPE_CHECKING:
+    from st_hpo._execution._session import StudySession
 
 __all__ = ["run_on_cluster"]
 
@@ -21,7 +24,8 @@ POLL_SECONDS = 2.0
 CANCEL_WAIT_SECONDS = 90.0
 
 
-def run_on_cluster(engine: Any, session: Any, plan_path: Path, *, progress: bool) -> tuple[Any, bool, bool]:
+def run_on_cluster(engine: Any, session: StudySession, plan_path: Path, *,
+                   progress: bool) -> tuple[Any, bool, bool]:
     """Submit the plan's slots to ``engine``; returns (submission, waited, interrupted)."""
     plan = read_plan(plan_path)
     submission = engine.submit(plan_path, plan)
@@ -47,7 +51,7 @@ def _until_ended(engine: Any, submission: Any, timeout: float | None) -> bool:
     return True
 
 
-def _cancel(engine: Any, session: Any, submission: Any) -> None:
+def _cancel(engine: Any, session: StudySession, submission: Any) -> None:
     """Cancel every job of the submission, wait for them to end, fail what they left RUNNING, and end the
     study KILLED (its final job was cancelled with the workers)."""
     engine.cancel(submission)

@@ -4,10 +4,14 @@ ends (replaced when they die, stopped on Ctrl-C); see :mod:`st_hpo._execution._w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._engines._base import SupervisingEngine
 from st_hpo._execution._workers import WorkerSpec, supervise
+
+if TYPE_CHECKING:
+    from st_hpo._execution._plan import WorkerPlan
+    from st_hpo._execution._session import StudySession
 
 __all__ = ["LocalEngine"]
 
@@ -18,7 +22,8 @@ class LocalEngine(SupervisingEngine):
     def check(self, *, storage: str, tracking_uri: str | None, slots: list[Any]) -> None:
         return None  # every file is on this machine
 
-    def run(self, session: Any, plan_path: Path, plan: Any, *, progress: Any) -> tuple[bool, bool, str | None]:
+    def run(self, session: StudySession, plan_path: Path, plan: WorkerPlan, *,
+            progress: Any) -> tuple[bool, bool, str | None]:
         """Start one ``st-hpo worker --plan`` process per slot and supervise them until the budget is met;
         returns (budget_met, interrupted, stop_reason) as :func:`st_hpo._execution._workers.supervise` does."""
         specs = [WorkerSpec(slot.name, slot.gpu) for slot in plan.slots]

@@ -17,12 +17,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._engines._base import SupervisingEngine, unreachable_from_other_nodes
 from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._tracking._census import study_census
 from st_hpo.exceptions import StHpoError
+
+if TYPE_CHECKING:
+    from st_hpo._execution._plan import WorkerPlan
+    from st_hpo._execution._session import StudySession
 
 __all__ = ["RayEngine"]
 
@@ -100,7 +104,8 @@ class RayEngine(SupervisingEngine):
                              "--tracking-uri http://..., or --shared-dir when the output folder is on a filesystem "
                              "every node mounts")
 
-    def run(self, session: Any, plan_path: Path, plan: Any, *, progress: Any) -> tuple[bool, bool, str | None]:
+    def run(self, session: StudySession, plan_path: Path, plan: WorkerPlan, *,
+            progress: Any) -> tuple[bool, bool, str | None]:
         import ray
 
         actor_class = ray.remote(_SlotWorker)
@@ -119,7 +124,7 @@ class RayEngine(SupervisingEngine):
         return finished >= plan.budget, False, None
 
     @staticmethod
-    def _watch(session: Any, running: dict[Any, Any], refs: dict[Any, str], progress: Any) -> None:
+    def _watch(session: StudySession, running: dict[Any, Any], refs: dict[Any, str], progress: Any) -> None:
         import ray
         from ray.exceptions import RayActorError
 
@@ -144,7 +149,7 @@ class RayEngine(SupervisingEngine):
                         session.tracker.sync(session.study, session.definition.objective)
 
     @staticmethod
-    def _stop(session: Any, actors: dict[str, Any], running: dict[Any, Any]) -> None:
+    def _stop(session: StudySession, actors: dict[str, Any], running: dict[Any, Any]) -> None:
         """Ctrl-C: SIGTERM every worker (each ends its trial FAIL and its run KILLED), then cancel what is
         left after a minute (or at a second Ctrl-C)."""
         import ray

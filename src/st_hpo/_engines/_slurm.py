@@ -16,10 +16,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._engines._base import ClusterEngine, Submission, unreachable_from_other_nodes
 from st_hpo.exceptions import StHpoError
+
+if TYPE_CHECKING:
+    from st_hpo._execution._plan import WorkerPlan
 
 __all__ = ["SlurmEngine"]
 
@@ -54,7 +57,7 @@ class SlurmEngine(ClusterEngine):
                              "cannot reach; give --storage postgresql://... and --tracking-uri http://..., or "
                              "--shared-dir when the output folder is on a filesystem every node mounts")
 
-    def scripts(self, plan_path: Path, plan: Any) -> tuple[Path, Path]:
+    def scripts(self, plan_path: Path, plan: WorkerPlan) -> tuple[Path, Path]:
         """Write the array's job script and the final job's script next to the plan; returns their paths."""
         folder = Path(plan.output_dir) / "slurm"
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ class SlurmEngine(ClusterEngine):
                 *([f"--time={s.slurm_time}"] if s.slurm_time else []),
                 *([f"--account={s.slurm_account}"] if s.slurm_account else []), *s.slurm_options]
 
-    def submit(self, plan_path: Path, plan: Any) -> Submission:
+    def submit(self, plan_path: Path, plan: WorkerPlan) -> Submission:
         worker, finish = self.scripts(plan_path, plan)
         array_id = _sbatch(str(worker))
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._loading import load_study_file
 from st_hpo._engines import ended_reason
@@ -15,12 +15,15 @@ from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._results._finish import finish_study
 from st_hpo._tracking._census import take_census
 
+if TYPE_CHECKING:
+    from st_hpo._execution._plan import WorkerPlan
+
 __all__ = ["finish_from_plan", "work_from_plan"]
 
 logger = logging.getLogger(__name__)
 
 
-def _open(plan: Any, worker_name: str, *, trains_here: bool = True) -> Any:
+def _open(plan: WorkerPlan, worker_name: str, *, trains_here: bool = True) -> Any:
     from st_hpo._execution._session import SessionOptions, StudySession
 
     study = load_study_file(plan.study_file).replace(name=plan.study_name)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._datasets import materialize
 from st_hpo._definition._resources import StudyResources
 from st_hpo._definition._study import Study
 from st_hpo._tracking._schema import ARGS_OVERRIDE_ATTR, MINI_BATCH_ATTR, PEAK_GPU_RESERVED_MB_KEY
 from st_hpo._validation import validate_study
+
+if TYPE_CHECKING:
+    from st_hpo._execution._trial import TrialContext
 
 __all__ = ["CornerResult", "NOTHING_TO_PROBE", "batch_sizes", "probe_corners", "probe_memory"]
 
@@ -108,7 +111,7 @@ def _context(study: Study, output_dir: Path) -> Any:
     return TrialContext(validated, resources, None, output_dir, WorkerInfo(name="probe"))
 
 
-def _probe_corner(ctx: Any, size: int, steps: int, total_mb: float | None) -> CornerResult:
+def _probe_corner(ctx: TrialContext, size: int, steps: int, total_mb: float | None) -> CornerResult:
     """One corner as a trial of an in-memory study: batch ``size``, ``steps`` steps, no checkpointing."""
     import optuna
 

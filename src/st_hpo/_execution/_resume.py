@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
@@ -49,6 +49,9 @@ from st_hpo._tracking._schema import (
     UNSAMPLED_ATTR,
 )
 
+if TYPE_CHECKING:
+    from st_hpo._definition._study import Study
+
 __all__ = ["CHECKPOINT_ATTR", "POLICY_ATTR", "RESUMED_FROM_ATTR", "RESUME_ATTR", "CheckpointSaver",
            "prepare_resume", "queue_resume", "record_policy", "remove_checkpoints", "resume_point", "restore_intermediate"]
 
@@ -62,7 +65,7 @@ PREFIX = "resume-"
 _CARRIED = (BASELINE_ATTR, UNSAMPLED_ATTR, ARGS_OVERRIDE_ATTR, SCORE_TEST_ATTR)
 
 
-def record_policy(study: Any, definition: Any) -> None:
+def record_policy(study: Any, definition: Study) -> None:
     """Keep the study file's resume settings in the storage, where whoever fails a trial reads them."""
     policy = {"resume_interrupted": bool(definition.resume_interrupted), "max_resumes": int(definition.max_resumes)}
     if study.user_attrs.get(POLICY_ATTR) != policy:

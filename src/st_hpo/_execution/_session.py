@@ -15,7 +15,7 @@ import logging
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args
 from st_hpo._definition._baseline import baseline_values
@@ -45,6 +45,9 @@ from st_hpo._tracking._schema import (
 from st_hpo._tracking._times import time_totals
 from st_hpo._validation import ValidatedStudy, objective_key, validate_study
 from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
+
+if TYPE_CHECKING:
+    from st_hpo._tracking._mlflow import MlflowTracker
 
 __all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
 
@@ -155,7 +158,8 @@ class StudySession:
     """An open study: storage, Optuna study, tracker, resources. Build with :meth:`open`."""
 
     def __init__(self, *, definition: Study, validated: ValidatedStudy, resources: StudyResources,
-                 study: Any, tracker: Any, output_dir: Path, storage_url: str, tracking_uri: str | None) -> None:
+                 study: Any, tracker: MlflowTracker, output_dir: Path, storage_url: str,
+                 tracking_uri: str | None) -> None:
         self.definition = definition
         self.validated = validated
         self.resources = resources
@@ -335,7 +339,7 @@ class StudySession:
             logger.warning("%s; run `st-hpo sync` when MLflow is back to end the study's run", exc)
 
 
-def log_study_figures(tracker: Any, study: Any) -> None:
+def log_study_figures(tracker: MlflowTracker, study: Any) -> None:
     """The study's figures on its parent run: counts, time totals, the best value so far (a curve over trial
     numbers) and the best trial, with where its model was kept."""
     trials = study.get_trials(deepcopy=False)

@@ -14,12 +14,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._execution._best_model import saved_best_model
 from st_hpo._tracking._schema import BASE_TEST_VALUE_ATTR, TEST_METRIC_ATTR, TEST_TRIAL_ATTR, TEST_VALUE_ATTR
 from st_hpo._validation._test_objective import has_test, test_metric
 from st_hpo.exceptions import NoResultError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from st_hpo._definition._resources import StudyResources
+    from st_hpo._definition._study import Study
+    from st_hpo._tracking._mlflow import MlflowTracker
 
 __all__ = ["TEST_TRIAL_ATTR", "TEST_VALUE_ATTR", "BASE_TEST_VALUE_ATTR", "TestScore", "recorded_test_values",
            "score_model", "score_on_test"]
@@ -39,15 +46,15 @@ class TestScore:
     dev_value: float  #: the trial's dev objective, for comparison
 
 
-def score_model(evaluator: Any, model: Any, definition: Any) -> tuple[str, float]:
+def score_model(evaluator: Any, model: Any, definition: Study) -> tuple[str, float]:
     """(test metric, value) of ``model`` under the test ``evaluator``."""
     metrics = evaluator(model)
     key = test_metric(definition, metrics)
     return key.removeprefix("eval_"), float(metrics[key])
 
 
-def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device: str, tracker: Any = None,
-                  force: bool = False) -> TestScore | None:
+def score_on_test(optuna_study: optuna.Study, definition: Study, resources: StudyResources, *, device: str,
+                  tracker: MlflowTracker | None = None, force: bool = False) -> TestScore | None:
     """Score the best trial's kept model and the base model on the test set; record and return it.
 
     The values go to the study's user attributes (so ``st-hpo best`` shows them) and, with a
@@ -88,7 +95,7 @@ def score_on_test(optuna_study: Any, definition: Any, resources: Any, *, device:
     return TestScore(best.number, metric, value, base_value, float(best.value))
 
 
-def _score_base(resources: Any, evaluator: Any, definition: Any, device: str) -> float | None:
+def _score_base(resources: StudyResources, evaluator: Any, definition: Study, device: str) -> float | None:
     """The base model's test score (None for a model factory, which has no one base model)."""
     if callable(definition.model) and not hasattr(definition.model, "state_dict"):
         return None
@@ -98,7 +105,7 @@ def _score_base(resources: Any, evaluator: Any, definition: Any, device: str) ->
     return score_model(evaluator, model, definition)[1]
 
 
-def recorded_test_values(study: Any) -> tuple[float | None, float | None]:
+def recorded_test_values(study: optuna.Study) -> tuple[float | None, float | None]:
     """(the best trial's test value, the base model's) as recorded; the first is None when the study's
     best trial is not the one that was scored (a later trial beat it: run ``st-hpo test``)."""
     attrs = study.user_attrs

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args, _space
 from st_hpo._definition._baseline import baseline_values
@@ -53,6 +53,9 @@ from st_hpo._validation import ValidatedStudy
 from st_hpo._validation._test_objective import test_metric
 from st_hpo.exceptions import TrackingError, TrialError
 
+if TYPE_CHECKING:
+    from st_hpo._tracking._mlflow import MlflowTracker
+
 __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "WorkerInfo", "run_trial"]
 
 logger = logging.getLogger(__name__)
@@ -77,7 +80,7 @@ class TrialContext:
 
     validated: ValidatedStudy
     resources: StudyResources
-    tracker: Any  # MlflowTracker or None
+    tracker: MlflowTracker  # MlflowTracker or None
     output_dir: Path
     worker: WorkerInfo
     progress: Any = None  # st_hpo._execution._progress.Progress, or None: no terminal lines
@@ -119,7 +122,8 @@ class _RunLog:
     worker dies is ended at that time, not when its death is noticed.
     """
 
-    def __init__(self, tracker: Any, run_id: str | None, *, trial: Any = None, spool: Path | None = None) -> None:
+    def __init__(self, tracker: MlflowTracker, run_id: str | None, *, trial: Any = None,
+                 spool: Path | None = None) -> None:
         self.tracker, self.run_id, self.failed = tracker, run_id, False
         self.trial, self.spool = trial, spool
 

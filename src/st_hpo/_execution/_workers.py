@@ -22,12 +22,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._execution._recovery import SUPERVISOR_ENV, pid_alive, recover_stale_trials
 from st_hpo._tracking._census import is_cancelled, take_census
 from st_hpo._tracking._schema import ERROR_ATTR, PID_KEY
 from st_hpo.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from st_hpo._execution._session import StudySession
 
 __all__ = ["EXIT_GAVE_UP", "WorkerSpec", "plan_workers", "supervise", "supervisor_gone", "watch_supervisor"]
 
@@ -122,7 +125,7 @@ class _Slot:
     done: bool = False
 
 
-def _worker_command(study_file: str, spec: WorkerSpec, session: Any, budget: int, extra: list[str],
+def _worker_command(study_file: str, spec: WorkerSpec, session: StudySession, budget: int, extra: list[str],
                     deadline: float | None = None, plan: Path | None = None) -> list[str]:
     if plan is not None:  # the plan holds everything else: location, options, budget, deadline
         return [sys.executable, "-m", "st_hpo", "worker", "--plan", str(plan), "--slot", spec.name]
@@ -149,7 +152,7 @@ def _start(slot: _Slot, cmd: list[str], n_workers: int) -> None:
     logger.info("started worker %s (pid %d)", slot.spec.name, slot.proc.pid)
 
 
-def supervise(session: Any, *, study_file: str, specs: list[WorkerSpec], budget: int,
+def supervise(session: StudySession, *, study_file: str, specs: list[WorkerSpec], budget: int,
               extra_args: list[str], progress: Any, timeout: float | None = None,
               plan: Path | None = None) -> tuple[bool, bool, str | None]:
     """Run worker processes until the budget is met (or, with ``timeout``, until the workers stop starting
@@ -194,7 +197,7 @@ def _gave_up(study: Any, names: list[str]) -> str:
     return f"worker(s) {', '.join(names)} stopped because their last trials all failed (max_failures_in_a_row){why}"
 
 
-def _watch(session: Any, slots: list[_Slot], study_file: str, budget: int, extra: list[str],
+def _watch(session: StudySession, slots: list[_Slot], study_file: str, budget: int, extra: list[str],
            progress: Any, deadline: float | None, plan: Path | None = None) -> tuple[bool, bool, str | None]:
     codes: dict[int, int] = {}
     gave_up: list[str] = []

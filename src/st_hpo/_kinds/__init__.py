@@ -7,11 +7,14 @@ nothing else does (:func:`resolve_kind`). Parts that contradict each other are r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._kinds._base import ModelKind
 from st_hpo._tracking._schema import KIND_ATTR
 from st_hpo.exceptions import StudyDefinitionError
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["KIND_ATTR", "KIND_NAMES", "ModelKind", "all_kinds", "check_kind_of", "declared_kind", "kind_named", "kind_of_model",
            "resolve_kind", "stored_kind"]
@@ -94,7 +97,7 @@ def resolve_kind(study: Any, probe_model: Any | None = None) -> ModelKind:
     return declared or built or kind_named("sentence-transformer")
 
 
-def stored_kind(optuna_study: Any) -> ModelKind:
+def stored_kind(optuna_study: optuna.Study) -> ModelKind:
     """The kind a stored study trains (SentenceTransformer for studies from before kinds were recorded)."""
     return kind_named(optuna_study.user_attrs.get(KIND_ATTR, "sentence-transformer"))
 

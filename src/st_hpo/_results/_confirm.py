@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._space import space_defaults
 from st_hpo._definition._study import Study
@@ -54,6 +54,9 @@ from st_hpo._tracking._schema import (
 )
 from st_hpo._validation._test_objective import has_test
 from st_hpo.exceptions import StudyDefinitionError, TrialError
+
+if TYPE_CHECKING:
+    from st_hpo._execution._session import StudySession
 
 __all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
 
@@ -174,7 +177,7 @@ def join_confirmation(study: Study, *, worker_name: str, budget: int, output_dir
     return work(session, budget=budget, timeout=None, worker=WorkerInfo(name=worker_name), progress=bar)
 
 
-def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool = True) -> Any:
+def _open_companion(study: Study, main: Any, location: StudyLocation, *, trains_here: bool = True) -> Any:
     """The companion study ``<name>.confirm``, attached to the study's MLflow parent run."""
     import optuna
 
@@ -193,7 +196,7 @@ def _open_companion(study: Study, main: Any, location: Any, *, trains_here: bool
     return ConfirmSession.open(companion_definition(study), options)
 
 
-def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
+def _configurations(main: Any, session: StudySession, top: int) -> list[_Config]:
     """The baseline (the base arguments, as the baseline trial ran them), when the study has a complete
     baseline trial, and the ``top`` best other trials.
 
@@ -214,7 +217,7 @@ def _configurations(main: Any, session: Any, top: int) -> list[_Config]:
     return configs
 
 
-def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
+def _queue(session: StudySession, configs: list[_Config], seeds: list[int]) -> int:
     """Queue every (configuration, seed) pair that has no complete, queued or running trial; returns how
     many pairs are not complete yet."""
     study = session.study
@@ -250,7 +253,7 @@ def _queue(session: Any, configs: list[_Config], seeds: list[int]) -> int:
     return missing
 
 
-def _run(session: Any, configs: list[_Config], seeds: list[int], progress: bool) -> tuple[int, bool]:
+def _run(session: StudySession, configs: list[_Config], seeds: list[int], progress: bool) -> tuple[int, bool]:
     """Run the missing pairs with the study's trial loop; returns (trials run, interrupted)."""
     from st_hpo._execution._loop import work
     from st_hpo._execution._trial import WorkerInfo
@@ -283,7 +286,8 @@ def _what(configs: list[_Config]) -> str:
                "compares configurations with each other)"))
 
 
-def _run_on_workers(session: Any, configs: list[_Config], seeds: list[int], progress: bool, specs: list[Any],
+def _run_on_workers(session: StudySession, configs: list[_Config], seeds: list[int], progress: bool,
+                    specs: list[Any],
                     study_name: str, study_file: str) -> tuple[int, bool]:
     """Run the missing pairs on worker processes (``st-hpo worker --confirm-of``); (trials run, interrupted)."""
     ran = 0

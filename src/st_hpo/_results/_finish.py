@@ -4,7 +4,7 @@ of a SLURM array): keep only the best model, score it on the test set, close the
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from st_hpo._definition._resources import pick_device
 from st_hpo._execution._best_model import keep_only_best, saved_best_model
@@ -14,12 +14,15 @@ from st_hpo._tracking._census import study_census
 from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY
 from st_hpo._validation._test_objective import has_test
 
+if TYPE_CHECKING:
+    from st_hpo._execution._session import StudySession
+
 __all__ = ["finish_by_worker", "finish_study"]
 
 logger = logging.getLogger(__name__)
 
 
-def finish_study(session: Any, *, budget_met: bool, stop_reason: str | None = None) -> None:
+def finish_study(session: StudySession, *, budget_met: bool, stop_reason: str | None = None) -> None:
     """End the study of ``session``: the parent run ends FAILED when there is a ``stop_reason`` (the workers
     gave up, or the budget was met with no complete trial), FINISHED when the budget is met, else KILLED.
     A failure of any step here is a warning, never an error: the trials are in the storage, and
@@ -36,7 +39,7 @@ def finish_study(session: Any, *, budget_met: bool, stop_reason: str | None = No
     session.close("FAILED" if stop_reason else ("FINISHED" if budget_met else "KILLED"))
 
 
-def finish_by_worker(session: Any) -> None:
+def finish_by_worker(session: StudySession) -> None:
     """The end of a study whose budget a worker without a supervisor met (``st-hpo worker``): what
     ``run_study`` does at its end, so that the test score is of the best trial, not of an earlier one.
 
@@ -54,7 +57,7 @@ def finish_by_worker(session: Any) -> None:
     write_study_reports(session)
 
 
-def keep_only_best_model(session: Any) -> None:
+def keep_only_best_model(session: StudySession) -> None:
     """Delete saved models left by trials that are not the best (a worker killed between save and tell)."""
     if not session.definition.keep_best_model:
         return
@@ -65,7 +68,7 @@ def keep_only_best_model(session: Any) -> None:
         logger.warning("could not clean up the saved models: %s", exc)
 
 
-def score_test(session: Any) -> None:
+def score_test(session: StudySession) -> None:
     """Score the kept best model and the base model on the held-out test set, when the study has one."""
     if not has_test(session.definition):
         return
@@ -76,7 +79,7 @@ def score_test(session: Any) -> None:
         logger.warning("could not score the best model on the test set: %s", exc)
 
 
-def write_study_reports(session: Any) -> None:
+def write_study_reports(session: StudySession) -> None:
     """Plots, CSV and summary on the parent run; a failure here never fails the run."""
     if session.tracker is None:
         return

@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args
 from st_hpo._definition._space import LOSS_NAME
@@ -64,6 +64,9 @@ from st_hpo._tracking._schema import (
     UNSAMPLED_ATTR,
 )
 from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
 
@@ -174,7 +177,7 @@ def _baseline(trials: list[Any]) -> Any:
     return None
 
 
-def best_of(optuna_study: Any, objective: str) -> BestTrial:
+def best_of(optuna_study: optuna.Study, objective: str) -> BestTrial:
     """The :class:`BestTrial` of an open ``optuna.Study``; NoResultError (a StorageError) when no trial completed."""
     trials = optuna_study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]

@@ -76,7 +76,7 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
                           run_id=best.mlflow_run_id, model_uri=model_uri, name=name, version=version)
 
 
-def _registered_version(tracker: Any, name: str, run_id: str) -> Any:
+def _registered_version(tracker: MlflowTracker, name: str, run_id: str) -> Any:
     """The newest version of registered model ``name`` made from run ``run_id``, or None."""
     try:
         versions = tracker.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")

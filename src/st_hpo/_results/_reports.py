@@ -57,7 +57,8 @@ ROUGH_IMPORTANCE_BELOW = 10
 REPORTS_DIR = "reports"
 
 
-def write_reports(study: Any, tracker: Any, objective_name: str, base_model_value: float | None = None, *,
+def write_reports(study: Any, tracker: MlflowTracker, objective_name: str,
+                  base_model_value: float | None = None, *,
                   local_dir: str | Path | None = None) -> list[str]:
     """Write the reports of ``study`` (an ``optuna.Study``) and log them to ``tracker``'s parent run.
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args
 from st_hpo._definition._datasets import for_one_trainer
@@ -32,6 +32,11 @@ from st_hpo._tracking._schema import KIND_KEY, PARENT_ATTR, SOURCE_TRIAL_KEY, ST
 from st_hpo._validation import validate_study
 from st_hpo._validation._test_objective import has_test
 from st_hpo.exceptions import StudyDefinitionError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from st_hpo._validation import ValidatedStudy
 
 __all__ = ["RetrainResult", "retrain_best"]
 
@@ -101,7 +106,8 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
     return result
 
 
-def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) -> tuple[Any, float, float]:
+def _train(validated: ValidatedStudy, resources: StudyResources, params: dict[str, Any],
+           args: Any) -> tuple[Any, float, float]:
     """Train a fresh model with ``args``; returns (model, objective of the final model, train seconds)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -128,7 +134,7 @@ def _train(validated: Any, resources: Any, params: dict[str, Any], args: Any) ->
     return model, float(value), seconds
 
 
-def _test_value(study: Study, resources: Any, model: Any) -> float | None:
+def _test_value(study: Study, resources: StudyResources, model: Any) -> float | None:
     """The retrained model's objective on the study's test set (None without one)."""
     return score_model(resources.test_evaluator, model, study)[1] if has_test(study) else None
 
@@ -190,7 +196,8 @@ def _describe_model(model: Any, study: Study, best: BestTrial) -> None:
         card.tags = [*card.tags, "st-hpo"]
 
 
-def _log(optuna_study: Any, study: Study, location: StudyLocation, result: RetrainResult, trained: tuple[Any, Any],
+def _log(optuna_study: optuna.Study, study: Study, location: StudyLocation, result: RetrainResult,
+         trained: tuple[Any, Any],
          args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
     """Log the retraining as a run nested under the parent run, with the model (and register it)."""
     tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)

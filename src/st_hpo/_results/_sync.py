@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._study import Study
 from st_hpo._execution._recovery import recover_stale_trials, runner_gone
@@ -19,6 +19,9 @@ from st_hpo._results._read import StudyLocation, load_study
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import take_census
 from st_hpo._tracking._schema import N_TRIALS_KEY, PARENT_ATTR
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["SyncResult", "sync_study"]
 
@@ -53,7 +56,7 @@ def sync_study(study: Study, *, output_dir: str | Path | None = None, storage: s
     return SyncResult(tracking_uri=location.tracking_uri, fixed=fixed + (ended is not None), parent_ended=ended)
 
 
-def _sync_confirmation(optuna_study: Any, tracker: Any, objective: str) -> int:
+def _sync_confirmation(optuna_study: optuna.Study, tracker: MlflowTracker, objective: str) -> int:
     """The runs of the study's confirmation (``st-hpo confirm``), whose process may have been killed too."""
     import optuna
 
@@ -70,7 +73,8 @@ def _sync_confirmation(optuna_study: Any, tracker: Any, objective: str) -> int:
         tracker.run_kind = "trial"
 
 
-def _end_parent(optuna_study: Any, tracker: Any, study: Study, *, made_here: bool) -> str | None:
+def _end_parent(optuna_study: optuna.Study, tracker: MlflowTracker, study: Study, *,
+                made_here: bool) -> str | None:
     """End the parent run when nothing runs the study: FINISHED when its budget is met, else KILLED (with the
     study's figures). Returns the status it was given, or None when it was left as it was."""
     trials = optuna_study.get_trials(deepcopy=False)
@@ -88,7 +92,7 @@ def _end_parent(optuna_study: Any, tracker: Any, study: Study, *, made_here: boo
     return status
 
 
-def _abandoned(optuna_study: Any, tracker: Any, trials: list[Any]) -> bool:
+def _abandoned(optuna_study: optuna.Study, tracker: MlflowTracker, trials: list[Any]) -> bool:
     """True when the parent run says RUNNING but the process that ran the study is gone (it recorded itself
     on the study), or, where that cannot be told, when no trial ended for over a minute."""
     if tracker.parent_status() != "RUNNING":

@@ -343,7 +343,7 @@ def _print_urls(study: Any, base: str, experiment_id: str) -> None:
           f"{experiment_url(base, experiment_id)}/runs", flush=True)
 
 
-def _show_trials(study: Any, location: Any) -> None:
+def _show_trials(study: Any, location: StudyLocation) -> None:
     """Write the trials view on the experiment (one made by an earlier version has none)."""
     try:
         optuna_study = load_study(study, location)
