@@ -149,8 +149,8 @@ def _check_loss_on_rows(study: Study, resources: StudyResources, model: Any, bas
 _NOT_PROBED = ("batch_sampler", "multi_dataset_batch_sampler", "lr_scheduler_type", "lr_scheduler_kwargs")
 
 
-def _probe_loss(resources: StudyResources, model: Any, base_args: TrainingArguments, sampled: dict[str, Any], rows: Any,
-                loss: Any, *, what: tuple[str, str, list[str]], on_cpu: bool) -> None:
+def _probe_loss(resources: StudyResources, model: Any, base_args: TrainingArguments, sampled: dict[str, Any],
+                rows: Any, loss: Any, *, what: tuple[str, str, list[str]], on_cpu: bool) -> None:
     """One training batch of ``rows`` through the kind's trainer and ``loss``, under the base arguments with
     the ``sampled`` training-argument values."""
     name, where, columns = what
