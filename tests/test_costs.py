@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -137,6 +138,21 @@ def test_flops_of_sparse_embeddings():
     assert KIND.sparsity_costs({}, embeddings.to_sparse()) == {"active_dims": 2.0, "flops": 1.5}
     assert KIND.sparsity_costs({"eval_ir_corpus_active_dims": 7.0, "eval_ir_query_active_dims": 3.0,
                                 "eval_ir_avg_flops": 2.5}, embeddings) == {"active_dims": 7.0, "flops": 2.5}
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_peak_memory_on_the_cpu_is_the_growth_of_resident_memory_during_the_trial():
+    import torch
+
+    from st_hpo._execution._costs import PeakMemory
+
+    model = torch.nn.Linear(2, 2)  # on the CPU
+    trial = PeakMemory.start()
+    block = b"x" * (200 * 2**20)  # 200 MiB, touched, then freed before the trial ends
+    del block
+    assert 190 <= trial.peak_mb(model) < 400
+    next_trial = PeakMemory.start()  # the last trial's peak is not the next one's
+    assert next_trial.peak_mb(model) < 50
 
 
 @pytest.mark.slow
