@@ -25,6 +25,7 @@ from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._schedule import evaluation_fractions
 from st_hpo._execution import _best_model, _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
+from st_hpo._execution._costs import PeakMemory, cost_inputs, measure_costs
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resume import prepare_resume, remove_checkpoints
 from st_hpo._tracking import _spool
@@ -35,6 +36,7 @@ from st_hpo._tracking._schema import (
     BASELINE_ATTR,
     BASELINE_UNSAMPLED_ATTR,
     CHECKPOINT_SECONDS_KEY,
+    COSTS_ATTR,
     GPU_KEY,
     HOST_KEY,
     INTERMEDIATE_EVAL_KEY,
@@ -108,6 +110,9 @@ class TrialOutcome:
     step: int = 0
     run_id: str | None = None
     model_dir: str | None = None  #: where the trial saved its model (it beat every complete trial)
+    #: what the trained model costs, ``{"cost.encode_ms": ..., ...}`` (a complete trial's only; see
+    #: :mod:`st_hpo._execution._costs`), measured before the trial's objective values are read
+    costs: dict[str, float] = dataclasses.field(default_factory=dict)
     #: the GPU raised when its memory was released after the trial (a device-side assert, say): the CUDA
     #: context of this process is unusable, so it must not run another trial
     device_error: str | None = None
@@ -297,6 +302,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     validated, resources = ctx.validated, ctx.resources
+    memory = PeakMemory.start()  # on the CPU: the process's resident memory from here on
     model = resources.new_model(params, model_params)
     loss = resources.new_loss(model, params, loss_params)
     # evaluations during training on the study's eval subset (if any), the final one on the whole eval set
@@ -345,6 +351,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         side = validated.kind.side_metrics_of(reporter.last_metrics)  # e.g. a sparse model's active dimensions
         if side:
             trial.set_user_attr(SIDE_METRICS_ATTR, {k.removeprefix("eval_"): round(v, 4) for k, v in side.items()})
+        outcome.costs = _measure_costs(ctx, trial, trainer.model, reporter.last_metrics, memory, outcome)
+        run.metrics(outcome.costs, step)
         if trial.user_attrs.get(SCORE_TEST_ATTR):  # a confirmation trial of a study with a test set
             _score_on_test(ctx, trial, trainer.model)
         if validated.study.keep_best_model:
@@ -361,6 +369,18 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         fitter.record(trial)
         trainer.model = None
         del trainer, model, loss, reporter, fitter
+
+
+def _measure_costs(ctx: TrialContext, trial: Any, model: Any, metrics: dict[str, Any], memory: PeakMemory,
+                   outcome: TrialOutcome) -> dict[str, float]:
+    """The trained model's costs, kept with the trial (``st_hpo.costs``); the time it takes is in the trial's
+    ``trial_seconds`` only (after the final evaluation, outside ``train_seconds`` and ``eval_seconds``)."""
+    kind, resources = ctx.validated.kind, ctx.resources
+    inputs = cost_inputs(kind, resources.eval_dataset if resources.eval_dataset is not None
+                         else resources.train_dataset)
+    costs = measure_costs(kind, model, inputs, train_seconds=outcome.train_seconds, memory=memory, metrics=metrics)
+    trial.set_user_attr(COSTS_ATTR, costs)
+    return costs
 
 
 def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:

@@ -141,6 +141,27 @@ class ModelKind:
             return f"mlflow.sentence_transformers.load_model({uri!r})"
         return f"{self.model_class_name}(mlflow.artifacts.download_artifacts({uri!r}))"
 
+    # --- costs (see st_hpo._execution._costs) ----------------------------------------------------------
+
+    def cost_inputs(self, text_columns: list[list[str]], limit: int) -> list[Any]:
+        """Up to ``limit`` inputs the model is timed on (``cost.encode_ms``), from the text columns of an eval
+        set (equal lengths): its sentences, row by row (a pair's first sentence, then its second, ...)."""
+        return [text for row in zip(*text_columns, strict=False) for text in row][:limit]
+
+    def encode_for_cost(self, model: Any, inputs: list[Any], batch_size: int) -> Any:
+        """Run the model on ``inputs`` as a user of the kind does (``encode``); returns its output."""
+        return model.encode(inputs, batch_size=batch_size, show_progress_bar=False)
+
+    def embedding_dim(self, model: Any) -> int | None:
+        """The size of one embedding the model returns (after its ``truncate_dim``); None when it has none."""
+        dim = getattr(model, "get_embedding_dimension", lambda: None)()
+        return None if dim is None else int(dim)
+
+    def sparsity_costs(self, metrics: dict[str, Any], output: Any) -> dict[str, float]:
+        """``{"active_dims": ..., "flops": ...}`` for a sparse kind (from the evaluator's ``metrics`` or the
+        ``output`` of :meth:`encode_for_cost`); nothing for a dense one."""
+        return {}
+
     def side_metrics_of(self, metrics: dict[str, Any]) -> dict[str, float]:
         """The metrics among ``metrics`` that :attr:`side_metrics` names."""
         return {k: float(v) for k, v in metrics.items()

@@ -21,6 +21,19 @@ class CrossEncoderKind(ModelKind):
         with self.seeded():
             return self.model_class()(name_or_path, device=device, **({} if has_head else {"num_labels": 1}))
 
+    def cost_inputs(self, text_columns: list[list[str]], limit: int) -> list[Any]:
+        """A reranker scores pairs: the first two text columns, row by row (a lone column: each text with itself)."""
+        first = text_columns[0] if text_columns else []
+        second = text_columns[1] if len(text_columns) > 1 else first
+        return [list(pair) for pair in zip(first, second, strict=False)][:limit]
+
+    def encode_for_cost(self, model: Any, inputs: list[Any], batch_size: int) -> Any:
+        return model.predict(inputs, batch_size=batch_size, show_progress_bar=False)
+
+    def embedding_dim(self, model: Any) -> int | None:
+        """A reranker returns a score, no embedding."""
+        return None
+
 
 KIND = CrossEncoderKind(name="cross-encoder", model_class_name="CrossEncoder",
                         package="sentence_transformers.cross_encoder")

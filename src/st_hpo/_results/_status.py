@@ -6,7 +6,8 @@ A row's keys are those of ``st-hpo status --json``:
     number, state, params, value, duration_seconds, baseline, error, mlflow_run_id,
     progress (fraction of training its last evaluation reached), worker, host, best, model_dir (the best
     trial's kept model, when it is on this machine), peak_gpu_reserved_mb, worker_gone (a RUNNING trial
-    whose worker on this host is gone), gpu, engine_ref, side_metrics, mini_batch_size, resumed_from
+    whose worker on this host is gone), gpu, engine_ref, side_metrics, mini_batch_size, resumed_from,
+    costs (a complete trial's measured costs, ``{"cost.encode_ms": ..., ...}``; None for the others)
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+from st_hpo._definition._costs import is_cost
 from st_hpo._execution._best_model import best_number
 from st_hpo._execution._recovery import current_host, worker_alive
 from st_hpo._results._read import shown_params, trial_duration
 from st_hpo._tracking._census import Census, is_cancelled, shown_state, take_census
 from st_hpo._tracking._schema import (
     BASELINE_ATTR,
+    CONSTRAINTS_ATTR,
+    COSTS_ATTR,
     ENGINE_REF_ATTR,
     ERROR_ATTR,
     KIND_ATTR,
     MINI_BATCH_ATTR,
     MODEL_DIR_ATTR,
     N_TRIALS_KEY,
+    OBJECTIVES_ATTR,
     PEAK_GPU_RESERVED_MB_KEY,
     PID_KEY,
     RESUMED_FROM_ATTR,
@@ -38,18 +43,20 @@ from st_hpo._tracking._schema import (
     TAG_WORKER_KEY,
 )
 
-__all__ = ["StudyStatus", "study_status", "worker_gone"]
+__all__ = ["StudyStatus", "study_status", "weighs_costs", "worker_gone"]
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyStatus:
     """Where a stored study stands: its trials as rows (see the module docstring), their census, the budget
-    (finished trials in total) and the model kind."""
+    (finished trials in total) and the model kind; ``shows_costs``: the study weighs costs (several
+    objectives, or a ``cost.`` objective or constraint), so the table shows them."""
 
     rows: list[dict[str, Any]]
     census: Census
     budget: int
     kind: str
+    shows_costs: bool = False
 
 
 def study_status(study: Any, n_trials: int) -> StudyStatus:
@@ -86,9 +93,19 @@ def study_status(study: Any, n_trials: int) -> StudyStatus:
             "mini_batch_size": t.user_attrs.get(MINI_BATCH_ATTR),
             # a retry of an interrupted trial: {"trial": N, "step": S}, the checkpoint it started from
             "resumed_from": t.user_attrs.get(RESUMED_FROM_ATTR),
+            # what the trained model costs (a complete trial's): cost.encode_ms, cost.embedding_dim, ...
+            "costs": t.user_attrs.get(COSTS_ATTR),
         })
     return StudyStatus(rows=rows, census=take_census(trials), budget=int(study.user_attrs.get(N_TRIALS_KEY, n_trials)),
-                       kind=study.user_attrs.get(KIND_ATTR, "sentence-transformer"))
+                       kind=study.user_attrs.get(KIND_ATTR, "sentence-transformer"), shows_costs=weighs_costs(study))
+
+
+def weighs_costs(study: Any) -> bool:
+    """True when the stored study trades quality against cost: several objectives, or a ``cost.`` name
+    among its objectives or constraints."""
+    objectives = list(study.user_attrs.get(OBJECTIVES_ATTR) or [])
+    names = objectives + list(study.user_attrs.get(CONSTRAINTS_ATTR) or {})
+    return len(objectives) > 1 or any(is_cost(name) for name in names)
 
 
 def worker_gone(attrs: dict[str, Any]) -> bool:

@@ -260,6 +260,12 @@ def _state_note(r: dict[str, Any]) -> str:
     return side
 
 
+def _cost_cells(costs: dict[str, float]) -> tuple[str, str]:
+    """The status table's ``encode ms`` and ``dim`` cells of a trial (empty where it has none)."""
+    encode, dim = costs.get("cost.encode_ms"), costs.get("cost.embedding_dim")
+    return ("" if encode is None else f"{encode:.1f}", "" if dim is None else f"{dim:.0f}")
+
+
 def cmd_status(ns: argparse.Namespace) -> int:
     status = _handle(ns).status()
     rows, budget, kind = status.rows, status.budget, status.kind
@@ -274,7 +280,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
     table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
                         f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
                         f"{oom}{count['RUNNING']} running")
-    for col in ("#", "state", "value", "params", "seconds", "ran on", "note"):
+    costs = ("encode ms", "dim") if status.shows_costs else ()  # a study that weighs quality against cost
+    for col in ("#", "state", "value", "params", "seconds", *costs, "ran on", "note"):
         table.add_column(col)
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
@@ -282,7 +289,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
         params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
-                      secs, escape(r["engine_ref"] or ""), escape(_note(r)))
+                      secs, *_cost_cells(r["costs"] or {})[:len(costs)], escape(r["engine_ref"] or ""), escape(_note(r)))
     console = _console()
     if not console.is_terminal:  # piped or logged: a wide table (status has 7 columns, an error note up to 160 characters)
         console.width = 240
