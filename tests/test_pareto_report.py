@@ -150,3 +150,18 @@ def test_a_multi_objective_study_without_complete_trials_has_only_the_table(tmp_
     assert written == ["reports/pareto.csv", "reports/trials.csv", "reports/summary.md"]
     summary = (tmp_path / "summary.md").read_text()
     assert "No trial has completed yet." in summary and "nothing to plot" in summary
+
+
+def test_a_front_of_no_trial_says_why(tmp_path):
+    """Every complete trial broke a constraint: the plot shows them marked, the summary says there is no front."""
+    study = optuna.create_study(study_name="all-infeasible", directions=["maximize", "minimize"])
+    for spearman in (0.8, 0.7):
+        study.add_trial(create_trial(values=[spearman, 10.0], user_attrs={"st_hpo.infeasible": True},
+                                     constraints={"st_hpo.infeasible": 64.0}))
+    write_reports(study, None, OBJECTIVES, local_dir=tmp_path)
+    assert "Pareto front: 0 of 2 complete trials" in (summary := (tmp_path / "summary.md").read_text())
+    assert "every complete trial broke a constraint" in summary and "| trial |" not in summary
+    assert "infeasible (broke a constraint)" in (tmp_path / "pareto.html").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "pareto.csv")))
+    assert [(r["feasible"], r["on_front"]) for r in rows] == [("False", "False")] * 2
+

@@ -248,9 +248,11 @@ def front_summary_lines(study: Any, fallback_names: Any = None) -> list[str]:
         return [*lines, "No trial has completed yet.", ""]
     front = front_trials(study)
     lines += [f"Pareto front: {len(front)} of {len(complete)} complete trials (the feasible ones no other "
-              "feasible trial beats on every objective; plotted in `pareto.html`, listed in `pareto.csv`).", "",
-              "| trial | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {t.number} | " + " | ".join(_fmt(v) for v in t.values) + " |" for t in front]
+              "feasible trial beats on every objective; plotted in `pareto.html`, listed in `pareto.csv`)"
+              + ("." if front else ": every complete trial broke a constraint.")]
+    if front:
+        lines += ["", "| trial | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {t.number} | " + " | ".join(_fmt(v) for v in t.values) + " |" for t in front]
     infeasible = [t.number for t in complete if not _is_feasible(t)]
     if infeasible:
         lines += ["", f"Infeasible (complete, but broke a constraint): trial{'s' if len(infeasible) > 1 else ''} "
