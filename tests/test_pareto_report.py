@@ -105,6 +105,8 @@ def test_parent_run_holds_the_pareto_plot_and_table_and_the_front_is_tagged(tmp_
     assert "trial 5<br>sts-dev_spearman_cosine: 0.79<br>cost.encode_ms: 20<br>" in html, "hover: number, values"
     assert "model.truncate_dim = 128" in html, "hover: params"
     assert html.count("plotly.js v") == 1, "the page works offline"
+    # the front joined along the edge of what it dominates: up from a point, then across to the next one
+    assert '"line":{"color":"#1f77b4","shape":"vh"}' in html
 
     assert _pareto_tags(tracker) == {n: ("true" if n in front else None) for n in range(len(POINTS) + 2)}
 
@@ -140,7 +142,9 @@ def test_three_objectives_are_plotted_on_the_first_two(tmp_path):
     front = _front_by_hand(feasible, (1, -1, -1))
     rows = list(csv.DictReader(open(tmp_path / "reports" / "pareto.csv")))
     assert {int(r["number"]) for r in rows if r["on_front"] == "True"} == front
-    assert "3 objectives; plotted on the first two" in (tmp_path / "reports" / "pareto.html").read_text()
+    html = (tmp_path / "reports" / "pareto.html").read_text()
+    assert "3 objectives; plotted on the first two" in html
+    assert '"shape":"linear"' in html, "a projection of three objectives: no staircase on two of them"
     assert {n for n, tag in _pareto_tags(tracker).items() if tag == "true"} == front
 
 
