@@ -98,3 +98,17 @@ def test_checkpoint_cost_quick(tmp_path):
     assert figures["wall_off_s"] > 0 and figures["wall_on_s"] > 0
     assert figures["save_seconds_per_trial"] > 0, "the run with checkpoints saved them, and timed the saves"
     assert figures["interval_for_5pct_min"] > 0
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "stsb-en" / "train.csv").is_file(),
+                    reason="needs the STS benchmark CSVs in ../shared/data/stsb-en")
+def test_quality_cost_quick(tmp_path):
+    """The ready quality-against-cost study, run as a user runs it (needs issue 25's several objectives and
+    measured costs)."""
+    data = _run("quality_cost.py", tmp_path)
+    assert data["counts"]["COMPLETE"] + data["counts"]["PRUNED"] == 3 and data["n_pruned"] == data["counts"]["PRUNED"]
+    assert data["front"] and {r["number"] for r in data["front"]} == {p["number"] for p in data["best_json"]["pareto"]}
+    for row in data["front"]:
+        assert row["state"] == "COMPLETE" and -1 <= row["spearman"] <= 1 and row["encode_ms"] > 0
+        assert row["embedding_dim"] in (8, 16, 32) and row["learning_rate"] > 0
+    assert data["commit"] is None or len(data["commit"]) >= 7

@@ -143,3 +143,55 @@ def test_studies_stsb_multitask_runs(tmp_path, tiny_model_path):
         metrics["eval_sts-dev_spearman_cosine"])
     assert "eval_pairs-dev_cosine_ndcg_10" in metrics  # the SequentialEvaluator's other evaluator
     assert all(r.data.tags["st_hpo.intermediate_eval"].startswith("16 of ") for r in runs)
+
+
+def test_studies_stsb_minilm_cost_runs(tmp_path, tiny_model_path):
+    """Quality against cost: two objectives (Spearman up, cost.encode_ms down), the embedding size and the
+    learning rate searched; the answer is the Pareto front, on the parent run and in `best --json`.
+    (Needs issue 25's several objectives and measured costs.)"""
+    import csv
+    import json
+
+    from tests.helpers import run_cli
+
+    out = tmp_path / "out"
+    # the tiny model's embeddings are 32 wide: search sizes below that
+    env = _env(tiny_model_path, STHPO_N_TRIALS="4", STHPO_TRUNCATE_DIMS="8,16,32")
+    proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_minilm_cost.py"),
+                           "--output-dir", str(out)], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DeprecationWarning" not in proc.stderr
+    trials = load_trials(out, "stsb-minilm-cost")
+    assert len(trials) == 4 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert trials[0].state.name == "COMPLETE" and trials[0].user_attrs["st_hpo.baseline"] is True
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    for t in complete:
+        costs = t.user_attrs["st_hpo.costs"]
+        assert len(t.values) == 2 and -1.0 <= t.values[0] <= 1.0
+        assert t.values[1] == costs["cost.encode_ms"] > 0
+        assert costs["cost.embedding_dim"] == t.params.get("model.truncate_dim", 32), "the baseline: full size"
+    assert all(set(t.params) == {"learning_rate", "model.truncate_dim"} for t in trials[1:])
+
+    def beats(a, b):  # at least as good on both, better on one (Spearman up, milliseconds down)
+        return a.values[0] >= b.values[0] and a.values[1] <= b.values[1] and a.values != b.values
+    front = {t.number for t in complete if not any(beats(o, t) for o in complete)}
+
+    best = run_cli("best", str(REPO / "studies/stsb_minilm_cost.py"), "--output-dir", str(out), "--json",
+                   cwd=tmp_path, env=env)
+    assert best.returncode == 0, best.stderr
+    pareto = json.loads(best.stdout)["pareto"]
+    assert {p["number"] for p in pareto} == front
+    assert all(p["values"] == list(trials[p["number"]].values) for p in pareto)
+
+    client, parents, runs = mlflow_runs(out, "stsb-minilm-cost")
+    listed = {a.path for a in client.list_artifacts(parents[0].info.run_id, "reports")}
+    assert {"reports/pareto.html", "reports/pareto.png", "reports/pareto.csv"} <= listed
+    rows = list(csv.DictReader(open(out / "reports" / "pareto.csv")))
+    assert {int(r["number"]) for r in rows if r["on_front"] == "True"} == front
+    assert {int(r.data.tags["st_hpo.trial_number"]) for r in runs if r.data.tags.get("st_hpo.pareto") == "true"} == front
+    for t in complete:
+        metrics = runs[t.number].data.metrics
+        assert metrics["objective.sts-dev_spearman_cosine"] == pytest.approx(t.values[0])
+        assert metrics["objective.cost.encode_ms"] == pytest.approx(t.values[1])
+        assert metrics["cost.encode_ms"] == pytest.approx(t.values[1])

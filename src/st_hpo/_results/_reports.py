@@ -14,6 +14,9 @@
     they stopped).
 ``<plot>.png``
     the same plots as images (matplotlib, via ``optuna.visualization.matplotlib``; no kaleido needed).
+``pareto.html``, ``pareto.png``, ``pareto.csv``
+    with several objectives, instead of the plots of one value: the Pareto front (and tags on the front's
+    runs; see :mod:`st_hpo._results._pareto_report`); ``trials.csv`` has a ``values_<name>`` per objective.
 
 Parameter importances need :data:`MIN_TRIALS_FOR_IMPORTANCE` complete trials; with fewer the summary
 says so instead of plotting noise.
@@ -26,10 +29,17 @@ import csv
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from st_hpo._results._pareto_report import (
+    front_summary_lines,
+    is_multi_objective,
+    tag_front_runs,
+    value_cells,
+    write_pareto_files,
+)
 from st_hpo._results._read import StudyLocation, _baseline, best_of, load_study, shown_params
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import shown_state, take_census
@@ -57,14 +67,14 @@ ROUGH_IMPORTANCE_BELOW = 10
 REPORTS_DIR = "reports"
 
 
-def write_reports(study: Any, tracker: MlflowTracker, objective_name: str,
-                  base_model_value: float | None = None, *,
-                  local_dir: str | Path | None = None) -> list[str]:
+def write_reports(study: Any, tracker: MlflowTracker, objective_name: str | Sequence[str],
+                  base_model_value: float | None = None, *, local_dir: str | Path | None = None) -> list[str]:
     """Write the reports of ``study`` (an ``optuna.Study``) and log them to ``tracker``'s parent run.
 
     Args:
         tracker: an ``MlflowTracker`` with its parent run open, or None to only write files.
-        objective_name: the objective's name, for axis labels and the summary.
+        objective_name: the objective's name, for axis labels and the summary (the names, in a study with
+            several objectives, when the study does not record them).
         base_model_value: the objective of the model before fine-tuning; default the study's
             ``st_hpo.base_model_value`` user attribute.
         local_dir: keep the files in this folder (created); default a temporary folder.
@@ -81,7 +91,9 @@ def write_reports(study: Any, tracker: MlflowTracker, objective_name: str,
         figures = _plotly_figures(study, objective_name, base_model_value, notes)
         names = _write_html(figures, folder, study.study_name)
         names += _write_pngs(study, objective_name, base_model_value, [n for n, _, _ in figures], folder)
-        names.append(_write_csv(study, folder / "trials.csv"))
+        if is_multi_objective(study):
+            names += write_pareto_files(study, folder, notes, objective_name)
+        names.append(_write_csv(study, folder / "trials.csv", objective_name))
         summary = summarize(study, objective_name, base_model_value, notes)
         (folder / "summary.md").write_text(summary)
         names.append("summary.md")
@@ -89,6 +101,8 @@ def write_reports(study: Any, tracker: MlflowTracker, objective_name: str,
             for name in names:
                 tracker.log_artifact(tracker.parent_run_id, str(folder / name), REPORTS_DIR)
             tracker.log_parent({}, tags={"mlflow.note.content": summary})
+            if is_multi_objective(study):
+                tag_front_runs(study, tracker)
     return [f"{REPORTS_DIR}/{name}" for name in names]
 
 
@@ -141,6 +155,9 @@ def _states(study: Any) -> dict[int, str]:
 
 def _plot_plan(study: Any, notes: list[str]) -> list[str]:
     """Which plots the study's trials can support; the reasons for the others go to ``notes``."""
+    if is_multi_objective(study):
+        notes.append("Several objectives: the plots of one value are left out; `pareto.html` plots the front.")
+        return []
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     plan = []
@@ -287,11 +304,12 @@ def _mark_pruned_matplotlib(ax: Any, states: dict[int, str]) -> None:
 # --- table and summary --------------------------------------------------------------------------------
 
 
-def _write_csv(study: Any, path: Path) -> str:
+def _write_csv(study: Any, path: Path, objective_name: str | Sequence[str]) -> str:
     trials = study.get_trials(deepcopy=False)
     params = {t.number: shown_params(t) for t in trials}  # an unsampled baseline's base values too
     names = sorted({name for t in trials for name in params[t.number]})
-    header = ["number", "state", "value", "baseline", "trial_seconds", "train_seconds", "started", "completed",
+    value_columns, values = value_cells(study, objective_name)
+    header = ["number", "state", *value_columns, "baseline", "trial_seconds", "train_seconds", "started", "completed",
               *(f"params_{n}" for n in names), "mlflow_run_id", "error"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -299,7 +317,7 @@ def _write_csv(study: Any, path: Path) -> str:
         for t in trials:
             attrs = t.user_attrs
             writer.writerow([
-                t.number, shown_state(t), "" if t.value is None else t.value, bool(attrs.get(BASELINE_ATTR)),
+                t.number, shown_state(t), *values(t), bool(attrs.get(BASELINE_ATTR)),
                 attrs.get(TRIAL_SECONDS_KEY, ""), attrs.get(TRAIN_SECONDS_KEY, ""),
                 t.datetime_start or "", t.datetime_complete or "", *(params[t.number].get(n, "") for n in names),
                 attrs.get(RUN_ATTR, ""), attrs.get(ERROR_ATTR, "") or "",
@@ -307,18 +325,15 @@ def _write_csv(study: Any, path: Path) -> str:
     return path.name
 
 
-def summarize(study: Any, objective_name: str, base_model_value: float | None, notes: list[str]) -> str:
+def summarize(study: Any, objective_name: str | Sequence[str], base_model_value: float | None,
+              notes: list[str]) -> str:
     """The Markdown summary of the study (see the module docstring)."""
     trials = study.get_trials(deepcopy=False)
-    lines = [f"# Study `{study.study_name}`", "",
-             f"Objective: `{objective_name}` ({study.direction.name.lower()})", ""]
-    if any(t.state.name == "COMPLETE" for t in trials):
-        best = best_of(study, objective_name)
-        if best.base_model_value is None and base_model_value is not None:
-            best = _with_base_model(best, base_model_value)
-        lines += _best_lines(best)
+    lines = [f"# Study `{study.study_name}`", ""]
+    if is_multi_objective(study):  # the front instead of one best trial
+        lines += front_summary_lines(study, objective_name)
     else:
-        lines += ["No trial has completed yet.", ""]
+        lines += _objective_lines(study, str(objective_name), base_model_value)
     census = take_census(trials)
     counts = {"complete": census.complete, "pruned": census.pruned, "failed": census.failed,
               "out of memory": census.out_of_memory, "running": census.running}
@@ -329,6 +344,18 @@ def summarize(study: Any, objective_name: str, base_model_value: float | None, n
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"
 
+
+
+def _objective_lines(study: Any, objective_name: str, base_model_value: float | None) -> list[str]:
+    """The summary's lines about the objective of a study with one: its best trial against the references."""
+
+    lines = [f"Objective: `{objective_name}` ({study.direction.name.lower()})", ""]
+    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        return [*lines, "No trial has completed yet.", ""]
+    best = best_of(study, objective_name)
+    if best.base_model_value is None and base_model_value is not None:
+        best = _with_base_model(best, base_model_value)
+    return lines + _best_lines(best)
 
 
 def _with_base_model(best: Any, value: float) -> Any:

@@ -322,6 +322,11 @@ class MlflowTracker:
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
         self._call(f"log {local_path}", self.client.log_artifact, run_id, local_path, artifact_path)
 
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Tags on a run of the study (a trial's, e.g. ``st_hpo.pareto``)."""
+        for key, value in tags.items():
+            self._call(f"tag {key}", self.client.set_tag, run_id, key, value)
+
     def end_trial(self, run_id: str, state: str, *, value: float | None = None,
                   error: str | None = None, step: int | None = None, status: str | None = None,
                   end_time: int | None = None, tags: Mapping[str, str] | None = None) -> None:
