@@ -45,7 +45,7 @@ from typing import Any
 from st_hpo._definition._study import Study
 from st_hpo._execution._best_model import saved_best_model
 from st_hpo._execution._test_score import recorded_test_values
-from st_hpo._tracking._record import trained_values
+from st_hpo._tracking._record import shown_params, trained_values
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
     BASELINE_ATTR,
@@ -211,13 +211,6 @@ def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: s
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
     return best_of(load_study(study, location), study.objective)
-
-
-def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params (status, trials.csv, MLflow, best): see :func:`st_hpo._tracking._record.shown_params`."""
-    from st_hpo._tracking._record import shown_params as _shown
-
-    return _shown(trial)
 
 
 def trial_duration(trial: Any, now: Any = None) -> float | None:

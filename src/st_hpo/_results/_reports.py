@@ -292,8 +292,8 @@ def _mark_pruned_matplotlib(ax: Any, states: dict[int, str]) -> None:
 
 
 def _write_csv(study: Any, path: Path) -> str:
-    from st_hpo._results._read import shown_params
     from st_hpo._tracking._census import shown_state
+    from st_hpo._tracking._record import shown_params
 
     trials = study.get_trials(deepcopy=False)
     params = {t.number: shown_params(t) for t in trials}  # an unsampled baseline's base values too

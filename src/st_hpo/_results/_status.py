@@ -18,8 +18,9 @@ from typing import Any
 
 from st_hpo._execution._best_model import best_number
 from st_hpo._execution._recovery import current_host, worker_alive
-from st_hpo._results._read import shown_params, trial_duration
+from st_hpo._results._read import trial_duration
 from st_hpo._tracking._census import Census, is_cancelled, shown_state, take_census
+from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import (
     BASELINE_ATTR,
     ENGINE_REF_ATTR,

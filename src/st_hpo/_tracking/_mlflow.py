@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from st_hpo._interrupts import uninterrupted
 from st_hpo._tracking._census import OUT_OF_MEMORY, end_tags, shown_state
+from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import (
     CANCELLED_ATTR,
     EFFECTIVE_PARAMS_ATTR,
@@ -40,7 +41,7 @@ from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "error_line",
-           "seed_sqlite_store", "shown_params", "tracking_client"]
+           "seed_sqlite_store", "tracking_client"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,13 +96,6 @@ def seed_sqlite_store(tracking_uri: str) -> None:
             scratch.unlink()
     except OSError as exc:  # no cache: MLflow migrates the new store itself
         logger.debug("could not seed %s from %s: %s", target, template, exc)
-
-
-def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params: see :func:`st_hpo._tracking._record.shown_params` (the trial's record)."""
-    from st_hpo._tracking._record import shown_params as _shown
-
-    return _shown(trial)
 
 
 def _param_value(value: Any) -> str:

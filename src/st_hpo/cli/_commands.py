@@ -28,10 +28,6 @@ def _remaining(ns: argparse.Namespace) -> float | None:
     return max(ns.timeout - (time.monotonic() - getattr(ns, "started", time.monotonic())), 0.0)
 
 
-def _output_dir(ns: argparse.Namespace, study: Any) -> Path:
-    return Path(ns.output_dir or Path("st-hpo-runs") / study.name).resolve()
-
-
 def cmd_validate(ns: argparse.Namespace) -> int:
     from st_hpo._api import validate_study
 
