@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._study import Study
 from st_hpo._results._confirm_stats import ConfigScore, paired_test, score
@@ -42,7 +42,10 @@ from st_hpo._tracking._schema import (
 )
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
-__all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
+if TYPE_CHECKING:
+    from st_hpo._results._handle import StudyHandle
+
+__all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_at", "confirm_study", "confirmed_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +106,23 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     (only missing pairs train) and reports. A Ctrl-C fails the running trials and returns with
     ``interrupted``. Raises NoResultError when the study has no complete trial.
     """
-    from st_hpo._results._read import StudyLocation, best_of, load_study
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                      study_name=study_name).confirm(top=top, seeds=seeds, progress=progress, workers=workers,
+                                                     gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
+
+
+def confirm_at(handle: StudyHandle, *, top: int = 3, seeds: int = 3, progress: bool = True,
+               workers: int | None = None, gpus: str | None = None, trials_per_gpu: int = 1,
+               study_file: str | Path | None = None) -> ConfirmResult:
+    """Confirm the best configurations of the study ``handle`` holds (see :func:`confirm_study`)."""
+    from st_hpo._results._read import best_of
 
     for name, value in (("top", top), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise StudyDefinitionError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)")
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    main = load_study(study, location)
+    study, location, main = handle.study, handle.location, handle.optuna_study
     best = best_of(main, study.objective)
     specs = _worker_specs(workers, gpus, trials_per_gpu, study_file)
     session = _open_companion(study, main, location,

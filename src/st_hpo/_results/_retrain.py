@@ -18,15 +18,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._definition._study import Study
-from st_hpo._results._read import BestTrial, StudyLocation, best_of, effective_args, load_study
+from st_hpo._results._read import BestTrial, best_of, effective_args
 from st_hpo._tracking._record import trained_values
 from st_hpo._tracking._schema import KIND_KEY, SOURCE_TRIAL_KEY, STUDY_KEY
 
-__all__ = ["RetrainResult", "retrain_best"]
+if TYPE_CHECKING:
+    from st_hpo._results._handle import StudyHandle
+
+__all__ = ["RetrainResult", "retrain_best", "retrain_from"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +68,20 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         register_as: register the logged model under this name in the MLflow Model Registry.
         track: log the run and the model to MLflow (under the study's parent run).
     """
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                      study_name=study_name).retrain(model_dir=model_dir, epochs=epochs, register_as=register_as,
+                                                     track=track)
+
+
+def retrain_from(handle: StudyHandle, *, model_dir: str | Path | None = None, epochs: float | None = None,
+                 register_as: str | None = None, track: bool = True) -> RetrainResult:
+    """Train the best configuration of the study ``handle`` holds again (see :func:`retrain_best`)."""
     from st_hpo._execution._resources import StudyResources
     from st_hpo._execution._validate import validate_study
 
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    optuna_study = load_study(study, location)
+    study, location, optuna_study = handle.study, handle.location, handle.optuna_study
     best = best_of(optuna_study, study.objective)
     params = trained_values(optuna_study.best_trial, study.space)  # what it recorded it trained with
     target = Path(model_dir or location.output_dir / "best-model").resolve()
@@ -91,7 +101,7 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         _describe_model(model, study, best)
         model.save(str(target))
         if track:
-            result = _log(optuna_study, study, location, result, (validated.kind, model), args, best.params, register_as)
+            result = _log(handle, result, (validated.kind, model), args, best.params, register_as)
     logger.info("retrained trial %d's configuration: %s = %.4f (trial: %.4f); saved to %s",
                 best.number, study.objective, value, best.value, target)
     return result
@@ -192,16 +202,15 @@ def _describe_model(model: Any, study: Study, best: BestTrial) -> None:
         card.tags = [*card.tags, "st-hpo"]
 
 
-def _log(optuna_study: Any, study: Study, location: StudyLocation, result: RetrainResult, trained: tuple[Any, Any],
-         args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
+def _log(handle: StudyHandle, result: RetrainResult, trained: tuple[Any, Any], args: Any, params: dict[str, Any],
+         register_as: str | None) -> RetrainResult:
     """Log the retraining as a run nested under the parent run, with the model (and register it)."""
     from st_hpo._definition import _args
-    from st_hpo._tracking import MlflowTracker
     from st_hpo._tracking._schema import PARENT_ATTR
 
-    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
-    parent = optuna_study.user_attrs.get(PARENT_ATTR)
-    tags = {KIND_KEY: "retrain", STUDY_KEY: study.name, SOURCE_TRIAL_KEY: str(result.trial_number),
+    tracker = handle.tracker()
+    parent = handle.optuna_study.user_attrs.get(PARENT_ATTR)
+    tags = {KIND_KEY: "retrain", STUDY_KEY: handle.study.name, SOURCE_TRIAL_KEY: str(result.trial_number),
             "mlflow.parentRunId": parent or ""}
     run = tracker._call("create the retrain run", tracker.client.create_run, tracker.experiment_id,  # noqa: SLF001
                         tags=tags, run_name=f"retrain-trial-{result.trial_number}")
@@ -215,7 +224,7 @@ def _log(optuna_study: Any, study: Study, location: StudyLocation, result: Retra
         tracker.log_dict(run_id, _args.args_to_dict(args), "training_args.json")
         tracker.log_artifact(run_id, str(result.model_dir / "README.md"))
         kind, model = trained
-        model_uri, version = kind.log_to_mlflow(location.tracking_uri, run_id, str(result.model_dir), register_as,
+        model_uri, version = kind.log_to_mlflow(handle.tracking_uri, run_id, str(result.model_dir), register_as,
                                                 model=model)
     except BaseException:  # the model is saved; its run must not stay RUNNING
         with contextlib.suppress(Exception):

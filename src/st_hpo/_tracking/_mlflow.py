@@ -41,7 +41,7 @@ from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "error_line",
-           "seed_sqlite_store", "tracking_client"]
+           "experiment_id", "seed_sqlite_store", "tracking_client"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,6 +129,21 @@ def tracking_client(tracking_uri: str) -> Any:
             "--tracking-uri the http(s)://HOST:PORT of an MLflow server, sqlite:///FILE or a database URL, "
             "or leave it out to use the study's own store in its output folder"
         ) from None
+
+
+def experiment_id(tracking_uri: str, experiment: str) -> str:
+    """The id of the experiment named ``experiment`` at ``tracking_uri``; TrackingError when MLflow cannot be
+    read or has no such experiment (the study never ran against it)."""
+    try:
+        exp = tracking_client(tracking_uri).get_experiment_by_name(experiment)
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the client raises many kinds for a server that is down
+        raise TrackingError(f"MLflow at {tracking_uri} could not be read ({error_line(exc)}); "
+                            "start the server, or check tracking_uri=", parameters=("tracking_uri",)) from None
+    if exp is None:
+        raise TrackingError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; run the study first")
+    return exp.experiment_id
 
 
 class MlflowTracker:

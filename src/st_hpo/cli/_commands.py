@@ -237,69 +237,33 @@ def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
     return 0
 
 
-def _note(r: dict[str, Any]) -> str:
-    """The status table's last column: where a trial is, why it stopped, what it kept, where it resumed."""
-    note = _state_note(r)
-    source = r.get("resumed_from")
-    if source:
-        resumed = f"resumed from trial {source['trial']} at step {source['step']}"
-        return f"{resumed}; {note}" if note else resumed
-    return note
-
-
-def _state_note(r: dict[str, Any]) -> str:
-    done = "" if r["progress"] is None else f"{r['progress']:.0%} of training"
-    where = f" on {r['worker']}@{r['host']}" if r["worker"] and r["host"] else ""
-    if r["state"] == "RUNNING" and r["worker_gone"]:
-        return f"its worker{where} is gone; the next `st-hpo run` or `st-hpo sync` marks it FAIL"
-    if r["state"] == "RUNNING":
-        return f"{done or 'started'}{where}"
-    if r["state"] == "PRUNED":
-        return f"pruned at {done}" if done else "pruned"
-    if r["state"] == "FAIL":
-        return (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
-    if r["state"] == "OUT_OF_MEMORY":  # "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB ..."
-        return (r["error"] or "out of memory").splitlines()[0][:160]
-    side = ", ".join(f"{k} {v:g}" for k, v in (r.get("side_metrics") or {}).items())
-    if r["best"]:
-        best = "best, model kept" if r["model_dir"] else "best"
-        return f"{best}; {side}" if side else best
-    return side
-
-
 def cmd_status(ns: argparse.Namespace) -> int:
     status = _handle(ns).status()
-    rows, budget, kind = status.rows, status.budget, status.kind
     if ns.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(status.rows, indent=2, default=str))
         return 0
     from rich.markup import escape
     from rich.table import Table
 
     from st_hpo._execution._progress import format_params
-    from st_hpo._tracking._census import OUT_OF_MEMORY
+    from st_hpo._results._status import trial_note
 
-    count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", OUT_OF_MEMORY, "RUNNING")}
-    oom = f"{count[OUT_OF_MEMORY]} out of memory, " if count[OUT_OF_MEMORY] else ""
-    table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
-                        f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
-                        f"{oom}{count['RUNNING']} running")
+    table = Table(title=status.headline())
     for col in ("#", "state", "value", "params", "seconds", "ran on", "note"):
         table.add_column(col)
-    for r in rows:
+    for r in status.rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
         secs = "" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}"
         params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
-                      secs, escape(r["engine_ref"] or ""), escape(_note(r)))
+                      secs, escape(r["engine_ref"] or ""), escape(trial_note(r)))
     console = _console()
     if not console.is_terminal:  # piped or logged: a wide table (status has 7 columns, an error note up to 160 characters)
         console.width = 240
     console.print(table)
-    best = next((r for r in rows if r["best"]), None)
-    if best and best["model_dir"]:
-        console.print(f"best model: {best['model_dir']}")
+    if status.best_model_dir:
+        console.print(f"best model: {status.best_model_dir}")
     return 0
 
 
@@ -314,12 +278,8 @@ def cmd_sync(ns: argparse.Namespace) -> int:
 
 
 def cmd_confirm(ns: argparse.Namespace) -> int:
-    from st_hpo._results._confirm import confirm_study
-
-    study = _load(ns)
-    result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=ns.gpus,
-                           trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
+    result = _handle(ns).confirm(top=ns.top, seeds=ns.seeds, progress=not ns.quiet, workers=ns.workers,
+                                 gpus=ns.gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
                          f"{_resume_line(ns.argv)}\n")

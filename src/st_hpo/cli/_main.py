@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from st_hpo._interrupts import redeliver_interrupts_from_finalizers
 from st_hpo.cli import _review
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED
-from st_hpo.exceptions import StHpoError, UsageError
+from st_hpo.exceptions import StHpoError
 
 __all__ = ["main", "build_parser"]
 
@@ -297,8 +297,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if ns.debug:  # a study file that raised: its own traceback, not st-hpo's frames that ran it
             sys.stderr.write(user_tb)
         hint = "; `st-hpo --debug ...` shows its traceback" if user_tb and not ns.debug else ""
-        said = exc.as_options() if isinstance(exc, UsageError) else str(exc)  # the API's names as the options
-        sys.stderr.write(f"error: {said}{hint}\n")
+        sys.stderr.write(f"error: {exc.as_options()}{hint}\n")  # the API's names as the options
         return EXIT_ERROR
     except OSError as exc:  # a path that is a folder, a file where a folder should be, a full disk
         if ns.debug:

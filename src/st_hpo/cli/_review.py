@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import signal
 import socket
@@ -21,6 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from st_hpo.cli._common import _handle
 
 __all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
            "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
@@ -100,12 +101,6 @@ def add_parsers(sub: Any) -> None:
     _location(p, tracking=True)
 
 
-def _load(ns: argparse.Namespace) -> Any:
-    from st_hpo.cli._common import _load as load
-
-    return load(ns)
-
-
 def _print(text: str) -> None:
     from rich.console import Console
 
@@ -113,9 +108,7 @@ def _print(text: str) -> None:
 
 
 def cmd_best(ns: argparse.Namespace) -> int:
-    from st_hpo._results._read import best_trial
-
-    best = best_trial(_load(ns), output_dir=ns.output_dir, storage=ns.storage)
+    best = _handle(ns).best()
     if ns.json:
         print(json.dumps(best.to_dict(), indent=2))
         return 0
@@ -152,10 +145,7 @@ def _change(delta: float, gain: float) -> str:
 
 
 def cmd_test(ns: argparse.Namespace) -> int:
-    from st_hpo._results._scoring import score_best_on_test
-
-    score = score_best_on_test(_load(ns), output_dir=ns.output_dir, storage=ns.storage,
-                               tracking_uri=ns.tracking_uri)
+    score = _handle(ns).test()
     if ns.json:
         print(json.dumps(dataclasses.asdict(score), indent=2))
         return 0
@@ -166,12 +156,8 @@ def cmd_test(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from st_hpo._results._read import export_best
-
     missing = next((p for p in reversed(Path(ns.to).resolve().parents) if not p.exists()), None)
-    path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
+    path = _handle(ns).export(ns.to)
     if missing is not None:
         _print(f"created the folder {missing}" + ("" if missing == path.resolve().parent
                                                   else f" and those below it, to {path.resolve().parent}"))
@@ -180,10 +166,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_register(ns: argparse.Namespace) -> int:
-    from st_hpo._results._register import register_best
-
-    result = register_best(_load(ns), name=ns.name, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, new_version=ns.new_version)
+    result = _handle(ns).register(ns.name, new_version=ns.new_version)
     if result.already_registered:
         _print(f"trial {result.trial_number}'s model is already registered as {result.name!r} version "
                f"{result.version} (models:/{result.name}/{result.version}), from its MLflow run {result.run_id}; "
@@ -197,15 +180,12 @@ def cmd_register(ns: argparse.Namespace) -> int:
 
 
 def cmd_retrain(ns: argparse.Namespace) -> int:
-    from st_hpo._results._retrain import retrain_best
-
-    study = _load(ns)
-    result = retrain_best(study, output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
-                          model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
-                          track=not ns.no_track)
+    handle = _handle(ns)
+    result = handle.retrain(model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
+                            track=not ns.no_track)
     epochs = f"{result.epochs:g} epoch{'' if result.epochs == 1 else 's'}"
     _print(f"retrained trial {result.trial_number}'s configuration ({epochs}, "
-           f"{result.seconds:.1f} s): {study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
+           f"{result.seconds:.1f} s): {handle.study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
     if result.test_value is not None:
         _print(f"held-out test: {result.test_value:.4f}")
     _print(f"saved to {result.model_dir}")
@@ -217,9 +197,7 @@ def cmd_retrain(ns: argparse.Namespace) -> int:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from st_hpo._results._reports import report_study
-
-    files = report_study(_load(ns), output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri)
+    files = _handle(ns).report()
     _print(f"wrote {len(files)} report file(s) to {files[0].parent} and to the parent run's reports/")
     print(files[0].parent.joinpath("summary.md").read_text())
     return 0
@@ -300,40 +278,14 @@ def server_log(proc: subprocess.Popen) -> str:
     return log.read().decode(errors="replace").strip()
 
 
-def _experiment_id(tracking_uri: str, experiment: str) -> str:
-    from st_hpo._tracking._mlflow import error_line, tracking_client
-    from st_hpo.exceptions import TrackingError
-
-    try:
-        exp = tracking_client(tracking_uri).get_experiment_by_name(experiment)
-    except TrackingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the client raises many kinds for a server that is down
-        raise TrackingError(f"MLflow at {tracking_uri} could not be read ({error_line(exc)}); "
-                            "start the server, or check --tracking-uri") from None
-    if exp is None:
-        raise TrackingError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; run the study first")
-    return exp.experiment_id
-
-
 def cmd_ui(ns: argparse.Namespace) -> int:
-    from st_hpo._results._read import StudyLocation
-
-    study = _load(ns)
-    location = StudyLocation.resolve(study, output_dir=ns.output_dir, tracking_uri=ns.tracking_uri)
-    if location.tracking_uri.startswith(("http://", "https://")):
-        experiment_id = _experiment_id(location.tracking_uri, study.experiment)
-        _show_trials(study, location)
-        _print_urls(study, location.tracking_uri, experiment_id)
+    handle = _handle(ns)
+    experiment_id = handle.review()
+    if handle.tracking_uri.startswith(("http://", "https://")):
+        _print_urls(handle.study, handle.tracking_uri, experiment_id)
         return 0
-    if location.tracking_uri.startswith("sqlite:///") and not Path(location.tracking_uri[10:]).exists():
-        from st_hpo.exceptions import TrackingError
-
-        raise TrackingError(f"no MLflow store at {location.tracking_uri}; run the study first or pass --output-dir")
-    experiment_id = _experiment_id(location.tracking_uri, study.experiment)
-    _show_trials(study, location)
-    proc = start_mlflow_server(location.tracking_uri, host=ns.host, port=ns.port)
-    _print_urls(study, f"http://{ns.host}:{ns.port}", experiment_id)
+    proc = start_mlflow_server(handle.tracking_uri, host=ns.host, port=ns.port)
+    _print_urls(handle.study, f"http://{ns.host}:{ns.port}", experiment_id)
     print("press Ctrl-C to stop", flush=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -356,23 +308,6 @@ def _print_urls(study: Any, base: str, experiment_id: str) -> None:
           f"{trials_url(base, experiment_id, charts=True)}", flush=True)
     print(f"  every run (the parent run, with the reports among its artifacts, and the trials nested under it): "
           f"{experiment_url(base, experiment_id)}/runs", flush=True)
-
-
-def _show_trials(study: Any, location: Any) -> None:
-    """Write the trials view on the experiment (one made by an earlier version has none)."""
-    from st_hpo._results._read import load_study
-    from st_hpo._tracking._mlflow import MlflowTracker
-    from st_hpo.exceptions import StHpoError
-
-    try:
-        optuna_study = load_study(study, location)
-    except StHpoError:  # no storage here (another machine's): the study file's space alone
-        optuna_study = None
-    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
-    try:
-        tracker.show_trials(study.space, optuna_study, maximize=study.direction == "maximize")
-    except StHpoError as exc:  # the UI still shows the runs; only the first screen is MLflow's own
-        logging.getLogger(__name__).warning("%s; the URL opens MLflow's default view", exc)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
