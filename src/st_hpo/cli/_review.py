@@ -21,84 +21,79 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from st_hpo.cli._common import _handle
+from st_hpo.cli._common import REVIEW_LOCATION_HELP, _handle, location_options, study_file
 
-__all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
+__all__ = ["add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
            "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
 
-COMMANDS = ("best", "export", "register", "retrain", "report", "test", "ui")
-
-
-def _location(p: argparse.ArgumentParser, *, tracking: bool) -> None:
-    p.add_argument("--output-dir", help="the study's folder, as given to st-hpo run (default: st-hpo-runs/<name>)")
-    p.add_argument("--storage", help="the Optuna storage the study ran with (default: <output-dir>/optuna.journal)")
-    p.add_argument("--study-name", help="the study's name, when it ran under another name than the file's")
-    if tracking:
-        p.add_argument("--tracking-uri", help="the MLflow tracking URI the study ran with "
-                       "(default: sqlite:///<output-dir>/mlflow.db)")
-
-
 def add_parsers(sub: Any) -> None:
-    """Register the review commands on the ``st-hpo`` subparsers."""
-    p = sub.add_parser("best", help="show the best trial and its gain over the baseline",
-                       description="The best trial: number, objective value, sampled values, MLflow run, and "
-                       "how much it beat the baseline trial and the base model (higher or lower, and whether that is better "
-                       "for the study's direction).")
-    p.add_argument("study_file")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    _location(p, tracking=False)
+    """Register the review commands on the ``st-hpo`` subparsers (each names its handler)."""
+    tracked = location_options(REVIEW_LOCATION_HELP)
+    untracked = location_options(REVIEW_LOCATION_HELP, tracking=False)
+    sub.add_parser("best", help="show the best trial and its gain over the baseline", parents=[_json(), untracked],
+                   description="The best trial: number, objective value, sampled values, MLflow run, and "
+                   "how much it beat the baseline trial and the base model (higher or lower, and whether that is "
+                   "better for the study's direction).").set_defaults(handler=cmd_best)
+    own = study_file()
+    own.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
+    sub.add_parser("export", help="write the best configuration (training arguments) to a file",
+                   parents=[own, untracked],
+                   description="Write the best trial's full effective training arguments, its loss./model. "
+                   "values, the study name and objective to FILE (YAML when FILE ends in .yaml, else JSON). "
+                   "Load with SentenceTransformerTrainingArguments(output_dir=..., **config['args']).",
+                   ).set_defaults(handler=cmd_export)
+    _add_register(sub, tracked)
+    _add_retrain(sub, tracked)
+    sub.add_parser("report", help="write plots, a trial table and a summary to the parent run",
+                   parents=[study_file(), tracked],
+                   description="Optimisation history, parameter importances, parallel coordinates and "
+                   "intermediate values (HTML and PNG), trials.csv and summary.md: written to "
+                   "<output-dir>/reports/ and to the study's MLflow parent run under reports/.",
+                   ).set_defaults(handler=cmd_report)
+    sub.add_parser("test", help="score the kept best model and the base model on the held-out test set",
+                   parents=[_json(), tracked],
+                   description="Score the best trial's kept model and the base model on the study's "
+                   "test_dataset (never used to choose anything), record the values on the parent run "
+                   "(test_objective, base_model_test_objective) and print them. A run that reaches its "
+                   "budget does this by itself.").set_defaults(handler=cmd_test)
+    own = study_file()
+    own.add_argument("--port", type=_port, default=5000, help="port to serve on (default: 5000)")
+    own.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sub.add_parser("ui", help="open the study's MLflow store in the MLflow UI", parents=[own, tracked],
+                   description="Start an MLflow server on the study's tracking store and print the URL "
+                   "of its experiment; Ctrl-C stops it. With an http(s) --tracking-uri only the URL is printed.",
+                   ).set_defaults(handler=cmd_ui)
 
-    p = sub.add_parser("export", help="write the best configuration (training arguments) to a file",
-                       description="Write the best trial's full effective training arguments, its loss./model. "
-                       "values, the study name and objective to FILE (YAML when FILE ends in .yaml, else JSON). "
-                       "Load with SentenceTransformerTrainingArguments(output_dir=..., **config['args']).")
-    p.add_argument("study_file")
-    p.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
-    _location(p, tracking=False)
 
-    p = sub.add_parser("register", help="log the kept best model on its trial's MLflow run and register it",
-                       description="Log the best trial's kept model (keep_best_model) as the 'model' artifact of "
-                       "that trial's MLflow run and register it in the Model Registry. Nothing is trained again; "
-                       "when the model was not kept, use st-hpo retrain --register-as NAME.")
-    p.add_argument("study_file")
-    p.add_argument("--name", help="the registered model's name (default: the study's name)")
-    p.add_argument("--new-version", action="store_true",
-                   help="log and register the model again when it is already registered (a new version)")
-    _location(p, tracking=True)
+def _json() -> argparse.ArgumentParser:
+    own = study_file()
+    own.add_argument("--json", action="store_true", help="print the result as JSON")
+    return own
 
-    p = sub.add_parser("retrain", help="train the best configuration again and save the model",
-                       description="Train the best configuration again on the study's data, save it with a "
-                       "model card, log it to MLflow under the study's parent run, optionally register it.")
-    p.add_argument("study_file")
-    p.add_argument("--model-dir", help="where to save the model (default: <output-dir>/best-model)")
-    p.add_argument("--epochs", type=float, help="train this many epochs instead of the best trial's")
-    p.add_argument("--register-as", metavar="NAME", help="register the model in the MLflow Model Registry")
-    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    _location(p, tracking=True)
 
-    p = sub.add_parser("report", help="write plots, a trial table and a summary to the parent run",
-                       description="Optimisation history, parameter importances, parallel coordinates and "
-                       "intermediate values (HTML and PNG), trials.csv and summary.md: written to "
-                       "<output-dir>/reports/ and to the study's MLflow parent run under reports/.")
-    p.add_argument("study_file")
-    _location(p, tracking=True)
+def _add_register(sub: Any, location: argparse.ArgumentParser) -> None:
+    own = study_file()
+    own.add_argument("--name", help="the registered model's name (default: the study's name)")
+    own.add_argument("--new-version", action="store_true",
+                     help="log and register the model again when it is already registered (a new version)")
+    sub.add_parser("register", help="log the kept best model on its trial's MLflow run and register it",
+                   parents=[own, location],
+                   description="Log the best trial's kept model (keep_best_model) as the 'model' artifact of "
+                   "that trial's MLflow run and register it in the Model Registry. Nothing is trained again; "
+                   "when the model was not kept, use st-hpo retrain --register-as NAME.",
+                   ).set_defaults(handler=cmd_register)
 
-    p = sub.add_parser("test", help="score the kept best model and the base model on the held-out test set",
-                       description="Score the best trial's kept model and the base model on the study's "
-                       "test_dataset (never used to choose anything), record the values on the parent run "
-                       "(test_objective, base_model_test_objective) and print them. A run that reaches its "
-                       "budget does this by itself.")
-    p.add_argument("study_file")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    _location(p, tracking=True)
 
-    p = sub.add_parser("ui", help="open the study's MLflow store in the MLflow UI",
-                       description="Start an MLflow server on the study's tracking store and print the URL "
-                       "of its experiment; Ctrl-C stops it. With an http(s) --tracking-uri only the URL is printed.")
-    p.add_argument("study_file")
-    p.add_argument("--port", type=_port, default=5000, help="port to serve on (default: 5000)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    _location(p, tracking=True)
+def _add_retrain(sub: Any, location: argparse.ArgumentParser) -> None:
+    own = study_file()
+    own.add_argument("--model-dir", help="where to save the model (default: <output-dir>/best-model)")
+    own.add_argument("--epochs", type=float, help="train this many epochs instead of the best trial's")
+    own.add_argument("--register-as", metavar="NAME", help="register the model in the MLflow Model Registry")
+    own.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    sub.add_parser("retrain", help="train the best configuration again and save the model", parents=[own, location],
+                   description="Train the best configuration again on the study's data, save it with a "
+                   "model card, log it to MLflow under the study's parent run, optionally register it.",
+                   ).set_defaults(handler=cmd_retrain)
 
 
 def _print(text: str) -> None:
