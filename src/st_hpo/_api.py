@@ -132,9 +132,9 @@ def run_study(
                          gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,  # fails here, first
                          study_file=study_file)
     if slots and study_file is None:
-        from st_hpo.exceptions import StudyDefinitionError
+        from st_hpo.exceptions import UsageError
 
-        raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
+        raise UsageError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     where = Path(output_dir or Path("st-hpo-runs") / (study_name or study.name)).resolve()
     chosen.check(storage=storage or str(where / "optuna.journal"),
                  tracking_uri=tracking_uri or f"sqlite:///{where / 'mlflow.db'}", slots=slots)

@@ -40,7 +40,7 @@ from st_hpo._tracking._schema import (
     TAG_TRAINING_SEED_KEY,
     TEST_VALUE_ATTR,
 )
-from st_hpo.exceptions import StudyDefinitionError, TrialError
+from st_hpo.exceptions import TrialError, UsageError
 
 if TYPE_CHECKING:
     from st_hpo._results._handle import StudyHandle
@@ -121,7 +121,7 @@ def confirm_at(handle: StudyHandle, *, top: int = 3, seeds: int = 3, progress: b
 
     for name, value in (("top", top), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise StudyDefinitionError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)")
+            raise UsageError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)", parameters=(name,))
     study, location, main = handle.study, handle.location, handle.optuna_study
     best = best_of(main, study.objective)
     specs = _worker_specs(workers, gpus, trials_per_gpu, study_file)
@@ -149,7 +149,7 @@ def _worker_specs(workers: int | None, gpus: str | None, trials_per_gpu: int, st
 
     slots = decide_slots(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
     if slots and study_file is None:
-        raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
+        raise UsageError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     return [WorkerSpec(slot.name, slot.gpu) for slot in slots]
 
 

@@ -98,12 +98,13 @@ def load_study(study: Study, location: StudyLocation) -> Any:
     url = location.storage
     if "://" not in url and not Path(url).exists():
         raise StorageError(f"no study {study.name!r} at {url}; run it first (st-hpo run STUDY_FILE), "
-                           "or pass the --output-dir/--storage it ran with")
+                           "or pass the output_dir= and storage= it ran with", parameters=("output_dir", "storage"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=study.name, storage=open_storage(url))
     except KeyError:
-        raise StorageError(f"no study {study.name!r} in {url}; run it first, or pass --study-name") from None
+        raise StorageError(f"no study {study.name!r} in {url}; run it first, or pass study_name=",
+                           parameters=("study_name",)) from None
 
 
 @dataclasses.dataclass(frozen=True)

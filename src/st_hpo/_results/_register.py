@@ -66,7 +66,8 @@ def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_vers
     if not best.model_dir:
         raise NoResultError(
             f"trial {best.number}'s model was not kept on this machine (keep_best_model=False, or it ran "
-            f"elsewhere); train it again and register that: st-hpo retrain STUDY_FILE --register-as NAME")
+            f"elsewhere); train it again and register that: retrain with register_as=NAME (st-hpo retrain "
+            "STUDY_FILE --register-as NAME)")
     if not best.mlflow_run_id:
         raise TrackingError(f"trial {best.number} has no MLflow run yet; run `st-hpo sync STUDY_FILE` first")
     name = name or study.name

@@ -126,8 +126,8 @@ def tracking_client(tracking_uri: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a URI it cannot use
         raise TrackingError(
             f"MLflow cannot use the tracking URI {tracking_uri!r} ({error_line(exc)}); give "
-            "--tracking-uri the http(s)://HOST:PORT of an MLflow server, sqlite:///FILE or a database URL, "
-            "or leave it out to use the study's own store in its output folder"
+            "tracking_uri= the http(s)://HOST:PORT of an MLflow server, sqlite:///FILE or a database URL, "
+            "or leave it out to use the study's own store in its output folder", parameters=("tracking_uri",)
         ) from None
 
 

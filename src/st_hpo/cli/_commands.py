@@ -69,15 +69,15 @@ def _location_args(ns: argparse.Namespace) -> list[str]:
 def _enqueued(path: str | None) -> list[dict[str, Any]] | None:
     if not path:
         return None
-    from st_hpo.exceptions import StudyDefinitionError
+    from st_hpo.exceptions import UsageError
 
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise StudyDefinitionError(f"--enqueue {path}: cannot read a JSON list from it ({exc})") from None
+        raise UsageError(f"--enqueue {path}: cannot read a JSON list from it ({exc})") from None
     data = [data] if isinstance(data, dict) else data
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise StudyDefinitionError(f"--enqueue {path}: expected a JSON list of {{name: value}} objects")
+        raise UsageError(f"--enqueue {path}: expected a JSON list of {{name: value}} objects")
     return data
 
 
@@ -193,10 +193,10 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
 def _plan_worker(ns: argparse.Namespace) -> int:
     """``st-hpo worker --plan PLAN.json``: every flag but --slot and --finish comes from the plan."""
-    from st_hpo.exceptions import StudyDefinitionError
+    from st_hpo.exceptions import UsageError
 
     if not ns.plan or ns.study_file:
-        raise StudyDefinitionError("give the study file, or --plan PLAN.json (which names it), not both and not "
+        raise UsageError("give the study file, or --plan PLAN.json (which names it), not both and not "
                                    "neither")
     from st_hpo._engines._worker import finish_from_plan, work_from_plan
 
