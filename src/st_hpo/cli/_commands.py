@@ -99,18 +99,24 @@ def cmd_run(ns: argparse.Namespace) -> int:
         progress=not ns.quiet, engine=ns.engine, gpus_per_worker=ns.gpus_per_worker,
         cpus_per_worker=ns.cpus_per_worker, engine_options=engine_options,
     )
-    from rich.markup import escape
-
     out = _console()
     if result.submission is not None:  # handed to a cluster engine; the study ends by itself
         sub = result.submission
         out.print(f"submitted to {sub.engine}: {' '.join(sub.ids)} (job script {sub.script})")
-        out.print(f"watch: {shell_line('st-hpo', 'status', ns.study_file)}{_location_flags(ns)}; {sub.watch}")
+        out.print(f"watch: {shell_line('st-hpo', 'status', ns.study_file, *_location_args(ns))}; {sub.watch}")
         out.print(f"stop:  {sub.stop}")
         return 0
     if result.interrupted:
         sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(ns.argv)}\n")
         return EXIT_INTERRUPTED
+    _print_run(out, ns, study, result)
+    return _run_exit(ns, result)
+
+
+def _print_run(out: Any, ns: argparse.Namespace, study: Any, result: Any) -> None:
+    """What a run that ended here found: the trials by state against the budget, the best trial, where to review."""
+    from rich.markup import escape
+
     budget = result.budget or ns.n_trials or study.n_trials
     out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
               f"{result.n_fail} failed (budget {budget} finished trials"
@@ -130,6 +136,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if result.tracking_uri:
         for line in _review_lines(ns, result):
             out.print(escape(line))
+
+
+def _run_exit(ns: argparse.Namespace, result: Any) -> int:
+    """A finished run's exit code: 1, with what to do, when its trials kept failing (or all were pruned)."""
     if result.stop_reason and result.budget_met:  # every trial of the budget pruned or failed
         sys.stderr.write(f"error: {result.stop_reason}. See each trial with: "
                          f"{shell_line('st-hpo', 'status', ns.study_file)}; fix the cause, then extend the study "
@@ -143,13 +153,6 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _location_flags(ns: argparse.Namespace) -> str:
-    """The flags `st-hpo status` needs to find the study a run used."""
-    flags = [(f, getattr(ns, a)) for f, a in (("--output-dir", "output_dir"), ("--storage", "storage"),
-                                              ("--study-name", "study_name")) if getattr(ns, a)]
-    return "".join(f" {f} {shlex.quote(v)}" for f, v in flags)
-
-
 def _review_lines(ns: argparse.Namespace, result: Any) -> list[str]:
     """Where to see the trials in MLflow: the URL of the trials view (see `st-hpo ui`), and the plain
     `mlflow ui` command for the embedded store; every path quoted for the shell."""
@@ -158,7 +161,7 @@ def _review_lines(ns: argparse.Namespace, result: Any) -> list[str]:
     uri, exp = result.tracking_uri, result.experiment_id
     if uri.startswith(("http://", "https://")) and exp:
         return [f"review in MLflow: {trials_url(uri, exp)}"]
-    ui = shell_line("st-hpo", "ui", ns.study_file) + _location_flags(ns)  # the study this run used, wherever
+    ui = shell_line("st-hpo", "ui", ns.study_file, *_location_args(ns))  # the study this run used, wherever
     url = f", then open {trials_url('http://127.0.0.1:5000', exp)}" if exp else ""
     return [f"review in MLflow: {ui}{url}",
             f"  or serve the store yourself: {shell_line('mlflow', 'ui', '--backend-store-uri', uri)}"]
