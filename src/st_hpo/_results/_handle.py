@@ -4,7 +4,11 @@
 defaults are those ``st-hpo run`` uses) and every operation is a method: ``status``, ``best``, ``export``,
 ``test``, ``register``, ``retrain``, ``confirm``, ``report``, ``sync``, and ``optuna_study`` for Optuna's own
 API (``optuna-dashboard``, ``study.trials_dataframe()``). The module-level functions (``st_hpo.best_trial``,
-``st_hpo.export_best``, ...) take the same location arguments and stay for scripts that make one call.
+``st_hpo.export_best``, ...) are one-call forms of the handle, as ``httpx.get`` is of ``httpx.Client``:
+``best_trial(study, output_dir=out)`` is ``open_study(study, output_dir=out).best()``. Each method is the entry
+to its operation and calls its implementation with the handle (``config_of``, ``score_kept_best``,
+``register_kept_best``, ``retrain_from``, ``confirm_at``, ``report_at``, ``sync_at``), which reads the study, its
+location and its Optuna study from it rather than taking the location arguments again.
 """
 
 from __future__ import annotations
