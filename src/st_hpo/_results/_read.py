@@ -149,6 +149,13 @@ class BestTrial:
         return self.value - reference if self.direction == "maximize" else reference - self.value
 
     @property
+    def load_hint(self) -> str | None:
+        """How to load the kept model (with its kind's class), when it is on this machine."""
+        from st_hpo._kinds import kind_named
+
+        return kind_named(self.model_kind).load_hint(self.model_dir) if self.model_dir else None
+
+    @property
     def confirmation_is_current(self) -> bool | None:
         """Whether ``confirmed`` was made while this trial was the study's best (None: no confirmation). False
         after the study was extended and a later trial became the best: it confirmed an earlier best."""

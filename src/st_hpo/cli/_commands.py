@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load
+from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load, quiet_optuna
 
 __all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
@@ -203,10 +203,7 @@ def _plan_worker(ns: argparse.Namespace) -> int:
                                    "neither")
     from st_hpo._engines._worker import finish_from_plan, work_from_plan
 
-    if ns.verbose < 2:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna(ns)
     if ns.finish:
         return 0 if finish_from_plan(ns.plan) else EXIT_ERROR
     loop = work_from_plan(ns.plan, slot=ns.slot, progress=False if (ns.no_progress or ns.quiet) else None)

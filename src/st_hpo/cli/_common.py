@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "REVIEW_LOCATION_HELP", "RUN_LOCATION_HELP", "location_options",
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "REVIEW_LOCATION_HELP", "RUN_LOCATION_HELP", "location_options", "quiet_optuna",
            "study_file"]
 
 EXIT_ERROR = 1
@@ -46,14 +46,18 @@ def study_file() -> argparse.ArgumentParser:
     return parent
 
 
-def _load(ns: argparse.Namespace) -> Any:
-    from st_hpo._definition._loading import load_study_file
-
+def quiet_optuna(ns: argparse.Namespace) -> None:
+    """Optuna's own INFO lines only with -vv (st-hpo's progress says what they say)."""
     if ns.verbose < 2:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+
+def _load(ns: argparse.Namespace) -> Any:
+    from st_hpo._definition._loading import load_study_file
+
+    quiet_optuna(ns)
     study = load_study_file(ns.study_file)
     if getattr(ns, "study_name", None):
         study = study.replace(name=ns.study_name)

@@ -124,9 +124,7 @@ def cmd_best(ns: argparse.Namespace) -> int:
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
     if best.model_dir:
-        from st_hpo._kinds import kind_named
-
-        _print(f"  model: {best.model_dir} ({kind_named(best.model_kind).load_hint(best.model_dir)})")
+        _print(f"  model: {best.model_dir} ({best.load_hint})")
     else:
         _print("  model: not kept on this machine; `st-hpo retrain` trains it again")
     return 0
