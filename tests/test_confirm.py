@@ -127,7 +127,7 @@ def test_best_names_the_winner_after_confirmation_only_when_it_differs():
 
 
 def test_confirm_refuses_a_non_positive_seed_count(make_study, tmp_path):
-    with pytest.raises(st_hpo.StudyDefinitionError, match="seeds=0 must be a positive whole number"):
+    with pytest.raises(st_hpo.UsageError, match="seeds=0 must be a positive whole number"):
         st_hpo.confirm_study(make_study(), seeds=0, output_dir=tmp_path)
 
 

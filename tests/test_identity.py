@@ -31,8 +31,9 @@ def test_resuming_a_changed_definition_is_refused_and_says_what_changed(make_stu
     shutil.copytree(make_study().model, tmp_path / "other-model")
     for what, change in changes.items():
         with pytest.raises(st_hpo.StudyDefinitionError, match=rf"ran under another definition: changed {what}.*"
-                                                              r"--study-name NEW"):
+                                                              r"study_name=NEW") as refused:
             st_hpo.run_study(make_study(**change), n_trials=2, output_dir=tmp_path, progress=False)
+        assert "(--study-name NEW, or Study(name=...)) and another --output-dir" in refused.value.as_options()
     assert len(load_trials(tmp_path, "tiny")) == 1, "no refused definition ran a trial"
     # a new name is a new study, in its own folder
     other = st_hpo.run_study(make_study(**changes[r"base args \(learning_rate 5e-05 -> 0\.0001\)"]),

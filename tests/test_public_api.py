@@ -47,3 +47,63 @@ def test_study_is_keyword_only_and_frozen(tmp_path):
                          objective="x", space={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         study.name = "other"  # type: ignore[misc]
+
+
+def _cli_options() -> set[str]:
+    """Every option of every ``st-hpo`` command (``--output-dir``, ``--workers``, ...)."""
+    import argparse
+
+    from st_hpo.cli._main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices  # noqa: SLF001
+    return {o for p in commands.values() for a in p._actions for o in a.option_strings  # noqa: SLF001
+            if o.startswith("--") and o != "--help"}
+
+
+#: Library errors that may name an option: next to the API's own name for it.
+NAMES_BOTH = ("baseline=False (--no-baseline)",)
+
+
+def test_library_errors_name_the_api_parameters_not_the_cli_options():
+    """A library error says ``workers=0``, ``pass output_dir=``: what a Python caller typed (the CLI shows its
+    options). An option may stand only in a whole command line to run (``st-hpo retrain FILE --register-as``)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    options, src = _cli_options(), Path(st_hpo.__file__).parent
+    named = []
+    for path in sorted(src.rglob("*.py")):
+        if "cli" in path.relative_to(src).parts:
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            message = ast.get_source_segment(text, node)
+            for allowed in NAMES_BOTH:
+                message = message.replace(allowed, "")
+            for found in re.finditer(r"--[a-z][a-z-]*", message):
+                before = message[:found.start()]
+                in_command = "st-hpo " in before and ";" not in before[before.rindex("st-hpo "):]
+                if found.group() in options and not in_command:
+                    named.append(f"{path.relative_to(src)}:{node.lineno} {found.group()}")
+    assert not named, "library errors that name CLI options: " + ", ".join(named)
+
+
+def test_a_location_error_names_the_parameters_in_python_and_the_options_on_the_command_line(study_file, tmp_path):
+    """``best_trial(study, output_dir=...)`` on a folder with no study says to pass ``output_dir=``/``storage=``;
+    ``st-hpo best FILE --output-dir ...`` says ``--output-dir``/``--storage``."""
+    import pytest
+
+    from tests.helpers import run_cli
+
+    path = study_file(name="nowhere")
+    with pytest.raises(st_hpo.StorageError, match=r"or pass the output_dir= and storage= it ran with$"):
+        st_hpo.best_trial(st_hpo.load_study_file(path), output_dir=tmp_path / "empty")
+    with pytest.raises(st_hpo.StorageError, match=r"or pass the output_dir= and storage= it ran with$"):
+        st_hpo.open_study(st_hpo.load_study_file(path), output_dir=tmp_path / "empty").status()
+    proc = run_cli("best", str(path), "--output-dir", str(tmp_path / "empty"), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith("or pass the --output-dir and --storage it ran with"), proc.stderr

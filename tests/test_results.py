@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -130,6 +131,10 @@ def test_open_study_hands_out_the_optuna_study_and_every_result(ran, tmp_path):
     assert [r["number"] for r in status.rows] == [t.number for t in trials] and status.budget == 3
     assert status.census.finished == 3 and status.kind == "sentence-transformer"
     assert [r["number"] for r in status.rows if r["best"]] == [best.number]
+    # what `st-hpo status` prints above and below its table comes from the library too
+    assert re.fullmatch(r"sentence-transformer: 3 of 3 trials finished \(\d complete, \d pruned\), 0 failed, 0 running",
+                        status.headline()), status.headline()
+    assert status.best_model_dir == best.model_dir and best.model_dir
     assert handle.sync().fixed == 0, "a finished study's MLflow runs already agree with its storage"
     written = handle.report(track=False)
     assert {p.name for p in written} >= {"summary.md", "trials.csv"}

@@ -27,7 +27,7 @@ def test_a_second_study_in_the_same_output_dir_is_refused(make_study, tmp_path):
     first = st_hpo.run_study(make_study(), n_trials=2, output_dir=tmp_path, progress=False)
     assert first.best_model_dir is not None and first.best_model_dir.is_dir()
     with pytest.raises(st_hpo.StudyDefinitionError, match=r"holds the trials of study 'tiny'; give study 'other' "
-                                                          r"its own --output-dir"):
+                                                          r"its own output_dir="):
         st_hpo.run_study(make_study(), study_name="other", n_trials=2, output_dir=tmp_path, progress=False)
     assert first.best_model_dir.is_dir(), "the first study's kept model is untouched"
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from st_hpo import StudyDefinitionError, UsageError
+from st_hpo import UsageError
 from st_hpo._execution._workers import plan_workers
 from tests.helpers import run_cli
 
@@ -111,10 +111,10 @@ def test_a_plan_written_is_read_back_and_a_worker_finds_its_slot(tmp_path, monke
     back = read_plan(plan.write(tmp_path / "worker-plan.json"))
     assert back == plan
     assert back.slot("1").name == "slurm-w1" and back.slot("slurm-w0").name == "slurm-w0"
-    with pytest.raises(StudyDefinitionError, match="the worker plan has no slot 'w9'"):
+    with pytest.raises(UsageError, match="the worker plan has no slot 'w9'"):
         back.slot("w9")
     (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(StudyDefinitionError, match="not a worker plan of this st-hpo version"):
+    with pytest.raises(UsageError, match="not a worker plan of this st-hpo version"):
         read_plan(tmp_path / "bad.json")
 
 

@@ -23,7 +23,6 @@ from st_hpo._tracking._census import study_census
 from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY, N_TRIALS_KEY
 from st_hpo._validation import validate_study as _validate
-from st_hpo.exceptions import StudyDefinitionError
 
 if TYPE_CHECKING:
     from st_hpo._execution._session import StudySession
@@ -141,7 +140,9 @@ def run_study(
                          gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,  # fails here, first
                          study_file=study_file)
     if slots and study_file is None:
-        raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
+        from st_hpo.exceptions import UsageError
+
+        raise UsageError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     where = Path(output_dir or Path("st-hpo-runs") / (study_name or study.name)).resolve()
     chosen.check(storage=storage or str(where / "optuna.journal"),
                  tracking_uri=tracking_uri or f"sqlite:///{where / 'mlflow.db'}", slots=slots)

@@ -1,12 +1,13 @@
 """Errors raised by st-hpo.
 
 Every error st-hpo raises on purpose derives from :class:`StHpoError`, so callers can catch one class.
-The CLI turns each into a one-line message and exit code 1 (tracebacks only with ``--debug``)::
+The CLI turns each into a one-line message and exit code 1 (tracebacks only with ``--debug``). A message
+names parameters as the API does (``workers=0``, ``pass output_dir=``); the CLI shows them as its options
+(``--workers 0``, ``pass --output-dir``), see :meth:`StHpoError.as_options`::
 
     StHpoError
     ├── UsageError                an argument to the API (or an option of the CLI) is out of range or contradicts
-    │                             another; also a ValueError. It names the API's parameter (``workers=0``);
-    │                             the CLI shows the option (``--workers 0``)
+    │                             another; also a ValueError
     ├── StudyDefinitionError      the study file or Study(...) is wrong (import error, bad field, bad objective)
     │   ├── SearchSpaceError      the search space names an unknown argument or allows a value it cannot take
     │   └── StudyFileError        the study file raised while it was imported (``user_traceback``: its own)
@@ -34,15 +35,13 @@ __all__ = [
 
 
 class StHpoError(Exception):
-    """Base class of every error st-hpo raises on purpose."""
+    """Base class of every error st-hpo raises on purpose.
 
+    A message names what to change as the API does, ``name=value`` (``workers=0: give at least 1``);
+    ``parameters`` lists the names it uses, which the CLI shows as its options (``--workers 0: give at least
+    1``, see :meth:`as_options`)."""
 
-class UsageError(StHpoError, ValueError):
-    """An argument is out of range or contradicts another. The message names parameters as the API does,
-    ``name=value`` (``workers=0: give at least 1``); ``parameters`` lists the names it uses, which the CLI
-    shows as its options (``--workers 0: give at least 1``)."""
-
-    def __init__(self, message: str, *, parameters: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str = "", *, parameters: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.parameters = parameters
 
@@ -54,6 +53,11 @@ class UsageError(StHpoError, ValueError):
             text = re.sub(rf"(?<![\w-]){re.escape(name)}=(?=[\s,;)]|$)", option, text)  # "gpus= out"
             text = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{option} ", text)  # "workers=0", "workers=N"
         return text
+
+
+class UsageError(StHpoError, ValueError):
+    """An argument to the API is out of range or contradicts another (``workers=0``): not the study
+    definition's fault. Also a ``ValueError``."""
 
 
 class StudyDefinitionError(StHpoError):

@@ -254,8 +254,9 @@ def check_unchanged(study: Any, record: dict[str, Any], *, where: str) -> None:
         raise StudyDefinitionError(
             f"study {study.study_name!r} in {where} ran under another definition: changed "
             f"{'; '.join(changes)}. Its trials could not be compared with new ones; to run the changed "
-            f"definition as a new study, give it another name (--study-name NEW, or Study(name=...)) and "
-            f"another --output-dir if you give one; to resume the old one, undo the change"
+            f"definition as a new study, give it another name (study_name=NEW, or Study(name=...)) and "
+            f"another output_dir= if you give one; to resume the old one, undo the change",
+            parameters=("study_name", "output_dir"),
         )
 
 

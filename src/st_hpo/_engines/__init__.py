@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from st_hpo._engines._base import ClusterEngine, Engine, EngineSettings, Submission, SupervisingEngine
-from st_hpo.exceptions import StudyDefinitionError
+from st_hpo.exceptions import UsageError
 
 __all__ = ["ENGINES", "ClusterEngine", "Engine", "EngineSettings", "Submission", "SupervisingEngine", "ended_reason",
            "engine_for"]
@@ -29,7 +29,7 @@ def _engine_class(name: str) -> type[Engine]:
         from st_hpo._engines._ray import RayEngine
 
         return RayEngine
-    raise StudyDefinitionError(f"--engine {name!r}: give one of {', '.join(ENGINES)}")
+    raise UsageError(f"engine={name!r}: give one of {', '.join(ENGINES)}", parameters=("engine",))
 
 
 def engine_for(settings: EngineSettings) -> Engine:

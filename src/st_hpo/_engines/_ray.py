@@ -77,6 +77,10 @@ def _unanswered(address: str) -> str | None:
     return None
 
 
+#: The parameters the engine's errors name (the CLI shows them as its options).
+_NAMES = ("engine", "ray_address", "storage", "tracking_uri", "shared_dir")
+
+
 class RayEngine(SupervisingEngine):
     name = "ray"
 
@@ -84,25 +88,25 @@ class RayEngine(SupervisingEngine):
         try:
             import ray
         except ImportError:
-            raise StHpoError('--engine ray: Ray is not installed; pip install "st-hpo[ray]"') from None
+            raise StHpoError('engine=ray: Ray is not installed; pip install "st-hpo[ray]"', parameters=_NAMES) from None
         address = self.settings.ray_address or "auto"
         unanswered = _unanswered(address)
         if unanswered:
-            raise StHpoError(f"--engine ray: no Ray cluster at --ray-address {address} ({unanswered}); start one "
-                             "with `ray start --head` or give the head's HOST:PORT")
+            raise StHpoError(f"engine=ray: no Ray cluster at ray_address={address} ({unanswered}); start one "
+                             "with `ray start --head` or give the head's HOST:PORT", parameters=_NAMES)
         try:
             ray.init(address=address, logging_level=logging.ERROR, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StHpoError(f"--engine ray: no Ray cluster at --ray-address {address} ({first}); start one with "
-                             "`ray start --head` or give the head's HOST:PORT") from None
+            raise StHpoError(f"engine=ray: no Ray cluster at ray_address={address} ({first}); start one with "
+                             "`ray start --head` or give the head's HOST:PORT", parameters=_NAMES) from None
         subject = unreachable_from_other_nodes(storage, tracking_uri)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if subject and len(nodes) > 1 and not self.settings.shared_dir:
-            raise StHpoError(f"--engine ray: {subject} is a file on this machine, which workers on the cluster's "
-                             f"other {len(nodes) - 1} node(s) cannot reach; give --storage postgresql://... and "
-                             "--tracking-uri http://..., or --shared-dir when the output folder is on a filesystem "
-                             "every node mounts")
+            raise StHpoError(f"engine=ray: {subject} is a file on this machine, which workers on the cluster's "
+                             f"other {len(nodes) - 1} node(s) cannot reach; give storage=postgresql://... and "
+                             "tracking_uri=http://..., or shared_dir= when the output folder is on a filesystem "
+                             "every node mounts", parameters=_NAMES)
 
     def run(self, session: StudySession, plan_path: Path, plan: WorkerPlan, *,
             progress: Any) -> tuple[bool, bool, str | None]:

@@ -40,22 +40,27 @@ def _slurm(*args: str) -> subprocess.CompletedProcess:
         raise StHpoError(f"{args[0]} failed: {exc}") from None
 
 
+#: The parameters the engine's errors name (the CLI shows them as its options).
+_NAMES = ("engine", "gpus_per_worker", "storage", "tracking_uri", "shared_dir")
+
+
 class SlurmEngine(ClusterEngine):
     name = "slurm"
 
     def check(self, *, storage: str, tracking_uri: str | None, slots: list[Any]) -> None:
         if shutil.which("sbatch") is None:
-            raise StHpoError("--engine slurm: sbatch is not on the PATH; run st-hpo on a login node of the "
-                             "cluster (where sbatch, squeue and scancel are), or use --engine local")
+            raise StHpoError("engine=slurm: sbatch is not on the PATH; run st-hpo on a login node of the "
+                             "cluster (where sbatch, squeue and scancel are), or use engine=local", parameters=_NAMES)
         shares = {s.gpus for s in slots}
         if any(g != int(g) for g in shares):
-            raise StHpoError(f"--gpus-per-worker {shares.pop():g}: SLURM gives whole GPUs (--gres=gpu:G); give a "
-                             "whole number, or use --engine ray to share a GPU between workers")
+            raise StHpoError(f"gpus_per_worker={shares.pop():g}: SLURM gives whole GPUs (--gres=gpu:G); give a "
+                             "whole number, or use engine=ray to share a GPU between workers", parameters=_NAMES)
         subject = unreachable_from_other_nodes(storage, tracking_uri)
         if subject and not self.settings.shared_dir:
-            raise StHpoError(f"--engine slurm: {subject} is a file on this machine, which workers on other nodes "
-                             "cannot reach; give --storage postgresql://... and --tracking-uri http://..., or "
-                             "--shared-dir when the output folder is on a filesystem every node mounts")
+            raise StHpoError(f"engine=slurm: {subject} is a file on this machine, which workers on other nodes "
+                             "cannot reach; give storage=postgresql://... and tracking_uri=http://..., or "
+                             "shared_dir= when the output folder is on a filesystem every node mounts",
+                             parameters=_NAMES)
 
     def scripts(self, plan_path: Path, plan: WorkerPlan) -> tuple[Path, Path]:
         """Write the array's job script and the final job's script next to the plan; returns their paths."""

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from st_hpo.exceptions import StudyDefinitionError, UsageError
+from st_hpo.exceptions import UsageError
 
 __all__ = ["PLAN_FILE", "SlotPlan", "WorkerPlan", "decide_slots", "read_plan", "slot_for_this_process"]
 
@@ -76,8 +76,7 @@ class WorkerPlan:
                 return slot
         if name.isdigit() and int(name) < len(self.slots):
             return self.slots[int(name)]
-        raise StudyDefinitionError(f"the worker plan has no slot {name!r}; its slots: "
-                                   f"{', '.join(s.name for s in self.slots)}")
+        raise UsageError(f"the worker plan has no slot {name!r}; its slots: {', '.join(s.name for s in self.slots)}")
 
     def timeout(self) -> float | None:
         """Seconds left until the deadline (0 when it passed); None without one."""
@@ -85,15 +84,15 @@ class WorkerPlan:
 
 
 def read_plan(path: str | Path) -> WorkerPlan:
-    """The plan at ``path``; StudyDefinitionError with what to do when it cannot be read."""
+    """The plan at ``path``; UsageError with what to do when it cannot be read."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise StudyDefinitionError(f"--plan {path}: cannot read a worker plan from it ({exc}); it is written by "
-                                   "`st-hpo run` into the output folder") from None
+        raise UsageError(f"plan={path}: cannot read a worker plan from it ({exc}); it is written by `st-hpo run` "
+                         "into the output folder", parameters=("plan",)) from None
     if not isinstance(data, dict) or data.pop("version", None) != PLAN_VERSION:
-        raise StudyDefinitionError(f"--plan {path}: not a worker plan of this st-hpo version (format "
-                                   f"{PLAN_VERSION}); run `st-hpo run` again to write one")
+        raise UsageError(f"plan={path}: not a worker plan of this st-hpo version (format {PLAN_VERSION}); run "
+                         "`st-hpo run` again to write one", parameters=("plan",))
     data["slots"] = tuple(SlotPlan(**s) for s in data["slots"])
     return WorkerPlan(**data)
 

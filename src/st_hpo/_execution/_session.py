@@ -54,7 +54,9 @@ __all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner",
 logger = logging.getLogger(__name__)
 
 #: How a refusal to mix two studies says to keep them apart.
-_NEW_DIR = " (and another --output-dir, if you give one)"
+_NEW_DIR = " (and another output_dir=, if you give one)"
+#: The parameters those refusals name (the CLI shows them as its options).
+_LOCATION = ("study_name", "output_dir")
 #: A baseline that failed is queued again by the next run, until it has been tried this many times.
 MAX_BASELINE_TRIES = 3
 
@@ -386,8 +388,8 @@ def _claim_output_dir(output_dir: Path, study_name: str, *, write: bool) -> None
     owner = marker.read_text().strip() if marker.is_file() else None
     if owner and owner != study_name:
         raise StudyDefinitionError(
-            f"{output_dir} holds the trials of study {owner!r}; give study {study_name!r} its own --output-dir "
-            f"(by default st-hpo-runs/{study_name})"
+            f"{output_dir} holds the trials of study {owner!r}; give study {study_name!r} its own output_dir= "
+            f"(by default st-hpo-runs/{study_name})", parameters=_LOCATION
         )
     if owner is None and write:
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -412,14 +414,15 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
     if study.direction != wanted:
         raise StudyDefinitionError(
             f"study {definition.name!r} in {storage_url} was created to {study.direction.name.lower()}, but the "
-            f"study file says direction={definition.direction!r}; use another --study-name{_NEW_DIR}"
+            f"study file says direction={definition.direction!r}; use another study_name={_NEW_DIR}",
+            parameters=_LOCATION,
         )
     stored = study.user_attrs.get(OBJECTIVE_KEY)
     if stored is not None and objective_key(stored) != objective_key(definition.objective):
         raise StudyDefinitionError(
             f"study {definition.name!r} in {storage_url} optimises {stored!r}, but the study file says "
             f"objective={definition.objective!r}: the trials' values could not be compared; use another "
-            f"--study-name{_NEW_DIR}"
+            f"study_name={_NEW_DIR}", parameters=_LOCATION,
         )
     if stored is None:
         study.set_user_attr(OBJECTIVE_KEY, definition.objective)

@@ -34,7 +34,7 @@ from st_hpo._execution._storage import open_storage
 from st_hpo._execution._workers import WorkerSpec, supervise
 from st_hpo._results._confirm_stats import ConfigScore, paired_test, score
 from st_hpo._results._confirm_verdict import confirmed_line as line
-from st_hpo._results._read import StudyLocation, best_of, load_study, trial_params
+from st_hpo._results._read import StudyLocation, best_of, trial_params
 from st_hpo._tracking._census import study_census
 from st_hpo._tracking._schema import (
     ARGS_OVERRIDE_ATTR,
@@ -53,12 +53,17 @@ from st_hpo._tracking._schema import (
     UNSAMPLED_ATTR,
 )
 from st_hpo._validation._test_objective import has_test
-from st_hpo.exceptions import StudyDefinitionError, TrialError
+from st_hpo.exceptions import TrialError
 
 if TYPE_CHECKING:
     from st_hpo._execution._session import StudySession
 
-__all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_study", "confirmed_line"]
+from st_hpo.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from st_hpo._results._handle import StudyHandle
+
+__all__ = ["CONFIRMED_ATTR", "ConfirmResult", "confirm_at", "confirm_study", "confirmed_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +124,22 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     (only missing pairs train) and reports. A Ctrl-C fails the running trials and returns with
     ``interrupted``. Raises NoResultError when the study has no complete trial.
     """
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                      study_name=study_name).confirm(top=top, seeds=seeds, progress=progress, workers=workers,
+                                                     gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
+
+
+def confirm_at(handle: StudyHandle, *, top: int = 3, seeds: int = 3, progress: bool = True,
+               workers: int | None = None, gpus: str | None = None, trials_per_gpu: int = 1,
+               study_file: str | Path | None = None) -> ConfirmResult:
+    """Confirm the best configurations of the study ``handle`` holds (see :func:`confirm_study`)."""
+
     for name, value in (("top", top), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise StudyDefinitionError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)")
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    main = load_study(study, location)
+            raise UsageError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)", parameters=(name,))
+    study, location, main = handle.study, handle.location, handle.optuna_study
     best = best_of(main, study.objective)
     specs = _worker_specs(workers, gpus, trials_per_gpu, study_file)
     session = _open_companion(study, main, location,
@@ -149,7 +163,7 @@ def _worker_specs(workers: int | None, gpus: str | None, trials_per_gpu: int, st
     """The worker slots of a confirmation on workers (as ``run_study`` plans them); [] to run in this process."""
     slots = decide_slots(workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
     if slots and study_file is None:
-        raise StudyDefinitionError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
+        raise UsageError("workers need the study file to load: pass study_file=PATH (or use the CLI)")
     return [WorkerSpec(slot.name, slot.gpu) for slot in slots]
 
 

@@ -4,7 +4,11 @@
 defaults are those ``st-hpo run`` uses) and every operation is a method: ``status``, ``best``, ``export``,
 ``test``, ``register``, ``retrain``, ``confirm``, ``report``, ``sync``, and ``optuna_study`` for Optuna's own
 API (``optuna-dashboard``, ``study.trials_dataframe()``). The module-level functions (``st_hpo.best_trial``,
-``st_hpo.export_best``, ...) take the same location arguments and stay for scripts that make one call.
+``st_hpo.export_best``, ...) are one-call forms of the handle, as ``httpx.get`` is of ``httpx.Client``:
+``best_trial(study, output_dir=out)`` is ``open_study(study, output_dir=out).best()``. Each method is the entry
+to its operation and calls its implementation with the handle (``config_of``, ``score_kept_best``,
+``register_kept_best``, ``retrain_from``, ``confirm_at``, ``report_at``, ``sync_at``), which reads the study, its
+location and its Optuna study from it rather than taking the location arguments again.
 """
 
 from __future__ import annotations
@@ -15,14 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._study import Study
-from st_hpo._results._confirm import confirm_study
-from st_hpo._results._read import StudyLocation, best_of, export_best, load_study
-from st_hpo._results._register import register_best
-from st_hpo._results._reports import report_study
-from st_hpo._results._retrain import retrain_best
-from st_hpo._results._scoring import score_best_on_test
+from st_hpo._results._read import StudyLocation, best_of, load_study
 from st_hpo._results._status import study_status
-from st_hpo._results._sync import sync_study
 
 if TYPE_CHECKING:
     import optuna
@@ -34,6 +32,7 @@ if TYPE_CHECKING:
     from st_hpo._results._retrain import RetrainResult
     from st_hpo._results._status import StudyStatus
     from st_hpo._results._sync import SyncResult
+    from st_hpo._tracking import MlflowTracker
 
 __all__ = ["StudyHandle", "open_study"]
 
@@ -46,7 +45,7 @@ def open_study(study: Study, *, output_dir: str | Path | None = None, storage: s
     if study_name:
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    return StudyHandle(study=study, location=location, explicit_tracking_uri=tracking_uri)
+    return StudyHandle(study=study, location=location)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +54,6 @@ class StudyHandle:
 
     study: Study
     location: StudyLocation
-    #: The tracking URI as given (None: the embedded MLflow store in the output folder).
-    explicit_tracking_uri: str | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -75,12 +72,6 @@ class StudyHandle:
         """The study's ``optuna.Study`` in its storage (loaded once per handle)."""
         return load_study(self.study, self.location)
 
-    def _where(self) -> dict[str, Any]:
-        return {"output_dir": self.output_dir, "storage": self.storage}
-
-    def _where_tracked(self) -> dict[str, Any]:
-        return {**self._where(), "tracking_uri": self.explicit_tracking_uri}
-
     def status(self) -> StudyStatus:
         """Every trial as a row (what ``st-hpo status --json`` prints), the census, budget and model kind."""
         return study_status(self.optuna_study, self.study.n_trials)
@@ -88,37 +79,70 @@ class StudyHandle:
     def sync(self) -> SyncResult:
         """Make MLflow agree with the storage: fail the trials whose worker is gone, close their runs, end a
         parent run a killed run left RUNNING, re-create missing runs (what ``st-hpo sync`` does)."""
-        return sync_study(self.study, **self._where_tracked())
+        from st_hpo._results._sync import sync_at
+
+        return sync_at(self)
 
     def best(self) -> BestTrial:
         """The best complete trial and its gains over the baseline and the base model."""
         return best_of(self.optuna_study, self.study.objective)
 
+    def best_config(self) -> dict[str, Any]:
+        """The best trial's configuration: the mapping :meth:`export` writes (see :mod:`st_hpo._results._read`)."""
+        from st_hpo._results._read import config_of
+
+        return config_of(self)
+
     def export(self, path: str | Path) -> Path:
         """Write the best configuration to ``path`` (YAML for ``.yaml``/``.yml``, else JSON)."""
-        return export_best(self.study, path, **self._where())
+        from st_hpo._results._read import write_config
+
+        return write_config(self.best_config(), path)
 
     def test(self, *, track: bool = True) -> TestScore:
         """Score the kept best model and the base model on the study's test set now."""
-        return score_best_on_test(self.study, **self._where_tracked(), track=track)
+        from st_hpo._results._scoring import score_kept_best
+
+        return score_kept_best(self, track=track)
 
     def register(self, name: str | None = None, *, new_version: bool = False) -> RegisterResult:
         """Log the best trial's kept model on its MLflow run and register it (default name: the study's)."""
-        return register_best(self.study, name=name, **self._where_tracked(), new_version=new_version)
+        from st_hpo._results._register import register_kept_best
+
+        return register_kept_best(self, name=name, new_version=new_version)
 
     def retrain(self, *, model_dir: str | Path | None = None, epochs: float | None = None,
                 register_as: str | None = None, track: bool = True) -> RetrainResult:
         """Train the best configuration again and save (and log) the model."""
-        return retrain_best(self.study, **self._where_tracked(), model_dir=model_dir, epochs=epochs,
-                            register_as=register_as, track=track)
+        from st_hpo._results._retrain import retrain_from
+
+        return retrain_from(self, model_dir=model_dir, epochs=epochs, register_as=register_as, track=track)
 
     def confirm(self, *, top: int = 3, seeds: int = 3, progress: bool = True, workers: int | None = None,
                 gpus: str | None = None, trials_per_gpu: int = 1,
                 study_file: str | Path | None = None) -> ConfirmResult:
         """Train the ``top`` best configurations (and the baseline) again over ``seeds`` new seeds each."""
-        return confirm_study(self.study, top=top, seeds=seeds, **self._where_tracked(), progress=progress,
-                             workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
+        from st_hpo._results._confirm import confirm_at
+
+        return confirm_at(self, top=top, seeds=seeds, progress=progress, workers=workers, gpus=gpus,
+                          trials_per_gpu=trials_per_gpu, study_file=study_file)
 
     def report(self, *, track: bool = True) -> list[Path]:
         """Write the reports (plots, trials.csv, summary.md) to the output folder and the parent run."""
-        return report_study(self.study, **self._where_tracked(), track=track)
+        from st_hpo._results._reports import report_at
+
+        return report_at(self, track=track)
+
+    def review(self) -> str:
+        """Ready the study's MLflow experiment for review (what ``st-hpo ui`` opens): write its trials view (the
+        runs list, best first) and return the experiment's id. TrackingError when the tracking store or the
+        experiment is missing (the study never ran here)."""
+        from st_hpo._results._read import review_experiment
+
+        return review_experiment(self)
+
+    def tracker(self) -> MlflowTracker:
+        """An MLflow tracker on the study's experiment in its tracking store (opened at each call)."""
+        from st_hpo._tracking import MlflowTracker
+
+        return MlflowTracker(self.tracking_uri, self.study.experiment, artifact_root=self.location.artifact_root)

@@ -50,8 +50,7 @@ from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._execution._test_score import recorded_test_values
 from st_hpo._kinds import stored_kind
 from st_hpo._results._confirm_verdict import confirmed_line
-from st_hpo._tracking._record import shown_params as _shown
-from st_hpo._tracking._record import trained_values
+from st_hpo._tracking._record import shown_params, trained_values
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
     BASELINE_ATTR,
@@ -63,12 +62,15 @@ from st_hpo._tracking._schema import (
     TRIAL_SECONDS_KEY,
     UNSAMPLED_ATTR,
 )
-from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
+from st_hpo.exceptions import NoResultError, StHpoError, StorageError, StudyDefinitionError, TrackingError
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
+    from st_hpo._results._handle import StudyHandle
+
+__all__ = ["BestTrial", "StudyLocation", "best_config", "best_trial", "config_of", "export_best", "load_study",
+           "review_experiment", "write_config"]
 
 EXPORT_FORMAT = "st-hpo.best-config/1"
 #: Exported argument fields that belong to one run, not to the configuration.
@@ -100,12 +102,13 @@ def load_study(study: Study, location: StudyLocation) -> Any:
     url = location.storage
     if "://" not in url and not Path(url).exists():
         raise StorageError(f"no study {study.name!r} at {url}; run it first (st-hpo run STUDY_FILE), "
-                           "or pass the --output-dir/--storage it ran with")
+                           "or pass the output_dir= and storage= it ran with", parameters=("output_dir", "storage"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=study.name, storage=open_storage(url))
     except KeyError:
-        raise StorageError(f"no study {study.name!r} in {url}; run it first, or pass --study-name") from None
+        raise StorageError(f"no study {study.name!r} in {url}; run it first, or pass study_name=",
+                           parameters=("study_name",)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +151,13 @@ class BestTrial:
 
     def _gain(self, reference: float) -> float:
         return self.value - reference if self.direction == "maximize" else reference - self.value
+
+    @property
+    def load_hint(self) -> str | None:
+        """How to load the kept model (with its kind's class), when it is on this machine."""
+        from st_hpo._kinds import kind_named
+
+        return kind_named(self.model_kind).load_hint(self.model_dir) if self.model_dir else None
 
     @property
     def confirmation_is_current(self) -> bool | None:
@@ -210,16 +220,11 @@ def best_of(optuna_study: optuna.Study, objective: str) -> BestTrial:
 
 def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                study_name: str | None = None) -> BestTrial:
-    """The best trial of ``study`` as stored by a run with the same ``output_dir``/``storage``/``study_name``."""
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
-    return best_of(load_study(study, location), study.objective)
+    """The best trial of ``study`` as stored by a run with the same ``output_dir``/``storage``/``study_name``
+    (``open_study(...).best()``)."""
+    from st_hpo._results._handle import open_study
 
-
-def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params (status, trials.csv, MLflow, best): see :func:`st_hpo._tracking._record.shown_params`."""
-    return _shown(trial)
+    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).best()
 
 
 def trial_duration(trial: Any, now: Any = None) -> float | None:
@@ -260,13 +265,18 @@ def base_args_of(study: Study, output_dir: str, *, args_class: type | None = Non
 def best_config(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                 study_name: str | None = None) -> dict[str, Any]:
     """The best trial's configuration as the mapping described in this module's docstring."""
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage)
-    optuna_study = load_study(study, location)
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).best_config()
+
+
+def config_of(handle: StudyHandle) -> dict[str, Any]:
+    """The best configuration of the study ``handle`` holds (see :func:`best_config`)."""
+    from st_hpo._definition import _args
+
+    study, location, optuna_study = handle.study, handle.location, handle.optuna_study
     best = best_of(optuna_study, study.objective)
     params = trained_values(optuna_study.best_trial, study.space)
-
     kind = stored_kind(optuna_study)
     args = effective_args(base_args_of(study, str(location.output_dir / "trials"), args_class=kind.args_class()), params,
                           output_dir=str(location.output_dir / "trials" / f"trial-{best.number}"), run_name=None)
@@ -290,8 +300,15 @@ def best_config(study: Study, *, output_dir: str | Path | None = None, storage: 
 
 def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None = None,
                 storage: str | None = None, study_name: str | None = None) -> Path:
-    """Write the best configuration to ``path``: YAML when it ends in ``.yaml``/``.yml``, else JSON."""
-    config = best_config(study, output_dir=output_dir, storage=storage, study_name=study_name)
+    """Write the best configuration to ``path``: YAML when it ends in ``.yaml``/``.yml``, else JSON
+    (``open_study(...).export(path)``)."""
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).export(path)
+
+
+def write_config(config: dict[str, Any], path: str | Path) -> Path:
+    """Write an exported configuration to ``path`` (its folders created): YAML for ``.yaml``/``.yml``, else JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -301,3 +318,26 @@ def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None
     else:
         path.write_text(json.dumps(config, indent=2) + "\n")
     return path
+
+
+def review_experiment(handle: StudyHandle) -> str:
+    """The MLflow experiment of the study ``handle`` holds, its trials view written (see ``StudyHandle.review``)."""
+    import logging
+
+    from st_hpo._tracking._mlflow import experiment_id
+
+    uri = handle.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
+        raise TrackingError(f"no MLflow store at {uri}; run the study first or pass output_dir=",
+                            parameters=("output_dir",))
+    found = experiment_id(uri, handle.study.experiment)
+    try:
+        optuna_study = handle.optuna_study
+    except StHpoError:  # no storage here (another machine's): the study file's space alone
+        optuna_study = None
+    study = handle.study
+    try:
+        handle.tracker().show_trials(study.space, optuna_study, maximize=study.direction == "maximize")
+    except StHpoError as exc:  # the UI still shows the runs; only the first screen is MLflow's own
+        logging.getLogger(__name__).warning("%s; the URL opens MLflow's default view", exc)
+    return found

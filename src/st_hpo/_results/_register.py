@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._study import Study
 from st_hpo._kinds import stored_kind
-from st_hpo._results._read import StudyLocation, best_of, load_study
+from st_hpo._results._read import best_of
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._schema import REGISTERED_MODEL_KEY
 from st_hpo.exceptions import NoResultError, TrackingError
 
-__all__ = ["RegisterResult", "register_best"]
+if TYPE_CHECKING:
+    from st_hpo._results._handle import StudyHandle
+
+__all__ = ["RegisterResult", "register_best", "register_kept_best"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,25 +53,32 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     Raises NoResultError (a StorageError) when the study has no complete trial or its best model is not on this machine,
     TrackingError when MLflow cannot take it.
     """
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    optuna_study = load_study(study, location)
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                      study_name=study_name).register(name, new_version=new_version)
+
+
+def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_version: bool = False) -> RegisterResult:
+    """Log and register the kept best model of the study ``handle`` holds (see :func:`register_best`)."""
+
+    study, optuna_study = handle.study, handle.optuna_study
     best = best_of(optuna_study, study.objective)
     if not best.model_dir:
         raise NoResultError(
             f"trial {best.number}'s model was not kept on this machine (keep_best_model=False, or it ran "
-            f"elsewhere); train it again and register that: st-hpo retrain STUDY_FILE --register-as NAME")
+            f"elsewhere); train it again and register that: retrain with register_as=NAME (st-hpo retrain "
+            "STUDY_FILE --register-as NAME)")
     if not best.mlflow_run_id:
         raise TrackingError(f"trial {best.number} has no MLflow run yet; run `st-hpo sync STUDY_FILE` first")
     name = name or study.name
-    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+    tracker = handle.tracker()
     existing = None if new_version else _registered_version(tracker, name, best.mlflow_run_id)
     if existing is not None:
         return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
                               run_id=best.mlflow_run_id, model_uri=f"models:/{name}/{existing.version}",
                               name=name, version=str(existing.version), already_registered=True)
-    model_uri, version = stored_kind(optuna_study).log_to_mlflow(location.tracking_uri, best.mlflow_run_id,
+    model_uri, version = stored_kind(optuna_study).log_to_mlflow(handle.tracking_uri, best.mlflow_run_id,
                                                                  best.model_dir, name)
     label = f"{name} v{version}" if version else name
     tracker.client.set_tag(best.mlflow_run_id, REGISTERED_MODEL_KEY, label)

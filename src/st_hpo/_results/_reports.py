@@ -31,7 +31,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from st_hpo._results._pareto_report import (
     front_summary_lines,
@@ -40,7 +40,7 @@ from st_hpo._results._pareto_report import (
     value_cells,
     write_pareto_files,
 )
-from st_hpo._results._read import StudyLocation, _baseline, best_of, load_study, shown_params
+from st_hpo._results._read import _baseline, best_of, shown_params
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import shown_state, take_census
 from st_hpo._tracking._schema import (
@@ -54,7 +54,10 @@ from st_hpo._tracking._schema import (
 )
 from st_hpo._tracking._times import time_totals
 
-__all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "REPORTS_DIR", "report_study", "write_reports"]
+__all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "REPORTS_DIR", "report_at", "report_study", "write_reports"]
+
+if TYPE_CHECKING:
+    from st_hpo._results._handle import StudyHandle
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +116,22 @@ def report_study(study: Any, *, output_dir: str | Path | None = None, storage: s
     ``study`` is the :class:`~st_hpo.Study` (the study file's); the location arguments are those the
     study ran with. Returns the local files written.
     """
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    optuna_study = load_study(study, location)
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                      study_name=study_name).report(track=track)
+
+
+def report_at(handle: StudyHandle, *, track: bool = True) -> list[Path]:
+    """Write the reports of the study ``handle`` holds (see :func:`report_study`); returns the local files."""
+
+    optuna_study = handle.optuna_study
     tracker = None
     if track:
-        tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+        tracker = handle.tracker()
         tracker.parent_run_id = optuna_study.user_attrs.get(PARENT_ATTR)
-    folder = location.output_dir / REPORTS_DIR
-    written = write_reports(optuna_study, tracker, study.objective, local_dir=folder)
+    folder = handle.output_dir / REPORTS_DIR
+    written = write_reports(optuna_study, tracker, handle.study.objective, local_dir=folder)
     return [folder / Path(name).name for name in written]
 
 

@@ -25,8 +25,7 @@ from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._definition._resources import StudyResources
 from st_hpo._definition._study import Study
 from st_hpo._execution._test_score import score_model
-from st_hpo._results._read import BestTrial, StudyLocation, best_of, effective_args, load_study
-from st_hpo._tracking import MlflowTracker
+from st_hpo._results._read import BestTrial, best_of, effective_args
 from st_hpo._tracking._record import trained_values
 from st_hpo._tracking._schema import KIND_KEY, PARENT_ATTR, SOURCE_TRIAL_KEY, STUDY_KEY
 from st_hpo._validation import validate_study
@@ -34,11 +33,13 @@ from st_hpo._validation._test_objective import has_test
 from st_hpo.exceptions import StudyDefinitionError
 
 if TYPE_CHECKING:
-    import optuna
 
     from st_hpo._validation import ValidatedStudy
 
-__all__ = ["RetrainResult", "retrain_best"]
+if TYPE_CHECKING:
+    from st_hpo._results._handle import StudyHandle
+
+__all__ = ["RetrainResult", "retrain_best", "retrain_from"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +78,18 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         register_as: register the logged model under this name in the MLflow Model Registry.
         track: log the run and the model to MLflow (under the study's parent run).
     """
-    if study_name:
-        study = study.replace(name=study_name)
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    optuna_study = load_study(study, location)
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
+                      study_name=study_name).retrain(model_dir=model_dir, epochs=epochs, register_as=register_as,
+                                                     track=track)
+
+
+def retrain_from(handle: StudyHandle, *, model_dir: str | Path | None = None, epochs: float | None = None,
+                 register_as: str | None = None, track: bool = True) -> RetrainResult:
+    """Train the best configuration of the study ``handle`` holds again (see :func:`retrain_best`)."""
+
+    study, location, optuna_study = handle.study, handle.location, handle.optuna_study
     best = best_of(optuna_study, study.objective)
     params = trained_values(optuna_study.best_trial, study.space)  # what it recorded it trained with
     target = Path(model_dir or location.output_dir / "best-model").resolve()
@@ -100,7 +109,7 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
         _describe_model(model, study, best)
         model.save(str(target))
         if track:
-            result = _log(optuna_study, study, location, result, (validated.kind, model), args, best.params, register_as)
+            result = _log(handle, result, (validated.kind, model), args, best.params, register_as)
     logger.info("retrained trial %d's configuration: %s = %.4f (trial: %.4f); saved to %s",
                 best.number, study.objective, value, best.value, target)
     return result
@@ -196,13 +205,14 @@ def _describe_model(model: Any, study: Study, best: BestTrial) -> None:
         card.tags = [*card.tags, "st-hpo"]
 
 
-def _log(optuna_study: optuna.Study, study: Study, location: StudyLocation, result: RetrainResult,
-         trained: tuple[Any, Any],
-         args: Any, params: dict[str, Any], register_as: str | None) -> RetrainResult:
+def _log(handle: StudyHandle, result: RetrainResult, trained: tuple[Any, Any], args: Any, params: dict[str, Any],
+         register_as: str | None) -> RetrainResult:
     """Log the retraining as a run nested under the parent run, with the model (and register it)."""
-    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
-    parent = optuna_study.user_attrs.get(PARENT_ATTR)
-    tags = {KIND_KEY: "retrain", STUDY_KEY: study.name, SOURCE_TRIAL_KEY: str(result.trial_number),
+    from st_hpo._definition import _args
+
+    tracker = handle.tracker()
+    parent = handle.optuna_study.user_attrs.get(PARENT_ATTR)
+    tags = {KIND_KEY: "retrain", STUDY_KEY: handle.study.name, SOURCE_TRIAL_KEY: str(result.trial_number),
             "mlflow.parentRunId": parent or ""}
     run = tracker._call("create the retrain run", tracker.client.create_run, tracker.experiment_id,  # noqa: SLF001
                         tags=tags, run_name=f"retrain-trial-{result.trial_number}")
@@ -216,7 +226,7 @@ def _log(optuna_study: optuna.Study, study: Study, location: StudyLocation, resu
         tracker.log_dict(run_id, _args.args_to_dict(args), "training_args.json")
         tracker.log_artifact(run_id, str(result.model_dir / "README.md"))
         kind, model = trained
-        model_uri, version = kind.log_to_mlflow(location.tracking_uri, run_id, str(result.model_dir), register_as,
+        model_uri, version = kind.log_to_mlflow(handle.tracking_uri, run_id, str(result.model_dir), register_as,
                                                 model=model)
     except BaseException:  # the model is saved; its run must not stay RUNNING
         with contextlib.suppress(Exception):

@@ -20,8 +20,9 @@ from typing import Any
 from st_hpo._definition._costs import is_cost
 from st_hpo._execution._best_model import best_number
 from st_hpo._execution._recovery import current_host, worker_alive
-from st_hpo._results._read import shown_params, trial_duration
+from st_hpo._results._read import trial_duration
 from st_hpo._tracking._census import Census, is_cancelled, shown_state, take_census
+from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import (
     BASELINE_ATTR,
     CONSTRAINTS_ATTR,
@@ -43,7 +44,7 @@ from st_hpo._tracking._schema import (
     TAG_WORKER_KEY,
 )
 
-__all__ = ["StudyStatus", "study_status", "weighs_costs", "worker_gone"]
+__all__ = ["StudyStatus", "study_status", "trial_note", "weighs_costs", "worker_gone"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,18 @@ class StudyStatus:
     budget: int
     kind: str
     shows_costs: bool = False
+
+    def headline(self) -> str:
+        """One line: the kind, finished trials against the budget, and the count in each state."""
+        c = self.census
+        oom = f"{c.out_of_memory} out of memory, " if c.out_of_memory else ""
+        return (f"{self.kind}: {c.finished} of {self.budget} trials finished ({c.complete} complete, {c.pruned} "
+                f"pruned), {c.failed} failed, {oom}{c.running} running")
+
+    @property
+    def best_model_dir(self) -> str | None:
+        """The best trial's kept model, when it is on this machine."""
+        return next((r["model_dir"] for r in self.rows if r["best"]), None)
 
 
 def study_status(study: Any, n_trials: int) -> StudyStatus:
@@ -112,3 +125,33 @@ def worker_gone(attrs: dict[str, Any]) -> bool:
     """True when the trial's worker ran on this host and its process no longer exists."""
     pid = attrs.get(PID_KEY)
     return bool(pid) and attrs.get(TAG_HOST_KEY) == current_host() and not worker_alive(attrs)
+
+
+def trial_note(r: dict[str, Any]) -> str:
+    """A row's note (the last column of ``st-hpo status``): where a trial is, why it stopped, what it kept, where it resumed."""
+    note = _state_note(r)
+    source = r.get("resumed_from")
+    if source:
+        resumed = f"resumed from trial {source['trial']} at step {source['step']}"
+        return f"{resumed}; {note}" if note else resumed
+    return note
+
+
+def _state_note(r: dict[str, Any]) -> str:
+    done = "" if r["progress"] is None else f"{r['progress']:.0%} of training"
+    where = f" on {r['worker']}@{r['host']}" if r["worker"] and r["host"] else ""
+    if r["state"] == "RUNNING" and r["worker_gone"]:
+        return f"its worker{where} is gone; the next `st-hpo run` or `st-hpo sync` marks it FAIL"
+    if r["state"] == "RUNNING":
+        return f"{done or 'started'}{where}"
+    if r["state"] == "PRUNED":
+        return f"pruned at {done}" if done else "pruned"
+    if r["state"] == "FAIL":
+        return (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
+    if r["state"] == "OUT_OF_MEMORY":  # "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB ..."
+        return (r["error"] or "out of memory").splitlines()[0][:160]
+    side = ", ".join(f"{k} {v:g}" for k, v in (r.get("side_metrics") or {}).items())
+    if r["best"]:
+        best = "best, model kept" if r["model_dir"] else "best"
+        return f"{best}; {side}" if side else best
+    return side

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition._study import Study
 from st_hpo._execution._recovery import recover_stale_trials, runner_gone
-from st_hpo._results._read import StudyLocation, load_study
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import take_census
 from st_hpo._tracking._schema import N_TRIALS_KEY, PARENT_ATTR
@@ -23,7 +22,9 @@ from st_hpo._tracking._schema import N_TRIALS_KEY, PARENT_ATTR
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SyncResult", "sync_study"]
+    from st_hpo._results._handle import StudyHandle
+
+__all__ = ["SyncResult", "sync_at", "sync_study"]
 
 #: Where nothing says whether the run that holds the parent run open is alive (it ran on another host):
 #: a parent run still RUNNING with no trial running and none ended for this long belongs to no live run.
@@ -43,17 +44,26 @@ class SyncResult:
 
 def sync_study(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                tracking_uri: str | None = None) -> SyncResult:
-    """Make MLflow agree with the storage of ``study`` (as given to ``run_study``); see the module."""
-    location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)
-    optuna_study = load_study(study, location)
+    """Make MLflow agree with the storage of ``study`` (as given to ``run_study``; ``open_study(...).sync()``);
+    see the module."""
+    from st_hpo._results._handle import open_study
+
+    return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri).sync()
+
+
+def sync_at(handle: StudyHandle) -> SyncResult:
+    """Make MLflow agree with the storage of the study ``handle`` holds (see :func:`sync_study`)."""
+    from st_hpo._execution._recovery import recover_stale_trials
+
+    study, optuna_study = handle.study, handle.optuna_study
     recover_stale_trials(optuna_study)  # a killed run's trials, as the next `run` would: FAIL
-    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
+    tracker = handle.tracker()
     before = optuna_study.user_attrs.get(PARENT_ATTR)
     tracker.ensure_parent(optuna_study, {"study": study.name})
     fixed = tracker.sync(optuna_study, study.objective)
     fixed += _sync_confirmation(optuna_study, tracker, study.objective)
     ended = _end_parent(optuna_study, tracker, study, made_here=tracker.parent_run_id != before)
-    return SyncResult(tracking_uri=location.tracking_uri, fixed=fixed + (ended is not None), parent_ended=ended)
+    return SyncResult(tracking_uri=handle.tracking_uri, fixed=fixed + (ended is not None), parent_ended=ended)
 
 
 def _sync_confirmation(optuna_study: optuna.Study, tracker: MlflowTracker, objective: str) -> int:

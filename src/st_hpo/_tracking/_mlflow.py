@@ -40,7 +40,7 @@ from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri", "error_line",
-           "seed_sqlite_store", "shown_params", "tracking_client"]
+           "experiment_id", "seed_sqlite_store", "tracking_client"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,13 +97,6 @@ def seed_sqlite_store(tracking_uri: str) -> None:
         logger.debug("could not seed %s from %s: %s", target, template, exc)
 
 
-def shown_params(trial: Any) -> dict[str, Any]:
-    """What to show as a trial's params: see :func:`st_hpo._tracking._record.shown_params` (the trial's record)."""
-    from st_hpo._tracking._record import shown_params as _shown
-
-    return _shown(trial)
-
-
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]
@@ -132,9 +125,24 @@ def tracking_client(tracking_uri: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a URI it cannot use
         raise TrackingError(
             f"MLflow cannot use the tracking URI {tracking_uri!r} ({error_line(exc)}); give "
-            "--tracking-uri the http(s)://HOST:PORT of an MLflow server, sqlite:///FILE or a database URL, "
-            "or leave it out to use the study's own store in its output folder"
+            "tracking_uri= the http(s)://HOST:PORT of an MLflow server, sqlite:///FILE or a database URL, "
+            "or leave it out to use the study's own store in its output folder", parameters=("tracking_uri",)
         ) from None
+
+
+def experiment_id(tracking_uri: str, experiment: str) -> str:
+    """The id of the experiment named ``experiment`` at ``tracking_uri``; TrackingError when MLflow cannot be
+    read or has no such experiment (the study never ran against it)."""
+    try:
+        exp = tracking_client(tracking_uri).get_experiment_by_name(experiment)
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the client raises many kinds for a server that is down
+        raise TrackingError(f"MLflow at {tracking_uri} could not be read ({error_line(exc)}); "
+                            "start the server, or check tracking_uri=", parameters=("tracking_uri",)) from None
+    if exp is None:
+        raise TrackingError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; run the study first")
+    return exp.experiment_id
 
 
 class MlflowTracker:
@@ -414,6 +422,8 @@ class MlflowTracker:
         tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith(TAG_PREFIX)}
         tags = {k.replace(TAG_PREFIX, PREFIX): v for k, v in tags.items()}
         tags[SYNCED_KEY] = "true"
+        from st_hpo._tracking._record import shown_params  # _record imports the definition, which imports this
+
         run_id = self.start_trial(study_name, trial.number, shown_params(trial), {}, tags)
         state = trial.state.name
         if state != "RUNNING" and self._replay_spool(run_id, trial):  # everything the trial tried to write

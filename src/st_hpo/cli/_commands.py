@@ -15,12 +15,10 @@ from st_hpo._engines._worker import finish_from_plan, work_from_plan
 from st_hpo._execution._probe_memory import NOTHING_TO_PROBE, probe_memory
 from st_hpo._execution._progress import format_params
 from st_hpo._execution._workers import EXIT_GAVE_UP, watch_supervisor
-from st_hpo._results._confirm import confirm_study, join_confirmation
+from st_hpo._results._confirm import join_confirmation
 from st_hpo._results._confirm_verdict import verdict
-from st_hpo._tracking._census import OUT_OF_MEMORY
 from st_hpo._tracking._view import trials_url
-from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load
-from st_hpo.exceptions import StudyDefinitionError
+from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load, quiet_optuna
 
 __all__ = ["cmd_confirm", "cmd_run", "cmd_status", "cmd_sync", "cmd_validate", "cmd_worker"]
 
@@ -36,10 +34,6 @@ def _remaining(ns: argparse.Namespace) -> float | None:
     if ns.timeout is None:
         return None
     return max(ns.timeout - (time.monotonic() - getattr(ns, "started", time.monotonic())), 0.0)
-
-
-def _output_dir(ns: argparse.Namespace, study: Any) -> Path:
-    return Path(ns.output_dir or Path("st-hpo-runs") / study.name).resolve()
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
@@ -79,14 +73,15 @@ def _location_args(ns: argparse.Namespace) -> list[str]:
 def _enqueued(path: str | None) -> list[dict[str, Any]] | None:
     if not path:
         return None
+    from st_hpo.exceptions import UsageError
 
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise StudyDefinitionError(f"--enqueue {path}: cannot read a JSON list from it ({exc})") from None
+        raise UsageError(f"--enqueue {path}: cannot read a JSON list from it ({exc})") from None
     data = [data] if isinstance(data, dict) else data
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise StudyDefinitionError(f"--enqueue {path}: expected a JSON list of {{name: value}} objects")
+        raise UsageError(f"--enqueue {path}: expected a JSON list of {{name: value}} objects")
     return data
 
 
@@ -106,18 +101,24 @@ def cmd_run(ns: argparse.Namespace) -> int:
         progress=not ns.quiet, engine=ns.engine, gpus_per_worker=ns.gpus_per_worker,
         cpus_per_worker=ns.cpus_per_worker, engine_options=engine_options,
     )
-    from rich.markup import escape
-
     out = _console()
     if result.submission is not None:  # handed to a cluster engine; the study ends by itself
         sub = result.submission
         out.print(f"submitted to {sub.engine}: {' '.join(sub.ids)} (job script {sub.script})")
-        out.print(f"watch: {shell_line('st-hpo', 'status', ns.study_file)}{_location_flags(ns)}; {sub.watch}")
+        out.print(f"watch: {shell_line('st-hpo', 'status', ns.study_file, *_location_args(ns))}; {sub.watch}")
         out.print(f"stop:  {sub.stop}")
         return 0
     if result.interrupted:
         sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(ns.argv)}\n")
         return EXIT_INTERRUPTED
+    _print_run(out, ns, study, result)
+    return _run_exit(ns, result)
+
+
+def _print_run(out: Any, ns: argparse.Namespace, study: Any, result: Any) -> None:
+    """What a run that ended here found: the trials by state against the budget, the best trial, where to review."""
+    from rich.markup import escape
+
     budget = result.budget or ns.n_trials or study.n_trials
     out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
               f"{result.n_fail} failed (budget {budget} finished trials"
@@ -137,6 +138,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if result.tracking_uri:
         for line in _review_lines(ns, result):
             out.print(escape(line))
+
+
+def _run_exit(ns: argparse.Namespace, result: Any) -> int:
+    """A finished run's exit code: 1, with what to do, when its trials kept failing (or all were pruned)."""
     if result.stop_reason and result.budget_met:  # every trial of the budget pruned or failed
         sys.stderr.write(f"error: {result.stop_reason}. See each trial with: "
                          f"{shell_line('st-hpo', 'status', ns.study_file)}; fix the cause, then extend the study "
@@ -150,20 +155,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _location_flags(ns: argparse.Namespace) -> str:
-    """The flags `st-hpo status` needs to find the study a run used."""
-    flags = [(f, getattr(ns, a)) for f, a in (("--output-dir", "output_dir"), ("--storage", "storage"),
-                                              ("--study-name", "study_name")) if getattr(ns, a)]
-    return "".join(f" {f} {shlex.quote(v)}" for f, v in flags)
-
-
 def _review_lines(ns: argparse.Namespace, result: Any) -> list[str]:
     """Where to see the trials in MLflow: the URL of the trials view (see `st-hpo ui`), and the plain
     `mlflow ui` command for the embedded store; every path quoted for the shell."""
     uri, exp = result.tracking_uri, result.experiment_id
     if uri.startswith(("http://", "https://")) and exp:
         return [f"review in MLflow: {trials_url(uri, exp)}"]
-    ui = shell_line("st-hpo", "ui", ns.study_file) + _location_flags(ns)  # the study this run used, wherever
+    ui = shell_line("st-hpo", "ui", ns.study_file, *_location_args(ns))  # the study this run used, wherever
     url = f", then open {trials_url('http://127.0.0.1:5000', exp)}" if exp else ""
     return [f"review in MLflow: {ui}{url}",
             f"  or serve the store yourself: {shell_line('mlflow', 'ui', '--backend-store-uri', uri)}"]
@@ -195,14 +193,13 @@ def cmd_worker(ns: argparse.Namespace) -> int:
 
 def _plan_worker(ns: argparse.Namespace) -> int:
     """``st-hpo worker --plan PLAN.json``: every flag but --slot and --finish comes from the plan."""
+    from st_hpo.exceptions import UsageError
+
     if not ns.plan or ns.study_file:
-        raise StudyDefinitionError("give the study file, or --plan PLAN.json (which names it), not both and not "
+        raise UsageError("give the study file, or --plan PLAN.json (which names it), not both and not "
                                    "neither")
 
-    if ns.verbose < 2:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna(ns)
     if ns.finish:
         return 0 if finish_from_plan(ns.plan) else EXIT_ERROR
     loop = work_from_plan(ns.plan, slot=ns.slot, progress=False if (ns.no_progress or ns.quiet) else None)
@@ -230,36 +227,6 @@ def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
     return 0
 
 
-def _note(r: dict[str, Any]) -> str:
-    """The status table's last column: where a trial is, why it stopped, what it kept, where it resumed."""
-    note = _state_note(r)
-    source = r.get("resumed_from")
-    if source:
-        resumed = f"resumed from trial {source['trial']} at step {source['step']}"
-        return f"{resumed}; {note}" if note else resumed
-    return note
-
-
-def _state_note(r: dict[str, Any]) -> str:
-    done = "" if r["progress"] is None else f"{r['progress']:.0%} of training"
-    where = f" on {r['worker']}@{r['host']}" if r["worker"] and r["host"] else ""
-    if r["state"] == "RUNNING" and r["worker_gone"]:
-        return f"its worker{where} is gone; the next `st-hpo run` or `st-hpo sync` marks it FAIL"
-    if r["state"] == "RUNNING":
-        return f"{done or 'started'}{where}"
-    if r["state"] == "PRUNED":
-        return f"pruned at {done}" if done else "pruned"
-    if r["state"] == "FAIL":
-        return (r["error"] or "").splitlines()[0][:100] if r["error"] else ""
-    if r["state"] == "OUT_OF_MEMORY":  # "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB ..."
-        return (r["error"] or "out of memory").splitlines()[0][:160]
-    side = ", ".join(f"{k} {v:g}" for k, v in (r.get("side_metrics") or {}).items())
-    if r["best"]:
-        best = "best, model kept" if r["model_dir"] else "best"
-        return f"{best}; {side}" if side else best
-    return side
-
-
 def _cost_cells(costs: dict[str, float]) -> tuple[str, str]:
     """The status table's ``encode ms`` and ``dim`` cells of a trial (empty where it has none)."""
     encode, dim = costs.get("cost.encode_ms"), costs.get("cost.embedding_dim")
@@ -268,35 +235,33 @@ def _cost_cells(costs: dict[str, float]) -> tuple[str, str]:
 
 def cmd_status(ns: argparse.Namespace) -> int:
     status = _handle(ns).status()
-    rows, budget, kind = status.rows, status.budget, status.kind
     if ns.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(status.rows, indent=2, default=str))
         return 0
     from rich.markup import escape
     from rich.table import Table
 
-    count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", OUT_OF_MEMORY, "RUNNING")}
-    oom = f"{count[OUT_OF_MEMORY]} out of memory, " if count[OUT_OF_MEMORY] else ""
-    table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
-                        f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
-                        f"{oom}{count['RUNNING']} running")
+    from st_hpo._execution._progress import format_params
+    from st_hpo._results._status import trial_note
+
+    table = Table(title=status.headline())
     costs = ("encode ms", "dim") if status.shows_costs else ()  # a study that weighs quality against cost
     for col in ("#", "state", "value", "params", "seconds", *costs, "ran on", "note"):
         table.add_column(col)
-    for r in rows:
+    for r in status.rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
         secs = "" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}"
         params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
-                      secs, *_cost_cells(r["costs"] or {})[:len(costs)], escape(r["engine_ref"] or ""), escape(_note(r)))
+                      secs, *_cost_cells(r["costs"] or {})[:len(costs)], escape(r["engine_ref"] or ""),
+                      escape(trial_note(r)))
     console = _console()
     if not console.is_terminal:  # piped or logged: a wide table (status has 7 columns, an error note up to 160 characters)
         console.width = 240
     console.print(table)
-    best = next((r for r in rows if r["best"]), None)
-    if best and best["model_dir"]:
-        console.print(f"best model: {best['model_dir']}")
+    if status.best_model_dir:
+        console.print(f"best model: {status.best_model_dir}")
     return 0
 
 
@@ -311,10 +276,8 @@ def cmd_sync(ns: argparse.Namespace) -> int:
 
 
 def cmd_confirm(ns: argparse.Namespace) -> int:
-    study = _load(ns)
-    result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=ns.gpus,
-                           trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
+    result = _handle(ns).confirm(top=ns.top, seeds=ns.seeds, progress=not ns.quiet, workers=ns.workers,
+                                 gpus=ns.gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
                          f"{_resume_line(ns.argv)}\n")

@@ -11,18 +11,55 @@ from typing import Any
 from st_hpo._definition._loading import load_study_file
 from st_hpo._results._handle import open_study
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "REVIEW_LOCATION_HELP", "RUN_LOCATION_HELP", "location_options", "quiet_optuna",
+           "study_file"]
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
+#: The location options' help in the commands that run or watch trials (run, worker, status, confirm, sync).
+RUN_LOCATION_HELP = {
+    "--output-dir": "study folder (default: st-hpo-runs/<study name>)",
+    "--storage": "Optuna storage: a path ending in .journal, sqlite:///FILE or postgresql://USER@HOST/DB "
+                 "(default: <output-dir>/optuna.journal)",
+    "--study-name": "run under another name than the study file's",
+    "--tracking-uri": "MLflow tracking URI, e.g. http://host:5000 (default: sqlite:///<output-dir>/mlflow.db)",
+}
+#: The same in the review commands (best, export, register, retrain, report, test, ui): where the study ran.
+REVIEW_LOCATION_HELP = {
+    "--output-dir": "the study's folder, as given to st-hpo run (default: st-hpo-runs/<name>)",
+    "--storage": "the Optuna storage the study ran with (default: <output-dir>/optuna.journal)",
+    "--study-name": "the study's name, when it ran under another name than the file's",
+    "--tracking-uri": "the MLflow tracking URI the study ran with (default: sqlite:///<output-dir>/mlflow.db)",
+}
 
-def _load(ns: argparse.Namespace) -> Any:
+
+def location_options(helps: dict[str, str], *, tracking: bool = True) -> argparse.ArgumentParser:
+    """A parent parser of the options that say where a study is (``--tracking-uri`` only with ``tracking``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    for option in ("--output-dir", "--storage", "--study-name", *(("--tracking-uri",) if tracking else ())):
+        parent.add_argument(option, help=helps[option])
+    return parent
+
+
+def study_file() -> argparse.ArgumentParser:
+    """A parent parser for a command's own options, with the study file it names (to add the rest to)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("study_file")
+    return parent
+
+
+def quiet_optuna(ns: argparse.Namespace) -> None:
+    """Optuna's own INFO lines only with -vv (st-hpo's progress says what they say)."""
     if ns.verbose < 2:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+
+def _load(ns: argparse.Namespace) -> Any:
+
+    quiet_optuna(ns)
     study = load_study_file(ns.study_file)
     if getattr(ns, "study_name", None):
         study = study.replace(name=ns.study_name)

@@ -13,13 +13,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from st_hpo import __version__
+from st_hpo._definition._study import PRUNER_NAMES
 from st_hpo._engines import ENGINES
 from st_hpo._interrupts import interrupt, redeliver_interrupts_from_finalizers
-from st_hpo.cli import _review
-from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED
-from st_hpo.exceptions import StHpoError, UsageError
+from st_hpo.cli import _commands, _review
+from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, RUN_LOCATION_HELP, location_options, study_file
+from st_hpo.exceptions import StHpoError
 
 __all__ = ["main", "build_parser"]
 
@@ -58,17 +60,10 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _add_location(p: argparse.ArgumentParser, *, tracking: bool = True) -> None:
-    p.add_argument("--output-dir", help="study folder (default: st-hpo-runs/<study name>)")
-    p.add_argument("--storage", help="Optuna storage: a path ending in .journal, sqlite:///FILE or "
-                   "postgresql://USER@HOST/DB (default: <output-dir>/optuna.journal)")
-    p.add_argument("--study-name", help="run under another name than the study file's")
-    if tracking:
-        p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 "
-                       "(default: sqlite:///<output-dir>/mlflow.db)")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``st-hpo`` parser: the global options, then one subparser per command. Each command's parser is
+    made of parent parsers (its own options first, then the groups it shares, the location options last) and
+    names its handler with ``set_defaults(handler=...)``."""
     parser = argparse.ArgumentParser(
         prog="st-hpo", description="Hyperparameter search for sentence-transformers training "
         "(Optuna trials, MLflow review).")
@@ -76,101 +71,121 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"st-hpo {_version()}")
+    #: traps_signals: SIGTERM and a second Ctrl-C stop it as a first Ctrl-C does; resumable: an interrupt
+    #: prints the command to run again
+    parser.set_defaults(traps_signals=False, resumable=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("validate", help="check a study file without training",
-                       description="Check a study file without training: arguments, space, loss columns, "
-                       "objective metric. Exit code 1 with a one-line reason when something is wrong.")
-    p.add_argument("study_file")
-    p.add_argument("--probe-memory", action="store_true",
-                   help="on a GPU, also train a few steps of the space's most memory-hungry corners (largest "
-                   "batch first, longest rows, no gradient checkpointing) and print each one's peak memory and "
-                   "whether it fits")
-
-    p = sub.add_parser("run", help="run (or resume) a study", description=RUN_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study_file")
-    p.add_argument("--n-trials", type=_count(1),
-                   help="total finished trials to reach (default: the study's n_trials)")
-    p.add_argument("--timeout", type=_seconds, metavar="S",
-                   help="stop starting trials S seconds after the command started (running trials finish; "
-                   "every worker keeps to it)")
-    p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"],
-                   help="override the study's pruner")
-    p.add_argument("--intermediate-eval-rows", type=_count(0), metavar="N",
-                   help="evaluate during training on a fixed subset of N eval rows, the final evaluation on "
-                   "all of them (overrides the study's intermediate_eval_rows; 0: every evaluation on all rows)")
-    p.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the best trial's model under <output-dir>/trials/trial-N/model (overrides the "
-                   "study's keep_best_model, on by default)")
-    p.add_argument("--no-baseline", action="store_true", help="do not run the base arguments as trial 0")
-    p.add_argument("--enqueue", metavar="FILE.json",
-                   help="a JSON list of {name: value} configurations to try first (warm start)")
-    p.add_argument("--workers", type=int, help="run N worker processes sharing the study's storage (on a GPU "
-                   "machine spread round-robin over the GPUs: --gpus, or every visible one)")
-    p.add_argument("--gpus", help="comma-separated GPU ids as nvidia-smi numbers them (positions in "
-                   "CUDA_VISIBLE_DEVICES when that is set): --trials-per-gpu workers per GPU, each seeing only "
-                   "its GPU (default on a GPU machine: one worker per visible GPU)")
-    p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
-    _add_engine(p)
-    _add_location(p)
-
-    p = sub.add_parser("worker", help="join a running study from this machine",
-                       description="Join a study (created by whichever process comes first) and run trials "
-                       "until its global budget is met. Point every machine at the same --storage "
-                       "(postgresql://...) and --tracking-uri (http://...); or give the --plan that `st-hpo "
-                       "run` wrote into the output folder (worker-plan.json), which says all of that.")
-    p.add_argument("study_file", nargs="?", help="the study file (not with --plan)")
-    p.add_argument("--plan", metavar="PLAN.json", help="join the run this worker plan describes (the plan gives "
-                   "the study file, location, options, budget and deadline)")
-    p.add_argument("--slot", help="with --plan: the slot to take, by name or index (default: "
-                   "$SLURM_ARRAY_TASK_ID, else the first)")
-    p.add_argument("--finish", action="store_true", help="with --plan: end the study once its workers are done "
-                   "(keep the best model, score it, write the reports, close the MLflow parent run)")
-    p.add_argument("--n-trials", type=_count(1), help="the study's total budget (default: as the study records it)")
-    p.add_argument("--timeout", type=_seconds, help="stop starting trials after this many seconds")
-    p.add_argument("--pruner", choices=["median", "successive-halving", "hyperband", "patient", "none"])
-    p.add_argument("--intermediate-eval-rows", type=_count(0), metavar="N", help="as for run")
-    p.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None, help="as for run")
-    p.add_argument("--worker-name", help="the name tagged on this worker's runs (default worker-<pid>)")
-    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--confirm-of", metavar="STUDY", help=argparse.SUPPRESS)  # a worker of `st-hpo confirm`
-    _add_location(p)
-
-    p = sub.add_parser("status", help="list a study's trials",
-                       description="How many trials finished out of the budget, then every trial: state, "
-                       "value, params, seconds, and a note (how far a running trial got and on which worker, "
-                       "where a pruned one stopped, why a failed one failed, the best one and its kept model). "
-                       "Works while the study runs, from any machine that reaches its storage.")
-    p.add_argument("study_file")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {number, state, params, value, ...}")
-    _add_location(p, tracking=False)
-
-    p = sub.add_parser("confirm", help="train the best configurations and the baseline again with new seeds",
-                       description="Train the K best configurations and the baseline again with S new training "
-                       "seeds each (seed + 1000 + i), in this process or on --workers/--gpus, as runs nested under the study's parent run "
-                       "(st_hpo.kind=confirm). Prints mean and standard deviation per configuration and whether "
-                       "the best one beats the baseline beyond seed noise (a one-sided paired t-test by seed). "
-                       "Running it again resumes: only missing (configuration, seed) runs train.")
-    p.add_argument("study_file")
-    p.add_argument("--top", type=_count(1), default=3, metavar="K", help="configurations to confirm (default 3)")
-    p.add_argument("--seeds", type=_count(1), default=3, metavar="S", help="new training seeds each (default 3)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--workers", type=int, help="run the confirmation on N worker processes, as for run")
-    p.add_argument("--gpus", help="comma-separated GPU ids, as for run (default on a GPU machine: every visible one)")
-    p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
-    _add_location(p)
-
-    p = sub.add_parser("sync", help="bring MLflow up to date with the Optuna storage",
-                       description="Create or close MLflow runs so that every trial has exactly one run "
-                       "in the state of its trial (also done at the start and end of every run).")
-    p.add_argument("study_file")
-    _add_location(p)
+    tracked, untracked = location_options(RUN_LOCATION_HELP), location_options(RUN_LOCATION_HELP, tracking=False)
+    _add_validate(sub)
+    _add_run(sub, tracked)
+    _add_worker(sub, tracked)
+    sub.add_parser("status", help="list a study's trials", parents=[_status_options(), untracked],
+                   description="How many trials finished out of the budget, then every trial: state, "
+                   "value, params, seconds, and a note (how far a running trial got and on which worker, "
+                   "where a pruned one stopped, why a failed one failed, the best one and its kept model). "
+                   "Works while the study runs, from any machine that reaches its storage.",
+                   ).set_defaults(handler=_commands.cmd_status)
+    _add_confirm(sub, tracked)
+    sub.add_parser("sync", help="bring MLflow up to date with the Optuna storage", parents=[study_file(), tracked],
+                   description="Create or close MLflow runs so that every trial has exactly one run "
+                   "in the state of its trial (also done at the start and end of every run).",
+                   ).set_defaults(handler=_commands.cmd_sync)
     _review.add_parsers(sub)
     return parser
 
 
-def _add_engine(p: argparse.ArgumentParser) -> None:
+def _add_validate(sub: Any) -> None:
+    own = study_file()
+    own.add_argument("--probe-memory", action="store_true",
+                     help="on a GPU, also train a few steps of the space's most memory-hungry corners (largest "
+                     "batch first, longest rows, no gradient checkpointing) and print each one's peak memory and "
+                     "whether it fits")
+    sub.add_parser("validate", help="check a study file without training", parents=[own],
+                   description="Check a study file without training: arguments, space, loss columns, "
+                   "objective metric. Exit code 1 with a one-line reason when something is wrong.",
+                   ).set_defaults(handler=_commands.cmd_validate)
+
+
+def _add_run(sub: Any, location: argparse.ArgumentParser) -> None:
+    own = study_file()
+    own.add_argument("--n-trials", type=_count(1), help="total finished trials to reach (default: the study's n_trials)")
+    own.add_argument("--timeout", type=_seconds, metavar="S",
+                     help="stop starting trials S seconds after the command started (running trials finish; "
+                     "every worker keeps to it)")
+    own.add_argument("--pruner", choices=PRUNER_NAMES, help="override the study's pruner")
+    own.add_argument("--intermediate-eval-rows", type=_count(0), metavar="N",
+                     help="evaluate during training on a fixed subset of N eval rows, the final evaluation on "
+                     "all of them (overrides the study's intermediate_eval_rows; 0: every evaluation on all rows)")
+    own.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None,
+                     help="keep the best trial's model under <output-dir>/trials/trial-N/model (overrides the "
+                     "study's keep_best_model, on by default)")
+    own.add_argument("--no-baseline", action="store_true", help="do not run the base arguments as trial 0")
+    own.add_argument("--enqueue", metavar="FILE.json",
+                     help="a JSON list of {name: value} configurations to try first (warm start)")
+    own.add_argument("--workers", type=int, help="run N worker processes sharing the study's storage (on a GPU "
+                     "machine spread round-robin over the GPUs: --gpus, or every visible one)")
+    own.add_argument("--gpus", help="comma-separated GPU ids as nvidia-smi numbers them (positions in "
+                     "CUDA_VISIBLE_DEVICES when that is set): --trials-per-gpu workers per GPU, each seeing only "
+                     "its GPU (default on a GPU machine: one worker per visible GPU)")
+    own.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
+    sub.add_parser("run", help="run (or resume) a study", description=RUN_HELP,
+                   formatter_class=argparse.RawDescriptionHelpFormatter, parents=[own, _engine_options(), location],
+                   ).set_defaults(handler=_commands.cmd_run, traps_signals=True, resumable=True)
+
+
+def _add_worker(sub: Any, location: argparse.ArgumentParser) -> None:
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("study_file", nargs="?", help="the study file (not with --plan)")
+    own.add_argument("--plan", metavar="PLAN.json", help="join the run this worker plan describes (the plan gives "
+                     "the study file, location, options, budget and deadline)")
+    own.add_argument("--slot", help="with --plan: the slot to take, by name or index (default: "
+                     "$SLURM_ARRAY_TASK_ID, else the first)")
+    own.add_argument("--finish", action="store_true", help="with --plan: end the study once its workers are done "
+                     "(keep the best model, score it, write the reports, close the MLflow parent run)")
+    own.add_argument("--n-trials", type=_count(1), help="the study's total budget (default: as the study records it)")
+    own.add_argument("--timeout", type=_seconds, help="stop starting trials after this many seconds")
+    own.add_argument("--pruner", choices=PRUNER_NAMES)
+    own.add_argument("--intermediate-eval-rows", type=_count(0), metavar="N", help="as for run")
+    own.add_argument("--keep-best-model", action=argparse.BooleanOptionalAction, default=None, help="as for run")
+    own.add_argument("--worker-name", help="the name tagged on this worker's runs (default worker-<pid>)")
+    own.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    own.add_argument("--confirm-of", metavar="STUDY", help=argparse.SUPPRESS)  # a worker of `st-hpo confirm`
+    sub.add_parser("worker", help="join a running study from this machine", parents=[own, location],
+                   description="Join a study (created by whichever process comes first) and run trials "
+                   "until its global budget is met. Point every machine at the same --storage "
+                   "(postgresql://...) and --tracking-uri (http://...); or give the --plan that `st-hpo "
+                   "run` wrote into the output folder (worker-plan.json), which says all of that.",
+                   ).set_defaults(handler=_commands.cmd_worker, traps_signals=True)
+
+
+def _status_options() -> argparse.ArgumentParser:
+    own = study_file()
+    own.add_argument("--json", action="store_true", help="print a JSON list of {number, state, params, value, ...}")
+    return own
+
+
+def _add_confirm(sub: Any, location: argparse.ArgumentParser) -> None:
+    own = study_file()
+    own.add_argument("--top", type=_count(1), default=3, metavar="K", help="configurations to confirm (default 3)")
+    own.add_argument("--seeds", type=_count(1), default=3, metavar="S", help="new training seeds each (default 3)")
+    own.add_argument("--json", action="store_true", help="print the figures as JSON")
+    own.add_argument("--workers", type=int, help="run the confirmation on N worker processes, as for run")
+    own.add_argument("--gpus", help="comma-separated GPU ids, as for run (default on a GPU machine: every visible "
+                     "one)")
+    own.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
+    sub.add_parser("confirm", help="train the best configurations and the baseline again with new seeds",
+                   parents=[own, location],
+                   description="Train the K best configurations and the baseline again with S new training "
+                   "seeds each (seed + 1000 + i), in this process or on --workers/--gpus, as runs nested under the "
+                   "study's parent run (st_hpo.kind=confirm). Prints mean and standard deviation per configuration "
+                   "and whether the best one beats the baseline beyond seed noise (a one-sided paired t-test by "
+                   "seed). Running it again resumes: only missing (configuration, seed) runs train.",
+                   ).set_defaults(handler=_commands.cmd_confirm, traps_signals=True, resumable=True)
+
+
+def _engine_options() -> argparse.ArgumentParser:
+    """The options of ``run`` that say where its workers run (``--engine`` and what goes with it)."""
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--engine", choices=ENGINES, default="local", help="where the workers run: this machine "
                    "(default), one SLURM job array (sbatch --array) of --workers tasks, or --workers Ray actors")
     p.add_argument("--gpus-per-worker", type=float, metavar="G", help="with --engine slurm or ray: GPUs per worker "
@@ -190,6 +205,7 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
                    "storage and tracking URI")
     p.add_argument("--wait", action="store_true", help="with --engine slurm: wait until the study has ended "
                    "(Ctrl-C cancels the jobs) instead of returning once they are submitted")
+    return p
 
 
 def _version() -> str:
@@ -272,14 +288,11 @@ def _main(argv: Sequence[str] | None) -> int:
     ns.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: the resume line repeats it
     _inherit_verbosity(ns)
     _configure_logging(ns.verbose, ns.quiet)
-    from st_hpo.cli import _commands
-
-    command = getattr(_review if ns.command in _review.COMMANDS else _commands, f"cmd_{ns.command}")
     try:
-        if ns.command in ("run", "worker", "confirm"):
+        if ns.traps_signals:
             _sigterm_as_interrupt()
             redeliver_interrupts_from_finalizers()  # a second Ctrl-C stops without "Exception ignored in"
-        code = command(ns)
+        code = ns.handler(ns)
         sys.stdout.flush()  # a reader that left (`st-hpo status --json | head`) shows here, not at exit
         return code
     except BrokenPipeError:  # the reader of stdout left: stop without a word, as `cat | head` does
@@ -293,8 +306,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if ns.debug:  # a study file that raised: its own traceback, not st-hpo's frames that ran it
             sys.stderr.write(user_tb)
         hint = "; `st-hpo --debug ...` shows its traceback" if user_tb and not ns.debug else ""
-        said = exc.as_options() if isinstance(exc, UsageError) else str(exc)  # the API's names as the options
-        sys.stderr.write(f"error: {said}{hint}\n")
+        sys.stderr.write(f"error: {exc.as_options()}{hint}\n")  # the API's names as the options
         return EXIT_ERROR
     except OSError as exc:  # a path that is a folder, a file where a folder should be, a full disk
         if ns.debug:
@@ -302,7 +314,7 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stderr.write(f"error: {exc} (--debug shows where)\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        if ns.command in ("run", "confirm"):  # the study's MLflow run was ended KILLED on the way out
+        if ns.resumable:  # the study's MLflow run was ended KILLED on the way out
             sys.stderr.write(f"interrupted. Resume with: {_commands.shell_line('st-hpo', *ns.argv)}\n")
         else:
             sys.stderr.write("interrupted\n")

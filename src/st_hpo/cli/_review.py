@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import signal
 import socket
@@ -22,98 +21,81 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from st_hpo._kinds import kind_named
-from st_hpo._results._read import StudyLocation, best_trial, export_best, load_study
-from st_hpo._results._register import register_best
-from st_hpo._results._reports import report_study
-from st_hpo._results._retrain import retrain_best
-from st_hpo._results._scoring import score_best_on_test
-from st_hpo._tracking._mlflow import MlflowTracker, error_line, tracking_client
 from st_hpo._tracking._view import trials_url
-from st_hpo.exceptions import StHpoError, TrackingError
+from st_hpo.cli._common import REVIEW_LOCATION_HELP, _handle, location_options, study_file
+from st_hpo.exceptions import TrackingError
 
-__all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
+__all__ = ["add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
            "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
 
-COMMANDS = ("best", "export", "register", "retrain", "report", "test", "ui")
-
-
-def _location(p: argparse.ArgumentParser, *, tracking: bool) -> None:
-    p.add_argument("--output-dir", help="the study's folder, as given to st-hpo run (default: st-hpo-runs/<name>)")
-    p.add_argument("--storage", help="the Optuna storage the study ran with (default: <output-dir>/optuna.journal)")
-    p.add_argument("--study-name", help="the study's name, when it ran under another name than the file's")
-    if tracking:
-        p.add_argument("--tracking-uri", help="the MLflow tracking URI the study ran with "
-                       "(default: sqlite:///<output-dir>/mlflow.db)")
-
-
 def add_parsers(sub: Any) -> None:
-    """Register the review commands on the ``st-hpo`` subparsers."""
-    p = sub.add_parser("best", help="show the best trial and its gain over the baseline",
-                       description="The best trial: number, objective value, sampled values, MLflow run, and "
-                       "how much it beat the baseline trial and the base model (higher or lower, and whether that is better "
-                       "for the study's direction).")
-    p.add_argument("study_file")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    _location(p, tracking=False)
-
-    p = sub.add_parser("export", help="write the best configuration (training arguments) to a file",
-                       description="Write the best trial's full effective training arguments, its loss./model. "
-                       "values, the study name and objective to FILE (YAML when FILE ends in .yaml, else JSON). "
-                       "Load with SentenceTransformerTrainingArguments(output_dir=..., **config['args']).")
-    p.add_argument("study_file")
-    p.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
-    _location(p, tracking=False)
-
-    p = sub.add_parser("register", help="log the kept best model on its trial's MLflow run and register it",
-                       description="Log the best trial's kept model (keep_best_model) as the 'model' artifact of "
-                       "that trial's MLflow run and register it in the Model Registry. Nothing is trained again; "
-                       "when the model was not kept, use st-hpo retrain --register-as NAME.")
-    p.add_argument("study_file")
-    p.add_argument("--name", help="the registered model's name (default: the study's name)")
-    p.add_argument("--new-version", action="store_true",
-                   help="log and register the model again when it is already registered (a new version)")
-    _location(p, tracking=True)
-
-    p = sub.add_parser("retrain", help="train the best configuration again and save the model",
-                       description="Train the best configuration again on the study's data, save it with a "
-                       "model card, log it to MLflow under the study's parent run, optionally register it.")
-    p.add_argument("study_file")
-    p.add_argument("--model-dir", help="where to save the model (default: <output-dir>/best-model)")
-    p.add_argument("--epochs", type=float, help="train this many epochs instead of the best trial's")
-    p.add_argument("--register-as", metavar="NAME", help="register the model in the MLflow Model Registry")
-    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    _location(p, tracking=True)
-
-    p = sub.add_parser("report", help="write plots, a trial table and a summary to the parent run",
-                       description="Optimisation history, parameter importances, parallel coordinates and "
-                       "intermediate values (HTML and PNG), trials.csv and summary.md: written to "
-                       "<output-dir>/reports/ and to the study's MLflow parent run under reports/.")
-    p.add_argument("study_file")
-    _location(p, tracking=True)
-
-    p = sub.add_parser("test", help="score the kept best model and the base model on the held-out test set",
-                       description="Score the best trial's kept model and the base model on the study's "
-                       "test_dataset (never used to choose anything), record the values on the parent run "
-                       "(test_objective, base_model_test_objective) and print them. A run that reaches its "
-                       "budget does this by itself.")
-    p.add_argument("study_file")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    _location(p, tracking=True)
-
-    p = sub.add_parser("ui", help="open the study's MLflow store in the MLflow UI",
-                       description="Start an MLflow server on the study's tracking store and print the URL "
-                       "of its experiment; Ctrl-C stops it. With an http(s) --tracking-uri only the URL is printed.")
-    p.add_argument("study_file")
-    p.add_argument("--port", type=_port, default=5000, help="port to serve on (default: 5000)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    _location(p, tracking=True)
+    """Register the review commands on the ``st-hpo`` subparsers (each names its handler)."""
+    tracked = location_options(REVIEW_LOCATION_HELP)
+    untracked = location_options(REVIEW_LOCATION_HELP, tracking=False)
+    sub.add_parser("best", help="show the best trial and its gain over the baseline", parents=[_json(), untracked],
+                   description="The best trial: number, objective value, sampled values, MLflow run, and "
+                   "how much it beat the baseline trial and the base model (higher or lower, and whether that is "
+                   "better for the study's direction).").set_defaults(handler=cmd_best)
+    own = study_file()
+    own.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
+    sub.add_parser("export", help="write the best configuration (training arguments) to a file",
+                   parents=[own, untracked],
+                   description="Write the best trial's full effective training arguments, its loss./model. "
+                   "values, the study name and objective to FILE (YAML when FILE ends in .yaml, else JSON). "
+                   "Load with SentenceTransformerTrainingArguments(output_dir=..., **config['args']).",
+                   ).set_defaults(handler=cmd_export)
+    _add_register(sub, tracked)
+    _add_retrain(sub, tracked)
+    sub.add_parser("report", help="write plots, a trial table and a summary to the parent run",
+                   parents=[study_file(), tracked],
+                   description="Optimisation history, parameter importances, parallel coordinates and "
+                   "intermediate values (HTML and PNG), trials.csv and summary.md: written to "
+                   "<output-dir>/reports/ and to the study's MLflow parent run under reports/.",
+                   ).set_defaults(handler=cmd_report)
+    sub.add_parser("test", help="score the kept best model and the base model on the held-out test set",
+                   parents=[_json(), tracked],
+                   description="Score the best trial's kept model and the base model on the study's "
+                   "test_dataset (never used to choose anything), record the values on the parent run "
+                   "(test_objective, base_model_test_objective) and print them. A run that reaches its "
+                   "budget does this by itself.").set_defaults(handler=cmd_test)
+    own = study_file()
+    own.add_argument("--port", type=_port, default=5000, help="port to serve on (default: 5000)")
+    own.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sub.add_parser("ui", help="open the study's MLflow store in the MLflow UI", parents=[own, tracked],
+                   description="Start an MLflow server on the study's tracking store and print the URL "
+                   "of its experiment; Ctrl-C stops it. With an http(s) --tracking-uri only the URL is printed.",
+                   ).set_defaults(handler=cmd_ui)
 
 
-def _load(ns: argparse.Namespace) -> Any:
-    from st_hpo.cli._common import _load as load
+def _json() -> argparse.ArgumentParser:
+    own = study_file()
+    own.add_argument("--json", action="store_true", help="print the result as JSON")
+    return own
 
-    return load(ns)
+
+def _add_register(sub: Any, location: argparse.ArgumentParser) -> None:
+    own = study_file()
+    own.add_argument("--name", help="the registered model's name (default: the study's name)")
+    own.add_argument("--new-version", action="store_true",
+                     help="log and register the model again when it is already registered (a new version)")
+    sub.add_parser("register", help="log the kept best model on its trial's MLflow run and register it",
+                   parents=[own, location],
+                   description="Log the best trial's kept model (keep_best_model) as the 'model' artifact of "
+                   "that trial's MLflow run and register it in the Model Registry. Nothing is trained again; "
+                   "when the model was not kept, use st-hpo retrain --register-as NAME.",
+                   ).set_defaults(handler=cmd_register)
+
+
+def _add_retrain(sub: Any, location: argparse.ArgumentParser) -> None:
+    own = study_file()
+    own.add_argument("--model-dir", help="where to save the model (default: <output-dir>/best-model)")
+    own.add_argument("--epochs", type=float, help="train this many epochs instead of the best trial's")
+    own.add_argument("--register-as", metavar="NAME", help="register the model in the MLflow Model Registry")
+    own.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    sub.add_parser("retrain", help="train the best configuration again and save the model", parents=[own, location],
+                   description="Train the best configuration again on the study's data, save it with a "
+                   "model card, log it to MLflow under the study's parent run, optionally register it.",
+                   ).set_defaults(handler=cmd_retrain)
 
 
 def _print(text: str) -> None:
@@ -123,7 +105,7 @@ def _print(text: str) -> None:
 
 
 def cmd_best(ns: argparse.Namespace) -> int:
-    best = best_trial(_load(ns), output_dir=ns.output_dir, storage=ns.storage)
+    best = _handle(ns).best()
     if ns.json:
         print(json.dumps(best.to_dict(), indent=2))
         return 0
@@ -144,7 +126,7 @@ def cmd_best(ns: argparse.Namespace) -> int:
     if best.mlflow_run_id:
         _print(f"  MLflow run: {best.mlflow_run_id}")
     if best.model_dir:
-        _print(f"  model: {best.model_dir} ({kind_named(best.model_kind).load_hint(best.model_dir)})")
+        _print(f"  model: {best.model_dir} ({best.load_hint})")
     else:
         _print("  model: not kept on this machine; `st-hpo retrain` trains it again")
     return 0
@@ -158,8 +140,7 @@ def _change(delta: float, gain: float) -> str:
 
 
 def cmd_test(ns: argparse.Namespace) -> int:
-    score = score_best_on_test(_load(ns), output_dir=ns.output_dir, storage=ns.storage,
-                               tracking_uri=ns.tracking_uri)
+    score = _handle(ns).test()
     if ns.json:
         print(json.dumps(dataclasses.asdict(score), indent=2))
         return 0
@@ -170,10 +151,9 @@ def cmd_test(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    from pathlib import Path
 
     missing = next((p for p in reversed(Path(ns.to).resolve().parents) if not p.exists()), None)
-    path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
+    path = _handle(ns).export(ns.to)
     if missing is not None:
         _print(f"created the folder {missing}" + ("" if missing == path.resolve().parent
                                                   else f" and those below it, to {path.resolve().parent}"))
@@ -182,8 +162,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
 
 
 def cmd_register(ns: argparse.Namespace) -> int:
-    result = register_best(_load(ns), name=ns.name, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, new_version=ns.new_version)
+    result = _handle(ns).register(ns.name, new_version=ns.new_version)
     if result.already_registered:
         _print(f"trial {result.trial_number}'s model is already registered as {result.name!r} version "
                f"{result.version} (models:/{result.name}/{result.version}), from its MLflow run {result.run_id}; "
@@ -197,13 +176,12 @@ def cmd_register(ns: argparse.Namespace) -> int:
 
 
 def cmd_retrain(ns: argparse.Namespace) -> int:
-    study = _load(ns)
-    result = retrain_best(study, output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
-                          model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
-                          track=not ns.no_track)
+    handle = _handle(ns)
+    result = handle.retrain(model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
+                            track=not ns.no_track)
     epochs = f"{result.epochs:g} epoch{'' if result.epochs == 1 else 's'}"
     _print(f"retrained trial {result.trial_number}'s configuration ({epochs}, "
-           f"{result.seconds:.1f} s): {study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
+           f"{result.seconds:.1f} s): {handle.study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
     if result.test_value is not None:
         _print(f"held-out test: {result.test_value:.4f}")
     _print(f"saved to {result.model_dir}")
@@ -215,7 +193,7 @@ def cmd_retrain(ns: argparse.Namespace) -> int:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    files = report_study(_load(ns), output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri)
+    files = _handle(ns).report()
     _print(f"wrote {len(files)} report file(s) to {files[0].parent} and to the parent run's reports/")
     print(files[0].parent.joinpath("summary.md").read_text())
     return 0
@@ -294,33 +272,14 @@ def server_log(proc: subprocess.Popen) -> str:
     return log.read().decode(errors="replace").strip()
 
 
-def _experiment_id(tracking_uri: str, experiment: str) -> str:
-    try:
-        exp = tracking_client(tracking_uri).get_experiment_by_name(experiment)
-    except TrackingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the client raises many kinds for a server that is down
-        raise TrackingError(f"MLflow at {tracking_uri} could not be read ({error_line(exc)}); "
-                            "start the server, or check --tracking-uri") from None
-    if exp is None:
-        raise TrackingError(f"MLflow at {tracking_uri} has no experiment {experiment!r}; run the study first")
-    return exp.experiment_id
-
-
 def cmd_ui(ns: argparse.Namespace) -> int:
-    study = _load(ns)
-    location = StudyLocation.resolve(study, output_dir=ns.output_dir, tracking_uri=ns.tracking_uri)
-    if location.tracking_uri.startswith(("http://", "https://")):
-        experiment_id = _experiment_id(location.tracking_uri, study.experiment)
-        _show_trials(study, location)
-        _print_urls(study, location.tracking_uri, experiment_id)
+    handle = _handle(ns)
+    experiment_id = handle.review()
+    if handle.tracking_uri.startswith(("http://", "https://")):
+        _print_urls(handle.study, handle.tracking_uri, experiment_id)
         return 0
-    if location.tracking_uri.startswith("sqlite:///") and not Path(location.tracking_uri[10:]).exists():
-        raise TrackingError(f"no MLflow store at {location.tracking_uri}; run the study first or pass --output-dir")
-    experiment_id = _experiment_id(location.tracking_uri, study.experiment)
-    _show_trials(study, location)
-    proc = start_mlflow_server(location.tracking_uri, host=ns.host, port=ns.port)
-    _print_urls(study, f"http://{ns.host}:{ns.port}", experiment_id)
+    proc = start_mlflow_server(handle.tracking_uri, host=ns.host, port=ns.port)
+    _print_urls(handle.study, f"http://{ns.host}:{ns.port}", experiment_id)
     print("press Ctrl-C to stop", flush=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -341,19 +300,6 @@ def _print_urls(study: Any, base: str, experiment_id: str) -> None:
           f"{trials_url(base, experiment_id, charts=True)}", flush=True)
     print(f"  every run (the parent run, with the reports among its artifacts, and the trials nested under it): "
           f"{experiment_url(base, experiment_id)}/runs", flush=True)
-
-
-def _show_trials(study: Any, location: StudyLocation) -> None:
-    """Write the trials view on the experiment (one made by an earlier version has none)."""
-    try:
-        optuna_study = load_study(study, location)
-    except StHpoError:  # no storage here (another machine's): the study file's space alone
-        optuna_study = None
-    tracker = MlflowTracker(location.tracking_uri, study.experiment, artifact_root=location.artifact_root)
-    try:
-        tracker.show_trials(study.space, optuna_study, maximize=study.direction == "maximize")
-    except StHpoError as exc:  # the UI still shows the runs; only the first screen is MLflow's own
-        logging.getLogger(__name__).warning("%s; the URL opens MLflow's default view", exc)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
