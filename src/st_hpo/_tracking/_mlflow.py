@@ -422,7 +422,9 @@ class MlflowTracker:
         tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith(TAG_PREFIX)}
         tags = {k.replace(TAG_PREFIX, PREFIX): v for k, v in tags.items()}
         tags[SYNCED_KEY] = "true"
-        from st_hpo._tracking._record import shown_params  # _record imports the definition, which imports this
+        from st_hpo._tracking._record import (
+            shown_params,  # _record imports the definition, which imports this
+        )
 
         run_id = self.start_trial(study_name, trial.number, shown_params(trial), {}, tags)
         state = trial.state.name
