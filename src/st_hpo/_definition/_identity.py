@@ -187,7 +187,10 @@ def definition_record(definition: Any, base_args: Any, datasets: Mapping[str, An
         # what shapes every trial's value besides the above (recorded since st-hpo 0.x: older records lack them)
         "loss": fingerprint(definition.loss),
         "evaluator": fingerprint(definition.evaluator),
-        "objective": f"{definition.objective.removeprefix('eval_')} ({definition.direction})",
+        "objective": ", ".join(f"{name.removeprefix('eval_')} ({direction})"
+                               for name, direction in zip(definition.objectives, definition.directions, strict=True)),
+        # a study with constraints records them (a changed constraint changes which trials are feasible)
+        **({"constraints": dict(definition.constraints)} if definition.constraints else {}),
     }
 
 
@@ -222,7 +225,7 @@ def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]
 
 
 #: Parts of the record that older records lack (a study stored before st-hpo recorded them resumes with a warning).
-_SHAPING_PARTS = ("loss", "evaluator", "objective")
+_SHAPING_PARTS = ("loss", "evaluator", "objective", "constraints")
 
 
 def _short(value: Any) -> str:

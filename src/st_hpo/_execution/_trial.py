@@ -103,6 +103,10 @@ class TrialOutcome:
     step: int = 0
     run_id: str | None = None
     model_dir: str | None = None  #: where the trial saved its model (it beat every complete trial)
+    #: a complete trial's value of every objective, in order (a multi-objective study; ``value`` is the first)
+    values: list[float] | None = None
+    #: the costs measured for a complete trial (``cost.*`` names)
+    costs: dict[str, float] = dataclasses.field(default_factory=dict)
     #: the GPU raised when its memory was released after the trial (a device-side assert, say): the CUDA
     #: context of this process is unusable, so it must not run another trial
     device_error: str | None = None
@@ -304,7 +308,7 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
     fractions = evaluation_fractions(validated.base_args, resources.train_rows, validated.study.pruner)
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
-                             on_progress=on_progress, fractions=fractions)
+                             on_progress=on_progress, fractions=fractions, pruning=_multi_pruning(ctx, trial, model))
     for part in loss.values() if isinstance(loss, dict) else [loss]:  # a dict: one loss per dataset
         reporter.watch_loss(part)
     trainer = validated.kind.trainer_class()(
@@ -344,8 +348,10 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             trial.set_user_attr(SIDE_METRICS_ATTR, {k.removeprefix("eval_"): round(v, 4) for k, v in side.items()})
         if trial.user_attrs.get(SCORE_TEST_ATTR):  # a confirmation trial of a study with a test set
             _score_on_test(ctx, trial, trainer.model)
+        _trial_costs(trial, trainer.model, outcome)
+        _read_values(ctx, trial, reporter, outcome, run, step)
         if validated.study.keep_best_model:
-            outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
+            outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value, outcome.values)
         return reporter.last_value, step
     finally:
         reporter.evaluation_ends()  # one cut short by an error or a Ctrl-C counts up to now
@@ -368,11 +374,55 @@ def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
     trial.set_user_attr(TEST_VALUE_ATTR, float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
-def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:
-    """Save the trial's model when it beats every complete trial so far (see :mod:`st_hpo._execution._best_model`)."""
-    from st_hpo._execution import _best_model
+def _multi_pruning(ctx: TrialContext, trial: Any, model: Any) -> Any:
+    """A multi-objective study's reports and pruning decisions (None for a single objective), with the static
+    costs of the trial's model known before it trains."""
+    study = ctx.validated.study
+    if not study.is_multi_objective:
+        return None
+    from st_hpo._execution._first_objective import FirstObjectivePruning
+    from st_hpo._execution._objectives import known_before_training
 
-    if not _best_model.beats_best(trial.study, value):
+    known_before_training(trial, model, study.objectives)
+    return FirstObjectivePruning(trial, study.objectives, study.directions)
+
+
+def _trial_costs(trial: Any, model: Any, outcome: TrialOutcome) -> None:
+    """FALLBACK (multi branch) until the costs module is merged: its measurement replaces this call. The
+    static costs and ``cost.train_seconds``, kept in the trial's costs."""
+    from st_hpo._execution._objectives import static_costs
+    from st_hpo._tracking._schema import COSTS_ATTR
+
+    outcome.costs = {**static_costs(model), "cost.train_seconds": round(outcome.train_seconds, 3)}
+    trial.set_user_attr(COSTS_ATTR, outcome.costs)
+
+
+def _read_values(ctx: TrialContext, trial: Any, reporter: TrialReporter, outcome: TrialOutcome, run: _RunLog,
+                 step: int) -> None:
+    """A complete trial's objective values (several objectives: read by name from the final metrics and the
+    costs, and logged as ``objective.<name>``) and its feasibility under the study's constraints."""
+    from st_hpo._execution._objectives import check_constraints, objective_values
+
+    study = ctx.validated.study
+    if study.is_multi_objective:
+        outcome.values = objective_values(study.objectives, reporter.last_metrics, outcome.costs)
+        run.metrics({f"objective.{name.removeprefix('eval_')}": value
+                     for name, value in zip(study.objectives, outcome.values, strict=True)}, step)
+    broken = check_constraints(trial, study.constraints, reporter.last_metrics, outcome.costs)
+    if broken:
+        logger.info("trial %d is infeasible: %s", trial.number, "; ".join(broken))
+
+
+def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float, values: list[float] | None) -> str | None:
+    """Save the trial's model when it beats every complete trial so far, or (several objectives) enters the
+    Pareto front (see :mod:`st_hpo._execution._best_model`); never an infeasible trial's."""
+    from st_hpo._execution import _best_model
+    from st_hpo._tracking._schema import INFEASIBLE_ATTR
+
+    if trial.user_attrs.get(INFEASIBLE_ATTR):
+        return None
+    if not (_best_model.enters_front(trial.study, values) if values is not None
+            else _best_model.beats_best(trial.study, value)):
         return None
     try:
         path = _best_model.save_model(model, ctx.output_dir, trial.number)

@@ -75,7 +75,7 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
         for values in _space.dry_samples(study.space):
             picked = values.get(_space.LOSS_NAME)
             check_loss_params(study.replace(loss=picked) if picked is not None else study, set(values))
-    key = objective_key(study.objective)
+    key = objective_key(study.objectives[0])  # several objectives: the first is the one measured in training
     needs_eval_loss = key == "eval_loss"
     _check_best_metric(base_args, study.space, key, needs_eval_loss)
     _check_datasets(study, resources, needs_eval_loss)
@@ -361,10 +361,28 @@ def _check_objective(study: Study, resources: StudyResources, model: Any, key: s
     if not isinstance(metrics, dict):
         metrics = {"evaluator": metrics}
     produced = {objective_key(k) for k in metrics}
+    _check_other_metrics(study, produced)
     if key not in produced:
         bare = sorted(k[len("eval_") :] for k in produced)
         hint = _args.suggest_name(key[len("eval_") :], set(bare))
         raise StudyDefinitionError(
-            f"objective {study.objective!r} is not a metric the evaluator reports{hint} "
+            f"objective {study.objectives[0]!r} is not a metric the evaluator reports{hint} "
+            f"(it reports: {', '.join(bare)})"
+        )
+
+
+def _check_other_metrics(study: Study, produced: set[str]) -> None:
+    """Every objective after the first and every constraint that is not a cost names a metric the evaluator
+    reports (``produced``: its metrics as trainer keys)."""
+    from st_hpo._definition._costs import is_cost
+
+    names = [("objective", n) for n in study.objectives[1:]] + [("constraints", n) for n in study.constraints or {}]
+    for what, name in names:
+        if is_cost(name) or objective_key(name) in produced:
+            continue
+        bare = sorted(k[len("eval_") :] for k in produced)
+        hint = _args.suggest_name(objective_key(name)[len("eval_") :], set(bare))
+        raise StudyDefinitionError(
+            f"{what}: {name!r} is neither a cost st-hpo measures (cost.*) nor a metric the evaluator reports{hint} "
             f"(it reports: {', '.join(bare)})"
         )
