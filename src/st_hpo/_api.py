@@ -51,6 +51,8 @@ class StudyResult:
     submission: Any = None
     #: the study's MLflow experiment (None without tracking)
     experiment_id: str | None = None
+    #: a multi-objective study's Pareto front: the numbers of its trials (``st-hpo best`` shows them)
+    pareto_numbers: list[int] = dataclasses.field(default_factory=list)
 
 
 def validate_study(study: Study) -> None:
@@ -330,8 +332,13 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
     from st_hpo._execution._test_score import recorded_test_values
     from st_hpo._tracking._record import shown_params
 
+    from st_hpo._execution._best_model import best_number
+    from st_hpo._tracking._front import study_front
+
     census = study_census(study)
-    best = study.best_trial if census.complete else None
+    trials = study.get_trials(deepcopy=False)
+    best = study.best_trial if census.complete and best_number(study, trials) is not None else None
+    front = [t.number for t in study_front(study, trials)] if len(study.directions) > 1 else []
     return StudyResult(
         study_name=study.study_name,
         output_dir=session.output_dir,
@@ -349,6 +356,7 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
         interrupted=interrupted,
         budget_met=budget_met,
         best_model_dir=saved_best_model(study),
+        pareto_numbers=front,
         stop_reason=stop_reason,
         test_value=recorded_test_values(study)[0],
         base_model_test_value=recorded_test_values(study)[1],

@@ -149,7 +149,9 @@ def _score_base(resources: Any, evaluator: Any, definition: Any, device: str) ->
 def recorded_test_values(study: Any) -> tuple[float | None, float | None]:
     """(the best trial's test value, the base model's) as recorded; the first is None when the study's
     best trial is not the one that was scored (a later trial beat it: run ``st-hpo test``)."""
+    from st_hpo._execution._best_model import best_number
+
     attrs = study.user_attrs
-    complete = any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
-    scored = complete and attrs.get(TEST_TRIAL_ATTR) == study.best_trial.number
+    best = best_number(study, study.get_trials(deepcopy=False))  # None: no (feasible) complete trial, a front
+    scored = best is not None and attrs.get(TEST_TRIAL_ATTR) == best
     return (attrs.get(TEST_VALUE_ATTR) if scored else None), attrs.get(BASE_TEST_VALUE_ATTR)

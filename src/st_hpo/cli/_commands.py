@@ -131,6 +131,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
                       "picked the trial")
         if result.best_model_dir:
             out.print(f"best model: {result.best_model_dir}")
+    if result.pareto_numbers:
+        out.print(f"Pareto front: trial {', '.join(map(str, result.pareto_numbers))} (st-hpo best shows them)")
     if result.tracking_uri:
         for line in _review_lines(ns, result):
             out.print(escape(line))
