@@ -8,10 +8,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "add_trial_option"]
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+
+
+def add_trial_option(p: argparse.ArgumentParser) -> None:
+    """``--trial N``: the trial a command works on instead of the best one; a multi-objective study (no one
+    best) needs it, a trial of its Pareto front (``st-hpo best`` lists them)."""
+    p.add_argument("--trial", type=int, metavar="N", default=None,
+                   help="work on trial N instead of the best one (a multi-objective study needs it: a trial of "
+                   "its Pareto front, as st-hpo best lists them)")
 
 
 def _load(ns: argparse.Namespace) -> Any:

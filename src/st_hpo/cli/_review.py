@@ -22,6 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from st_hpo.cli._common import add_trial_option
+
 __all__ = ["COMMANDS", "add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
            "experiment_url", "server_log", "start_mlflow_server", "stop_server"]
 
@@ -54,6 +56,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("study_file")
     p.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
     _location(p, tracking=False)
+    add_trial_option(p)
 
     p = sub.add_parser("register", help="log the kept best model on its trial's MLflow run and register it",
                        description="Log the best trial's kept model (keep_best_model) as the 'model' artifact of "
@@ -64,6 +67,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--new-version", action="store_true",
                    help="log and register the model again when it is already registered (a new version)")
     _location(p, tracking=True)
+    add_trial_option(p)
 
     p = sub.add_parser("retrain", help="train the best configuration again and save the model",
                        description="Train the best configuration again on the study's data, save it with a "
@@ -74,6 +78,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--register-as", metavar="NAME", help="register the model in the MLflow Model Registry")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     _location(p, tracking=True)
+    add_trial_option(p)
 
     p = sub.add_parser("report", help="write plots, a trial table and a summary to the parent run",
                        description="Optimisation history, parameter importances, parallel coordinates and "
@@ -90,6 +95,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("study_file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _location(p, tracking=True)
+    add_trial_option(p)
 
     p = sub.add_parser("ui", help="open the study's MLflow store in the MLflow UI",
                        description="Start an MLflow server on the study's tracking store and print the URL "
@@ -112,10 +118,32 @@ def _print(text: str) -> None:
     Console(highlight=False, soft_wrap=True).print(text)
 
 
+def _print_front(answer: dict[str, Any], as_json: bool) -> int:
+    """``st-hpo best`` of a multi-objective study: its Pareto front, one line per trial."""
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    shown = ", ".join(f"{n} ({d})" for n, d in zip(answer["objectives"], answer["directions"], strict=True))
+    _print(f"Pareto front of {answer['n_complete']} complete trial(s) of {answer['study_name']!r}: "
+           f"{len(answer['pareto'])} trial(s) no other feasible trial beats on every objective of {shown}")
+    for row in answer["pareto"]:
+        values = ", ".join(f"{n} = {v:.4g}" for n, v in row["objectives"].items())
+        costs = ", ".join(f"{n} = {v:.4g}" for n, v in row["costs"].items() if n not in row["objectives"])
+        kept = f"; model: {row['model_dir']}" if row["model_dir"] else ""
+        _print(f"  trial {row['number']}: {values}" + (f"; costs: {costs}" if costs else "") + kept)
+    _print("pick one with --trial N (export, retrain, register, confirm, test)")
+    return 0
+
+
 def cmd_best(ns: argparse.Namespace) -> int:
+    from st_hpo._results._pareto import study_pareto
     from st_hpo._results._read import best_trial
 
-    best = best_trial(_load(ns), output_dir=ns.output_dir, storage=ns.storage)
+    study = _load(ns)
+    answer = study_pareto(study, output_dir=ns.output_dir, storage=ns.storage)
+    if answer is not None:
+        return _print_front(answer, ns.json)
+    best = best_trial(study, output_dir=ns.output_dir, storage=ns.storage)
     if ns.json:
         print(json.dumps(best.to_dict(), indent=2))
         return 0
@@ -155,7 +183,7 @@ def cmd_test(ns: argparse.Namespace) -> int:
     from st_hpo._results._scoring import score_best_on_test
 
     score = score_best_on_test(_load(ns), output_dir=ns.output_dir, storage=ns.storage,
-                               tracking_uri=ns.tracking_uri)
+                               tracking_uri=ns.tracking_uri, trial=ns.trial)
     if ns.json:
         print(json.dumps(dataclasses.asdict(score), indent=2))
         return 0
@@ -171,11 +199,12 @@ def cmd_export(ns: argparse.Namespace) -> int:
     from st_hpo._results._read import export_best
 
     missing = next((p for p in reversed(Path(ns.to).resolve().parents) if not p.exists()), None)
-    path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage)
+    path = export_best(_load(ns), ns.to, output_dir=ns.output_dir, storage=ns.storage, trial=ns.trial)
     if missing is not None:
         _print(f"created the folder {missing}" + ("" if missing == path.resolve().parent
                                                   else f" and those below it, to {path.resolve().parent}"))
-    _print(f"wrote the best configuration to {path}")
+    _print(f"wrote the best configuration to {path}" if ns.trial is None
+           else f"wrote trial {ns.trial}'s configuration to {path}")
     return 0
 
 
@@ -183,7 +212,7 @@ def cmd_register(ns: argparse.Namespace) -> int:
     from st_hpo._results._register import register_best
 
     result = register_best(_load(ns), name=ns.name, output_dir=ns.output_dir, storage=ns.storage,
-                           tracking_uri=ns.tracking_uri, new_version=ns.new_version)
+                           tracking_uri=ns.tracking_uri, new_version=ns.new_version, trial=ns.trial)
     if result.already_registered:
         _print(f"trial {result.trial_number}'s model is already registered as {result.name!r} version "
                f"{result.version} (models:/{result.name}/{result.version}), from its MLflow run {result.run_id}; "
@@ -202,10 +231,11 @@ def cmd_retrain(ns: argparse.Namespace) -> int:
     study = _load(ns)
     result = retrain_best(study, output_dir=ns.output_dir, storage=ns.storage, tracking_uri=ns.tracking_uri,
                           model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
-                          track=not ns.no_track)
+                          track=not ns.no_track, trial=ns.trial)
     epochs = f"{result.epochs:g} epoch{'' if result.epochs == 1 else 's'}"
     _print(f"retrained trial {result.trial_number}'s configuration ({epochs}, "
-           f"{result.seconds:.1f} s): {study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
+           f"{result.seconds:.1f} s): {study.objectives[0]} = {result.value:.4f} (the trial had "
+           f"{result.trial_value:.4f})")
     if result.test_value is not None:
         _print(f"held-out test: {result.test_value:.4f}")
     _print(f"saved to {result.model_dir}")
