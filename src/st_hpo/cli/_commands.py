@@ -267,6 +267,11 @@ def _state_note(r: dict[str, Any]) -> str:
     if r["state"] == "OUT_OF_MEMORY":  # "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB ..."
         return (r["error"] or "out of memory").splitlines()[0][:160]
     side = ", ".join(f"{k} {v:g}" for k, v in (r.get("side_metrics") or {}).items())
+    if r.get("infeasible"):  # broke a constraint: complete, never the best nor in the front
+        return str(r["infeasible"])[:160]
+    if r.get("pareto"):
+        front = "Pareto front, model kept" if r["model_dir"] else "Pareto front"
+        return f"{front}; {side}" if side else front
     if r["best"]:
         best = "best, model kept" if r["model_dir"] else "best"
         return f"{best}; {side}" if side else best
@@ -294,10 +299,13 @@ def cmd_status(ns: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
+        if r.get("values") and len(r["values"]) > 1:  # several objectives: each
+            value = " / ".join(f"{v:.4g}" for v in r["values"])
+        state = f"{r['state']} (infeasible)" if r.get("infeasible") else r["state"]
         secs = "" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}"
         params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
-        table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
+        table.add_row(label, state, value, escape(params or ("(base arguments)" if r["baseline"] else "")),
                       secs, escape(r["engine_ref"] or ""), escape(_note(r)))
     console = _console()
     if not console.is_terminal:  # piped or logged: a wide table (status has 7 columns, an error note up to 160 characters)
