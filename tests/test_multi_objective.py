@@ -200,9 +200,8 @@ def test_validation_checks_every_metric(make_study, fields, says):
 
 
 def test_identity_records_the_objectives(make_study):
-    from st_hpo._definition._identity import definition_record
-
     from st_hpo._definition._args import build_base_args
+    from st_hpo._definition._identity import definition_record
 
     one = make_study()
     several = make_study(objective=[METRIC, "cost.embedding_dim"])

@@ -328,12 +328,10 @@ def summarize(session: Any, *, interrupted: bool, budget_met: bool, stop_reason:
               budget: int | None = None, submission: Any = None) -> StudyResult:
     """A :class:`StudyResult` from an open session."""
     study = session.study
-    from st_hpo._execution._best_model import saved_best_model
+    from st_hpo._execution._best_model import best_number, saved_best_model
     from st_hpo._execution._test_score import recorded_test_values
-    from st_hpo._tracking._record import shown_params
-
-    from st_hpo._execution._best_model import best_number
     from st_hpo._tracking._front import study_front
+    from st_hpo._tracking._record import shown_params
 
     census = study_census(study)
     trials = study.get_trials(deepcopy=False)

@@ -218,6 +218,8 @@ def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]
     data = sorted(k for k in set(old_data) | set(new_data) if old_data.get(k) != new_data.get(k))
     if data:
         changes.append(f"data ({', '.join(data)} content differs)")
+    if stored.get("constraints") != current.get("constraints"):  # recorded only when a study has some
+        changes.append(f"constraints ({_short(stored.get('constraints'))} -> {_short(current.get('constraints'))})")
     for part in _SHAPING_PARTS:
         if part in stored and stored[part] != current.get(part):
             changes.append(f"{part} ({_short(stored[part])} -> {_short(current.get(part))})")
@@ -225,7 +227,7 @@ def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]
 
 
 #: Parts of the record that older records lack (a study stored before st-hpo recorded them resumes with a warning).
-_SHAPING_PARTS = ("loss", "evaluator", "objective", "constraints")
+_SHAPING_PARTS = ("loss", "evaluator", "objective")
 
 
 def _short(value: Any) -> str:

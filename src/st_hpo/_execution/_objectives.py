@@ -92,11 +92,13 @@ def known_before_training(trial: Any, model: Any, objectives: tuple[str, ...]) -
 
 def static_costs(model: Any) -> dict[str, float]:
     """``static_costs(model)`` of :mod:`st_hpo._execution._costs` (the costs' module)."""
-    try:
-        from st_hpo._execution._costs import static_costs as measured  # type: ignore[import-not-found]
-    except ImportError:  # FALLBACK (multi branch): until the costs module is merged; same names and units
+    import importlib
+
+    try:  # FALLBACK (multi branch): at the merge, `from st_hpo._execution._costs import static_costs`
+        costs = importlib.import_module("st_hpo._execution._costs")
+    except ImportError:  # until the costs module is merged; same names and units
         return _static_costs_fallback(model)
-    return measured(model)
+    return costs.static_costs(model)
 
 
 def _static_costs_fallback(model: Any) -> dict[str, float]:

@@ -21,8 +21,8 @@ from st_hpo._definition import _args
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
-from st_hpo._execution._objectives import record_objectives
 from st_hpo._execution._best_model import best_number
+from st_hpo._execution._objectives import record_objectives
 from st_hpo._execution._recovery import current_host, record_runner, recover_stale_trials
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._resume import record_policy

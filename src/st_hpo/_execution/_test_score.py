@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from st_hpo._tracking._schema import BASE_TEST_VALUE_ATTR, TEST_METRIC_ATTR, TEST_TRIAL_ATTR, TEST_VALUE_ATTR
 from st_hpo.exceptions import NoResultError, StudyDefinitionError
