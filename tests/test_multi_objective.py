@@ -157,7 +157,12 @@ def test_trial_picks_one_of_the_front(ran):
 
     again = SentenceTransformer(str(root / "again"), device="cpu")
     assert again.encode(["a dog"]).shape[-1] == trials[chosen].params["model.truncate_dim"]
-    assert run_cli("retrain", path, "--no-track", cwd=root).returncode == 1
+    for command in (["retrain", "--no-track"], ["register"], ["confirm", "--seeds", "1"]):  # no one best
+        refused = run_cli(command[0], path, *command[1:], cwd=root)
+        assert refused.returncode == 1 and "--trial N" in refused.stderr, (command, refused.stderr)
+    confirmed = run_cli("confirm", path, "--trial", chosen, "--seeds", "1", "--json", cwd=root)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert [c["trial"] for c in json.loads(confirmed.stdout)["configs"]] == [chosen]
 
 
 BASE = dict(name="x", model="m", train_dataset=lambda: None, loss=lambda m, p: None, evaluator=lambda ds: None,

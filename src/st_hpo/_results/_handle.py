@@ -89,46 +89,56 @@ class StudyHandle:
 
         return sync_study(self.study, **self._where_tracked())
 
-    def best(self) -> BestTrial:
-        """The best complete trial and its gains over the baseline and the base model."""
+    def best(self, *, trial: int | None = None) -> BestTrial:
+        """The best complete trial (``trial``: that one; a multi-objective study needs it, a trial of its
+        Pareto front) and its gains over the baseline and the base model."""
         from st_hpo._results._read import best_of
 
-        return best_of(self.optuna_study, self.study.objective)
+        return best_of(self.optuna_study, self.study.objective, trial)
 
-    def export(self, path: str | Path) -> Path:
+    def pareto(self) -> list[Any]:
+        """A multi-objective study's Pareto front: its feasible complete non-dominated trials (FrozenTrials)."""
+        from st_hpo._results._pareto import pareto_trials
+
+        return pareto_trials(self.optuna_study)
+
+    def export(self, path: str | Path, *, trial: int | None = None) -> Path:
         """Write the best configuration to ``path`` (YAML for ``.yaml``/``.yml``, else JSON)."""
         from st_hpo._results._read import export_best
 
-        return export_best(self.study, path, **self._where())
+        return export_best(self.study, path, **self._where(), trial=trial)
 
-    def test(self, *, track: bool = True) -> TestScore:
+    def test(self, *, track: bool = True, trial: int | None = None) -> TestScore:
         """Score the kept best model and the base model on the study's test set now."""
         from st_hpo._results._scoring import score_best_on_test
 
-        return score_best_on_test(self.study, **self._where_tracked(), track=track)
+        return score_best_on_test(self.study, **self._where_tracked(), track=track, trial=trial)
 
-    def register(self, name: str | None = None, *, new_version: bool = False) -> RegisterResult:
+    def register(self, name: str | None = None, *, new_version: bool = False,
+                 trial: int | None = None) -> RegisterResult:
         """Log the best trial's kept model on its MLflow run and register it (default name: the study's)."""
         from st_hpo._results._register import register_best
 
-        return register_best(self.study, name=name, **self._where_tracked(), new_version=new_version)
+        return register_best(self.study, name=name, **self._where_tracked(), new_version=new_version, trial=trial)
 
     def retrain(self, *, model_dir: str | Path | None = None, epochs: float | None = None,
-                register_as: str | None = None, track: bool = True) -> RetrainResult:
+                register_as: str | None = None, track: bool = True, trial: int | None = None) -> RetrainResult:
         """Train the best configuration again and save (and log) the model."""
         from st_hpo._results._retrain import retrain_best
 
         return retrain_best(self.study, **self._where_tracked(), model_dir=model_dir, epochs=epochs,
-                            register_as=register_as, track=track)
+                            register_as=register_as, track=track, trial=trial)
 
     def confirm(self, *, top: int = 3, seeds: int = 3, progress: bool = True, workers: int | None = None,
                 gpus: str | None = None, trials_per_gpu: int = 1,
-                study_file: str | Path | None = None) -> ConfirmResult:
-        """Train the ``top`` best configurations (and the baseline) again over ``seeds`` new seeds each."""
+                study_file: str | Path | None = None, trial: int | None = None) -> ConfirmResult:
+        """Train the ``top`` best configurations (``trial``: that one; a multi-objective study needs it) and
+        the baseline again over ``seeds`` new seeds each."""
         from st_hpo._results._confirm import confirm_study
 
         return confirm_study(self.study, top=top, seeds=seeds, **self._where_tracked(), progress=progress,
-                             workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
+                             workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file,
+                             trial=trial)
 
     def report(self, *, track: bool = True) -> list[Path]:
         """Write the reports (plots, trials.csv, summary.md) to the output folder and the parent run."""

@@ -333,7 +333,7 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
     study = _load(ns)
     result = confirm_study(study, top=ns.top, seeds=ns.seeds, output_dir=ns.output_dir, storage=ns.storage,
                            tracking_uri=ns.tracking_uri, progress=not ns.quiet, workers=ns.workers, gpus=ns.gpus,
-                           trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
+                           trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file, trial=ns.trial)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
                          f"{_resume_line(ns.argv)}\n")

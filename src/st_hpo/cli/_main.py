@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from st_hpo._interrupts import redeliver_interrupts_from_finalizers
 from st_hpo.cli import _review
-from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED
+from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, add_trial_option
 from st_hpo.exceptions import StHpoError, UsageError
 
 __all__ = ["main", "build_parser"]
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", help="comma-separated GPU ids, as for run (default on a GPU machine: every visible one)")
     p.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
     _add_location(p)
+    add_trial_option(p)
 
     p = sub.add_parser("sync", help="bring MLflow up to date with the Optuna storage",
                        description="Create or close MLflow runs so that every trial has exactly one run "
