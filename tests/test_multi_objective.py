@@ -228,3 +228,24 @@ def test_resume_refuses_other_objectives(make_study, tmp_path):
     with pytest.raises(StudyDefinitionError, match="objective") as info:
         st_hpo.run_study(study.replace(objective=[METRIC, "cost.parameters"]), output_dir=tmp_path, progress=False)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("dim", "pruned"), [(32, True), (8, False)])
+def test_pruning_compares_only_trials_no_worse_on_a_static_cost(dim, pruned):
+    """A trial behind on quality is pruned by trials as large as it, never for scoring below larger models:
+    those may not dominate it, whatever they score."""
+    from st_hpo._execution._first_objective import FirstObjectivePruning
+    from st_hpo._tracking._schema import COSTS_ATTR, INTERMEDIATE_ATTR
+
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    for value in (0.8, 0.85, 0.9):
+        study.add_trial(optuna.trial.create_trial(
+            values=[value, 32.0], user_attrs={INTERMEDIATE_ATTR: {"111": value - 0.1},
+                                              COSTS_ATTR: {"cost.embedding_dim": 32.0}}))
+    trial = study.ask()
+    trial.set_user_attr(COSTS_ATTR, {"cost.embedding_dim": float(dim)})
+    pruning = FirstObjectivePruning(trial, (METRIC, "cost.embedding_dim"), ("maximize", "minimize"))
+    pruning.report(0.2, 111)
+    assert pruning.should_prune() is pruned
+    assert trial.user_attrs[INTERMEDIATE_ATTR] == {"111": 0.2}

@@ -72,6 +72,12 @@ def chosen_trial(optuna_study: Any, trial: int | None) -> Any:
     refused in one line that lists the front."""
     if trial is None:
         if not is_multi_objective(optuna_study):
+            if not any(t.state.name == "COMPLETE" and is_feasible(t) for t in optuna_study.get_trials(deepcopy=False)):
+                from st_hpo.exceptions import NoResultError
+
+                raise NoResultError(f"study {optuna_study.study_name!r} has no feasible complete trial: every "
+                                    "complete one broke a constraint of the study; run more trials, or relax "
+                                    "Study(constraints=...)")
             return optuna_study.best_trial
         numbers = ", ".join(str(t.number) for t in pareto_trials(optuna_study)) or "none yet"
         raise StudyDefinitionError(
