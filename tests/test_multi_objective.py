@@ -115,6 +115,11 @@ def test_pruned_infeasible_and_front(ran):
         assert bool(row["infeasible"]) == (stored in infeasible)
         assert "value" in row and "best" in row and row["best"] is False
     assert "COMPLETE (infeasible)" in run_cli("status", path, cwd=root).stdout
+    # the run's reports: plotted on the first objective, the front in the summary, each objective in the table
+    summary = (out_dir / "reports" / "summary.md").read_text()
+    assert f"Pareto front ({len(pareto)} trials)" in summary
+    header = (out_dir / "reports" / "trials.csv").read_text().splitlines()[0].split(",")
+    assert header[-2:] == [f"objective.{METRIC}", "objective.cost.embedding_dim"]
 
 
 @pytest.mark.slow

@@ -240,7 +240,7 @@ def _announce(session: Any, budget: int, workers: int, engine: str = "local") ->
         lines.append(f"  MLflow  {session.tracking_uri}")
     base = study.user_attrs.get(BASE_MODEL_VALUE_KEY)
     if base is not None:
-        lines.append(f"  base model before fine-tuning: {definition.objective} = {base:.4f}")
+        lines.append(f"  base model before fine-tuning: {definition.objectives[0]} = {base:.4f}")
     Progress(budget=budget).message(escape("\n".join(lines)))
 
 

@@ -171,13 +171,22 @@ _TITLES = {"optimization_history": "Optimisation history", "param_importances": 
            "parallel_coordinate": "Parallel coordinates", "intermediate_values": "Intermediate values"}
 
 
+def _target(study: Any, objective_name: Any) -> dict[str, Any]:
+    """The plots' target: the objective, or (several objectives) the first one, by name."""
+    if len(study.directions) == 1:
+        return {"target_name": objective_name}
+    from st_hpo._tracking._front import objective_names
+
+    return {"target": lambda t: t.values[0], "target_name": objective_names(study)[0]}
+
+
 def _reference_lines(study: Any, base_model_value: float | None) -> list[tuple[str, float]]:
     from st_hpo._results._read import _baseline
 
     lines = []
     baseline = _baseline(study.get_trials(deepcopy=False))
     if baseline is not None:
-        lines.append((f"baseline (trial {baseline.number})", float(baseline.value)))
+        lines.append((f"baseline (trial {baseline.number})", float(baseline.values[0])))
     if base_model_value is not None:
         lines.append(("base model", float(base_model_value)))
     return lines
@@ -189,9 +198,9 @@ def _plotly_figures(study: Any, objective_name: str, base_model_value: float | N
     import optuna.visualization as ov
 
     makers: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: ov.plot_optimization_history(study, target_name=objective_name),
-        "param_importances": lambda: ov.plot_param_importances(study, target_name=objective_name),
-        "parallel_coordinate": lambda: ov.plot_parallel_coordinate(study, target_name=objective_name),
+        "optimization_history": lambda: ov.plot_optimization_history(study, **_target(study, objective_name)),
+        "param_importances": lambda: ov.plot_param_importances(study, **_target(study, objective_name)),
+        "parallel_coordinate": lambda: ov.plot_parallel_coordinate(study, **_target(study, objective_name)),
         "intermediate_values": lambda: ov.plot_intermediate_values(study),
     }
     figures = []
@@ -244,9 +253,9 @@ def _write_pngs(study: Any, objective_name: str, base_model_value: float | None,
     import optuna.visualization.matplotlib as om
 
     makers: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: om.plot_optimization_history(study, target_name=objective_name),
-        "param_importances": lambda: om.plot_param_importances(study, target_name=objective_name),
-        "parallel_coordinate": lambda: om.plot_parallel_coordinate(study, target_name=objective_name),
+        "optimization_history": lambda: om.plot_optimization_history(study, **_target(study, objective_name)),
+        "param_importances": lambda: om.plot_param_importances(study, **_target(study, objective_name)),
+        "parallel_coordinate": lambda: om.plot_parallel_coordinate(study, **_target(study, objective_name)),
         "intermediate_values": lambda: om.plot_intermediate_values(study),
     }
     written = []
@@ -294,22 +303,26 @@ def _mark_pruned_matplotlib(ax: Any, states: dict[int, str]) -> None:
 def _write_csv(study: Any, path: Path) -> str:
     from st_hpo._results._read import shown_params
     from st_hpo._tracking._census import shown_state
+    from st_hpo._tracking._front import objective_names
 
     trials = study.get_trials(deepcopy=False)
     params = {t.number: shown_params(t) for t in trials}  # an unsampled baseline's base values too
     names = sorted({name for t in trials for name in params[t.number]})
     header = ["number", "state", "value", "baseline", "trial_seconds", "train_seconds", "started", "completed",
               *(f"params_{n}" for n in names), "mlflow_run_id", "error"]
+    several = objective_names(study) if len(study.directions) > 1 else []  # each objective's value too
+    header += [f"objective.{n.removeprefix('eval_')}" for n in several]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for t in trials:
             attrs = t.user_attrs
             writer.writerow([
-                t.number, shown_state(t), "" if t.value is None else t.value, bool(attrs.get(BASELINE_ATTR)),
+                t.number, shown_state(t), "" if t.values is None else t.values[0], bool(attrs.get(BASELINE_ATTR)),
                 attrs.get(TRIAL_SECONDS_KEY, ""), attrs.get(TRAIN_SECONDS_KEY, ""),
                 t.datetime_start or "", t.datetime_complete or "", *(params[t.number].get(n, "") for n in names),
                 attrs.get(RUN_ATTR, ""), attrs.get(ERROR_ATTR, "") or "",
+                *([] if not several else t.values or [""] * len(several)),
             ])
     return path.name
 
@@ -319,14 +332,17 @@ def summarize(study: Any, objective_name: str, base_model_value: float | None, n
     from st_hpo._results._read import best_of
 
     trials = study.get_trials(deepcopy=False)
-    lines = [f"# Study `{study.study_name}`", "",
-             f"Objective: `{objective_name}` ({study.direction.name.lower()})", ""]
-    if any(t.state.name == "COMPLETE" for t in trials):
+    lines = [f"# Study `{study.study_name}`", ""]
+    if len(study.directions) > 1:
+        lines += _front_lines(study)
+    elif any(t.state.name == "COMPLETE" for t in trials):
+        lines += [f"Objective: `{objective_name}` ({study.direction.name.lower()})", ""]
         best = best_of(study, objective_name)
         if best.base_model_value is None and base_model_value is not None:
             best = _with_base_model(best, base_model_value)
         lines += _best_lines(best)
     else:
+        lines += [f"Objective: `{objective_name}` ({study.direction.name.lower()})", ""]
         lines += ["No trial has completed yet.", ""]
     census = take_census(trials)
     counts = {"complete": census.complete, "pruned": census.pruned, "failed": census.failed,
@@ -338,6 +354,22 @@ def summarize(study: Any, objective_name: str, base_model_value: float | None, n
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"
 
+
+
+def _front_lines(study: Any) -> list[str]:
+    """A multi-objective study's objectives and its Pareto front, in the summary."""
+    from st_hpo._tracking._front import objective_names, study_front
+
+    names = objective_names(study)
+    lines = ["Objectives: " + ", ".join(f"`{n}` ({d.name.lower()})" for n, d in zip(names, study.directions,
+                                                                                     strict=True)), ""]
+    front = study_front(study)
+    if not front:
+        return [*lines, "No feasible trial has completed yet.", ""]
+    lines += [f"Pareto front ({len(front)} trials):", "", "| trial | " + " | ".join(f"`{n}`" for n in names) + " |",
+              "|---|" + "---|" * len(names)]
+    lines += [f"| {t.number} | " + " | ".join(f"{v:.4g}" for v in t.values) + " |" for t in front]
+    return [*lines, ""]
 
 
 def _with_base_model(best: Any, value: float) -> Any:

@@ -38,8 +38,11 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     study = _load(ns)
     validate_study(study)
     space = study.space if isinstance(study.space, dict) else {"(define-by-run)": study.space}
-    _console().print(f"[green]ok[/green] study {study.name!r}: objective {study.objective!r} "
-                     f"({study.direction}), {len(space)} searched name(s): {', '.join(map(str, space))}")
+    objective = (f"objective {study.objective!r} ({study.direction})" if not study.is_multi_objective else
+                 "objectives " + ", ".join(f"{n!r} ({d})" for n, d in zip(study.objectives, study.directions,
+                                                                        strict=True)))
+    _console().print(f"[green]ok[/green] study {study.name!r}: {objective}, {len(space)} searched name(s): "
+                     f"{', '.join(map(str, space))}")
     if getattr(ns, "probe_memory", False):
         from rich.markup import escape
 
