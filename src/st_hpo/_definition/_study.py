@@ -114,7 +114,8 @@ class Study:
         keep_best_model: save the fine-tuned model of every trial that beats all complete trials so far
             to ``<output-dir>/trials/trial-N/model`` (a ``SentenceTransformer`` folder), and delete the
             saved models of trials that are no longer the best; so the best trial's model is on disk
-            when the study ends, without retraining. ``st-hpo best`` shows where.
+            when the study ends, without retraining. ``st-hpo best`` shows where. With several objectives:
+            the model of every trial that enters the Pareto front, deleted when the trial leaves it.
         max_failures_in_a_row: a worker stops when this many of its trials have failed one after the
             other (a broken data pipeline, a GPU in an error state), instead of filling the storage and
             MLflow with failed trials; the command then exits non-zero with the last trial's error. Failed
