@@ -254,3 +254,23 @@ def test_pruning_compares_only_trials_no_worse_on_a_static_cost(dim, pruned):
     pruning.report(0.2, 111)
     assert pruning.should_prune() is pruned
     assert trial.user_attrs[INTERMEDIATE_ATTR] == {"111": 0.2}
+
+
+@pytest.mark.slow
+def test_a_single_objective_constraint_makes_trials_infeasible(make_study, tmp_path):
+    """Constraints hold in a single-objective study too: a complete trial that breaks one is never the best,
+    and its model is not kept."""
+    import st_hpo
+    from st_hpo.exceptions import NoResultError
+
+    study = make_study(constraints={METRIC: ">= 2"}, n_trials=2)  # a correlation never reaches 2
+    result = st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    trials = load_trials(tmp_path, "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] and result.best_trial_number is None
+    assert all(t.constraints["st_hpo.infeasible"] > 0 and "breaks >= 2" in t.user_attrs["st_hpo.infeasible"]
+               for t in trials)
+    assert not list((tmp_path / "trials").glob("trial-*/model"))
+    with pytest.raises(NoResultError, match="no feasible complete trial"):
+        st_hpo.best_trial(study, output_dir=tmp_path)
+    rows = st_hpo.open_study(study, output_dir=tmp_path).status().rows
+    assert [(r["best"], bool(r["infeasible"]), r["values"] == [r["value"]]) for r in rows] == [(False, True, True)] * 2
