@@ -10,14 +10,19 @@ and the user attribute of the same name.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from st_hpo._definition._costs import STATIC_COSTS, is_cost, parse_constraints
 from st_hpo._tracking._schema import CONSTRAINTS_ATTR, COSTS_ATTR, INFEASIBLE_ATTR, OBJECTIVES_ATTR
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
-__all__ = ["check_constraints", "known_before_training", "objective_values", "record_objectives"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["check_constraints", "known_before_training", "objective_values", "pruning_for", "read_values",
+           "record_objectives"]
 
 
 def record_objectives(study: Any, definition: Any, where: str) -> None:
@@ -111,3 +116,30 @@ def _static_costs_fallback(model: Any) -> dict[str, float]:
     if hasattr(model, "parameters"):
         costs["cost.parameters"] = sum(p.numel() for p in model.parameters()) / 1e6
     return costs
+
+
+def pruning_for(study: Any, trial: Any, model: Any) -> Any:
+    """A multi-objective study's reports and pruning decisions for ``trial`` (None for a single objective),
+    with the static costs of the trial's model known before it trains."""
+    if not study.is_multi_objective:
+        return None
+    from st_hpo._execution._first_objective import FirstObjectivePruning
+
+    known_before_training(trial, model, study.objectives)
+    return FirstObjectivePruning(trial, study.objectives, study.directions)
+
+
+def read_values(study: Any, trial: Any, metrics: dict[str, Any], costs: dict[str, float],
+                log: Callable[[dict[str, float]], None]) -> list[float] | None:
+    """A complete trial's objective values (several objectives: read by name from its final ``metrics`` and
+    ``costs``, and logged with ``log`` as ``objective.<name>``; None for a single objective), after its
+    feasibility under the study's constraints is told to Optuna."""
+    broken = check_constraints(trial, study.constraints, metrics, costs)
+    if broken:
+        logger.info("trial %d is infeasible: %s", trial.number, "; ".join(broken))
+    if not study.is_multi_objective:
+        return None
+    values = objective_values(study.objectives, metrics, costs)
+    log({f"objective.{name.removeprefix('eval_')}": value for name, value in zip(study.objectives, values,
+                                                                                   strict=True)})
+    return values

@@ -23,6 +23,7 @@ from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._execution import _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
+from st_hpo._execution._objectives import pruning_for, read_values
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resources import StudyResources, pick_device
 from st_hpo._execution._resume import prepare_resume, remove_checkpoints
@@ -308,7 +309,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
     fractions = evaluation_fractions(validated.base_args, resources.train_rows, validated.study.pruner)
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
-                             on_progress=on_progress, fractions=fractions, pruning=_multi_pruning(ctx, trial, model))
+                             on_progress=on_progress, fractions=fractions,
+                             pruning=pruning_for(validated.study, trial, model))  # several objectives
     for part in loss.values() if isinstance(loss, dict) else [loss]:  # a dict: one loss per dataset
         reporter.watch_loss(part)
     trainer = validated.kind.trainer_class()(
@@ -349,7 +351,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         if trial.user_attrs.get(SCORE_TEST_ATTR):  # a confirmation trial of a study with a test set
             _score_on_test(ctx, trial, trainer.model)
         _trial_costs(trial, trainer.model, outcome)
-        _read_values(ctx, trial, reporter, outcome, run, step)
+        outcome.values = read_values(validated.study, trial, reporter.last_metrics, outcome.costs,
+                                     lambda metrics: run.metrics(metrics, step))
         if validated.study.keep_best_model:
             outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value, outcome.values)
         return reporter.last_value, step
@@ -374,19 +377,6 @@ def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
     trial.set_user_attr(TEST_VALUE_ATTR, float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
-def _multi_pruning(ctx: TrialContext, trial: Any, model: Any) -> Any:
-    """A multi-objective study's reports and pruning decisions (None for a single objective), with the static
-    costs of the trial's model known before it trains."""
-    study = ctx.validated.study
-    if not study.is_multi_objective:
-        return None
-    from st_hpo._execution._first_objective import FirstObjectivePruning
-    from st_hpo._execution._objectives import known_before_training
-
-    known_before_training(trial, model, study.objectives)
-    return FirstObjectivePruning(trial, study.objectives, study.directions)
-
-
 def _trial_costs(trial: Any, model: Any, outcome: TrialOutcome) -> None:
     """FALLBACK (multi branch) until the costs module is merged: its measurement replaces this call. The
     static costs and ``cost.train_seconds``, kept in the trial's costs."""
@@ -395,22 +385,6 @@ def _trial_costs(trial: Any, model: Any, outcome: TrialOutcome) -> None:
 
     outcome.costs = {**static_costs(model), "cost.train_seconds": round(outcome.train_seconds, 3)}
     trial.set_user_attr(COSTS_ATTR, outcome.costs)
-
-
-def _read_values(ctx: TrialContext, trial: Any, reporter: TrialReporter, outcome: TrialOutcome, run: _RunLog,
-                 step: int) -> None:
-    """A complete trial's objective values (several objectives: read by name from the final metrics and the
-    costs, and logged as ``objective.<name>``) and its feasibility under the study's constraints."""
-    from st_hpo._execution._objectives import check_constraints, objective_values
-
-    study = ctx.validated.study
-    if study.is_multi_objective:
-        outcome.values = objective_values(study.objectives, reporter.last_metrics, outcome.costs)
-        run.metrics({f"objective.{name.removeprefix('eval_')}": value
-                     for name, value in zip(study.objectives, outcome.values, strict=True)}, step)
-    broken = check_constraints(trial, study.constraints, reporter.last_metrics, outcome.costs)
-    if broken:
-        logger.info("trial %d is infeasible: %s", trial.number, "; ".join(broken))
 
 
 def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float, values: list[float] | None) -> str | None:
