@@ -274,3 +274,15 @@ def test_a_single_objective_constraint_makes_trials_infeasible(make_study, tmp_p
         st_hpo.best_trial(study, output_dir=tmp_path)
     rows = st_hpo.open_study(study, output_dir=tmp_path).status().rows
     assert [(r["best"], bool(r["infeasible"]), r["values"] == [r["value"]]) for r in rows] == [(False, True, True)] * 2
+
+
+def test_models_of_trials_that_leave_the_front_are_deleted(tmp_path):
+    from st_hpo._execution._best_model import enters_front, keep_only_best
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.80, 8.0], [0.85, 32.0], [0.84, 32.0], [0.90, 16.0]):  # trial 3 dominates 1 and 2
+        study.add_trial(optuna.trial.create_trial(values=values))
+        (tmp_path / "trials" / f"trial-{len(study.trials) - 1}" / "model").mkdir(parents=True)
+    assert enters_front(study, [0.5, 4.0]) and not enters_front(study, [0.85, 16.0])
+    keep_only_best(study, tmp_path)
+    assert sorted(p.parent.name for p in (tmp_path / "trials").glob("trial-*/model")) == ["trial-0", "trial-3"]
