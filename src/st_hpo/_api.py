@@ -13,13 +13,14 @@ from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._study import DEFAULT_PRUNER, Study
 from st_hpo._engines import ClusterEngine, EngineSettings, engine_for
 from st_hpo._engines._cluster import run_on_cluster
-from st_hpo._execution._best_model import saved_best_model
+from st_hpo._execution._best_model import best_number, saved_best_model
 from st_hpo._execution._plan import PLAN_FILE, WorkerPlan, decide_slots, read_plan
 from st_hpo._execution._progress import Progress
 from st_hpo._execution._recovery import SUPERVISOR_ENV
 from st_hpo._execution._test_score import recorded_test_values
 from st_hpo._results._finish import finish_by_worker, finish_study
 from st_hpo._tracking._census import study_census
+from st_hpo._tracking._front import study_front
 from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import BASE_MODEL_VALUE_KEY, N_TRIALS_KEY
 from st_hpo._validation import validate_study as _validate
@@ -65,6 +66,8 @@ class StudyResult:
     submission: Any = None
     #: the study's MLflow experiment (None without tracking)
     experiment_id: str | None = None
+    #: a multi-objective study's Pareto front: the numbers of its trials (``st-hpo best`` shows them)
+    pareto_numbers: list[int] = dataclasses.field(default_factory=list)
 
 
 def validate_study(study: Study) -> None:
@@ -239,7 +242,7 @@ def _announce(session: StudySession, budget: int, workers: int, engine: str = "l
         lines.append(f"  MLflow  {session.tracking_uri}")
     base = study.user_attrs.get(BASE_MODEL_VALUE_KEY)
     if base is not None:
-        lines.append(f"  base model before fine-tuning: {definition.objective} = {base:.4f}")
+        lines.append(f"  base model before fine-tuning: {definition.objectives[0]} = {base:.4f}")
     Progress(budget=budget).message(escape("\n".join(lines)))
 
 
@@ -322,7 +325,9 @@ def summarize(session: StudySession, *, interrupted: bool, budget_met: bool, sto
     """A :class:`StudyResult` from an open session."""
     study = session.study
     census = study_census(study)
-    best = study.best_trial if census.complete else None
+    trials = study.get_trials(deepcopy=False)
+    best = study.best_trial if census.complete and best_number(study, trials) is not None else None
+    front = [t.number for t in study_front(study, trials)] if len(study.directions) > 1 else []
     return StudyResult(
         study_name=study.study_name,
         output_dir=session.output_dir,
@@ -340,6 +345,7 @@ def summarize(session: StudySession, *, interrupted: bool, budget_met: bool, sto
         interrupted=interrupted,
         budget_met=budget_met,
         best_model_dir=saved_best_model(study),
+        pareto_numbers=front,
         stop_reason=stop_reason,
         test_value=recorded_test_values(study)[0],
         base_model_test_value=recorded_test_values(study)[1],

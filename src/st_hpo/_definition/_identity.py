@@ -189,7 +189,10 @@ def definition_record(definition: Study, base_args: Any, datasets: Mapping[str, 
         # what shapes every trial's value besides the above (recorded since st-hpo 0.x: older records lack them)
         "loss": fingerprint(definition.loss),
         "evaluator": fingerprint(definition.evaluator),
-        "objective": f"{definition.objective.removeprefix('eval_')} ({definition.direction})",
+        "objective": ", ".join(f"{name.removeprefix('eval_')} ({direction})"
+                               for name, direction in zip(definition.objectives, definition.directions, strict=True)),
+        # a study with constraints records them (a changed constraint changes which trials are feasible)
+        **({"constraints": dict(definition.constraints)} if definition.constraints else {}),
     }
 
 
@@ -217,6 +220,8 @@ def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]
     data = sorted(k for k in set(old_data) | set(new_data) if old_data.get(k) != new_data.get(k))
     if data:
         changes.append(f"data ({', '.join(data)} content differs)")
+    if stored.get("constraints") != current.get("constraints"):  # recorded only when a study has some
+        changes.append(f"constraints ({_short(stored.get('constraints'))} -> {_short(current.get('constraints'))})")
     for part in _SHAPING_PARTS:
         if part in stored and stored[part] != current.get(part):
             changes.append(f"{part} ({_short(stored[part])} -> {_short(current.get(part))})")

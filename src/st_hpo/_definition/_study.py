@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from st_hpo._definition._objectives import check_objectives as _check_objectives
+from st_hpo._definition._objectives import normalise_objectives as _normalise_objectives
 from st_hpo._kinds import KIND_NAMES, kind_of_model
 from st_hpo._kinds._base import is_model_factory, is_module
 from st_hpo.exceptions import StudyDefinitionError
@@ -69,9 +71,19 @@ class Study:
             left out (None) when the objective is ``"eval_loss"``.
         objective: the metric the evaluator reports that the study optimises, e.g.
             ``"sts-dev_spearman_cosine"`` (the trainer's ``eval_`` prefix is optional), or ``"eval_loss"``
-            (the loss on ``eval_dataset``, computed by the trainer; needs no evaluator).
+            (the loss on ``eval_dataset``, computed by the trainer; needs no evaluator). A list of names makes
+            a multi-objective study (quality against cost): each an evaluator's metric or a cost st-hpo
+            measures (``"cost.encode_ms"``, ``"cost.embedding_dim"``, ...: ``st_hpo._definition._costs``);
+            the first is measured during training (trials are pruned on it), so it is the evaluator's metric
+            (or ``"eval_loss"``). Its answer is the Pareto set of the feasible complete trials.
         direction: ``"maximize"`` or ``"minimize"`` the objective; default ``"minimize"`` for ``"eval_loss"``
-            (a loss, which is refused with ``"maximize"``), ``"maximize"`` for an evaluator's metric.
+            (a loss, which is refused with ``"maximize"``), ``"maximize"`` for an evaluator's metric. With
+            several objectives, a list of one direction per objective (default: ``"minimize"`` for a loss or
+            a cost, ``"maximize"`` for an evaluator's metric).
+        constraints: ``{name: comparison}``, e.g. ``{"cost.embedding_dim": "<= 256"}`` (a cost or an
+            evaluator's metric; comparisons ``<=``, ``<``, ``>=``, ``>`` with a number): a complete trial that
+            breaks one is infeasible (the sampler is told through Optuna's constraints); it is never the best
+            nor in the Pareto set.
         args: the base training arguments of the kind (``SentenceTransformerTrainingArguments``,
             ``CrossEncoderTrainingArguments``, ...), or a dict of their fields. Never mutated:
             each trial gets a copy built with ``dataclasses.replace`` and its sampled values.
@@ -103,7 +115,8 @@ class Study:
         keep_best_model: save the fine-tuned model of every trial that beats all complete trials so far
             to ``<output-dir>/trials/trial-N/model`` (a ``SentenceTransformer`` folder), and delete the
             saved models of trials that are no longer the best; so the best trial's model is on disk
-            when the study ends, without retraining. ``st-hpo best`` shows where.
+            when the study ends, without retraining. ``st-hpo best`` shows where. With several objectives:
+            the model of every trial that enters the Pareto front, deleted when the trial leaves it.
         max_failures_in_a_row: a worker stops when this many of its trials have failed one after the
             other (a broken data pipeline, a GPU in an error state), instead of filling the storage and
             MLflow with failed trials; the command then exits non-zero with the last trial's error. Failed
@@ -148,8 +161,8 @@ class Study:
     loss: (type | Callable[[SentenceTransformer, dict[str, Any]], torch.nn.Module | Mapping[str, torch.nn.Module]]
            | Mapping[str, type | Callable[[SentenceTransformer, dict[str, Any]], torch.nn.Module]])
     evaluator: SentenceEvaluator | Callable[[Dataset], SentenceEvaluator] | None = None
-    objective: str
-    direction: Direction | None = None
+    objective: str | Sequence[str]
+    direction: Direction | Sequence[Direction] | None = None
     args: SentenceTransformerTrainingArguments | Mapping[str, Any] = dataclasses.field(default_factory=dict)
     space: Mapping[str, Any] | Callable[[optuna.Trial], dict[str, Any]]
     n_trials: int = 20
@@ -170,19 +183,37 @@ class Study:
     test_objective: str | None = None
     kind: str | None = None
     adjust_mini_batch: bool = True
+    constraints: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
+        _normalise_objectives(self)
         if self.direction is None:  # a loss goes down, a metric up
             object.__setattr__(self, "direction", "minimize" if self.uses_eval_loss else "maximize")
         _check_scalars(self)
+        _check_objectives(self)
         _check_resume(self)
         _check_choices(self)
         _check_parts(self)
 
     @property
     def uses_eval_loss(self) -> bool:
-        """True when the objective is the trainer's eval loss (which needs no evaluator)."""
-        return self.objective in ("eval_loss", "loss")
+        """True when the (first) objective is the trainer's eval loss (which needs no evaluator)."""
+        return self.objectives[0] in ("eval_loss", "loss")
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The objective names, in order (one for a single-objective study)."""
+        return tuple(self.objective) if self.is_multi_objective else (self.objective,)  # type: ignore[arg-type]
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """One direction per objective."""
+        return tuple(self.direction) if self.is_multi_objective else (self.direction,)  # type: ignore[arg-type]
+
+    @property
+    def is_multi_objective(self) -> bool:
+        """True when the study optimises several objectives (a Pareto set, not one best trial)."""
+        return not isinstance(self.objective, str)
 
     @property
     def experiment(self) -> str:
@@ -252,14 +283,16 @@ def _check_scalars(study: Study) -> None:
 
 
 def _check_choices(study: Study) -> None:
-    """Direction, objective, sampler, pruner, enqueue."""
-    if study.direction not in ("maximize", "minimize"):
+    """Direction, objective, sampler, pruner, enqueue (several objectives: :mod:`st_hpo._definition._objectives`)."""
+    if study.is_multi_objective:
+        pass
+    elif study.direction not in ("maximize", "minimize"):
         raise StudyDefinitionError(f"direction={study.direction!r} is not allowed; use 'maximize' or 'minimize'")
-    if study.uses_eval_loss and study.direction == "maximize":
+    elif study.uses_eval_loss and study.direction == "maximize":
         raise StudyDefinitionError(
             f"objective={study.objective!r} is the loss on the eval set, which training lowers: direction="
             "'maximize' would search for the worst model; use direction='minimize' (the default for a loss)")
-    if not isinstance(study.objective, str) or not study.objective:
+    elif not isinstance(study.objective, str) or not study.objective:
         raise StudyDefinitionError(
             f"objective={study.objective!r}: the objective must name a metric the evaluator reports, e.g. "
             "'sts-dev_spearman_cosine', or be 'eval_loss'"

@@ -1,5 +1,9 @@
 """Keeping the best trial's model, so that the study's result is on disk without retraining.
 
+In a multi-objective study there is no one best: a trial keeps its model when it enters the Pareto front
+(no feasible complete trial dominates it), and the models of trials that left the front are deleted, so the
+folder holds one model per trial of the front.
+
 With ``Study(keep_best_model=True)`` (the default) a trial whose final objective beats every complete
 trial so far saves its fine-tuned model to ``<output-dir>/trials/trial-N/model`` before its memory is
 released. After every trial ends, the saved models of finished trials that are not the study's best are
@@ -18,10 +22,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from st_hpo._tracking._census import is_feasible
+from st_hpo._tracking._front import dominates, study_front
 from st_hpo._tracking._schema import MODEL_DIR_ATTR
 
-__all__ = ["MODEL_DIR_ATTR", "beats_best", "best_number", "keep_only_best", "model_dir", "save_model",
-           "saved_best_model"]
+__all__ = ["MODEL_DIR_ATTR", "beats_best", "best_number", "enters_front", "keep_only_best", "kept_numbers",
+           "model_dir", "save_model", "saved_best_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +43,18 @@ def beats_best(study: Any, value: float) -> bool:
     import optuna
 
     values = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-              if t.value is not None]
+              if t.value is not None and is_feasible(t)]
     if not values:
         return True
     if study.direction == optuna.study.StudyDirection.MINIMIZE:
         return value < min(values)
     return value > max(values)
+
+
+def enters_front(study: Any, values: list[float]) -> bool:
+    """True when no feasible complete trial of the multi-objective ``study`` dominates ``values``."""
+    maximize = [d.name == "MAXIMIZE" for d in study.directions]
+    return not any(dominates(t.values, values, maximize) for t in study_front(study))
 
 
 def save_model(model: Any, output_dir: Path, number: int) -> Path:
@@ -65,13 +77,13 @@ def keep_only_best(study: Any, output_dir: Path) -> None:
         return
     trials = study.get_trials(deepcopy=False)
     finished = {t.number for t in trials if t.state.is_finished()}
-    best = best_number(study, trials)
+    kept = kept_numbers(study, trials)
     for path in trials_dir.glob("trial-*/model*"):
         try:
             number = int(path.parent.name.removeprefix("trial-"))
         except ValueError:
             continue
-        if number in finished and (number != best or path.name != "model"):
+        if number in finished and (number not in kept or path.name != "model"):
             shutil.rmtree(path, ignore_errors=True)
             logger.debug("deleted %s: trial %d is not the best", path, number)
 
@@ -89,8 +101,17 @@ def saved_best_model(study: Any) -> Path | None:
     return None
 
 
+def kept_numbers(study: Any, trials: list[Any]) -> set[int]:
+    """The trials whose models are kept: the best one, or (several objectives) those of the Pareto front."""
+    if len(study.directions) > 1:
+        return {t.number for t in study_front(study, trials)}
+    best = best_number(study, trials)
+    return set() if best is None else {best}
+
+
 def best_number(study: Any, trials: list[Any]) -> int | None:
-    """The number of the study's best complete trial (``trials`` is the study's list), or None."""
-    if not any(t.state.name == "COMPLETE" for t in trials):
+    """The number of the study's best feasible complete trial (``trials`` is the study's list), or None; None
+    in a multi-objective study, which has a Pareto front instead (:func:`kept_numbers`)."""
+    if len(study.directions) > 1 or not any(t.state.name == "COMPLETE" and is_feasible(t) for t in trials):
         return None
     return study.best_trial.number

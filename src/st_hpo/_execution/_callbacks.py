@@ -65,6 +65,8 @@ class TrialReporter(TrainerCallback):
             the trainer steps of these fractions of its training and reports at their per-mille (on a subset,
             not at the end: the final evaluation on the whole set is the caller's). Empty: the trainer's own
             schedule decides, and values are reported at the per-mille of their step.
+        pruning: in a multi-objective study, what reports and decides instead of the Optuna trial (which
+            refuses to): a :class:`~st_hpo._execution._first_objective.FirstObjectivePruning`.
 
     A NaN or infinite training loss or objective raises :class:`Diverged`, which ends the trial. The time
     spent in evaluations (from :meth:`evaluation_starts` to the trainer's ``on_evaluate``) is summed in
@@ -72,8 +74,11 @@ class TrialReporter(TrainerCallback):
     """
 
     def __init__(self, trial: Any, objective_key: str, log_series: Any, *, on_subset: bool = False,
-                 on_progress: Any = None, fractions: tuple[float, ...] = ()) -> None:
+                 on_progress: Any = None, fractions: tuple[float, ...] = (), pruning: Any = None) -> None:
         self.trial = trial
+        #: a multi-objective study's reports and pruning decisions (:mod:`st_hpo._execution._first_objective`);
+        #: None: Optuna's own (``trial.report``, ``trial.should_prune``)
+        self.pruning = pruning
         self.on_progress = on_progress  # (step, max_steps, value, subset) -> None, for the terminal
         self.on_subset = on_subset
         self.objective_key = objective_key
@@ -95,6 +100,11 @@ class TrialReporter(TrainerCallback):
         self._hook: Any = None
         self.devices: dict[str, str] | None = None  #: :func:`training_devices`, after the first optimizer step
         self._logged_loss = False  #: a ``train_loss`` curve point was logged (logging_steps came round)
+
+    def report(self, value: float, point: int) -> None:
+        """Report the objective's ``value`` at ``point`` (per-mille of training) for the pruner."""
+        (self.pruning or self.trial).report(value, point)
+        self.reported.add(point)
 
     def final_on_full(self) -> None:
         """The next evaluation is the final one, on the whole eval set: log it as ``objective``, never prune."""
@@ -226,10 +236,9 @@ class TrialReporter(TrainerCallback):
         if not points:
             return
         for point in points:  # several grid points on one step: a trial with fewer steps than grid points
-            self.trial.report(value, point)
-            self.reported.add(point)
+            self.report(value, point)
         progress = max(points)
         # at the end of training the trial has spent all its steps: pruning it then would only lose its value
-        if self.allow_prune and progress < PROGRESS_SCALE and self.trial.should_prune():
+        if self.allow_prune and progress < PROGRESS_SCALE and (self.pruning or self.trial).should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} ({progress / 10:.0f}% of training) with "
                                      f"{self.objective_key}={value:.6g}")

@@ -268,7 +268,7 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
         mark_out_of_memory(trial)
         study.tell(trial, state=_state("PRUNED"))
     elif outcome.state == "COMPLETE":
-        study.tell(trial, outcome.value)
+        study.tell(trial, outcome.values if outcome.values is not None else outcome.value)
     else:
         study.tell(trial, state=_state(outcome.state))
     if killed:  # Ctrl-C or SIGTERM: this process failed it, so it queues its retry from the last checkpoint
@@ -281,7 +281,8 @@ def _finish(session: StudySession, trial: Any, outcome: TrialOutcome, *, killed:
     run_id = trial.user_attrs.get(RUN_ATTR)
     try:
         if run_id:
-            tracker.end_trial(run_id, outcome.state, value=outcome.value, error=outcome.error,
+            tracker.end_trial(run_id, outcome.state, value=outcome.value if outcome.values is None else None,
+                              error=outcome.error,
                               step=outcome.step, status="KILLED" if killed else None, tags=end_tags(trial))
         session.update_parent()
     except TrackingError as exc:

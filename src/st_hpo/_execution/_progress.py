@@ -79,9 +79,16 @@ class Progress:
         except Exception:  # noqa: BLE001 - a storage hiccup must not stop the trials; count this one
             self.finished += outcome.state in ("COMPLETE", "PRUNED")
         value = "-" if outcome.value is None else f"{outcome.value:.4f}"
+        if getattr(outcome, "values", None):  # several objectives: every value, and the front's size
+            value = "/".join(f"{v:.4g}" for v in outcome.values)
         try:
-            best = study.best_trial
-            best_text = f"{best.value:.4f} (#{best.number})"
+            if len(study.directions) > 1:
+                from st_hpo._tracking._front import study_front
+
+                best_text = f"front of {len(study_front(study))}"
+            else:
+                best = study.best_trial
+                best_text = f"{best.value:.4f} (#{best.number})"
         except ValueError:
             best_text = "-"
         style = _STYLE.get(outcome.state, "white")

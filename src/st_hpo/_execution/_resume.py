@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 from st_hpo._execution._callbacks import progress_step
+from st_hpo._tracking._front import intermediate_values
 from st_hpo._tracking._schema import (
     ARGS_OVERRIDE_ATTR,
     BASELINE_ATTR,
@@ -148,8 +149,7 @@ def restore_intermediate(trial: Any, reporter: Any) -> None:
     Optuna, so that the pruner compares the retry at those points like any other trial."""
     resume = trial.user_attrs.get(RESUME_ATTR) or {}
     for point, value in sorted((int(k), float(v)) for k, v in (resume.get("values") or {}).items()):
-        trial.report(value, point)
-        reporter.reported.add(point)
+        reporter.report(value, point)
 
 
 def prepare_resume(trainer: Any, trial: Any, reporter: Any, study: Any) -> tuple[str | None, CheckpointSaver | None]:
@@ -203,7 +203,7 @@ def queue_resume(study: Any, frozen: Any) -> int | None:
         return None
     max_steps = int(frozen.user_attrs.get(MAX_STEPS_KEY) or 1)
     upto = progress_step(point["step"], max_steps)
-    values = {str(k): v for k, v in frozen.intermediate_values.items() if k <= upto}
+    values = {str(k): v for k, v in intermediate_values(frozen).items() if k <= upto}
     attrs = {k: frozen.user_attrs[k] for k in _CARRIED if k in frozen.user_attrs}
     attrs.update({k: v for k, v in frozen.user_attrs.items() if k.startswith((TAG_PREFIX, CONFIRM_PREFIX))})
     attrs.update({

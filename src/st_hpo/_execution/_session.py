@@ -23,6 +23,8 @@ from st_hpo._definition._identity import check_unchanged, definition_record, rec
 from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 from st_hpo._definition._study import DEFAULT_PRUNER, Study, is_model_factory
+from st_hpo._execution._best_model import best_number
+from st_hpo._execution._objectives import record_objectives
 from st_hpo._execution._recovery import current_host, record_runner, recover_stale_trials
 from st_hpo._execution._resume import record_policy
 from st_hpo._execution._storage import default_storage_url, open_storage
@@ -351,7 +353,12 @@ def log_study_figures(tracker: MlflowTracker, study: Any) -> None:
         metrics["n_out_of_memory"] = census.out_of_memory
     metrics.update(time_totals(trials))
     step = max((t.number for t in trials), default=0)
-    if census.complete:
+    if len(study.directions) > 1:  # several objectives: no one best; the front (its plot: the pareto report)
+        from st_hpo._tracking._front import study_front
+
+        metrics["n_pareto"] = len(study_front(study, trials))
+        tracker.log_parent(metrics, step)
+    elif census.complete and best_number(study, trials) is not None:
         best = study.best_trial
         metrics.update(best_value=best.value, best_trial_number=best.number)
         tags = {BEST_TRIAL_KEY: str(best.number)}
@@ -403,34 +410,44 @@ def _create_or_load(definition: Study, storage_url: str, salt: str | None = None
     try:
         study = optuna.create_study(
             study_name=definition.name, storage=storage, load_if_exists=True,
-            direction=definition.direction,
+            directions=list(definition.directions),
             sampler=make_sampler(definition.sampler, definition.seed, salt, parallel=salt is not None),
             pruner=make_pruner(definition.pruner, storage),
         )
     except Exception as exc:  # noqa: BLE001 - storage errors of every kind
         raise StorageError(f"could not create or load study {definition.name!r} in {storage_url}: {exc}") from None
-    wanted = optuna.study.StudyDirection.MAXIMIZE if definition.direction == "maximize" else (
-        optuna.study.StudyDirection.MINIMIZE)
-    if study.direction != wanted:
-        raise StudyDefinitionError(
-            f"study {definition.name!r} in {storage_url} was created to {study.direction.name.lower()}, but the "
-            f"study file says direction={definition.direction!r}; use another study_name={_NEW_DIR}",
-            parameters=_LOCATION,
-        )
+    _check_directions(study, definition, storage_url)
     stored = study.user_attrs.get(OBJECTIVE_KEY)
-    if stored is not None and objective_key(stored) != objective_key(definition.objective):
+    if stored is not None and objective_key(stored) != objective_key(definition.objectives[0]):
         raise StudyDefinitionError(
             f"study {definition.name!r} in {storage_url} optimises {stored!r}, but the study file says "
             f"objective={definition.objective!r}: the trials' values could not be compared; use another "
             f"study_name={_NEW_DIR}", parameters=_LOCATION,
         )
     if stored is None:
-        study.set_user_attr(OBJECTIVE_KEY, definition.objective)
+        study.set_user_attr(OBJECTIVE_KEY, definition.objectives[0])
+    record_objectives(study, definition, storage_url)
     existing = len(study.get_trials(deepcopy=False))
     if existing:  # resumed or extended: seeded as before, the sampler would propose the first trials' values again
         study.sampler = make_sampler(definition.sampler, definition.seed, f"{salt or 'main'}/after-{existing}",
                                      parallel=salt is not None)
     return study
+
+
+def _check_directions(study: Any, definition: Study, storage_url: str) -> None:
+    """The stored study optimises in the study file's directions (one per objective)."""
+    stored = [d.name.lower() for d in study.directions]
+    if stored == list(definition.directions):
+        return
+    if len(stored) == 1 and not definition.is_multi_objective:
+        raise StudyDefinitionError(
+            f"study {definition.name!r} in {storage_url} was created to {stored[0]}, but the "
+            f"study file says direction={definition.direction!r}; use another study_name={_NEW_DIR}",
+            parameters=_LOCATION,
+        )
+    raise StudyDefinitionError(
+        f"study {definition.name!r} in {storage_url} was created with the directions {stored!r}, but the study "
+        f"file says {list(definition.directions)!r}; use another study_name={_NEW_DIR}", parameters=_LOCATION)
 
 
 def _settings(definition: Study, validated: ValidatedStudy, storage_url: str) -> dict[str, Any]:
@@ -439,8 +456,9 @@ def _settings(definition: Study, validated: ValidatedStudy, storage_url: str) ->
                  else getattr(space, "__name__", "define-by-run"))
     return {
         "study": definition.name,
-        "objective": definition.objective,
-        "direction": definition.direction,
+        "objective": definition.objective if not definition.is_multi_objective else list(definition.objectives),
+        "direction": definition.direction if not definition.is_multi_objective else list(definition.directions),
+        **({"constraints": dict(definition.constraints)} if definition.constraints else {}),
         "n_trials": definition.n_trials,
         "model": _describe(definition.model),
         "loss": _describe(definition.loss),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from st_hpo._execution._best_model import saved_best_model
@@ -54,8 +55,9 @@ def score_model(evaluator: Any, model: Any, definition: Study) -> tuple[str, flo
 
 
 def score_on_test(optuna_study: optuna.Study, definition: Study, resources: StudyResources, *, device: str,
-                  tracker: MlflowTracker | None = None, force: bool = False) -> TestScore | None:
-    """Score the best trial's kept model and the base model on the test set; record and return it.
+                  tracker: MlflowTracker | None = None, force: bool = False, chosen: Any = None) -> TestScore | None:
+    """Score the best trial's kept model (``chosen``: that stored trial's, e.g. one of a multi-objective study's
+    Pareto front) and the base model on the test set; record and return it.
 
     The values go to the study's user attributes (so ``st-hpo best`` shows them) and, with a
     ``tracker``, to the parent run as ``test_objective`` and ``base_model_test_objective``. Without
@@ -67,12 +69,12 @@ def score_on_test(optuna_study: optuna.Study, definition: Study, resources: Stud
     complete = [t for t in optuna_study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
         raise NoResultError(f"study {optuna_study.study_name!r} has no complete trial to score on the test set")
-    best = optuna_study.best_trial
+    best = optuna_study.best_trial if chosen is None else chosen
     attrs = optuna_study.user_attrs
     if not force and attrs.get(TEST_TRIAL_ATTR) == best.number and TEST_VALUE_ATTR in attrs:
         return TestScore(best.number, attrs[TEST_METRIC_ATTR], attrs[TEST_VALUE_ATTR],
-                         attrs.get(BASE_TEST_VALUE_ATTR), float(best.value))
-    model_dir = saved_best_model(optuna_study)
+                         attrs.get(BASE_TEST_VALUE_ATTR), float(best.values[0]))
+    model_dir = saved_best_model(optuna_study) if chosen is None else _kept_model(chosen)
     if model_dir is None:
         raise NoResultError(f"trial {best.number}'s model was not kept on this machine, so it cannot be scored on "
                            "the test set; `st-hpo retrain` trains its configuration again and scores that model on "
@@ -92,7 +94,7 @@ def score_on_test(optuna_study: optuna.Study, definition: Study, resources: Stud
                                                if base_value is not None else {})}
         tracker.log_parent(metrics, best.number, tags={TEST_METRIC_ATTR: metric,
                                                         TEST_TRIAL_ATTR: str(best.number)})
-    return TestScore(best.number, metric, value, base_value, float(best.value))
+    return TestScore(best.number, metric, value, base_value, float(best.values[0]))
 
 
 def _score_base(resources: StudyResources, evaluator: Any, definition: Study, device: str) -> float | None:
@@ -105,10 +107,20 @@ def _score_base(resources: StudyResources, evaluator: Any, definition: Study, de
     return score_model(evaluator, model, definition)[1]
 
 
+def _kept_model(trial: Any) -> Path | None:
+    """Where ``trial``'s model is kept, when it is on this machine."""
+    from st_hpo._execution._best_model import MODEL_DIR_ATTR
+
+    saved = trial.user_attrs.get(MODEL_DIR_ATTR)
+    return Path(saved) if saved and (Path(saved) / "modules.json").is_file() else None
+
+
 def recorded_test_values(study: optuna.Study) -> tuple[float | None, float | None]:
     """(the best trial's test value, the base model's) as recorded; the first is None when the study's
     best trial is not the one that was scored (a later trial beat it: run ``st-hpo test``)."""
+    from st_hpo._execution._best_model import best_number
+
     attrs = study.user_attrs
-    complete = any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
-    scored = complete and attrs.get(TEST_TRIAL_ATTR) == study.best_trial.number
+    best = best_number(study, study.get_trials(deepcopy=False))  # None: no (feasible) complete trial, a front
+    scored = best is not None and attrs.get(TEST_TRIAL_ATTR) == best
     return (attrs.get(TEST_VALUE_ATTR) if scored else None), attrs.get(BASE_TEST_VALUE_ATTR)

@@ -26,6 +26,7 @@ from st_hpo._definition._schedule import evaluation_fractions
 from st_hpo._execution import _best_model, _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
 from st_hpo._execution._costs import PeakMemory, cost_inputs, measure_costs
+from st_hpo._execution._objectives import pruning_for, read_values
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resume import prepare_resume, remove_checkpoints
 from st_hpo._tracking import _spool
@@ -39,6 +40,7 @@ from st_hpo._tracking._schema import (
     COSTS_ATTR,
     GPU_KEY,
     HOST_KEY,
+    INFEASIBLE_ATTR,
     INTERMEDIATE_EVAL_KEY,
     KIND_ATTR,
     LAST_SEEN_ATTR,
@@ -110,6 +112,8 @@ class TrialOutcome:
     step: int = 0
     run_id: str | None = None
     model_dir: str | None = None  #: where the trial saved its model (it beat every complete trial)
+    #: a complete trial's value of every objective, in order (a multi-objective study; ``value`` is the first)
+    values: list[float] | None = None
     #: what the trained model costs, ``{"cost.encode_ms": ..., ...}`` (a complete trial's only; see
     #: :mod:`st_hpo._execution._costs`), measured before the trial's objective values are read
     costs: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -313,7 +317,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
             ctx.progress.trial_evaluated(trial.number, step, max_steps, value, subset=on_subset)
     fractions = evaluation_fractions(validated.base_args, resources.train_rows, validated.study.pruner)
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
-                             on_progress=on_progress, fractions=fractions)
+                             on_progress=on_progress, fractions=fractions,
+                             pruning=pruning_for(validated.study, trial, model))  # several objectives
     for part in loss.values() if isinstance(loss, dict) else [loss]:  # a dict: one loss per dataset
         reporter.watch_loss(part)
     trainer = validated.kind.trainer_class()(
@@ -355,8 +360,10 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
         run.metrics(outcome.costs, step)
         if trial.user_attrs.get(SCORE_TEST_ATTR):  # a confirmation trial of a study with a test set
             _score_on_test(ctx, trial, trainer.model)
+        outcome.values = read_values(validated.study, trial, reporter.last_metrics, outcome.costs,
+                                     lambda metrics: run.metrics(metrics, step))
         if validated.study.keep_best_model:
-            outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value)
+            outcome.model_dir = _keep_model(ctx, trial, trainer.model, reporter.last_value, outcome.values)
         return reporter.last_value, step
     finally:
         reporter.evaluation_ends()  # one cut short by an error or a Ctrl-C counts up to now
@@ -389,9 +396,13 @@ def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
     trial.set_user_attr(TEST_VALUE_ATTR, float(metrics[test_metric(ctx.validated.study, metrics)]))
 
 
-def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float) -> str | None:
-    """Save the trial's model when it beats every complete trial so far (see :mod:`st_hpo._execution._best_model`)."""
-    if not _best_model.beats_best(trial.study, value):
+def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float, values: list[float] | None) -> str | None:
+    """Save the trial's model when it beats every complete trial so far, or (several objectives) enters the
+    Pareto front (see :mod:`st_hpo._execution._best_model`); never an infeasible trial's."""
+    if trial.user_attrs.get(INFEASIBLE_ATTR):
+        return None
+    if not (_best_model.enters_front(trial.study, values) if values is not None
+            else _best_model.beats_best(trial.study, value)):
         return None
     try:
         path = _best_model.save_model(model, ctx.output_dir, trial.number)

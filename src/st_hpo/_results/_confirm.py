@@ -114,7 +114,8 @@ class _Config:
 def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str | Path | None = None,
                   storage: str | None = None, tracking_uri: str | None = None, study_name: str | None = None,
                   progress: bool = True, workers: int | None = None, gpus: str | None = None,
-                  trials_per_gpu: int = 1, study_file: str | Path | None = None) -> ConfirmResult:
+                  trials_per_gpu: int = 1, study_file: str | Path | None = None,
+                  trial: int | None = None) -> ConfirmResult:
     """Train the ``top`` best configurations and the baseline (when the study has a baseline trial) again
     with ``seeds`` new seeds each.
 
@@ -123,30 +124,34 @@ def confirm_study(study: Study, *, top: int = 3, seeds: int = 3, output_dir: str
     ``study_file``), under the same budget, kill and restart rules as trials. Calling it again resumes
     (only missing pairs train) and reports. A Ctrl-C fails the running trials and returns with
     ``interrupted``. Raises NoResultError when the study has no complete trial.
+
+    ``trial``: confirm that trial (and the baseline) instead of the ``top`` best; a multi-objective study
+    needs it (a trial of its Pareto front), and is confirmed on its first objective.
     """
     from st_hpo._results._handle import open_study
 
     return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                       study_name=study_name).confirm(top=top, seeds=seeds, progress=progress, workers=workers,
-                                                     gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file)
+                                                     gpus=gpus, trials_per_gpu=trials_per_gpu, study_file=study_file,
+                                                     trial=trial)
 
 
 def confirm_at(handle: StudyHandle, *, top: int = 3, seeds: int = 3, progress: bool = True,
                workers: int | None = None, gpus: str | None = None, trials_per_gpu: int = 1,
-               study_file: str | Path | None = None) -> ConfirmResult:
-    """Confirm the best configurations of the study ``handle`` holds (see :func:`confirm_study`)."""
+               study_file: str | Path | None = None, trial: int | None = None) -> ConfirmResult:
+    """Confirm the best configurations (``trial``: that one) of the study ``handle`` holds (see :func:`confirm_study`)."""
 
     for name, value in (("top", top), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"{name}={value!r} must be a positive whole number (e.g. {name}=3)", parameters=(name,))
     study, location, main = handle.study, handle.location, handle.optuna_study
-    best = best_of(main, study.objective)
+    best = best_of(main, study.objective, trial)
     specs = _worker_specs(workers, gpus, trials_per_gpu, study_file)
     session = _open_companion(study, main, location,
                               trains_here=not (specs and any(s.gpu is not None for s in specs)))
     base_seed = int(session.validated.base_args.seed)
     seed_list = [base_seed + SEED_OFFSET + i for i in range(seeds)]
-    configs = _configurations(main, session, top)
+    configs = _configurations(main, session, top, trial)
     if specs:
         trials_run, interrupted = _run_on_workers(session, configs, seed_list, progress, specs, study.name,
                                                   str(Path(study_file).resolve()))
@@ -171,6 +176,8 @@ def companion_definition(study: Study) -> Study:
     """The definition of the companion study ``<name>.confirm``: the study's, with nothing of its own queue
     (baseline, warm start), no pruning, and one try per queued pair at a time (a failed pair is queued
     again by :func:`confirm_study`, never replaced by a sampled configuration)."""
+    if study.is_multi_objective:  # a trial of the front is confirmed on the first objective (its quality)
+        study = study.replace(objective=study.objectives[0], direction=study.directions[0], constraints=None)
     return study.replace(name=f"{study.name}.confirm", experiment_name=study.experiment, pruner="none",
                          baseline=False, enqueue=(), keep_best_model=False, max_failures_in_a_row=1)
 
@@ -200,7 +207,7 @@ def _open_companion(study: Study, main: Any, location: StudyLocation, *, trains_
 
     name = f"{study.name}.confirm"
     companion = optuna.create_study(study_name=name, storage=open_storage(location.storage),
-                                    load_if_exists=True, direction=main.direction.name.lower(),
+                                    load_if_exists=True, direction=main.directions[0].name.lower(),
                                     pruner=optuna.pruners.NopPruner())
     if main.user_attrs.get(PARENT_ATTR):
         companion.set_user_attr(PARENT_ATTR, main.user_attrs[PARENT_ATTR])
@@ -210,7 +217,7 @@ def _open_companion(study: Study, main: Any, location: StudyLocation, *, trains_
     return ConfirmSession.open(companion_definition(study), options)
 
 
-def _configurations(main: Any, session: StudySession, top: int) -> list[_Config]:
+def _configurations(main: Any, session: StudySession, top: int, only: int | None = None) -> list[_Config]:
     """The baseline (the base arguments, as the baseline trial ran them), when the study has a complete
     baseline trial, and the ``top`` best other trials.
 
@@ -222,12 +229,14 @@ def _configurations(main: Any, session: StudySession, top: int) -> list[_Config]
     if base_trial is not None:
         defaults = space_defaults(session.definition.space, session.validated.base_args)
         configs.append(_Config("baseline", "baseline", base_trial.number, defaults or {}, True, defaults is None,
-                               base_trial.value))
-    others = sorted((t for t in trials if not t.user_attrs.get(BASELINE_ATTR)), key=lambda t: t.value,
-                    reverse=main.direction.name == "MAXIMIZE")
+                               base_trial.values[0]))
+    others = sorted((t for t in trials if not t.user_attrs.get(BASELINE_ATTR)), key=lambda t: t.values[0],
+                    reverse=main.directions[0].name == "MAXIMIZE")
+    if only is not None:  # one picked trial (``--trial N``): it alone, beside the baseline
+        others, top = [t for t in others if t.number == only], 1
     for t in others[:top]:
         configs.append(_Config(str(t.number), f"trial {t.number}", t.number, trial_params(t), False, False,
-                               t.value))
+                               t.values[0]))
     return configs
 
 

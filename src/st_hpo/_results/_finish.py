@@ -47,6 +47,7 @@ def finish_by_worker(session: StudySession) -> None:
     (``st-hpo test`` there scores it) and leaves the score to that machine."""
     keep_only_best_model(session)
     if study_census(session.study).complete and has_test(session.definition) \
+            and not session.definition.is_multi_objective \
             and recorded_test_values(session.study)[0] is None:
         if saved_best_model(session.study) is not None:
             score_test(session)

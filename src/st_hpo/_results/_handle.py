@@ -83,49 +83,67 @@ class StudyHandle:
 
         return sync_at(self)
 
-    def best(self) -> BestTrial:
-        """The best complete trial and its gains over the baseline and the base model."""
-        return best_of(self.optuna_study, self.study.objective)
+    def best(self, *, trial: int | None = None) -> BestTrial:
+        """The best complete trial (``trial``: that one; a multi-objective study needs it, a trial of its
+        Pareto front) and its gains over the baseline and the base model."""
+        return best_of(self.optuna_study, self.study.objective, trial)
 
-    def best_config(self) -> dict[str, Any]:
-        """The best trial's configuration: the mapping :meth:`export` writes (see :mod:`st_hpo._results._read`)."""
+    def pareto(self) -> list[Any]:
+        """A multi-objective study's Pareto front: its feasible complete non-dominated trials (FrozenTrials)."""
+        from st_hpo._results._pareto import pareto_trials
+
+        return pareto_trials(self.optuna_study)
+
+    def pareto_answer(self) -> dict[str, Any] | None:
+        """What ``st-hpo best`` answers for a multi-objective study (None for a single objective): the objectives,
+        their directions, the complete trials' count and the front as rows (``pareto``)."""
+        from st_hpo._results._pareto import pareto_answer
+
+        return pareto_answer(self.optuna_study)
+
+    def best_config(self, *, trial: int | None = None) -> dict[str, Any]:
+        """The best trial's configuration (``trial``: that trial's): the mapping :meth:`export` writes (see
+        :mod:`st_hpo._results._read`)."""
         from st_hpo._results._read import config_of
 
-        return config_of(self)
+        return config_of(self, trial=trial)
 
-    def export(self, path: str | Path) -> Path:
+    def export(self, path: str | Path, *, trial: int | None = None) -> Path:
         """Write the best configuration to ``path`` (YAML for ``.yaml``/``.yml``, else JSON)."""
         from st_hpo._results._read import write_config
 
-        return write_config(self.best_config(), path)
+        return write_config(self.best_config(trial=trial), path)
 
-    def test(self, *, track: bool = True) -> TestScore:
+    def test(self, *, track: bool = True, trial: int | None = None) -> TestScore:
         """Score the kept best model and the base model on the study's test set now."""
         from st_hpo._results._scoring import score_kept_best
 
-        return score_kept_best(self, track=track)
+        return score_kept_best(self, track=track, trial=trial)
 
-    def register(self, name: str | None = None, *, new_version: bool = False) -> RegisterResult:
+    def register(self, name: str | None = None, *, new_version: bool = False,
+                 trial: int | None = None) -> RegisterResult:
         """Log the best trial's kept model on its MLflow run and register it (default name: the study's)."""
         from st_hpo._results._register import register_kept_best
 
-        return register_kept_best(self, name=name, new_version=new_version)
+        return register_kept_best(self, name=name, new_version=new_version, trial=trial)
 
     def retrain(self, *, model_dir: str | Path | None = None, epochs: float | None = None,
-                register_as: str | None = None, track: bool = True) -> RetrainResult:
+                register_as: str | None = None, track: bool = True, trial: int | None = None) -> RetrainResult:
         """Train the best configuration again and save (and log) the model."""
         from st_hpo._results._retrain import retrain_from
 
-        return retrain_from(self, model_dir=model_dir, epochs=epochs, register_as=register_as, track=track)
+        return retrain_from(self, model_dir=model_dir, epochs=epochs, register_as=register_as, track=track,
+                            trial=trial)
 
     def confirm(self, *, top: int = 3, seeds: int = 3, progress: bool = True, workers: int | None = None,
                 gpus: str | None = None, trials_per_gpu: int = 1,
-                study_file: str | Path | None = None) -> ConfirmResult:
-        """Train the ``top`` best configurations (and the baseline) again over ``seeds`` new seeds each."""
+                study_file: str | Path | None = None, trial: int | None = None) -> ConfirmResult:
+        """Train the ``top`` best configurations (``trial``: that one; a multi-objective study needs it) and
+        the baseline again over ``seeds`` new seeds each."""
         from st_hpo._results._confirm import confirm_at
 
         return confirm_at(self, top=top, seeds=seeds, progress=progress, workers=workers, gpus=gpus,
-                          trials_per_gpu=trials_per_gpu, study_file=study_file)
+                          trials_per_gpu=trials_per_gpu, study_file=study_file, trial=trial)
 
     def report(self, *, track: bool = True) -> list[Path]:
         """Write the reports (plots, trials.csv, summary.md) to the output folder and the parent run."""

@@ -27,31 +27,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from st_hpo._results._pareto import is_multi_objective
+from st_hpo._tracking._census import is_feasible
+from st_hpo._tracking._front import objective_names as stored_names
+from st_hpo._tracking._front import study_front
 from st_hpo._tracking._schema import (
     CONSTRAINTS_ATTR,
     COSTS_ATTR,
-    INFEASIBLE_ATTR,
-    OBJECTIVES_ATTR,
     PARETO_KEY,
 )
 
-__all__ = ["PARETO_FILES", "front_summary_lines", "front_trials", "is_multi_objective", "objective_names", "tag_front_runs",
+__all__ = ["PARETO_FILES", "front_summary_lines", "objective_names", "tag_front_runs",
            "value_cells", "write_pareto_files"]
 
 #: The files :func:`write_pareto_files` writes (each only when it can: the plots need a complete trial).
 PARETO_FILES = ("pareto.html", "pareto.png", "pareto.csv")
 
 
-def is_multi_objective(study: Any) -> bool:
-    """A study (``optuna.Study``) with several objectives: its answer is a Pareto front, not one best value."""
-    return len(study.directions) > 1
-
-
 def objective_names(study: Any, fallback: str | Sequence[str] | None = None) -> list[str]:
     """The objective names of ``study`` (an ``optuna.Study``), in order: the study's ``st_hpo.objectives``
     attribute, else ``fallback`` when it names as many, else ``objective 1``, ``objective 2``..."""
     count = len(study.directions)
-    for names in (study.user_attrs.get(OBJECTIVES_ATTR), fallback):
+    for names in (stored_names(study), fallback):
         if isinstance(names, str):
             names = [names]
         if isinstance(names, (list, tuple)) and len(names) == count:
@@ -63,20 +60,6 @@ def _directions(study: Any) -> list[str]:
     return [d.name.lower() for d in study.directions]
 
 
-# TO BE REPLACED after the merge of issue 25's "multi" branch: st_hpo._tracking._census.is_feasible.
-def _is_feasible(trial: Any) -> bool:
-    """A trial that broke no constraint: no positive Optuna constraint value and no ``st_hpo.infeasible``."""
-    return not trial.user_attrs.get(INFEASIBLE_ATTR) and all(v <= 0.0 for v in trial.constraints.values())
-
-
-# TO BE REPLACED after the merge of issue 25's "multi" branch: st_hpo._results._pareto.pareto_trials.
-def front_trials(study: Any) -> list[Any]:
-    """The Pareto front: Optuna's ``best_trials`` (which leave out trials with a positive constraint value)
-    filtered to st-hpo's feasible complete trials, by trial number."""
-    return sorted((t for t in study.best_trials if t.state.name == "COMPLETE" and _is_feasible(t)),
-                  key=lambda t: t.number)
-
-
 def _complete(study: Any) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
 
@@ -85,7 +68,7 @@ def write_pareto_files(study: Any, folder: Path, notes: list[str], fallback_name
     """Write ``pareto.html``, ``pareto.png`` and ``pareto.csv`` of ``study`` into ``folder``; returns the file
     names written. Without a complete trial only the table (its header) is written and ``notes`` says why."""
     names = objective_names(study, fallback_names)
-    complete, front = _complete(study), {t.number for t in front_trials(study)}
+    complete, front = _complete(study), {t.number for t in study_front(study)}
     written = [_write_csv(study, complete, front, names, folder / "pareto.csv")]
     if not complete:
         notes.append("Pareto front: no trial has completed yet, so there is nothing to plot.")
@@ -119,7 +102,7 @@ def _write_csv(study: Any, complete: list[Any], front: set[int], names: list[str
         writer.writerow(["number", *names, *costs, "feasible", "on_front", *(f"params_{n}" for n in param_names)])
         for t in complete:
             measured = t.user_attrs.get(COSTS_ATTR) or {}
-            writer.writerow([t.number, *t.values, *(measured.get(c, "") for c in costs), _is_feasible(t),
+            writer.writerow([t.number, *t.values, *(measured.get(c, "") for c in costs), is_feasible(t),
                              t.number in front, *(params[t.number].get(n, "") for n in param_names)])
     return path.name
 
@@ -134,8 +117,8 @@ class _PlotData:
     def __init__(self, study: Any, complete: list[Any], front: set[int], names: list[str]) -> None:
         self.names, self.directions = names, _directions(study)
         self.front = sorted((t for t in complete if t.number in front), key=lambda t: (t.values[0], t.values[1]))
-        self.dominated = [t for t in complete if t.number not in front and _is_feasible(t)]
-        self.infeasible = [t for t in complete if not _is_feasible(t)]
+        self.dominated = [t for t in complete if t.number not in front and is_feasible(t)]
+        self.infeasible = [t for t in complete if not is_feasible(t)]
         shown = f" ({len(names)} objectives; plotted on the first two)" if len(names) > 2 else ""
         self.title = (f"Pareto front of {study.study_name}: {len(self.front)} of {len(complete)} complete "
                       f"trials{shown}")
@@ -222,7 +205,7 @@ class _PlotData:
 def tag_front_runs(study: Any, tracker: Any) -> tuple[int, int]:
     """Tag the runs of the front's trials ``st_hpo.pareto=true``, and ``false`` the runs tagged ``true``
     whose trial is no longer on the front. Returns how many runs were tagged (true, false)."""
-    front = {t.number for t in front_trials(study)}
+    front = {t.number for t in study_front(study)}
     on = off = 0
     for number, run in tracker.trial_runs(study.study_name).items():
         tagged = run.data.tags.get(PARETO_KEY) == "true"
@@ -246,14 +229,14 @@ def front_summary_lines(study: Any, fallback_names: Any = None) -> list[str]:
     complete = _complete(study)
     if not complete:
         return [*lines, "No trial has completed yet.", ""]
-    front = front_trials(study)
+    front = study_front(study)
     lines += [f"Pareto front: {len(front)} of {len(complete)} complete trials (the feasible ones no other "
               "feasible trial beats on every objective; plotted in `pareto.html`, listed in `pareto.csv`)"
               + ("." if front else ": every complete trial broke a constraint.")]
     if front:
         lines += ["", "| trial | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {t.number} | " + " | ".join(_fmt(v) for v in t.values) + " |" for t in front]
-    infeasible = [t.number for t in complete if not _is_feasible(t)]
+    infeasible = [t.number for t in complete if not is_feasible(t)]
     if infeasible:
         lines += ["", f"Infeasible (complete, but broke a constraint): trial{'s' if len(infeasible) > 1 else ''} "
                   + ", ".join(map(str, infeasible)) + "."]

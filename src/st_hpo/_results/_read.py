@@ -187,31 +187,41 @@ def _baseline(trials: list[Any]) -> Any:
     return None
 
 
-def best_of(optuna_study: optuna.Study, objective: str) -> BestTrial:
-    """The :class:`BestTrial` of an open ``optuna.Study``; NoResultError (a StorageError) when no trial completed."""
+def best_of(optuna_study: optuna.Study, objective: Any, trial: int | None = None) -> BestTrial:
+    """The :class:`BestTrial` of an open ``optuna.Study``; NoResultError (a StorageError) when no trial completed.
+
+    ``trial``: that trial instead of the best one (in a multi-objective study, which has no one best, a trial
+    of the Pareto front, and required: see :mod:`st_hpo._results._pareto`); its value is the first objective's.
+    """
+    from st_hpo._results._pareto import chosen_trial, saved_model_of
+
     trials = optuna_study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if not complete:
         states = ", ".join(sorted({t.state.name for t in trials})) or "none"
         raise NoResultError(f"study {optuna_study.study_name!r} has no complete trial yet (trial states: "
                            f"{states}); run more trials with st-hpo run")
-    best = optuna_study.best_trial
+    best = chosen_trial(optuna_study, trial)
     baseline = _baseline(trials)
+    if trial is None:
+        model_dir = str(saved) if (saved := saved_best_model(optuna_study)) else None
+    else:
+        model_dir = saved_model_of(best)
     return BestTrial(
         study_name=optuna_study.study_name,
         objective=optuna_study.user_attrs.get(OBJECTIVE_KEY, objective),
-        direction=optuna_study.direction.name.lower(),
+        direction=optuna_study.directions[0].name.lower(),
         number=best.number,
-        value=float(best.value),
+        value=float(best.values[0]),
         params=shown_params(best),
         mlflow_run_id=best.user_attrs.get(RUN_ATTR),
         is_baseline=bool(best.user_attrs.get(BASELINE_ATTR)),
         n_complete=len(complete),
         baseline_number=baseline.number if baseline else None,
-        baseline_value=float(baseline.value) if baseline else None,
+        baseline_value=float(baseline.values[0]) if baseline else None,
         base_model_value=optuna_study.user_attrs.get(BASE_MODEL_VALUE_KEY),
-        model_dir=str(saved) if (saved := saved_best_model(optuna_study)) else None,
-        test_value=recorded_test_values(optuna_study)[0],
+        model_dir=model_dir,
+        test_value=recorded_test_values(optuna_study)[0] if trial is None else None,
         base_model_test_value=recorded_test_values(optuna_study)[1],
         confirmed=optuna_study.user_attrs.get(CONFIRMED_ATTR),
         model_kind=optuna_study.user_attrs.get(KIND_ATTR, "sentence-transformer"),
@@ -219,12 +229,13 @@ def best_of(optuna_study: optuna.Study, objective: str) -> BestTrial:
 
 
 def best_trial(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
-               study_name: str | None = None) -> BestTrial:
+               study_name: str | None = None, trial: int | None = None) -> BestTrial:
     """The best trial of ``study`` as stored by a run with the same ``output_dir``/``storage``/``study_name``
-    (``open_study(...).best()``)."""
+    (``trial``: that trial; a multi-objective study needs it, a trial of its Pareto front;
+    ``open_study(...).best(trial=...)``)."""
     from st_hpo._results._handle import open_study
 
-    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).best()
+    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).best(trial=trial)
 
 
 def trial_duration(trial: Any, now: Any = None) -> float | None:
@@ -263,20 +274,21 @@ def base_args_of(study: Study, output_dir: str, *, args_class: type | None = Non
 
 
 def best_config(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
-                study_name: str | None = None) -> dict[str, Any]:
+                study_name: str | None = None, trial: int | None = None) -> dict[str, Any]:
     """The best trial's configuration as the mapping described in this module's docstring."""
     from st_hpo._results._handle import open_study
 
-    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).best_config()
+    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).best_config(trial=trial)
 
 
-def config_of(handle: StudyHandle) -> dict[str, Any]:
-    """The best configuration of the study ``handle`` holds (see :func:`best_config`)."""
+def config_of(handle: StudyHandle, *, trial: int | None = None) -> dict[str, Any]:
+    """The best configuration (``trial``: that trial's) of the study ``handle`` holds (see :func:`best_config`)."""
     from st_hpo._definition import _args
 
     study, location, optuna_study = handle.study, handle.location, handle.optuna_study
-    best = best_of(optuna_study, study.objective)
-    params = trained_values(optuna_study.best_trial, study.space)
+    best = best_of(optuna_study, study.objective, trial)
+    chosen = next(t for t in optuna_study.get_trials(deepcopy=False) if t.number == best.number)
+    params = trained_values(chosen, study.space)
     kind = stored_kind(optuna_study)
     args = effective_args(base_args_of(study, str(location.output_dir / "trials"), args_class=kind.args_class()), params,
                           output_dir=str(location.output_dir / "trials" / f"trial-{best.number}"), run_name=None)
@@ -288,10 +300,14 @@ def config_of(handle: StudyHandle) -> dict[str, Any]:
         "format": EXPORT_FORMAT, "study": best.study_name, "objective": best.objective,
         "direction": best.direction, "value": best.value, "trial": best.number, "baseline": best.is_baseline,
         "mlflow_run_id": best.mlflow_run_id, "params": best.params,
-        "labels": dict((optuna_study.best_trial.user_attrs.get(CONFIG_ATTR) or {}).get("labels", {})),
+        "labels": dict((chosen.user_attrs.get(CONFIG_ATTR) or {}).get("labels", {})),
         "model_kind": kind.name, "args_class": f"sentence_transformers.{kind.args_class_name}",
         "args": fields, "loss_params": loss_params, "model_params": model_params,
     }
+    if len(optuna_study.directions) > 1:  # several objectives: the trial's value of each
+        from st_hpo._tracking._front import objective_names
+
+        config["values"] = dict(zip(objective_names(optuna_study), chosen.values, strict=True))
     if "loss" in params:
         loss = params["loss"]
         config["loss"] = f"{getattr(loss, '__module__', '?')}.{getattr(loss, '__qualname__', repr(loss))}"
@@ -299,12 +315,12 @@ def config_of(handle: StudyHandle) -> dict[str, Any]:
 
 
 def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None = None,
-                storage: str | None = None, study_name: str | None = None) -> Path:
-    """Write the best configuration to ``path``: YAML when it ends in ``.yaml``/``.yml``, else JSON
-    (``open_study(...).export(path)``)."""
+                storage: str | None = None, study_name: str | None = None, trial: int | None = None) -> Path:
+    """Write the best configuration (``trial``: that trial's) to ``path``: YAML when it ends in
+    ``.yaml``/``.yml``, else JSON (``open_study(...).export(path, trial=...)``)."""
     from st_hpo._results._handle import open_study
 
-    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).export(path)
+    return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).export(path, trial=trial)
 
 
 def write_config(config: dict[str, Any], path: str | Path) -> Path:

@@ -44,8 +44,9 @@ class RegisterResult:
 
 def register_best(study: Study, *, name: str | None = None, output_dir: str | Path | None = None,
                   storage: str | None = None, tracking_uri: str | None = None,
-                  study_name: str | None = None, new_version: bool = False) -> RegisterResult:
-    """Log the best trial's kept model on its MLflow run and register it as ``name`` (default: the study's).
+                  study_name: str | None = None, new_version: bool = False, trial: int | None = None) -> RegisterResult:
+    """Log the best trial's kept model (``trial``: that trial's; a multi-objective study needs it, one of its
+    Pareto front) on its MLflow run and register it as ``name`` (default: the study's).
 
     When the best trial's run already has a version of ``name``, nothing is logged or registered again
     and the result says which version it is (``already_registered``), unless ``new_version``.
@@ -56,14 +57,15 @@ def register_best(study: Study, *, name: str | None = None, output_dir: str | Pa
     from st_hpo._results._handle import open_study
 
     return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
-                      study_name=study_name).register(name, new_version=new_version)
+                      study_name=study_name).register(name, new_version=new_version, trial=trial)
 
 
-def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_version: bool = False) -> RegisterResult:
-    """Log and register the kept best model of the study ``handle`` holds (see :func:`register_best`)."""
-
+def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_version: bool = False,
+                       trial: int | None = None) -> RegisterResult:
+    """Log and register the kept best model (``trial``: that trial's) of the study ``handle`` holds (see
+    :func:`register_best`)."""
     study, optuna_study = handle.study, handle.optuna_study
-    best = best_of(optuna_study, study.objective)
+    best = best_of(optuna_study, study.objective, trial)
     if not best.model_dir:
         raise NoResultError(
             f"trial {best.number}'s model was not kept on this machine (keep_best_model=False, or it ran "

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from st_hpo._results._pareto import is_multi_objective
 from st_hpo._results._pareto_report import (
     front_summary_lines,
-    is_multi_objective,
     tag_front_runs,
     value_cells,
     write_pareto_files,
@@ -195,11 +195,20 @@ _TITLES = {"optimization_history": "Optimisation history", "param_importances": 
            "parallel_coordinate": "Parallel coordinates", "intermediate_values": "Intermediate values"}
 
 
+def _target(study: Any, objective_name: Any) -> dict[str, Any]:
+    """The plots' target: the objective, or (several objectives) the first one, by name."""
+    if len(study.directions) == 1:
+        return {"target_name": objective_name}
+    from st_hpo._tracking._front import objective_names
+
+    return {"target": lambda t: t.values[0], "target_name": objective_names(study)[0]}
+
+
 def _reference_lines(study: Any, base_model_value: float | None) -> list[tuple[str, float]]:
     lines = []
     baseline = _baseline(study.get_trials(deepcopy=False))
     if baseline is not None:
-        lines.append((f"baseline (trial {baseline.number})", float(baseline.value)))
+        lines.append((f"baseline (trial {baseline.number})", float(baseline.values[0])))
     if base_model_value is not None:
         lines.append(("base model", float(base_model_value)))
     return lines
@@ -211,9 +220,9 @@ def _plotly_figures(study: Any, objective_name: str, base_model_value: float | N
     import optuna.visualization as ov
 
     makers: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: ov.plot_optimization_history(study, target_name=objective_name),
-        "param_importances": lambda: ov.plot_param_importances(study, target_name=objective_name),
-        "parallel_coordinate": lambda: ov.plot_parallel_coordinate(study, target_name=objective_name),
+        "optimization_history": lambda: ov.plot_optimization_history(study, **_target(study, objective_name)),
+        "param_importances": lambda: ov.plot_param_importances(study, **_target(study, objective_name)),
+        "parallel_coordinate": lambda: ov.plot_parallel_coordinate(study, **_target(study, objective_name)),
         "intermediate_values": lambda: ov.plot_intermediate_values(study),
     }
     figures = []
@@ -266,9 +275,9 @@ def _write_pngs(study: Any, objective_name: str, base_model_value: float | None,
     import optuna.visualization.matplotlib as om
 
     makers: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: om.plot_optimization_history(study, target_name=objective_name),
-        "param_importances": lambda: om.plot_param_importances(study, target_name=objective_name),
-        "parallel_coordinate": lambda: om.plot_parallel_coordinate(study, target_name=objective_name),
+        "optimization_history": lambda: om.plot_optimization_history(study, **_target(study, objective_name)),
+        "param_importances": lambda: om.plot_param_importances(study, **_target(study, objective_name)),
+        "parallel_coordinate": lambda: om.plot_parallel_coordinate(study, **_target(study, objective_name)),
         "intermediate_values": lambda: om.plot_intermediate_values(study),
     }
     written = []

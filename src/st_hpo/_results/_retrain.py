@@ -67,8 +67,9 @@ class RetrainResult:
 def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage: str | None = None,
                  tracking_uri: str | None = None, study_name: str | None = None,
                  model_dir: str | Path | None = None, epochs: float | None = None,
-                 register_as: str | None = None, track: bool = True) -> RetrainResult:
-    """Train the best configuration of a stored study again and save (and log) the model.
+                 register_as: str | None = None, track: bool = True, trial: int | None = None) -> RetrainResult:
+    """Train the best configuration of a stored study (``trial``: that trial's; a multi-objective study needs
+    it, one of its Pareto front) again and save (and log) the model.
 
     Args:
         study: the study definition the study ran with (its data, model, loss, evaluator, base args).
@@ -82,16 +83,17 @@ def retrain_best(study: Study, *, output_dir: str | Path | None = None, storage:
 
     return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
                       study_name=study_name).retrain(model_dir=model_dir, epochs=epochs, register_as=register_as,
-                                                     track=track)
+                                                     track=track, trial=trial)
 
 
 def retrain_from(handle: StudyHandle, *, model_dir: str | Path | None = None, epochs: float | None = None,
-                 register_as: str | None = None, track: bool = True) -> RetrainResult:
-    """Train the best configuration of the study ``handle`` holds again (see :func:`retrain_best`)."""
-
+                 register_as: str | None = None, track: bool = True, trial: int | None = None) -> RetrainResult:
+    """Train the best configuration (``trial``: that trial's) of the study ``handle`` holds again (see
+    :func:`retrain_best`)."""
     study, location, optuna_study = handle.study, handle.location, handle.optuna_study
-    best = best_of(optuna_study, study.objective)
-    params = trained_values(optuna_study.best_trial, study.space)  # what it recorded it trained with
+    best = best_of(optuna_study, study.objective, trial)
+    chosen = next(t for t in optuna_study.get_trials(deepcopy=False) if t.number == best.number)
+    params = trained_values(chosen, study.space)  # what it recorded it trained with
     target = Path(model_dir or location.output_dir / "best-model").resolve()
     work = location.output_dir / "retrain" / f"trial-{best.number}"
     resources = StudyResources(study)
@@ -111,7 +113,7 @@ def retrain_from(handle: StudyHandle, *, model_dir: str | Path | None = None, ep
         if track:
             result = _log(handle, result, (validated.kind, model), args, best.params, register_as)
     logger.info("retrained trial %d's configuration: %s = %.4f (trial: %.4f); saved to %s",
-                best.number, study.objective, value, best.value, target)
+                best.number, best.objective, value, best.value, target)
     return result
 
 

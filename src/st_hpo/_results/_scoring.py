@@ -23,9 +23,9 @@ __all__ = ["score_best_on_test", "score_kept_best"]
 
 def score_best_on_test(study: Any, *, output_dir: Any = None, storage: str | None = None,
                        tracking_uri: str | None = None, study_name: str | None = None,
-                       track: bool = True) -> TestScore:
-    """Score a study's kept best model and the base model on its test set now (``st-hpo test``;
-    ``open_study(...).test()``).
+                       track: bool = True, trial: int | None = None) -> TestScore:
+    """Score a study's kept best model (``trial``: that trial's; a multi-objective study needs it, one of its
+    Pareto front) and the base model on its test set now (``st-hpo test``; ``open_study(...).test()``).
 
     Records the values like the end of a run does (study attributes, the parent run's ``test_objective``
     and ``base_model_test_objective``). Raises StudyDefinitionError when the study has no test set.
@@ -33,10 +33,10 @@ def score_best_on_test(study: Any, *, output_dir: Any = None, storage: str | Non
     from st_hpo._results._handle import open_study
 
     return open_study(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri,
-                      study_name=study_name).test(track=track)
+                      study_name=study_name).test(track=track, trial=trial)
 
 
-def score_kept_best(handle: StudyHandle, *, track: bool = True) -> TestScore:
+def score_kept_best(handle: StudyHandle, *, track: bool = True, trial: int | None = None) -> TestScore:
     """Score the kept best model of the study ``handle`` holds, and the base model, on its test set now."""
     study = handle.study
     if not has_test(study):
@@ -52,6 +52,10 @@ def score_kept_best(handle: StudyHandle, *, track: bool = True) -> TestScore:
     device = pick_device(base_args_of(study, str(handle.output_dir / "trials"), args_class=kind.args_class()))
     resources = StudyResources(study)
     resources.kind = kind
-    score = score_on_test(optuna_study, study, resources, device=device, tracker=tracker, force=True)
+    from st_hpo._results._pareto import chosen_trial, is_multi_objective
+
+    chosen = chosen_trial(optuna_study, trial) if trial is not None or is_multi_objective(optuna_study) else None
+    score = score_on_test(optuna_study, study, resources, device=device, tracker=tracker, force=True,
+                          chosen=chosen)
     assert score is not None
     return score

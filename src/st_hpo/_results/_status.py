@@ -7,7 +7,12 @@ A row's keys are those of ``st-hpo status --json``:
     progress (fraction of training its last evaluation reached), worker, host, best, model_dir (the best
     trial's kept model, when it is on this machine), peak_gpu_reserved_mb, worker_gone (a RUNNING trial
     whose worker on this host is gone), gpu, engine_ref, side_metrics, mini_batch_size, resumed_from,
-    costs (a complete trial's measured costs, ``{"cost.encode_ms": ..., ...}``; None for the others)
+    costs (a complete trial's measured costs, ``{"cost.encode_ms": ..., ...}``; None for the others),
+    values (one per objective, in order; None unless complete), infeasible (the constraints a complete trial
+    broke, in words; None when feasible), pareto (on the Pareto front of a multi-objective study)
+
+In a multi-objective study ``value`` is the first objective's, ``best`` is false (there is no one best:
+``pareto`` marks the front) and ``model_dir`` is shown for the trials of the front.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from st_hpo._execution._best_model import best_number
 from st_hpo._execution._recovery import current_host, worker_alive
 from st_hpo._results._read import trial_duration
 from st_hpo._tracking._census import Census, is_cancelled, shown_state, take_census
+from st_hpo._tracking._front import intermediate_values, study_front, trial_values
 from st_hpo._tracking._record import shown_params
 from st_hpo._tracking._schema import (
     BASELINE_ATTR,
@@ -29,6 +35,7 @@ from st_hpo._tracking._schema import (
     COSTS_ATTR,
     ENGINE_REF_ATTR,
     ERROR_ATTR,
+    INFEASIBLE_ATTR,
     KIND_ATTR,
     MINI_BATCH_ATTR,
     MODEL_DIR_ATTR,
@@ -77,6 +84,7 @@ def study_status(study: Any, n_trials: int) -> StudyStatus:
     recorded none): every trial (cancelled ones left out) as a row, its census, budget and model kind."""
     trials = study.get_trials(deepcopy=False)
     best = best_number(study, trials)
+    front = {t.number for t in study_front(study, trials)} if len(study.directions) > 1 else set()
     now = datetime.datetime.now()
     rows = []
     for t in trials:
@@ -84,15 +92,18 @@ def study_status(study: Any, n_trials: int) -> StudyStatus:
             continue  # asked by a worker when others had filled the budget; it never ran
         duration = trial_duration(t, now)
         model_dir = t.user_attrs.get(MODEL_DIR_ATTR)
+        values = trial_values(t)
+        kept = t.number == best or t.number in front
         rows.append({
-            "number": t.number, "state": shown_state(t), "params": shown_params(t), "value": t.value,
+            "number": t.number, "state": shown_state(t), "params": shown_params(t),
+            "value": values[0] if values else None,
             "duration_seconds": duration, "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
             "error": t.user_attrs.get(ERROR_ATTR), "mlflow_run_id": t.user_attrs.get(RUN_ATTR),
             # how far training got: the last evaluation's step is per-mille of training done
-            "progress": max(t.intermediate_values) / 1000 if t.intermediate_values else None,
+            "progress": max(steps) / 1000 if (steps := intermediate_values(t)) else None,
             "worker": t.user_attrs.get(TAG_WORKER_KEY), "host": t.user_attrs.get(TAG_HOST_KEY),
             "best": t.number == best,
-            "model_dir": model_dir if t.number == best and model_dir and Path(model_dir).is_dir() else None,
+            "model_dir": model_dir if kept and model_dir and Path(model_dir).is_dir() else None,
             # on a GPU: what the trial needed, to size --trials-per-gpu by
             "peak_gpu_reserved_mb": t.user_attrs.get(PEAK_GPU_RESERVED_MB_KEY),
             # a RUNNING trial whose worker on this host is gone: the next run or worker fails it
@@ -108,6 +119,9 @@ def study_status(study: Any, n_trials: int) -> StudyStatus:
             "resumed_from": t.user_attrs.get(RESUMED_FROM_ATTR),
             # what the trained model costs (a complete trial's): cost.encode_ms, cost.embedding_dim, ...
             "costs": t.user_attrs.get(COSTS_ATTR),
+            "values": values,
+            "infeasible": t.user_attrs.get(INFEASIBLE_ATTR) or None,
+            "pareto": t.number in front,
         })
     return StudyStatus(rows=rows, census=take_census(trials), budget=int(study.user_attrs.get(N_TRIALS_KEY, n_trials)),
                        kind=study.user_attrs.get(KIND_ATTR, "sentence-transformer"), shows_costs=weighs_costs(study))
@@ -151,6 +165,11 @@ def _state_note(r: dict[str, Any]) -> str:
     if r["state"] == "OUT_OF_MEMORY":  # "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB ..."
         return (r["error"] or "out of memory").splitlines()[0][:160]
     side = ", ".join(f"{k} {v:g}" for k, v in (r.get("side_metrics") or {}).items())
+    if r.get("infeasible"):  # broke a constraint: complete, never the best nor in the front
+        return str(r["infeasible"])[:160]
+    if r.get("pareto"):
+        front = "Pareto front, model kept" if r["model_dir"] else "Pareto front"
+        return f"{front}; {side}" if side else front
     if r["best"]:
         best = "best, model kept" if r["model_dir"] else "best"
         return f"{best}; {side}" if side else best

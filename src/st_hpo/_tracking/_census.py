@@ -24,10 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from st_hpo._tracking._schema import CANCELLED_ATTR, MINI_BATCH_ATTR, OUT_OF_MEMORY_ATTR
+from st_hpo._tracking._schema import CANCELLED_ATTR, INFEASIBLE_ATTR, MINI_BATCH_ATTR, OUT_OF_MEMORY_ATTR
 
 __all__ = ["CANCELLED_ATTR", "Census", "MINI_BATCH_ATTR", "OUT_OF_MEMORY", "OUT_OF_MEMORY_ATTR", "end_tags",
-           "is_cancelled", "is_finished", "is_out_of_memory", "shown_state", "study_census", "take_census"]
+           "is_cancelled", "is_feasible", "is_finished", "is_out_of_memory", "shown_state", "study_census", "take_census"]
 
 #: True on a trial that ran out of (GPU) memory; also its MLflow tag ``st_hpo.out_of_memory``.
 #: The state ``status``, the reports and MLflow's ``st_hpo.trial_state`` show for an out-of-memory trial.
@@ -50,6 +50,12 @@ def is_finished(trial: Any) -> bool:
     return trial.state.name in ("COMPLETE", "PRUNED") and not is_out_of_memory(trial)
 
 
+def is_feasible(trial: Any) -> bool:
+    """False for a complete trial that broke one of the study's constraints (``Study.constraints``): it is
+    complete, the sampler learns from it, but it is never the best nor in the Pareto set."""
+    return not trial.user_attrs.get(INFEASIBLE_ATTR)
+
+
 def shown_state(trial: Any) -> str:
     """The trial's state as st-hpo shows it: Optuna's, or ``OUT_OF_MEMORY``."""
     return OUT_OF_MEMORY if is_out_of_memory(trial) else trial.state.name
@@ -57,8 +63,10 @@ def shown_state(trial: Any) -> str:
 
 def end_tags(trial: Any) -> dict[str, str]:
     """The MLflow tags an ended trial's run gets from what it learnt about memory: ``st_hpo.out_of_memory``
-    and the GradCache loss's ``st_hpo.mini_batch_size``."""
+    and the GradCache loss's ``st_hpo.mini_batch_size``; ``st_hpo.infeasible`` when it broke a constraint."""
     tags = {OUT_OF_MEMORY_ATTR: "true"} if is_out_of_memory(trial) else {}
+    if not is_feasible(trial):
+        tags[INFEASIBLE_ATTR] = "true"
     if trial.user_attrs.get(MINI_BATCH_ATTR) is not None:
         tags[MINI_BATCH_ATTR] = str(trial.user_attrs[MINI_BATCH_ATTR])
     return tags

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from st_hpo._interrupts import uninterrupted
 from st_hpo._tracking._census import OUT_OF_MEMORY, end_tags, shown_state
+from st_hpo._tracking._front import intermediate_values, objective_names
 from st_hpo._tracking._schema import (
     CANCELLED_ATTR,
     EFFECTIVE_PARAMS_ATTR,
@@ -206,7 +207,7 @@ class MlflowTracker:
         from st_hpo._tracking._view import ensure_trials_view, searched_names
 
         if study is not None:
-            maximize = study.direction.name == "MAXIMIZE"
+            maximize = study.directions[0].name == "MAXIMIZE"  # several objectives: the first
         tags = self._call("read the experiment", self.client.get_experiment, self.experiment_id).tags
         self._call("set the trials view", ensure_trials_view, self.client, self.experiment_id,
                    searched_names(space, study), maximize=bool(maximize), tags=tags)
@@ -376,6 +377,9 @@ class MlflowTracker:
     def sync(self, study: Any, objective_name: str) -> int:
         """Make MLflow agree with the Optuna storage; returns how many runs were created or fixed."""
         runs = self.trial_runs(study.study_name)
+        names = objective_names(study)
+        if not isinstance(objective_name, str):  # a multi-objective study's objectives: curves are the first's
+            objective_name = names[0]
         fixed = 0
         for trial in study.get_trials(deepcopy=False):
             if trial.user_attrs.get(CANCELLED_ATTR):
@@ -385,25 +389,31 @@ class MlflowTracker:
             if run is None:
                 if state in ("WAITING", "RUNNING"):
                     continue  # a running trial's own worker creates its run
-                self._recreate(study.study_name, trial, objective_name)
+                self._recreate(study.study_name, trial, objective_name, names)
                 fixed += 1
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
             if state in _ACCEPTED and (
                 run.info.status not in _accepted(trial) or run.data.tags.get(TRIAL_STATE_KEY) != state
             ):
-                self._end_as_stored(run.info.run_id, trial)
+                self._end_as_stored(run.info.run_id, trial, names)
                 fixed += 1
             elif spooled:
                 fixed += 1
         return fixed
 
-    def _end_as_stored(self, run_id: str, trial: Any) -> None:
+    def _end_as_stored(self, run_id: str, trial: Any, names: list[str]) -> None:
         state = shown_state(trial)
         error = _fail_reason(trial) if state in ("FAIL", OUT_OF_MEMORY) else None
         last_seen = trial.user_attrs.get(LAST_SEEN_ATTR)  # a dead worker's trial: when it last worked
         end_time = int(last_seen * 1000) if state == "FAIL" and last_seen else None
-        self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time,
+        values = trial.values or []
+        if len(values) > 1 and state == "COMPLETE" and len(names) == len(values):  # several objectives
+            self.log_metrics(run_id, {f"objective.{n.removeprefix('eval_')}": v for n, v in zip(names, values,
+                                                                                              strict=True)},
+                             _last_step(trial))
+        self.end_trial(run_id, state, value=values[0] if len(values) == 1 else None, error=error,
+                       step=_last_step(trial), end_time=end_time,
                        tags=end_tags(trial), status="KILLED" if trial.user_attrs.get(KILLED_ATTR) else None)
 
     def _replay_spool(self, run_id: str, trial: Any) -> bool:
@@ -418,7 +428,7 @@ class MlflowTracker:
         Path(path).unlink(missing_ok=True)
         return True
 
-    def _recreate(self, study_name: str, trial: Any, objective_name: str) -> None:
+    def _recreate(self, study_name: str, trial: Any, objective_name: str, names: list[str]) -> None:
         tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith(TAG_PREFIX)}
         tags = {k.replace(TAG_PREFIX, PREFIX): v for k, v in tags.items()}
         tags[SYNCED_KEY] = "true"
@@ -429,17 +439,17 @@ class MlflowTracker:
         run_id = self.start_trial(study_name, trial.number, shown_params(trial), {}, tags)
         state = trial.state.name
         if state != "RUNNING" and self._replay_spool(run_id, trial):  # everything the trial tried to write
-            self._end_as_stored(run_id, trial)
+            self._end_as_stored(run_id, trial, names)
             return
         max_steps = int(trial.user_attrs.get(MAX_STEPS_KEY, 1000))
         # per-mille -> steps; values measured on the eval subset keep their subset names
         names = (f"subset_{objective_name}", "objective_subset") if tags.get(INTERMEDIATE_EVAL_KEY) \
             else (objective_name, "objective_intermediate")
         curve = [(dict.fromkeys(names, value), round(progress * max_steps / 1000))
-                 for progress, value in sorted(trial.intermediate_values.items())]
+                 for progress, value in sorted(intermediate_values(trial).items())]
         self.log_series(run_id, curve)
         if state != "RUNNING":
-            self._end_as_stored(run_id, trial)
+            self._end_as_stored(run_id, trial, names)
 
 
 def _accepted(trial: Any) -> set[str]:
@@ -449,7 +459,7 @@ def _accepted(trial: Any) -> set[str]:
 
 def _last_step(trial: Any) -> int:
     """The trainer step of a trial's last report (Optuna holds it in per-mille of training)."""
-    progress = max(trial.intermediate_values, default=0)
+    progress = max(intermediate_values(trial), default=0)
     return round(progress * int(trial.user_attrs.get(MAX_STEPS_KEY, 1000)) / 1000)
 
 

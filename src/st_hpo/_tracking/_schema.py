@@ -206,6 +206,9 @@ COSTS_ATTR = "st_hpo.costs"
 #: Trial user attribute: the intermediate values of the first objective st-hpo keeps itself in a
 #: multi-objective study (Optuna refuses ``Trial.report`` there): ``{"<step>": value, ...}``.
 INTERMEDIATE_ATTR = "st_hpo.intermediate"
+#: Trial user attribute: what the pruner wrote on the trial's single-objective view in a multi-objective study
+#: (successive halving's rung values, ``{"completed_rung_0": value, ...}``), so that later views show them.
+PRUNER_ATTRS_ATTR = "st_hpo.pruner_attrs"
 #: Trial user attribute (and the name of its Optuna constraint): true when a complete trial broke a
 #: constraint of the study; it is never best nor in the Pareto set.
 INFEASIBLE_ATTR = "st_hpo.infeasible"

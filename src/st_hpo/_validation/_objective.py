@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args
 from st_hpo._definition._compat import evaluator_base
+from st_hpo._definition._costs import is_cost
 from st_hpo._definition._datasets import head
 from st_hpo._definition._study import Study
 from st_hpo._kinds import check_kind_of
@@ -45,10 +46,26 @@ def _check_objective(study: Study, resources: StudyResources, model: Any, key: s
     if not isinstance(metrics, dict):
         metrics = {"evaluator": metrics}
     produced = {objective_key(k) for k in metrics}
+    _check_other_metrics(study, produced)
     if key not in produced:
         bare = sorted(k[len("eval_") :] for k in produced)
         hint = _args.suggest_name(key[len("eval_") :], set(bare))
         raise StudyDefinitionError(
-            f"objective {study.objective!r} is not a metric the evaluator reports{hint} "
+            f"objective {study.objectives[0]!r} is not a metric the evaluator reports{hint} "
+            f"(it reports: {', '.join(bare)})"
+        )
+
+
+def _check_other_metrics(study: Study, produced: set[str]) -> None:
+    """Every objective after the first and every constraint that is not a cost names a metric the evaluator
+    reports (``produced``: its metrics as trainer keys)."""
+    names = [("objective", n) for n in study.objectives[1:]] + [("constraints", n) for n in study.constraints or {}]
+    for what, name in names:
+        if is_cost(name) or objective_key(name) in produced:
+            continue
+        bare = sorted(k[len("eval_") :] for k in produced)
+        hint = _args.suggest_name(objective_key(name)[len("eval_") :], set(bare))
+        raise StudyDefinitionError(
+            f"{what}: {name!r} is neither a cost st-hpo measures (cost.*) nor a metric the evaluator reports{hint} "
             f"(it reports: {', '.join(bare)})"
         )

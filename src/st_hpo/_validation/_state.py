@@ -68,7 +68,7 @@ class Validation:
     @property
     def objective_metric(self) -> str:
         """The trainer's metric key of the objective, e.g. 'eval_sts-dev_spearman_cosine'."""
-        return objective_key(self.study.objective)
+        return objective_key(self.study.objectives[0])  # several objectives: the first is measured in training
 
     @property
     def needs_eval_loss(self) -> bool:

@@ -37,7 +37,7 @@ def has_test(definition: Study) -> bool:
 def test_metric(definition: Study, metrics: dict[str, Any]) -> str:
     """The test evaluator's key for the study's objective (see the module docstring); raises when none."""
     bare = {k.removeprefix("eval_"): k for k in metrics}
-    wanted = (definition.test_objective or definition.objective).removeprefix("eval_")
+    wanted = (definition.test_objective or definition.objectives[0]).removeprefix("eval_")
     if wanted in bare:
         return bare[wanted]
     if definition.test_objective is None:

@@ -40,8 +40,11 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     study = _load(ns)
     validate_study(study)
     space = study.space if isinstance(study.space, dict) else {"(define-by-run)": study.space}
-    _console().print(f"[green]ok[/green] study {study.name!r}: objective {study.objective!r} "
-                     f"({study.direction}), {len(space)} searched name(s): {', '.join(map(str, space))}")
+    objective = (f"objective {study.objective!r} ({study.direction})" if not study.is_multi_objective else
+                 "objectives " + ", ".join(f"{n!r} ({d})" for n, d in zip(study.objectives, study.directions,
+                                                                        strict=True)))
+    _console().print(f"[green]ok[/green] study {study.name!r}: {objective}, {len(space)} searched name(s): "
+                     f"{', '.join(map(str, space))}")
     if getattr(ns, "probe_memory", False):
         from rich.markup import escape
 
@@ -135,6 +138,8 @@ def _print_run(out: Any, ns: argparse.Namespace, study: Any, result: Any) -> Non
                       "picked the trial")
         if result.best_model_dir:
             out.print(f"best model: {result.best_model_dir}")
+    if result.pareto_numbers:
+        out.print(f"Pareto front: trial {', '.join(map(str, result.pareto_numbers))} (st-hpo best shows them)")
     if result.tracking_uri:
         for line in _review_lines(ns, result):
             out.print(escape(line))
@@ -250,10 +255,14 @@ def cmd_status(ns: argparse.Namespace) -> int:
         table.add_column(col)
     for r in status.rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
+        if r.get("values") and len(r["values"]) > 1:  # several objectives: each
+            value = " / ".join(f"{v:.4g}" for v in r["values"])
+        state = f"{r['state']} (infeasible)" if r.get("infeasible") else r["state"]
         secs = "" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}"
         params = format_params(r["params"])
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
-        table.add_row(label, r["state"], value, escape(params or ("(base arguments)" if r["baseline"] else "")),
+        state = f"{r['state']} (infeasible)" if r.get("infeasible") else r["state"]
+        table.add_row(label, state, value, escape(params or ("(base arguments)" if r["baseline"] else "")),
                       secs, *_cost_cells(r["costs"] or {})[:len(costs)], escape(r["engine_ref"] or ""),
                       escape(trial_note(r)))
     console = _console()
@@ -277,7 +286,8 @@ def cmd_sync(ns: argparse.Namespace) -> int:
 
 def cmd_confirm(ns: argparse.Namespace) -> int:
     result = _handle(ns).confirm(top=ns.top, seeds=ns.seeds, progress=not ns.quiet, workers=ns.workers,
-                                 gpus=ns.gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file)
+                                 gpus=ns.gpus, trials_per_gpu=ns.trials_per_gpu, study_file=ns.study_file,
+                                 trial=ns.trial)
     if result.interrupted:
         sys.stderr.write(f"stopped: the running confirmation trial was marked FAIL. Resume with: "
                          f"{_resume_line(ns.argv)}\n")

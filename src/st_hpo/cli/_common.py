@@ -11,7 +11,7 @@ from typing import Any
 from st_hpo._definition._loading import load_study_file
 from st_hpo._results._handle import open_study
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "REVIEW_LOCATION_HELP", "RUN_LOCATION_HELP", "location_options", "quiet_optuna",
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "REVIEW_LOCATION_HELP", "add_trial_option", "RUN_LOCATION_HELP", "location_options", "quiet_optuna",
            "study_file"]
 
 EXIT_ERROR = 1
@@ -32,6 +32,14 @@ REVIEW_LOCATION_HELP = {
     "--study-name": "the study's name, when it ran under another name than the file's",
     "--tracking-uri": "the MLflow tracking URI the study ran with (default: sqlite:///<output-dir>/mlflow.db)",
 }
+
+def add_trial_option(p: argparse.ArgumentParser) -> None:
+    """``--trial N``: the trial a command works on instead of the best one; a multi-objective study (no one
+    best) needs it, a trial of its Pareto front (``st-hpo best`` lists them)."""
+    p.add_argument("--trial", type=int, metavar="N", default=None,
+                   help="work on trial N instead of the best one (a multi-objective study needs it: a trial of "
+                   "its Pareto front, as st-hpo best lists them)")
+
 
 
 def location_options(helps: dict[str, str], *, tracking: bool = True) -> argparse.ArgumentParser:

@@ -20,7 +20,14 @@ from st_hpo._definition._study import PRUNER_NAMES
 from st_hpo._engines import ENGINES
 from st_hpo._interrupts import interrupt, redeliver_interrupts_from_finalizers
 from st_hpo.cli import _commands, _review
-from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, RUN_LOCATION_HELP, location_options, study_file
+from st_hpo.cli._common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    RUN_LOCATION_HELP,
+    add_trial_option,
+    location_options,
+    study_file,
+)
 from st_hpo.exceptions import StHpoError
 
 __all__ = ["main", "build_parser"]
@@ -173,6 +180,7 @@ def _add_confirm(sub: Any, location: argparse.ArgumentParser) -> None:
     own.add_argument("--gpus", help="comma-separated GPU ids, as for run (default on a GPU machine: every visible "
                      "one)")
     own.add_argument("--trials-per-gpu", type=int, default=1, help="workers per GPU with --gpus (default 1)")
+    add_trial_option(own)
     sub.add_parser("confirm", help="train the best configurations and the baseline again with new seeds",
                    parents=[own, location],
                    description="Train the K best configurations and the baseline again with S new training "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from st_hpo._tracking._view import trials_url
-from st_hpo.cli._common import REVIEW_LOCATION_HELP, _handle, location_options, study_file
+from st_hpo.cli._common import REVIEW_LOCATION_HELP, _handle, add_trial_option, location_options, study_file
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["add_parsers", "cmd_best", "cmd_export", "cmd_register", "cmd_report", "cmd_retrain", "cmd_test", "cmd_ui",
@@ -38,6 +38,7 @@ def add_parsers(sub: Any) -> None:
                    "better for the study's direction).").set_defaults(handler=cmd_best)
     own = study_file()
     own.add_argument("--to", required=True, metavar="FILE", help="the file to write (.json or .yaml)")
+    add_trial_option(own)
     sub.add_parser("export", help="write the best configuration (training arguments) to a file",
                    parents=[own, untracked],
                    description="Write the best trial's full effective training arguments, its loss./model. "
@@ -52,8 +53,10 @@ def add_parsers(sub: Any) -> None:
                    "intermediate values (HTML and PNG), trials.csv and summary.md: written to "
                    "<output-dir>/reports/ and to the study's MLflow parent run under reports/.",
                    ).set_defaults(handler=cmd_report)
+    own = _json()
+    add_trial_option(own)
     sub.add_parser("test", help="score the kept best model and the base model on the held-out test set",
-                   parents=[_json(), tracked],
+                   parents=[own, tracked],
                    description="Score the best trial's kept model and the base model on the study's "
                    "test_dataset (never used to choose anything), record the values on the parent run "
                    "(test_objective, base_model_test_objective) and print them. A run that reaches its "
@@ -78,6 +81,7 @@ def _add_register(sub: Any, location: argparse.ArgumentParser) -> None:
     own.add_argument("--name", help="the registered model's name (default: the study's name)")
     own.add_argument("--new-version", action="store_true",
                      help="log and register the model again when it is already registered (a new version)")
+    add_trial_option(own)
     sub.add_parser("register", help="log the kept best model on its trial's MLflow run and register it",
                    parents=[own, location],
                    description="Log the best trial's kept model (keep_best_model) as the 'model' artifact of "
@@ -92,6 +96,7 @@ def _add_retrain(sub: Any, location: argparse.ArgumentParser) -> None:
     own.add_argument("--epochs", type=float, help="train this many epochs instead of the best trial's")
     own.add_argument("--register-as", metavar="NAME", help="register the model in the MLflow Model Registry")
     own.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    add_trial_option(own)
     sub.add_parser("retrain", help="train the best configuration again and save the model", parents=[own, location],
                    description="Train the best configuration again on the study's data, save it with a "
                    "model card, log it to MLflow under the study's parent run, optionally register it.",
@@ -104,8 +109,29 @@ def _print(text: str) -> None:
     Console(highlight=False, soft_wrap=True).print(text)
 
 
+def _print_front(answer: dict[str, Any], as_json: bool) -> int:
+    """``st-hpo best`` of a multi-objective study: its Pareto front, one line per trial."""
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    shown = ", ".join(f"{n} ({d})" for n, d in zip(answer["objectives"], answer["directions"], strict=True))
+    _print(f"Pareto front of {answer['n_complete']} complete trial(s) of {answer['study_name']!r}: "
+           f"{len(answer['pareto'])} trial(s) no other feasible trial beats on every objective of {shown}")
+    for row in answer["pareto"]:
+        values = ", ".join(f"{n} = {v:.4g}" for n, v in row["objectives"].items())
+        costs = ", ".join(f"{n} = {v:.4g}" for n, v in row["costs"].items() if n not in row["objectives"])
+        kept = f"; model: {row['model_dir']}" if row["model_dir"] else ""
+        _print(f"  trial {row['number']}: {values}" + (f"; costs: {costs}" if costs else "") + kept)
+    _print("pick one with --trial N (export, retrain, register, confirm, test)")
+    return 0
+
+
 def cmd_best(ns: argparse.Namespace) -> int:
-    best = _handle(ns).best()
+    handle = _handle(ns)
+    answer = handle.pareto_answer()
+    if answer is not None:
+        return _print_front(answer, ns.json)
+    best = handle.best()
     if ns.json:
         print(json.dumps(best.to_dict(), indent=2))
         return 0
@@ -140,7 +166,7 @@ def _change(delta: float, gain: float) -> str:
 
 
 def cmd_test(ns: argparse.Namespace) -> int:
-    score = _handle(ns).test()
+    score = _handle(ns).test(trial=ns.trial)
     if ns.json:
         print(json.dumps(dataclasses.asdict(score), indent=2))
         return 0
@@ -153,16 +179,17 @@ def cmd_test(ns: argparse.Namespace) -> int:
 def cmd_export(ns: argparse.Namespace) -> int:
 
     missing = next((p for p in reversed(Path(ns.to).resolve().parents) if not p.exists()), None)
-    path = _handle(ns).export(ns.to)
+    path = _handle(ns).export(ns.to, trial=ns.trial)
     if missing is not None:
         _print(f"created the folder {missing}" + ("" if missing == path.resolve().parent
                                                   else f" and those below it, to {path.resolve().parent}"))
-    _print(f"wrote the best configuration to {path}")
+    _print(f"wrote the best configuration to {path}" if ns.trial is None
+           else f"wrote trial {ns.trial}'s configuration to {path}")
     return 0
 
 
 def cmd_register(ns: argparse.Namespace) -> int:
-    result = _handle(ns).register(ns.name, new_version=ns.new_version)
+    result = _handle(ns).register(ns.name, new_version=ns.new_version, trial=ns.trial)
     if result.already_registered:
         _print(f"trial {result.trial_number}'s model is already registered as {result.name!r} version "
                f"{result.version} (models:/{result.name}/{result.version}), from its MLflow run {result.run_id}; "
@@ -178,10 +205,11 @@ def cmd_register(ns: argparse.Namespace) -> int:
 def cmd_retrain(ns: argparse.Namespace) -> int:
     handle = _handle(ns)
     result = handle.retrain(model_dir=ns.model_dir, epochs=ns.epochs, register_as=ns.register_as,
-                            track=not ns.no_track)
+                            track=not ns.no_track, trial=ns.trial)
     epochs = f"{result.epochs:g} epoch{'' if result.epochs == 1 else 's'}"
     _print(f"retrained trial {result.trial_number}'s configuration ({epochs}, "
-           f"{result.seconds:.1f} s): {handle.study.objective} = {result.value:.4f} (the trial had {result.trial_value:.4f})")
+           f"{result.seconds:.1f} s): {handle.study.objectives[0]} = {result.value:.4f} (the trial had "
+           f"{result.trial_value:.4f})")
     if result.test_value is not None:
         _print(f"held-out test: {result.test_value:.4f}")
     _print(f"saved to {result.model_dir}")
