@@ -17,7 +17,7 @@ from typing import Any
 from st_hpo._tracking._census import is_feasible
 from st_hpo._tracking._front import objective_names, study_front, trial_values
 from st_hpo._tracking._schema import COSTS_ATTR, MODEL_DIR_ATTR
-from st_hpo.exceptions import StudyDefinitionError
+from st_hpo.exceptions import UsageError
 
 __all__ = ["ParetoTrial", "chosen_trial", "is_multi_objective", "pareto_set", "pareto_trials", "saved_model_of",
            "pareto_answer"]
@@ -80,18 +80,18 @@ def chosen_trial(optuna_study: Any, trial: int | None) -> Any:
                                     "Study(constraints=...)")
             return optuna_study.best_trial
         numbers = ", ".join(str(t.number) for t in pareto_trials(optuna_study)) or "none yet"
-        raise StudyDefinitionError(
+        raise UsageError(
             f"study {optuna_study.study_name!r} has several objectives, so no one best trial; pick one of its "
-            f"Pareto front with --trial N (library: trial=N): trials {numbers}")
+            f"Pareto front with trial=N: trials {numbers}", parameters=("trial",))
     found = next((t for t in optuna_study.get_trials(deepcopy=False) if t.number == trial), None)
     if found is None or found.state.name != "COMPLETE" or not is_feasible(found):
         what = "no such trial" if found is None else (
             "it is infeasible" if found.state.name == "COMPLETE" else f"it is {found.state.name}")
-        raise StudyDefinitionError(f"--trial {trial}: {what}; pick a feasible complete trial"
-                                   + _front_hint(optuna_study))
+        raise UsageError(f"trial={trial}: {what}; pick a feasible complete trial" + _front_hint(optuna_study),
+                         parameters=("trial",))
     if is_multi_objective(optuna_study) and trial not in {t.number for t in pareto_trials(optuna_study)}:
-        raise StudyDefinitionError(f"--trial {trial} is not on the Pareto front (another trial is better on "
-                                   f"every objective){_front_hint(optuna_study)}")
+        raise UsageError(f"trial={trial} is not on the Pareto front (another trial is better on every objective)"
+                         f"{_front_hint(optuna_study)}", parameters=("trial",))
     return found
 
 
