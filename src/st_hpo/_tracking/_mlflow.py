@@ -36,6 +36,7 @@ from st_hpo._tracking._schema import (
     TRIAL_NUMBER_KEY,
     TRIAL_STATE_KEY,
 )
+from st_hpo._tracking._times import TIME_FIGURES
 from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
@@ -376,6 +377,8 @@ class MlflowTracker:
                 fixed += 1
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
+            if state not in ("WAITING", "RUNNING"):  # a killed or stopped trial's time, set after its run stopped
+                self._log_times(run.info.run_id, trial, run.data.metrics)
             if state in _ACCEPTED and (
                 run.info.status not in _accepted(trial) or run.data.tags.get(TRIAL_STATE_KEY) != state
             ):
@@ -392,6 +395,14 @@ class MlflowTracker:
         end_time = int(last_seen * 1000) if state == "FAIL" and last_seen else None
         self.end_trial(run_id, state, value=trial.value, error=error, step=_last_step(trial), end_time=end_time,
                        tags=end_tags(trial), status="KILLED" if trial.user_attrs.get(KILLED_ATTR) else None)
+
+    def _log_times(self, run_id: str, trial: Any, logged: Mapping[str, float]) -> None:
+        """The trial's time figures (``trial_seconds``, ...) that its run lacks: a trial whose worker died
+        gets its ``trial_seconds`` from recovery, after its run stopped being written."""
+        figures = {name: trial.user_attrs[f"{PREFIX}{name}"] for name in TIME_FIGURES
+                   if f"{PREFIX}{name}" in trial.user_attrs and name not in logged}
+        if figures:
+            self.log_metrics(run_id, figures, _last_step(trial))
 
     def _replay_spool(self, run_id: str, trial: Any) -> bool:
         """Write what the trial could not write to MLflow (its spool file, on this machine); True if any."""
@@ -422,6 +433,7 @@ class MlflowTracker:
                  for progress, value in sorted(trial.intermediate_values.items())]
         self.log_series(run_id, curve)
         if state != "RUNNING":
+            self._log_times(run_id, trial, {})
             self._end_as_stored(run_id, trial)
 
 
