@@ -254,14 +254,19 @@ class MlflowTracker:
         for i in range(0, len(items), 100):
             self._call("log params", self.client.log_batch, run_id, params=items[i : i + 100])
 
-    def set_parent_status(self, status: str) -> None:
-        """RUNNING, or end the parent run (FINISHED/KILLED/FAILED) with its end time, so MLflow shows its duration."""
+    def set_parent_status(self, status: str, *, end_time: int | None = None) -> None:
+        """RUNNING, or end the parent run (FINISHED/KILLED/FAILED) with its end time, so MLflow shows its duration.
+        ``end_time`` (ms since the epoch; default now) is when the run that held it really stopped."""
         if not self.parent_run_id:
             return
         if status == "RUNNING":
             self._call("update the parent run", self.client.update_run, self.parent_run_id, status=status)
-        else:
-            self._call("end the parent run", self.client.set_terminated, self.parent_run_id, status=status)
+            return
+        if end_time is not None:  # never before the run's own start
+            start = self._call("read the parent run", self.client.get_run, self.parent_run_id).info.start_time
+            end_time = max(end_time, start or 0)
+        self._call("end the parent run", self.client.set_terminated, self.parent_run_id, status=status,
+                   end_time=end_time)
 
     def parent_status(self) -> str | None:
         """The parent run's status in MLflow (RUNNING, FINISHED, KILLED, FAILED); None without a parent run."""
