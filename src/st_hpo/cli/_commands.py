@@ -113,7 +113,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         out.print(f"stop:  {sub.stop}")
         return 0
     if result.interrupted:
-        sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(ns.argv)}\n")
+        sys.stderr.write(f"stopped: {_what_the_stop_ended(ns, result)}. Resume with: {_resume_line(ns.argv)}\n")
         return EXIT_INTERRUPTED
     budget = result.budget or ns.n_trials or study.n_trials
     out.print(f"study {result.study_name!r}: {result.n_complete} complete, {result.n_pruned} pruned, "
@@ -145,6 +145,25 @@ def cmd_run(ns: argparse.Namespace) -> int:
                          "fix the cause and run the same command again to go on\n")
         return EXIT_ERROR
     return 0
+
+
+def _what_the_stop_ended(ns: argparse.Namespace, result: Any) -> str:
+    """What a Ctrl-C or SIGTERM of this command ended: the trials it marked FAIL, or none when it came before
+    any trial ran (the workers were still starting, or between two trials)."""
+    import optuna
+
+    from st_hpo._execution._storage import open_storage
+    from st_hpo._tracking._schema import STOPPED_ATTR
+
+    since = time.time() - (time.monotonic() - getattr(ns, "started", time.monotonic()))
+    trials = optuna.load_study(study_name=result.study_name, storage=open_storage(result.storage)).get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    stopped = [t.number for t in trials if t.user_attrs.get(STOPPED_ATTR) and t.datetime_complete is not None
+               and t.datetime_complete.timestamp() >= since]
+    if not stopped:
+        return "no trial was running, none failed"
+    numbers = ", ".join(str(n) for n in stopped)
+    return f"the running trial{'s' if len(stopped) > 1 else ''} ({numbers}) marked FAIL, {'their runs' if len(stopped) > 1 else 'its run'} KILLED"
 
 
 def _location_flags(ns: argparse.Namespace) -> str:
