@@ -56,7 +56,7 @@ from st_hpo._tracking._schema import (
     RUN_ATTR,
     TRIAL_SECONDS_KEY,
 )
-from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError
+from st_hpo.exceptions import NoResultError, StorageError, StudyDefinitionError, UsageError
 
 __all__ = ["BestTrial", "StudyLocation", "best_trial", "best_config", "export_best", "load_study"]
 
@@ -296,11 +296,22 @@ def best_config(study: Study, *, output_dir: str | Path | None = None, storage: 
     return config
 
 
+#: The file names ``export`` writes, by their suffix.
+EXPORT_SUFFIXES = (".json", ".yaml", ".yml")
+
+
 def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None = None,
                 storage: str | None = None, study_name: str | None = None) -> Path:
-    """Write the best configuration to ``path``: YAML when it ends in ``.yaml``/``.yml``, else JSON."""
-    config = best_config(study, output_dir=output_dir, storage=storage, study_name=study_name)
+    """Write the best configuration to ``path``: JSON for ``.json``, YAML for ``.yaml``/``.yml``; an existing
+    folder gets ``<study name>.json`` inside it. Any other name is refused before the study is read: a file
+    called ``best.txt`` holding JSON would surprise whoever opens it. Returns the file written."""
     path = Path(path)
+    if path.is_dir():
+        path = path / f"{study_name or study.name}.json"
+    elif path.suffix.lower() not in EXPORT_SUFFIXES:
+        raise UsageError(f"{str(path)!r}: export writes JSON (.json) or YAML (.yaml, .yml), or into an existing "
+                         "folder; name the file with one of these suffixes")
+    config = best_config(study, output_dir=output_dir, storage=storage, study_name=study_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
