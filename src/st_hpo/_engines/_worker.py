@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from st_hpo._execution._progress import finished_of
 from st_hpo._tracking._census import take_census
 
 __all__ = ["finish_from_plan", "work_from_plan"]
@@ -66,5 +67,5 @@ def finish_from_plan(plan_path: str | Path) -> bool:
                        "their workers are known to be gone", running)
     met = finished >= plan.budget
     finish_study(session, budget_met=met)
-    logger.info("study %r ended: %d of %d trials finished", plan.study_name, finished, plan.budget)
+    logger.info("study %r ended: %s", plan.study_name, finished_of(finished, plan.budget))
     return met

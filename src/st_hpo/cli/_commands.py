@@ -299,12 +299,12 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from st_hpo._execution._progress import format_params
+    from st_hpo._execution._progress import finished_of, format_params
     from st_hpo._tracking._census import OUT_OF_MEMORY
 
     count = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", OUT_OF_MEMORY, "RUNNING")}
     oom = f"{count[OUT_OF_MEMORY]} out of memory, " if count[OUT_OF_MEMORY] else ""
-    table = Table(title=f"{kind}: {count['COMPLETE'] + count['PRUNED']} of {budget} trials finished "
+    table = Table(title=f"{kind}: {finished_of(count['COMPLETE'] + count['PRUNED'], budget)} "
                         f"({count['COMPLETE']} complete, {count['PRUNED']} pruned), {count['FAIL']} failed, "
                         f"{oom}{count['RUNNING']} running")
     for col in ("#", "state", "value", "params", "seconds", "ran on", "note"):
