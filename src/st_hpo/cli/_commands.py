@@ -358,7 +358,7 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
         console.print("the study has no baseline trial: the configurations are compared with each other (the "
                       "best mean against the runner-up)")
     console.print(result.test["line"])
-    if result.winner is not None:  # the verdict agrees with the test line above it
+    if result.best_mean is not None:  # the verdict agrees with the test line above it
         from st_hpo._results._confirm_verdict import verdict
 
         console.print(f"after confirmation, {verdict(result.to_dict())} (the single-run best: trial "
@@ -382,7 +382,7 @@ def _confirm_table(result: Any) -> Any:
         return "" if value is None else f"{value:.4f}"
 
     for c in result.configs:
-        row = ["" if c.trial is None else str(c.trial), c.label + (" *" if c.label == result.winner else ""),
+        row = ["" if c.trial is None else str(c.trial), c.label + (" *" if c.label == result.best_mean else ""),
                num(c.single_run_value), num(c.mean), num(c.std), str(len(c.values))]
         if tests:
             row += [num(c.test_mean), num(c.test_std)]
