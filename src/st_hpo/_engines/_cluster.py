@@ -21,7 +21,12 @@ def run_on_cluster(engine: Any, session: Any, plan_path: Path, *, progress: bool
     from st_hpo._execution._progress import Progress
 
     plan = read_plan(plan_path)
-    submission = engine.submit(plan_path, plan)
+    try:
+        submission = engine.submit(plan_path, plan)
+    except BaseException:  # nothing will run: the parent run must not stay RUNNING
+        if session.tracker is not None:
+            session.tracker.set_parent_status("FAILED")
+        raise
     Progress(budget=plan.budget, enabled=progress).message(
         f"submitted to {submission.engine}: {', '.join(submission.ids)} ({len(plan.slots)} worker(s); job script "
         f"{submission.script}); watch: {submission.watch}; stop: {submission.stop}")
