@@ -160,7 +160,7 @@ def _what_the_stop_ended(ns: argparse.Namespace, result: Any) -> str:
         trials = optuna.load_study(study_name=result.study_name, storage=open_storage(result.storage)).get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     except Exception:  # noqa: BLE001 - the storage gone meanwhile: say what is sure
-        return "a running trial is marked FAIL"
+        return "any running trial is marked FAIL"
     stopped = [t.number for t in trials if t.user_attrs.get(STOPPED_ATTR) and t.datetime_complete is not None
                and t.datetime_complete.timestamp() >= since]
     if not stopped:
