@@ -382,7 +382,7 @@ class MlflowTracker:
                 fixed += 1
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
-            if state not in ("WAITING", "RUNNING"):  # a killed or stopped trial's time, set after its run stopped
+            if state not in ("WAITING", "RUNNING") and not spooled:  # a killed trial's time, set after its run stopped
                 self._log_times(run.info.run_id, trial, run.data.metrics)
             if state in _ACCEPTED and (
                 run.info.status not in _accepted(trial) or run.data.tags.get(TRIAL_STATE_KEY) != state
