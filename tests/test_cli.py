@@ -249,6 +249,14 @@ def test_sync_of_a_study_that_never_ran_says_so_and_creates_nothing(tmp_path, st
     assert "Traceback" not in proc.stderr and not (tmp_path / "nowhere").exists()
 
 
+def test_cpus_per_worker_without_a_cluster_engine_is_refused_not_ignored(tmp_path, study_file):
+    proc = st_hpo("run", str(study_file()), "--workers", "2", "--cpus-per-worker", "4", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: --cpus-per-worker 4 is for --engine slurm or ray; on this machine each worker gets "
+                           "OMP_NUM_THREADS = cores / workers (set OMP_NUM_THREADS to choose)\n"), proc.stderr
+    assert not (tmp_path / "st-hpo-runs").exists()
+
+
 def test_a_journal_storage_that_is_a_folder_is_refused_in_one_line(tmp_path, study_file):
     (tmp_path / "runs.journal").mkdir()
     proc = st_hpo("status", str(study_file()), "--storage", str(tmp_path / "runs.journal"), cwd=tmp_path)
