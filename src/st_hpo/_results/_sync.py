@@ -17,7 +17,14 @@ from typing import Any
 from st_hpo._definition._study import Study
 from st_hpo._results._read import StudyLocation, load_study
 from st_hpo._tracking._census import take_census
-from st_hpo._tracking._schema import LAST_SEEN_ATTR, N_TRIALS_KEY, PARENT_ATTR, RUNNER_ATTR
+from st_hpo._tracking._schema import (
+    KILLED_ATTR,
+    LAST_SEEN_ATTR,
+    N_TRIALS_KEY,
+    PARENT_ATTR,
+    RUNNER_ATTR,
+    STOPPED_ATTR,
+)
 
 __all__ = ["SyncResult", "sync_study"]
 
@@ -99,7 +106,10 @@ def _last_sign_of_life(optuna_study: Any, trials: list[Any]) -> int:
     runner = optuna_study.user_attrs.get(RUNNER_ATTR)
     signs = [float(runner["since"])] if isinstance(runner, dict) and "since" in runner else []
     for t in trials:
-        signs += [d.timestamp() for d in (t.datetime_start, t.datetime_complete) if d is not None]
+        # a trial failed by whoever found its worker dead (not by its worker) ended when that was noticed
+        noticed = t.user_attrs.get(STOPPED_ATTR) and not t.user_attrs.get(KILLED_ATTR)
+        ends = (t.datetime_start,) if noticed else (t.datetime_start, t.datetime_complete)
+        signs += [d.timestamp() for d in ends if d is not None]
         if t.user_attrs.get(LAST_SEEN_ATTR) is not None:
             signs.append(float(t.user_attrs[LAST_SEEN_ATTR]))
     return int(min(max(signs, default=time.time()), time.time()) * 1000)
