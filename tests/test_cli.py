@@ -249,6 +249,23 @@ def test_sync_of_a_study_that_never_ran_says_so_and_creates_nothing(tmp_path, st
     assert "Traceback" not in proc.stderr and not (tmp_path / "nowhere").exists()
 
 
+def test_cpus_per_worker_without_a_cluster_engine_is_refused_not_ignored(tmp_path, study_file):
+    proc = st_hpo("run", str(study_file()), "--workers", "2", "--cpus-per-worker", "4", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: --cpus-per-worker 4 is for --engine slurm or ray; on this machine each worker gets "
+                           "OMP_NUM_THREADS = cores / workers (set OMP_NUM_THREADS to choose)\n"), proc.stderr
+    assert not (tmp_path / "st-hpo-runs").exists()
+
+
+def test_a_journal_storage_that_is_a_folder_is_refused_in_one_line(tmp_path, study_file):
+    (tmp_path / "runs.journal").mkdir()
+    proc = st_hpo("status", str(study_file()), "--storage", str(tmp_path / "runs.journal"), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"error: storage {str(tmp_path / 'runs.journal')!r} is a folder; give the path of the "
+                           f"journal file in it ({tmp_path / 'runs.journal' / 'optuna.journal'}, say), or "
+                           "--output-dir for the folder\n"), proc.stderr
+
+
 @pytest.mark.slow
 def test_sync_rebuilds_a_lost_mlflow_store_and_closes_its_parent_run(tmp_path, study_file):
     path = str(study_file(n_trials=1))
@@ -260,8 +277,8 @@ def test_sync_rebuilds_a_lost_mlflow_store_and_closes_its_parent_run(tmp_path, s
     _, parents, runs = mlflow_runs(out, "tiny-file")
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert [p.info.status for p in parents] == ["FINISHED"], "the re-made parent run does not stay RUNNING"
-    # a path that is a folder: one line, not a traceback
-    proc = st_hpo("export", path, "--to", str(tmp_path), cwd=tmp_path)
+    # a path below a file: one line, not a traceback (a folder gets <study>.json: test_results.py)
+    proc = st_hpo("export", path, "--to", str(out / "mlflow.db" / "best.json"), cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 

@@ -159,3 +159,33 @@ def test_the_verdict_after_a_confirmation_agrees_with_its_test():
                            "5, but it does not beat the baseline beyond seed noise")
     assert verdict({**record, "winner": "baseline", "winner_trial": 0}) == (
         "the baseline has the best mean: no configuration beats it")
+
+
+def test_best_json_names_a_winner_only_when_the_test_says_it_beats_the_other():
+    """`best --json`'s `confirmed.winner` is the configuration that beats the other beyond seed noise; the
+    best mean alone (one configuration with nothing to compare, or a lead within the noise) is `best_mean`."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from st_hpo._results._confirm import _Config, _summarize
+
+    seeds = [1007, 1008, 1009]
+
+    def confirmed(values: dict[str, list[float]]) -> dict:
+        companion = optuna.create_study(direction="maximize")
+        for key, scores in values.items():
+            for seed, value in zip(seeds, scores, strict=True):
+                companion.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+                    "st_hpo.confirm.config": key, "st_hpo.confirm.seed": seed}))
+        configs = [_Config(key, f"trial {key}", int(key), {}, False, False, 0.6) for key in values]
+        best = SimpleNamespace(direction="maximize", study_name="s", objective="m", number=1)  # what is read of it
+        return _summarize(companion, best, configs, seeds, 0, False).to_dict()
+
+    alone = confirmed({"1": [0.6, 0.61, 0.62]})
+    assert alone["winner"] is None and alone["winner_trial"] is None, "nothing was compared"
+    assert alone["best_mean"] == "trial 1" and alone["best_mean_trial"] == 1
+    close = confirmed({"1": [0.52, 0.60, 0.50], "2": [0.50, 0.49, 0.51]})
+    assert close["test"]["beats"] is False and close["winner"] is None and close["best_mean"] == "trial 1"
+    apart = confirmed({"1": [0.80, 0.81, 0.82], "2": [0.50, 0.49, 0.51]})
+    assert apart["test"]["beats"] is True and apart["winner"] == "trial 1" and apart["winner_trial"] == 1

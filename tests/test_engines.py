@@ -3,7 +3,10 @@ SLURM job scripts carry what the user asked for."""
 
 from __future__ import annotations
 
+import os
+
 import optuna
+import pytest
 
 from st_hpo._engines import EngineSettings, ended_reason, engine_for
 from st_hpo._execution._plan import SlotPlan, WorkerPlan
@@ -69,3 +72,27 @@ def test_the_slurm_job_scripts_carry_the_users_options(tmp_path):
     final = finish.read_text()
     assert "--gres" not in final and "#SBATCH --partition=gpu" in final
     assert final.splitlines()[-1].endswith("--finish")
+
+
+@pytest.mark.slow
+def test_a_slurm_submission_that_sbatch_refuses_says_so_in_one_line_and_leaves_nothing_running(tmp_path, study_file):
+    """sbatch on the PATH but no cluster behind it (no slurmctld, no configuration): sbatch's last line in one
+    line, and the study's parent run is not left RUNNING for a run that never started."""
+    from tests.helpers import mlflow_runs, run_cli
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, text in (("sbatch", "echo 'sbatch: error: DNS SRV lookup failed' >&2\n"
+                                  "echo 'sbatch: fatal: Could not establish a configuration source' >&2\nexit 1"),
+                       ("squeue", "exit 1"), ("scancel", "exit 0")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{text}\n")
+        (bin_dir / tool).chmod(0o755)
+    path = study_file(name="nocluster", n_trials=2)
+    done = run_cli("-q", "run", str(path), "--engine", "slurm", "--workers", "2", "--shared-dir", cwd=tmp_path,
+                   env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: sbatch refused workers.sbatch (sbatch: fatal: Could not establish a "
+                                  "configuration source); run the same command again"), done.stderr
+    _, parents, runs = mlflow_runs(tmp_path / "st-hpo-runs" / "nocluster", "nocluster")
+    assert [p.info.status for p in parents] == ["FAILED"] and not runs

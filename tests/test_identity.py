@@ -85,6 +85,19 @@ def test_a_run_without_n_trials_keeps_the_extended_budget(make_study, tmp_path):
     assert study_attrs["st_hpo.n_trials"] == 2, "the extension is not overwritten by the file's n_trials"
 
 
+def test_more_trials_finished_than_a_lowered_budget_is_said_as_it_is(study_file, tmp_path):
+    from tests.helpers import run_cli
+
+    path = study_file(name="lowered", n_trials=2)
+    assert run_cli("-q", "run", str(path), cwd=tmp_path).returncode == 0
+    again = run_cli("run", str(path), "--n-trials", "1", cwd=tmp_path)  # the budget lowered below what ran
+    assert again.returncode == 0, again.stderr[-2000:]
+    status = run_cli("status", str(path), cwd=tmp_path)
+    for text in (again.stderr, status.stdout):
+        assert "2 of 1" not in text, text
+        assert "2 trials finished, 1 more than the budget of 1" in text, text
+
+
 def test_a_resume_with_another_progress_bar_setting_is_the_same_study(make_study, tmp_path):
     """``disable_tqdm`` follows transformers' logger level (``st-hpo run`` vs ``st-hpo -vv run`` or a notebook):
     it changes no trial, so a resume under the other setting is not refused as another definition."""

@@ -72,7 +72,11 @@ def test_sync_ends_a_killed_trial_that_reported_nothing_at_its_last_sign_of_life
     assert [r.info.status for r in runs] == ["FAILED"]
     assert (killed_at - TOLERANCE) * 1000 <= runs[0].info.end_time <= (killed_at + 0.5) * 1000, (
         "the run ends when the process died, not at its start, its last report or the sync")
+    assert runs[0].data.metrics["trial_seconds"] == trial.user_attrs["st_hpo.trial_seconds"], (
+        "the run has the time the trial ran, as the storage has it")
     assert parents[0].info.status == "KILLED" and parents[0].info.end_time is not None
+    assert (killed_at - TOLERANCE) * 1000 <= parents[0].info.end_time <= (killed_at + 0.5) * 1000, (
+        "the parent run ends when its process died, not when sync found it dead")
 
 
 KILLED_IN_CONFIRM = '''

@@ -82,6 +82,19 @@ def test_export_writes_arguments_that_load_back(ran, tmp_path, capsys):
     assert json.loads((tmp_path / "best.json").read_text()) == config
 
 
+def test_export_writes_by_suffix_into_a_folder_or_refuses_in_one_line(ran, tmp_path, capsys):
+    path, out = ran
+    assert main(["export", str(path), "--output-dir", str(out), "--to", str(tmp_path / "best.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ".json" in err and ".yaml" in err and "best.txt" in err, err
+    assert not (tmp_path / "best.txt").exists(), "no JSON hidden in a .txt file"
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    assert main(["export", str(path), "--output-dir", str(out), "--to", str(folder)]) == 0
+    assert f"wrote the best configuration to {folder / 'tiny-file.json'}" in capsys.readouterr().out
+    assert json.loads((folder / "tiny-file.json").read_text())["study"] == "tiny-file"
+
+
 def test_best_on_a_study_that_never_ran_says_to_run_it(ran, tmp_path, capsys):
     path, _ = ran
     assert main(["best", str(path), "--output-dir", str(tmp_path / "nowhere")]) == 1

@@ -43,6 +43,8 @@ def test_gpus_the_process_cannot_see_are_refused():
         _plan(gpus="0,2", devices=["0", "1"])
     with pytest.raises(UsageError, match="gpus=0: this process sees no GPU"):
         _plan(gpus="0", devices=[])
+    with pytest.raises(UsageError, match="gpus=0,1: this process sees no GPU"):  # all of them, as typed
+        _plan(gpus="0,1", devices=[])
 
 
 def test_contradictory_or_empty_plans_are_refused():

@@ -298,3 +298,33 @@ def test_workers_that_keep_dying_before_any_trial_fail_the_run_with_their_error(
     assert "not met: see the error below" in proc.stdout
     _, parents, runs = mlflow_runs(tmp_path / "st-hpo-runs" / "dying", "dying")
     assert runs == [] and parents[0].info.status == "FAILED"
+
+
+def test_ctrl_c_before_any_trial_started_says_no_trial_was_running(tmp_path, study_file):
+    path = study_file(name="early", n_trials=2)
+    marker = tmp_path / "worker-loading"
+    text = path.read_text().replace(  # each worker loads its train set slowly: Ctrl-C comes before a trial
+        "train_dataset=lambda: Dataset.from_dict(PAIRS),", "train_dataset=slow_pairs,")
+    path.write_text(text.replace("\nstudy = st_hpo.Study(", f'''
+import os, time
+
+
+def slow_pairs():
+    if os.environ.get("ST_HPO_WORKER_NAME"):
+        open({str(marker)!r}, "a").close()
+        time.sleep(120)
+    return Dataset.from_dict(PAIRS)
+
+study = st_hpo.Study('''))
+    proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), proc.communicate(timeout=60)[1][-3000:]
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground process group
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert not load_trials(tmp_path / "st-hpo-runs" / "early", "early"), "no trial ran"
+    assert "marked FAIL" not in stderr, stderr[-3000:]
+    assert "no trial was running" in stderr and "Resume with: st-hpo run" in stderr, stderr[-3000:]

@@ -227,11 +227,12 @@ def _announce(session: StudySession, budget: int, workers: int, engine: str = "l
     """What is about to run, where it is stored, and the score to beat: printed before the first trial."""
     from rich.markup import escape
 
+    from st_hpo._execution._progress import Progress, finished_of
     from st_hpo._execution._session import _describe
 
     definition, study = session.definition, session.study
     finished = study_census(study).finished
-    lines = [f"study {study.study_name!r}: {finished} of {budget} trials finished; sampler "
+    lines = [f"study {study.study_name!r}: {finished_of(finished, budget)}; sampler "
              f"{_describe(definition.sampler or 'tpe')}, pruner {_describe(definition.pruner or DEFAULT_PRUNER)}; "
              f"{workers} worker(s) on "
              f"{pick_device(session.validated.base_args) if engine == 'local' else engine}",

@@ -28,7 +28,12 @@ def run_on_cluster(engine: Any, session: StudySession, plan_path: Path, *,
                    progress: bool) -> tuple[Any, bool, bool]:
     """Submit the plan's slots to ``engine``; returns (submission, waited, interrupted)."""
     plan = read_plan(plan_path)
-    submission = engine.submit(plan_path, plan)
+    try:
+        submission = engine.submit(plan_path, plan)
+    except BaseException:  # nothing will run: the parent run must not stay RUNNING
+        if session.tracker is not None:
+            session.tracker.set_parent_status("FAILED")
+        raise
     Progress(budget=plan.budget, enabled=progress).message(
         f"submitted to {submission.engine}: {', '.join(submission.ids)} ({len(plan.slots)} worker(s); job script "
         f"{submission.script}); watch: {submission.watch}; stop: {submission.stop}")

@@ -125,8 +125,10 @@ def _script(about: str, options: list[str], command: str) -> str:
 
 def _sbatch(*args: str) -> str:
     done = _slurm("sbatch", "--parsable", *args)
-    if done.returncode != 0:
-        raise StHpoError(f"sbatch refused the job: {done.stderr.strip() or done.stdout.strip()}")
+    if done.returncode != 0:  # its last line says why ("fatal: ..."); the lines before it, how it got there
+        said = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
+        raise StHpoError(f"sbatch refused {Path(args[-1]).name} ({said}); run the same command again once the "
+                         "cluster answers (`sinfo`)")
     return done.stdout.strip().split(";")[0]
 
 

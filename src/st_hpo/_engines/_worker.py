@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from st_hpo._definition._loading import load_study_file
 from st_hpo._engines import ended_reason
 from st_hpo._execution._plan import read_plan, slot_for_this_process
-from st_hpo._execution._progress import Progress
+from st_hpo._execution._progress import Progress, finished_of
 from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._results._finish import finish_study
 from st_hpo._tracking._census import take_census
@@ -66,5 +66,5 @@ def finish_from_plan(plan_path: str | Path) -> bool:
                        "their workers are known to be gone", running)
     met = finished >= plan.budget
     finish_study(session, budget_met=met)
-    logger.info("study %r ended: %d of %d trials finished", plan.study_name, finished, plan.budget)
+    logger.info("study %r ended: %s", plan.study_name, finished_of(finished, plan.budget))
     return met

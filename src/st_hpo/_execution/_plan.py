@@ -131,6 +131,10 @@ def decide_slots(*, engine: str = "local", workers: int | None = None, gpus: str
     if gpus_per_worker is not None:
         raise UsageError("gpus_per_worker= is for engine=slurm or ray; on this machine use gpus= and "
                          "trials_per_gpu=", parameters=names)
+    if cpus_per_worker != 1:  # it would be ignored: the local engine shares the cores out itself
+        raise UsageError(f"cpus_per_worker={cpus_per_worker} is for engine=slurm or ray; on this machine each "
+                         "worker gets OMP_NUM_THREADS = cores / workers (set OMP_NUM_THREADS to choose)",
+                         parameters=names)
     devices = visible_gpus()
     asked = (workers or 1) > 1 or trials_per_gpu > 1
     if gpus is None and (asked or (len(devices) > 1 and study_file is not None)):

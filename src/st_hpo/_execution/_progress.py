@@ -9,7 +9,7 @@ from typing import Any
 
 from st_hpo._tracking._census import OUT_OF_MEMORY, study_census
 
-__all__ = ["Progress", "format_params"]
+__all__ = ["Progress", "finished_of", "format_params"]
 
 _STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", OUT_OF_MEMORY: "red"}
 
@@ -95,7 +95,7 @@ class Progress:
         line = (f"{self._who()}{self.noun} {outcome.number:>3}  [{style}]{outcome.state:<8}[/{style}]  "
                 f"value {value:>8}  "
                 f"best {best_text}  {outcome.seconds:6.1f}s  "
-                f"[{min(self.finished, self.budget)}/{self.budget} finished, elapsed "
+                f"[{self.finished}/{self.budget} finished, elapsed "
                 f"{_clock(time.monotonic() - self.started)}, ETA {self._eta()}]")
         if outcome.model_dir:
             line += "  [green]model kept[/green]"
@@ -118,6 +118,14 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def finished_of(finished: int, budget: int) -> str:
+    """``"3 of 8 trials finished"``; when more finished than the budget (lowered by a later ``--n-trials``, or
+    a last trial each of two workers finished), says so instead of "2 of 1"."""
+    if finished <= budget:
+        return f"{finished} of {budget} trials finished"
+    return f"{finished} trials finished, {finished - budget} more than the budget of {budget}"
 
 
 def _clock(seconds: float) -> str:

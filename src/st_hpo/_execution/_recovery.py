@@ -121,7 +121,8 @@ def record_worker(trial: Any, pid: int, host: str) -> None:
 def record_runner(study: Any) -> None:
     """Record on the study the process that runs it now and holds its parent run open (see :func:`runner_gone`)."""
     pid = os.getpid()
-    study.set_user_attr(RUNNER_ATTR, {"host": current_host(), PID_KEY: pid, **process_identity(pid)})
+    study.set_user_attr(RUNNER_ATTR, {"host": current_host(), PID_KEY: pid, "since": round(time.time(), 3),
+                                      **process_identity(pid)})
 
 
 def runner_gone(study: Any) -> bool | None:

@@ -46,6 +46,9 @@ def open_storage(url: str) -> Any:
     if url.endswith(".journal") and "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
+        if Path(url).is_dir():
+            raise StorageError(f"storage {url!r} is a folder; give the path of the journal file in it "
+                               f"({Path(url) / 'optuna.journal'}, say), or --output-dir for the folder")
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:"):

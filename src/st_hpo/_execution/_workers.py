@@ -72,6 +72,9 @@ def plan_workers(*, workers: int | None, gpus: str | None, trials_per_gpu: int,
     if not ids and trials_per_gpu > 1:
         raise UsageError(f"trials_per_gpu={trials_per_gpu} needs GPUs, and this process sees none (no gpus=, no "
                          "CUDA); use workers=N to run N workers on the CPU", parameters=names)
+    if ids and devices is not None and not devices:  # every id is out of reach: name them all, as typed
+        raise UsageError(f"gpus={','.join(ids)}: this process sees no GPU (torch.cuda.is_available() is False); "
+                         "leave gpus= out, or use workers=N to run on the CPU", parameters=names)
     device = {i: _device_of(i, devices) for i in ids}
     if ids and workers is not None:
         return [WorkerSpec(f"gpu{ids[i % len(ids)]}-w{i // len(ids)}", device[ids[i % len(ids)]])

@@ -85,13 +85,17 @@ class ConfirmResult:
     #: the baseline first (when the study has a baseline trial), then the configurations in single-run order
     configs: list[ConfigScore]
     single_run_best: int | None  #: the study's best trial when the confirmation ran (one run each)
-    winner: str | None  #: the label of the best mean after confirmation ("trial N" or "baseline")
+    #: the configuration that beats the other beyond seed noise ("trial N"), or None: the test found no
+    #: winner, or nothing was compared (one configuration, no baseline)
+    winner: str | None
     winner_trial: int | None
     #: the paired test of the best non-baseline configuration against the baseline, or, in a study without
     #: a baseline trial, against the runner-up (see :func:`st_hpo._results._confirm_stats.paired_test`)
     test: dict[str, Any]
     trials_run: int = 0  #: confirmation trials trained by this call
     interrupted: bool = False
+    best_mean: str | None = None  #: the label of the best mean after confirmation ("trial N" or "baseline")
+    best_mean_trial: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -346,7 +350,7 @@ def _summarize(companion: Any, best: Any, configs: list[_Config], seeds: list[in
                             config.value, tests))
     sign = 1.0 if best.direction == "maximize" else -1.0
     ranked = sorted((s for s in scores if s.mean is not None), key=lambda s: sign * s.mean, reverse=True)
-    winner = ranked[0] if ranked else None
+    top = ranked[0] if ranked else None
     contenders = [s for s in ranked if not s.baseline]
     baseline = next((s for s in scores if s.baseline), None)
     against = baseline if baseline is not None else (contenders[1] if len(contenders) > 1 else None)
@@ -359,10 +363,12 @@ def _summarize(companion: Any, best: Any, configs: list[_Config], seeds: list[in
         test = {"method": "paired t-test", "line": why, "p_value": None, "beats": None, "beats_baseline": None,
                 "compared": contenders[0].label if contenders else None,
                 "against": baseline.label if baseline is not None else None}
+    winner = contenders[0] if contenders and top is contenders[0] and test.get("beats") else None
     return ConfirmResult(study_name=best.study_name, objective=best.objective, direction=best.direction,
                          seeds=seeds, configs=scores, single_run_best=best.number,
                          winner=winner.label if winner else None, winner_trial=winner.trial if winner else None,
-                         test=test, trials_run=trials_run, interrupted=interrupted)
+                         test=test, trials_run=trials_run, interrupted=interrupted,
+                         best_mean=top.label if top else None, best_mean_trial=top.trial if top else None)
 
 
 def test_score_of(trial: Any) -> float | None:

@@ -14,6 +14,13 @@ from typing import Any
 __all__ = ["confirmed_line", "verdict"]
 
 
+def _best_mean(confirmed: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(label, trial) of the best mean; a record made before ``best_mean`` was kept has it as ``winner``."""
+    if "best_mean" in confirmed:
+        return confirmed.get("best_mean"), confirmed.get("best_mean_trial")
+    return confirmed.get("winner"), confirmed.get("winner_trial")
+
+
 def _beats(test: dict[str, Any]) -> bool | None:
     """The test's verdict: True, False, or None (no test possible, or a record that does not say)."""
     return test.get("beats", test.get("beats_baseline"))
@@ -23,7 +30,7 @@ def verdict(confirmed: dict[str, Any]) -> str:
     """The confirmation's conclusion in one clause, e.g. ``trial 3 wins: it beats the baseline beyond seed
     noise`` or ``trial 3 has the best mean, but it does not beat the baseline beyond seed noise: no winner is
     confirmed``."""
-    winner = confirmed.get("winner")
+    winner, _ = _best_mean(confirmed)
     test = confirmed.get("test") or {}
     if winner is None:
         return "no configuration finished its confirmation runs"
@@ -49,7 +56,7 @@ def confirmed_line(confirmed: dict[str, Any] | None, single_run_best: int) -> st
     (the study was extended since) is said to be of that earlier best, never of this one. A current one is
     noted when its best mean is not the single-run best.
     """
-    if not confirmed or confirmed.get("winner") is None:
+    if not confirmed or _best_mean(confirmed)[0] is None:
         return None
     seeds = len(confirmed.get("seeds") or [])
     then = confirmed.get("single_run_best")
@@ -61,7 +68,7 @@ def confirmed_line(confirmed: dict[str, Any] | None, single_run_best: int) -> st
                    n=single_run_best)
         return (f"st-hpo confirm ran when trial {then} was the best ({seeds} seeds each) and found: "
                 f"{verdict(confirmed)}; {line}; {now}")
-    if confirmed.get("winner_trial") == single_run_best:
+    if _best_mean(confirmed)[1] == single_run_best:
         return None
     words = verdict(confirmed)
     cut = min((i for i in (words.find(","), words.find(":")) if i >= 0), default=len(words))

@@ -109,10 +109,12 @@ class StudyHandle:
         return config_of(self, trial=trial)
 
     def export(self, path: str | Path, *, trial: int | None = None) -> Path:
-        """Write the best configuration to ``path`` (YAML for ``.yaml``/``.yml``, else JSON)."""
-        from st_hpo._results._read import write_config
+        """Write the best configuration (``trial``: that trial's) to ``path``: JSON for ``.json``, YAML for ``.yaml``/``.yml``,
+        ``<study name>.json`` inside an existing folder; any other name is refused (a UsageError)."""
+        from st_hpo._results._read import export_target, write_config
 
-        return write_config(self.best_config(trial=trial), path)
+        target = export_target(path, self.study.name)  # refused before the study is read
+        return write_config(self.best_config(trial=trial), target)
 
     def test(self, *, track: bool = True, trial: int | None = None) -> TestScore:
         """Score the kept best model and the base model on the study's test set now."""

@@ -62,7 +62,14 @@ from st_hpo._tracking._schema import (
     TRIAL_SECONDS_KEY,
     UNSAMPLED_ATTR,
 )
-from st_hpo.exceptions import NoResultError, StHpoError, StorageError, StudyDefinitionError, TrackingError
+from st_hpo.exceptions import (
+    NoResultError,
+    StHpoError,
+    StorageError,
+    StudyDefinitionError,
+    TrackingError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -314,13 +321,32 @@ def config_of(handle: StudyHandle, *, trial: int | None = None) -> dict[str, Any
     return config
 
 
+#: The file names ``export`` writes, by their suffix.
+EXPORT_SUFFIXES = (".json", ".yaml", ".yml")
+
+
 def export_best(study: Study, path: str | Path, *, output_dir: str | Path | None = None,
                 storage: str | None = None, study_name: str | None = None, trial: int | None = None) -> Path:
-    """Write the best configuration (``trial``: that trial's) to ``path``: YAML when it ends in
-    ``.yaml``/``.yml``, else JSON (``open_study(...).export(path, trial=...)``)."""
+    """Write the best configuration (``trial``: that trial's) to ``path``: JSON for ``.json``, YAML for
+    ``.yaml``/``.yml``; an existing folder gets ``<study name>.json`` inside it; any other name is refused
+    before the study is read (see :func:`export_target`). Returns the file written
+    (``open_study(...).export(path, trial=...)``)."""
     from st_hpo._results._handle import open_study
 
     return open_study(study, output_dir=output_dir, storage=storage, study_name=study_name).export(path, trial=trial)
+
+
+def export_target(path: str | Path, study_name: str) -> Path:
+    """The file ``export`` writes for ``path``: ``path`` itself when it ends in ``.json``, ``.yaml`` or ``.yml``;
+    ``<study name>.json`` inside it when it is an existing folder. Any other name is refused (a file called
+    ``best.txt`` holding JSON would surprise whoever opens it)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / f"{study_name}.json"
+    if path.suffix.lower() not in EXPORT_SUFFIXES:
+        raise UsageError(f"{str(path)!r}: export writes JSON (.json) or YAML (.yaml, .yml), or into an existing "
+                         "folder; name the file with one of these suffixes")
+    return path
 
 
 def write_config(config: dict[str, Any], path: str | Path) -> Path:

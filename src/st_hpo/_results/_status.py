@@ -24,6 +24,7 @@ from typing import Any
 
 from st_hpo._definition._costs import is_cost
 from st_hpo._execution._best_model import best_number
+from st_hpo._execution._progress import finished_of
 from st_hpo._execution._recovery import current_host, worker_alive
 from st_hpo._results._read import trial_duration
 from st_hpo._tracking._census import Census, is_cancelled, shown_state, take_census
@@ -70,7 +71,7 @@ class StudyStatus:
         """One line: the kind, finished trials against the budget, and the count in each state."""
         c = self.census
         oom = f"{c.out_of_memory} out of memory, " if c.out_of_memory else ""
-        return (f"{self.kind}: {c.finished} of {self.budget} trials finished ({c.complete} complete, {c.pruned} "
+        return (f"{self.kind}: {finished_of(c.finished, self.budget)} ({c.complete} complete, {c.pruned} "
                 f"pruned), {c.failed} failed, {oom}{c.running} running")
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,14 @@ from st_hpo._definition._study import Study
 from st_hpo._execution._recovery import recover_stale_trials, runner_gone
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import take_census
-from st_hpo._tracking._schema import N_TRIALS_KEY, PARENT_ATTR
+from st_hpo._tracking._schema import (
+    KILLED_ATTR,
+    LAST_SEEN_ATTR,
+    N_TRIALS_KEY,
+    PARENT_ATTR,
+    RUNNER_ATTR,
+    STOPPED_ATTR,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -98,8 +106,24 @@ def _end_parent(optuna_study: optuna.Study, tracker: MlflowTracker, study: Study
     finished = take_census(trials).finished
     budget = int(optuna_study.user_attrs.get(N_TRIALS_KEY, study.n_trials))
     status = "FINISHED" if finished >= budget else "KILLED"
-    tracker.set_parent_status(status)
+    tracker.set_parent_status(status, end_time=None if made_here else _last_sign_of_life(optuna_study, trials))
     return status
+
+
+def _last_sign_of_life(optuna_study: Any, trials: list[Any]) -> int:
+    """When the run that left the parent run RUNNING last showed it was alive (ms since the epoch): the
+    latest of its start (:data:`RUNNER_ATTR`), a trial's start or end, and a trial's last beat
+    (:data:`LAST_SEEN_ATTR`), so the parent run ends when that run died, not when it was synced."""
+    runner = optuna_study.user_attrs.get(RUNNER_ATTR)
+    signs = [float(runner["since"])] if isinstance(runner, dict) and "since" in runner else []
+    for t in trials:
+        # a trial failed by whoever found its worker dead (not by its worker) ended when that was noticed
+        noticed = t.user_attrs.get(STOPPED_ATTR) and not t.user_attrs.get(KILLED_ATTR)
+        ends = (t.datetime_start,) if noticed else (t.datetime_start, t.datetime_complete)
+        signs += [d.timestamp() for d in ends if d is not None]
+        if t.user_attrs.get(LAST_SEEN_ATTR) is not None:
+            signs.append(float(t.user_attrs[LAST_SEEN_ATTR]))
+    return int(min(max(signs, default=time.time()), time.time()) * 1000)
 
 
 def _abandoned(optuna_study: optuna.Study, tracker: MlflowTracker, trials: list[Any]) -> bool:

@@ -37,6 +37,7 @@ from st_hpo._tracking._schema import (
     TRIAL_NUMBER_KEY,
     TRIAL_STATE_KEY,
 )
+from st_hpo._tracking._times import TIME_FIGURES
 from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
@@ -262,14 +263,19 @@ class MlflowTracker:
         for i in range(0, len(items), 100):
             self._call("log params", self.client.log_batch, run_id, params=items[i : i + 100])
 
-    def set_parent_status(self, status: str) -> None:
-        """RUNNING, or end the parent run (FINISHED/KILLED/FAILED) with its end time, so MLflow shows its duration."""
+    def set_parent_status(self, status: str, *, end_time: int | None = None) -> None:
+        """RUNNING, or end the parent run (FINISHED/KILLED/FAILED) with its end time, so MLflow shows its duration.
+        ``end_time`` (ms since the epoch; default now) is when the run that held it really stopped."""
         if not self.parent_run_id:
             return
         if status == "RUNNING":
             self._call("update the parent run", self.client.update_run, self.parent_run_id, status=status)
-        else:
-            self._call("end the parent run", self.client.set_terminated, self.parent_run_id, status=status)
+            return
+        if end_time is not None:  # never before the run's own start
+            start = self._call("read the parent run", self.client.get_run, self.parent_run_id).info.start_time
+            end_time = max(end_time, start or 0)
+        self._call("end the parent run", self.client.set_terminated, self.parent_run_id, status=status,
+                   end_time=end_time)
 
     def parent_status(self) -> str | None:
         """The parent run's status in MLflow (RUNNING, FINISHED, KILLED, FAILED); None without a parent run."""
@@ -393,6 +399,8 @@ class MlflowTracker:
                 fixed += 1
                 continue
             spooled = state != "RUNNING" and self._replay_spool(run.info.run_id, trial)
+            if state not in ("WAITING", "RUNNING") and not spooled:  # a killed trial's time, set after its run stopped
+                self._log_times(run.info.run_id, trial, run.data.metrics)
             if state in _ACCEPTED and (
                 run.info.status not in _accepted(trial) or run.data.tags.get(TRIAL_STATE_KEY) != state
             ):
@@ -415,6 +423,14 @@ class MlflowTracker:
         self.end_trial(run_id, state, value=values[0] if len(values) == 1 else None, error=error,
                        step=_last_step(trial), end_time=end_time,
                        tags=end_tags(trial), status="KILLED" if trial.user_attrs.get(KILLED_ATTR) else None)
+
+    def _log_times(self, run_id: str, trial: Any, logged: Mapping[str, float]) -> None:
+        """The trial's time figures (``trial_seconds``, ...) that its run lacks: a trial whose worker died
+        gets its ``trial_seconds`` from recovery, after its run stopped being written."""
+        figures = {name: trial.user_attrs[f"{PREFIX}{name}"] for name in TIME_FIGURES
+                   if f"{PREFIX}{name}" in trial.user_attrs and name not in logged}
+        if figures:
+            self.log_metrics(run_id, figures, _last_step(trial))
 
     def _replay_spool(self, run_id: str, trial: Any) -> bool:
         """Write what the trial could not write to MLflow (its spool file, on this machine); True if any."""
@@ -449,6 +465,7 @@ class MlflowTracker:
                  for progress, value in sorted(intermediate_values(trial).items())]
         self.log_series(run_id, curve)
         if state != "RUNNING":
+            self._log_times(run_id, trial, {})
             self._end_as_stored(run_id, trial, names)
 
 

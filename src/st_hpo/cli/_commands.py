@@ -16,7 +16,6 @@ from st_hpo._execution._probe_memory import NOTHING_TO_PROBE, probe_memory
 from st_hpo._execution._progress import format_params
 from st_hpo._execution._workers import EXIT_GAVE_UP, watch_supervisor
 from st_hpo._results._confirm import join_confirmation
-from st_hpo._results._confirm_verdict import verdict
 from st_hpo._tracking._view import trials_url
 from st_hpo.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, _handle, _load, quiet_optuna
 
@@ -112,7 +111,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         out.print(f"stop:  {sub.stop}")
         return 0
     if result.interrupted:
-        sys.stderr.write(f"stopped: the running trial was marked FAIL. Resume with: {_resume_line(ns.argv)}\n")
+        sys.stderr.write(f"stopped: {_what_the_stop_ended(ns, result)}. Resume with: {_resume_line(ns.argv)}\n")
         return EXIT_INTERRUPTED
     _print_run(out, ns, study, result)
     return _run_exit(ns, result)
@@ -158,6 +157,35 @@ def _run_exit(ns: argparse.Namespace, result: Any) -> int:
                          "fix the cause and run the same command again to go on\n")
         return EXIT_ERROR
     return 0
+
+
+def _what_the_stop_ended(ns: argparse.Namespace, result: Any) -> str:
+    """What a Ctrl-C or SIGTERM of this command ended: the trials it marked FAIL, or none when it came before
+    any trial ran (the workers were still starting, or between two trials)."""
+    import optuna
+
+    from st_hpo._execution._storage import open_storage
+    from st_hpo._tracking._schema import STOPPED_ATTR
+
+    since = time.time() - (time.monotonic() - getattr(ns, "started", time.monotonic()))
+    try:
+        trials = optuna.load_study(study_name=result.study_name, storage=open_storage(result.storage)).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    except Exception:  # noqa: BLE001 - the storage gone meanwhile: say what is sure
+        return "any running trial is marked FAIL"
+    stopped = [t.number for t in trials if t.user_attrs.get(STOPPED_ATTR) and t.datetime_complete is not None
+               and t.datetime_complete.timestamp() >= since]
+    if not stopped:
+        return "no trial was running, none failed"
+    numbers = ", ".join(str(n) for n in stopped)
+    return f"the running trial{'s' if len(stopped) > 1 else ''} ({numbers}) marked FAIL, {'their runs' if len(stopped) > 1 else 'its run'} KILLED"
+
+
+def _location_flags(ns: argparse.Namespace) -> str:
+    """The flags `st-hpo status` needs to find the study a run used."""
+    flags = [(f, getattr(ns, a)) for f, a in (("--output-dir", "output_dir"), ("--storage", "storage"),
+                                              ("--study-name", "study_name")) if getattr(ns, a)]
+    return "".join(f" {f} {shlex.quote(v)}" for f, v in flags)
 
 
 def _review_lines(ns: argparse.Namespace, result: Any) -> list[str]:
@@ -303,7 +331,8 @@ def cmd_confirm(ns: argparse.Namespace) -> int:
         console.print("the study has no baseline trial: the configurations are compared with each other (the "
                       "best mean against the runner-up)")
     console.print(result.test["line"])
-    if result.winner is not None:  # the verdict agrees with the test line above it
+    if result.best_mean is not None:  # the verdict agrees with the test line above it
+        from st_hpo._results._confirm_verdict import verdict
 
         console.print(f"after confirmation, {verdict(result.to_dict())} (the single-run best: trial "
                       f"{result.single_run_best})")
@@ -324,7 +353,7 @@ def _confirm_table(result: Any) -> Any:
         return "" if value is None else f"{value:.4f}"
 
     for c in result.configs:
-        row = ["" if c.trial is None else str(c.trial), c.label + (" *" if c.label == result.winner else ""),
+        row = ["" if c.trial is None else str(c.trial), c.label + (" *" if c.label == result.best_mean else ""),
                num(c.single_run_value), num(c.mean), num(c.std), str(len(c.values))]
         if tests:
             row += [num(c.test_mean), num(c.test_std)]
