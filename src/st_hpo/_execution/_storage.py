@@ -48,7 +48,8 @@ def open_storage(url: str) -> Any:
 
         if Path(url).is_dir():
             raise StorageError(f"storage {url!r} is a folder; give the path of the journal file in it "
-                               f"({Path(url) / 'optuna.journal'}, say), or --output-dir for the folder")
+                               f"({Path(url) / 'optuna.journal'}, say), or output_dir= for the folder",
+                               parameters=("output_dir",))
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:"):
