@@ -1,5 +1,5 @@
 """Quality against cost: the ready study ``studies/stsb_minilm_cost.py`` (Spearman on STSb dev against
-``cost.encode_ms``, ``model.truncate_dim`` and the learning rate searched), run as a user runs it.
+``cost.encode_ms``, ``model.max_seq_length``, ``model.truncate_dim`` and the learning rate searched), run as a user runs it.
 
     .venv/bin/python benchmarks/quality_cost.py              # MiniLM, 1,000 STSb train pairs, all dev, 12 trials
     .venv/bin/python benchmarks/quality_cost.py --trials 20
@@ -110,6 +110,7 @@ def trial_rows(out: Path) -> list[dict[str, Any]]:
         rows.append({"number": t.number, "state": shown_state(t), "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
                      "spearman": t.values[0] if t.values else None, "encode_ms": t.values[1] if t.values else None,
                      "embedding_dim": costs.get("cost.embedding_dim"), "truncate_dim": params.get("model.truncate_dim"),
+                     "max_seq_length": params.get("model.max_seq_length"),
                      "learning_rate": params.get("learning_rate"), "costs": costs})
     return rows
 
@@ -121,6 +122,7 @@ def summarize(cfg: dict[str, Any], wall: float, best: dict[str, Any], rows: list
     counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL", "OUT_OF_MEMORY")}
     table_rows = [[r["number"] if not r["baseline"] else f"{r['number']} (baseline)", r["spearman"], r["encode_ms"],
                    r["embedding_dim"] if r["embedding_dim"] is not None else "?",
+                   r["max_seq_length"] if r["max_seq_length"] is not None else "model's",
                    r["learning_rate"]] for r in front]
     table = (f"{cfg['mode']}: `studies/stsb_minilm_cost.py`, {_common.model_label(cfg['model_path'])}, "
              f"{cfg['train_rows']} STSb train pairs, {cfg['eval_rows'] or 'all'} dev pairs "
@@ -129,7 +131,7 @@ def summarize(cfg: dict[str, Any], wall: float, best: dict[str, Any], rows: list
              f"the study took {wall:.0f} s; commit {_common.git_commit()}.\n\n"
              f"Pareto front ({len(front)} of {counts['COMPLETE']} complete trials, best Spearman first):\n\n"
              + _common.md_table(["trial", "dev Spearman", "encode ms (1,000 sentences)", "embedding dim",
-                                 "learning rate"], table_rows))
+                                 "max seq length", "learning rate"], table_rows))
     data = {"mode": cfg["mode"], "commit": _common.git_commit(), "config": dict(cfg),
             "wall_s": wall, "counts": counts, "n_pruned": counts["PRUNED"], "front": front, "trials": rows,
             "best_json": best}

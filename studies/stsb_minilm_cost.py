@@ -3,9 +3,11 @@
     st-hpo run studies/stsb_minilm_cost.py
 
 Two objectives: the dev Spearman (maximised) and ``cost.encode_ms``, the milliseconds the trained model takes to
-encode 1,000 dev sentences on the trial's device (minimised). The embedding size (``truncate_dim``, a
-Matryoshka-style truncation of the model's output) and the learning rate are searched; the answer is the
-Pareto front (``st-hpo best``), not one best trial. Trials are pruned on the first objective, the Spearman.
+encode 1,000 dev sentences on the trial's device (minimised). The longest input the model reads
+(``max_seq_length``: longer sentences are cut, which is faster and may cost quality), the embedding size
+(``truncate_dim``, a Matryoshka-style truncation of the model's output, which leaves the encoding time as it
+is: it is cut after the forward pass) and the learning rate are searched; the answer is the Pareto front
+(``st-hpo best``), not one best trial. Trials are pruned on the first objective, the Spearman.
 
 Data and model as for ``stsb_minilm.py`` (``_stsb.py`` beside this file). Environment variables:
 
@@ -19,6 +21,7 @@ Data and model as for ``stsb_minilm.py`` (``_stsb.py`` beside this file). Enviro
                        (default 500; the final evaluation of every finished trial uses all dev pairs)
     STHPO_TRUNCATE_DIMS  the embedding sizes to search, comma-separated (default 64,128,256,384: MiniLM's
                        output is 384 wide)
+    STHPO_MAX_SEQ_LENGTHS  the input lengths to search, in tokens, comma-separated (default 16,32,128)
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 import st_hpo
 
 TRUNCATE_DIMS = [int(d) for d in os.environ.get("STHPO_TRUNCATE_DIMS", "64,128,256,384").split(",")]
+MAX_SEQ_LENGTHS = [int(n) for n in os.environ.get("STHPO_MAX_SEQ_LENGTHS", "16,32,128").split(",")]
 
 
 def train_dataset() -> Dataset:
@@ -56,8 +60,12 @@ def evaluator(ds: Dataset) -> EmbeddingSimilarityEvaluator:
 
 
 def model(params: dict) -> SentenceTransformer:
-    """A fresh model per trial, truncated to the sampled embedding size (the baseline keeps the full size)."""
-    return SentenceTransformer(model_name(), truncate_dim=params.get("model.truncate_dim"))
+    """A fresh model per trial, truncated to the sampled embedding size and input length (the baseline keeps
+    the model's own)."""
+    built = SentenceTransformer(model_name(), truncate_dim=params.get("model.truncate_dim"))
+    if params.get("model.max_seq_length"):
+        built.max_seq_length = params["model.max_seq_length"]
+    return built
 
 
 study = st_hpo.Study(
@@ -83,6 +91,7 @@ study = st_hpo.Study(
     space={
         "learning_rate": FloatDistribution(1e-5, 2e-4, log=True),
         "model.truncate_dim": CategoricalDistribution(TRUNCATE_DIMS),
+        "model.max_seq_length": CategoricalDistribution(MAX_SEQ_LENGTHS),
     },
     n_trials=int(os.environ.get("STHPO_N_TRIALS", "12")),
     # successive halving (the default) prunes on the first objective, the Spearman

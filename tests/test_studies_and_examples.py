@@ -171,7 +171,7 @@ def test_studies_stsb_minilm_cost_runs(tmp_path, tiny_model_path):
         assert len(t.values) == 2 and -1.0 <= t.values[0] <= 1.0
         assert t.values[1] == costs["cost.encode_ms"] > 0
         assert costs["cost.embedding_dim"] == t.params.get("model.truncate_dim", 32), "the baseline: full size"
-    assert all(set(t.params) == {"learning_rate", "model.truncate_dim"} for t in trials[1:])
+    assert all(set(t.params) == {"learning_rate", "model.truncate_dim", "model.max_seq_length"} for t in trials[1:])
 
     def beats(a, b):  # at least as good on both, better on one (Spearman up, milliseconds down)
         return a.values[0] >= b.values[0] and a.values[1] <= b.values[1] and a.values != b.values
