@@ -256,6 +256,42 @@ def test_pruning_compares_only_trials_no_worse_on_a_static_cost(dim, pruned):
     assert trial.user_attrs[INTERMEDIATE_ATTR] == {"111": 0.2}
 
 
+@pytest.mark.parametrize("ms, pruned", [(12000.0, False), (41000.0, True), (38500.0, True)])
+def test_pruning_compares_only_trials_no_slower_to_encode(ms, pruned):
+    """cost.encode_ms is set by the architecture and input length, not the weights: a fast model (a short
+    max_seq_length) is not pruned for scoring below slower ones; one as slow or slower (within the timing
+    slack: 38,500 ms against 38,000) is."""
+    from st_hpo._execution._first_objective import FirstObjectivePruning
+    from st_hpo._tracking._schema import COSTS_ATTR, INTERMEDIATE_ATTR
+
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    for value in (0.8, 0.85, 0.9):
+        study.add_trial(optuna.trial.create_trial(
+            values=[value, 38000.0], user_attrs={INTERMEDIATE_ATTR: {"111": value - 0.1},
+                                                 COSTS_ATTR: {"cost.encode_ms": 38000.0}}))
+    trial = study.ask()
+    trial.set_user_attr(COSTS_ATTR, {"cost.encode_ms": ms})
+    pruning = FirstObjectivePruning(trial, (METRIC, "cost.encode_ms"), ("maximize", "minimize"))
+    pruning.report(0.2, 111)
+    assert pruning.should_prune() is pruned
+
+
+def test_encode_time_is_known_before_training_when_it_is_an_objective():
+    """The fresh model is timed before it trains (for the pruning above) only when cost.encode_ms is an
+    objective; static costs are read as before."""
+    from st_hpo._execution._objectives import known_before_training
+    from st_hpo._tracking._schema import COSTS_ATTR
+
+    timed = []
+    trial = optuna.create_study(directions=["maximize", "minimize"]).ask()
+    known_before_training(trial, object(), (METRIC, "cost.train_seconds"), lambda m: timed.append(m) or 5.0)
+    assert timed == [] and COSTS_ATTR not in trial.user_attrs
+    model = object()
+    costs = known_before_training(trial, model, (METRIC, "cost.encode_ms"), lambda m: timed.append(m) or 5.0)
+    assert timed == [model] and costs == {"cost.encode_ms": 5.0} == trial.user_attrs[COSTS_ATTR]
+
+
 @pytest.mark.slow
 def test_a_single_objective_constraint_makes_trials_infeasible(make_study, tmp_path):
     """Constraints hold in a single-objective study too: a complete trial that breaks one is never the best,

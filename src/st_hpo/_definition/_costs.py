@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["COST_NAMES", "COST_PREFIX", "STATIC_COSTS", "Constraint", "is_cost", "parse_constraint",
+__all__ = ["COST_NAMES", "COST_PREFIX", "KNOWN_BEFORE_TRAINING", "STATIC_COSTS", "TIMED_BEFORE_TRAINING", "Constraint", "is_cost", "parse_constraint",
            "parse_constraints"]
 
 COST_PREFIX = "cost."
@@ -46,6 +46,11 @@ COST_NAMES: dict[str, str] = {
 
 #: Costs that do not change during training: known once the trial's model is built, before training.
 STATIC_COSTS = ("cost.embedding_dim", "cost.parameters")
+#: Costs set by the model's architecture and input length, not by its weights, which st-hpo can time on the
+#: freshly built model before it trains (only when a multi-objective study optimises one, for its pruning).
+TIMED_BEFORE_TRAINING = ("cost.encode_ms",)
+#: Every cost a multi-objective study's pruning can compare trials on while they train.
+KNOWN_BEFORE_TRAINING = STATIC_COSTS + TIMED_BEFORE_TRAINING
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}

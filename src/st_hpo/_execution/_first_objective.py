@@ -11,12 +11,15 @@ values) is kept in :data:`~st_hpo._tracking._schema.PRUNER_ATTRS_ATTR`, so later
 
 The view leaves out the trials that cannot be compared with this one: failed ones (as
 :mod:`st_hpo._execution._pruners` does for single-objective studies), infeasible ones (never in the front),
-and, when objectives are static costs known before training (``cost.embedding_dim``, ``cost.parameters``),
-every trial that is worse than this one on one of them: a trial is pruned only when trials at least as good
-on every static cost beat it on the first objective, so a small model is not pruned for scoring below a big
-one. Objectives measured at the end (``cost.encode_ms``, ...) cannot be compared during training; pruning on
-the first objective alone assumes (as successive halving always does) that a trial far behind on it at a
-rung rarely ends on the front.
+and, when objectives are costs known before training (``cost.embedding_dim``, ``cost.parameters``, and
+``cost.encode_ms``, which the model's architecture and input length set, not its weights: it is timed on the
+freshly built model), every trial that is worse than this one on one of them: a trial is pruned only when
+trials at least as good on every such cost beat it on the first objective, so a small or fast model is not
+pruned for scoring below a big or slow one. A timed cost counts as worse only beyond
+:data:`TIMING_SLACK` (timings of one model vary from pass to pass). Objectives measured at the end
+(``cost.train_seconds``, ``cost.peak_memory_mb``, ...) cannot be compared during training; pruning on the
+first objective alone assumes (as successive halving always does) that a trial far behind on it at a rung
+rarely ends on the front.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from st_hpo._definition._costs import STATIC_COSTS
+from st_hpo._definition._costs import KNOWN_BEFORE_TRAINING, TIMED_BEFORE_TRAINING
 from st_hpo._tracking._census import is_feasible
 from st_hpo._tracking._front import intermediate_values
 from st_hpo._tracking._schema import COSTS_ATTR, INTERMEDIATE_ATTR, PRUNER_ATTRS_ATTR
 
-__all__ = ["FirstObjectivePruning", "first_objective_view"]
+__all__ = ["TIMING_SLACK", "FirstObjectivePruning", "first_objective_view"]
+
+#: How much slower (relative) another trial's timed cost may be and still count as as good as this one's:
+#: two timings of one model on a shared machine differ by a few percent.
+TIMING_SLACK = 0.1
 
 
 class FirstObjectivePruning:
@@ -45,7 +52,7 @@ class FirstObjectivePruning:
         self.trial = trial
         self.direction = directions[0]
         self.static = {name: direction for name, direction in zip(objectives, directions, strict=True)
-                       if name in STATIC_COSTS}
+                       if name in KNOWN_BEFORE_TRAINING}
         self.values: dict[int, float] = {}
         self.pruner_attrs: dict[str, Any] = {}
 
@@ -75,17 +82,19 @@ class FirstObjectivePruning:
 
 
 def _static_costs(user_attrs: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in (user_attrs.get(COSTS_ATTR) or {}).items() if k in STATIC_COSTS}
+    return {k: float(v) for k, v in (user_attrs.get(COSTS_ATTR) or {}).items() if k in KNOWN_BEFORE_TRAINING}
 
 
 def _no_worse(other: Any, own: dict[str, float], static: dict[str, str]) -> bool:
-    """True when trial ``other`` is at least as good as this trial on every static cost objective (a trial
-    that did not record one is taken as comparable)."""
+    """True when trial ``other`` is at least as good as this trial on every cost objective known before
+    training (a trial that did not record one is taken as comparable; a timed cost within
+    :data:`TIMING_SLACK` of this trial's counts as as good)."""
     theirs = _static_costs(other.user_attrs)
     for name, direction in static.items():
         if name not in own or name not in theirs:
             continue
-        if (theirs[name] > own[name]) if direction == "minimize" else (theirs[name] < own[name]):
+        slack = TIMING_SLACK * abs(own[name]) if name in TIMED_BEFORE_TRAINING else 0.0
+        if (theirs[name] > own[name] + slack) if direction == "minimize" else (theirs[name] < own[name] - slack):
             return False
     return True
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from st_hpo._definition._costs import STATIC_COSTS, is_cost, parse_constraints
+from st_hpo._definition._costs import STATIC_COSTS, TIMED_BEFORE_TRAINING, is_cost, parse_constraints
 from st_hpo._tracking._schema import CONSTRAINTS_ATTR, COSTS_ATTR, INFEASIBLE_ATTR, OBJECTIVES_ATTR
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
@@ -86,13 +86,22 @@ def check_constraints(trial: Any, constraints: Any, metrics: dict[str, Any], cos
     return broken
 
 
-def known_before_training(trial: Any, model: Any, objectives: tuple[str, ...]) -> dict[str, float]:
-    """The static costs of the trial's model (``cost.embedding_dim``, ``cost.parameters``), when the study
-    optimises one: kept in the trial's costs before it trains, for :mod:`st_hpo._execution._first_objective`."""
-    if not any(name in STATIC_COSTS for name in objectives):
-        return {}
-    costs = static_costs(model)
-    trial.set_user_attr(COSTS_ATTR, {**(trial.user_attrs.get(COSTS_ATTR) or {}), **costs})
+def known_before_training(trial: Any, model: Any, objectives: tuple[str, ...],
+                          time_encoding: Callable[[Any], float | None] | None = None) -> dict[str, float]:
+    """The costs of the trial's model known before it trains, when the study optimises one: the static ones
+    (``cost.embedding_dim``, ``cost.parameters``) and, with ``time_encoding`` (the model -> its
+    ``cost.encode_ms``), the encoding time, which the architecture and input length set, not the weights.
+    Kept in the trial's costs (the final measurement replaces them), for
+    :mod:`st_hpo._execution._first_objective`."""
+    costs: dict[str, float] = {}
+    if any(name in STATIC_COSTS for name in objectives):
+        costs.update(static_costs(model))
+    if time_encoding is not None and any(name in TIMED_BEFORE_TRAINING for name in objectives):
+        timed = time_encoding(model)  # None: no text to time the model on
+        if timed is not None:
+            costs["cost.encode_ms"] = round(timed, 3)
+    if costs:
+        trial.set_user_attr(COSTS_ATTR, {**(trial.user_attrs.get(COSTS_ATTR) or {}), **costs})
     return costs
 
 
@@ -119,14 +128,15 @@ def _static_costs_fallback(model: Any) -> dict[str, float]:
     return costs
 
 
-def pruning_for(study: Any, trial: Any, model: Any) -> Any:
+def pruning_for(study: Any, trial: Any, model: Any,
+                time_encoding: Callable[[Any], float | None] | None = None) -> Any:
     """A multi-objective study's reports and pruning decisions for ``trial`` (None for a single objective),
-    with the static costs of the trial's model known before it trains."""
+    with the costs of the trial's model known before it trains (see :func:`known_before_training`)."""
     if not study.is_multi_objective:
         return None
     from st_hpo._execution._first_objective import FirstObjectivePruning
 
-    known_before_training(trial, model, study.objectives)
+    known_before_training(trial, model, study.objectives, time_encoding)
     return FirstObjectivePruning(trial, study.objectives, study.directions)
 
 

@@ -25,7 +25,7 @@ from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._schedule import evaluation_fractions
 from st_hpo._execution import _best_model, _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
-from st_hpo._execution._costs import PeakMemory, cost_inputs, measure_costs
+from st_hpo._execution._costs import PeakMemory, cost_inputs, encode_ms, measure_costs
 from st_hpo._execution._objectives import pruning_for, read_values
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resume import prepare_resume, remove_checkpoints
@@ -318,7 +318,8 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
     fractions = evaluation_fractions(validated.base_args, resources.train_rows, validated.study.pruner)
     reporter = TrialReporter(trial, validated.objective_metric, run.series, on_subset=subset,
                              on_progress=on_progress, fractions=fractions,
-                             pruning=pruning_for(validated.study, trial, model))  # several objectives
+                             pruning=pruning_for(validated.study, trial, model,  # several objectives
+                                                 lambda fresh: _encode_ms_before_training(ctx, fresh, args)))
     for part in loss.values() if isinstance(loss, dict) else [loss]:  # a dict: one loss per dataset
         reporter.watch_loss(part)
     trainer = validated.kind.trainer_class()(
@@ -388,6 +389,17 @@ def _measure_costs(ctx: TrialContext, trial: Any, model: Any, metrics: dict[str,
     costs = measure_costs(kind, model, inputs, train_seconds=outcome.train_seconds, memory=memory, metrics=metrics)
     trial.set_user_attr(COSTS_ATTR, costs)
     return costs
+
+
+def _encode_ms_before_training(ctx: TrialContext, model: Any, args: Any) -> float | None:
+    """The freshly built model's ``cost.encode_ms`` on the trial's device (its weights do not change it)."""
+    resources = ctx.resources
+    inputs = cost_inputs(ctx.validated.kind, resources.eval_dataset if resources.eval_dataset is not None
+                         else resources.train_dataset)
+    if not inputs:
+        return None
+    model.to(args.device)
+    return encode_ms(ctx.validated.kind, model, inputs)[0]
 
 
 def _score_on_test(ctx: TrialContext, trial: Any, model: Any) -> None:
