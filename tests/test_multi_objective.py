@@ -233,6 +233,8 @@ def test_resume_refuses_other_objectives(make_study, tmp_path):
     with pytest.raises(StudyDefinitionError, match="objective") as info:
         st_hpo.run_study(study.replace(objective=[METRIC, "cost.parameters"]), output_dir=tmp_path, progress=False)
     assert "\n" not in str(info.value)
+    # another study name alone is refused in this folder (it holds this study): the fix names both
+    assert str(info.value).endswith("use another study_name= (and another output_dir=, if you give one)")
 
 
 @pytest.mark.parametrize(("dim", "pruned"), [(32, True), (8, False)])
