@@ -288,3 +288,19 @@ def test_models_of_trials_that_leave_the_front_are_deleted(tmp_path):
     assert enters_front(study, [0.5, 4.0]) and not enters_front(study, [0.85, 16.0])
     keep_only_best(study, tmp_path)
     assert sorted(p.parent.name for p in (tmp_path / "trials").glob("trial-*/model")) == ["trial-0", "trial-3"]
+
+
+def test_a_trial_off_the_front_is_refused_naming_the_trial_that_dominates_it():
+    """A tie on quality and a lower cost dominate: the refusal says so (not "better on every objective") and
+    names the trial that does it."""
+    from st_hpo._results._pareto import chosen_trial
+    from st_hpo.exceptions import UsageError
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.6, 205.8], [0.6, 139.5], [0.4, 100.0]):
+        study.add_trial(optuna.trial.create_trial(values=values))
+    with pytest.raises(UsageError) as info:
+        chosen_trial(study, 0)
+    assert str(info.value) == ("trial=0 is not on the Pareto front: trial 1 is at least as good on every objective "
+                               "and better on one; the front: trials 1, 2")
+    assert chosen_trial(study, 2).number == 2
