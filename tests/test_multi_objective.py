@@ -304,3 +304,16 @@ def test_a_trial_off_the_front_is_refused_naming_the_trial_that_dominates_it():
     assert str(info.value) == ("trial=0 is not on the Pareto front: trial 1 is at least as good on every objective "
                                "and better on one; the front: trials 1, 2")
     assert chosen_trial(study, 2).number == 2
+
+
+def test_trial_picks_any_feasible_complete_trial_of_a_single_objective_study():
+    """The README's CLI section: ``--trial N`` picks trial N instead of the best one, with one objective too."""
+    from st_hpo._results._pareto import chosen_trial
+    from st_hpo.exceptions import UsageError
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    assert chosen_trial(study, None).number == 1 and chosen_trial(study, 0).number == 0
+    with pytest.raises(UsageError, match="no such trial"):
+        chosen_trial(study, 5)
