@@ -66,13 +66,14 @@ def _front(trials: list[optuna.trial.FrozenTrial]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, tiny_model_path):
-    """The study run once by the CLI: (folder, study file, the run's output)."""
+    """The study run once by the CLI: (folder, study file, the run's output: stdout, then stderr, where the
+    progress lines go)."""
     root = tmp_path_factory.mktemp("multi")
     path = root / "quality_vs_size.py"
     path.write_text(STUDY.format(pairs=make_pairs(64, 1), eval_pairs=make_pairs(32, 2), model=tiny_model_path))
     result = run_cli("run", path, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
-    return root, path, result.stdout
+    return root, path, result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -120,6 +121,20 @@ def test_pruned_infeasible_and_front(ran):
     assert f"Pareto front: {len(pareto)} of {len(complete)} complete trials" in summary
     header = (out_dir / "reports" / "trials.csv").read_text().splitlines()[0].split(",")
     assert header[2:4] == [f"values_{METRIC}", "values_cost.embedding_dim"]
+
+
+@pytest.mark.slow
+def test_the_run_says_which_complete_trials_broke_a_constraint(ran):
+    """A complete trial that broke a constraint is never on the front: its progress line says so, and why."""
+    root, _, out = ran
+    trials = load_trials(root / "st-hpo-runs" / "quality-vs-size", "quality-vs-size")
+    lines = {int(line.split()[1]): line for line in out.splitlines()
+             if line.startswith("trial ") and " COMPLETE " in line}
+    assert any(t.state.name == "COMPLETE" and t.values[1] > 16 for t in trials), "no trial broke the constraint"
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            broke = t.values[1] > 16
+            assert ("infeasible: cost.embedding_dim = 32 breaks <= 16" in lines[t.number]) == broke, lines[t.number]
 
 
 @pytest.mark.slow
