@@ -332,3 +332,29 @@ def test_trial_picks_any_feasible_complete_trial_of_a_single_objective_study():
     assert chosen_trial(study, None).number == 1 and chosen_trial(study, 0).number == 0
     with pytest.raises(UsageError, match="no such trial"):
         chosen_trial(study, 5)
+
+
+def test_an_empty_front_says_every_complete_trial_broke_a_constraint(capsys):
+    """Every complete trial infeasible: the front is empty, and the refusal and ``best`` say why, instead of
+    "none yet" and "pick one with --trial N"."""
+    from st_hpo._results._pareto import chosen_trial, pareto_answer
+    from st_hpo._tracking._schema import INFEASIBLE_ATTR, OBJECTIVES_ATTR
+    from st_hpo.cli._review import _print_front
+    from st_hpo.exceptions import UsageError
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr(OBJECTIVES_ATTR, [METRIC, "cost.embedding_dim"])
+    assert "trials none yet" in _refusal(chosen_trial, study, UsageError)
+    study.add_trial(optuna.trial.create_trial(values=[0.6, 32.0],
+                                              user_attrs={INFEASIBLE_ATTR: "cost.embedding_dim = 32 breaks <= 1"}))
+    assert _refusal(chosen_trial, study, UsageError).endswith(
+        "trials none (every complete trial broke a constraint; run more trials, or relax Study(constraints=...))")
+    _print_front(pareto_answer(study), as_json=False)
+    out = capsys.readouterr().out
+    assert "every complete trial broke a constraint of the study" in out and "--trial N" not in out
+
+
+def _refusal(chosen_trial, study, error) -> str:
+    with pytest.raises(error) as info:
+        chosen_trial(study, None)
+    return str(info.value)

@@ -79,10 +79,9 @@ def chosen_trial(optuna_study: Any, trial: int | None) -> Any:
                                     "complete one broke a constraint of the study; run more trials, or relax "
                                     "Study(constraints=...)")
             return optuna_study.best_trial
-        numbers = ", ".join(str(t.number) for t in pareto_trials(optuna_study)) or "none yet"
         raise UsageError(
             f"study {optuna_study.study_name!r} has several objectives, so no one best trial; pick one of its "
-            f"Pareto front with trial=N: trials {numbers}", parameters=("trial",))
+            f"Pareto front with trial=N: trials {_front_numbers(optuna_study)}", parameters=("trial",))
     found = next((t for t in optuna_study.get_trials(deepcopy=False) if t.number == trial), None)
     if found is None or found.state.name != "COMPLETE" or not is_feasible(found):
         what = "no such trial" if found is None else (
@@ -107,7 +106,17 @@ def _dominates(optuna_study: Any, one: Any, other: Any) -> bool:
 def _front_hint(optuna_study: Any) -> str:
     if not is_multi_objective(optuna_study):
         return ""
-    return f"; the front: trials {', '.join(str(t.number) for t in pareto_trials(optuna_study)) or 'none yet'}"
+    return f"; the front: trials {_front_numbers(optuna_study)}"
+
+
+def _front_numbers(optuna_study: Any) -> str:
+    """The front's trial numbers, or why it is empty: no complete trial yet, or every one broke a constraint."""
+    numbers = ", ".join(str(t.number) for t in pareto_trials(optuna_study))
+    if numbers:
+        return numbers
+    if any(t.state.name == "COMPLETE" for t in optuna_study.get_trials(deepcopy=False)):
+        return "none (every complete trial broke a constraint; run more trials, or relax Study(constraints=...))"
+    return "none yet"
 
 
 def pareto_answer(optuna_study: Any) -> dict[str, Any] | None:
