@@ -358,3 +358,16 @@ def _refusal(chosen_trial, study, error) -> str:
     with pytest.raises(error) as info:
         chosen_trial(study, None)
     return str(info.value)
+
+
+@pytest.mark.slow
+def test_a_run_whose_every_complete_trial_broke_a_constraint_says_so(tmp_path, tiny_model_path):
+    """No front and no best: the run's last lines say why instead of ending on the counts alone."""
+    text = STUDY.format(pairs=make_pairs(64, 1), eval_pairs=make_pairs(32, 2), model=tiny_model_path)
+    path = tmp_path / "never_feasible.py"
+    path.write_text(text.replace('"<= 16"', '"<= 1"').replace("n_trials=10", "n_trials=2"))
+    result = run_cli("run", path, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "study 'quality-vs-size': 2 complete" in result.stdout, result.stdout
+    assert ("no result: all 2 complete trial(s) broke a constraint of the study; run more trials, or relax "
+            "Study(constraints=...)") in result.stdout
