@@ -66,13 +66,14 @@ def _front(trials: list[optuna.trial.FrozenTrial]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, tiny_model_path):
-    """The study run once by the CLI: (folder, study file, the run's output)."""
+    """The study run once by the CLI: (folder, study file, the run's output: stdout, then stderr, where the
+    progress lines go)."""
     root = tmp_path_factory.mktemp("multi")
     path = root / "quality_vs_size.py"
     path.write_text(STUDY.format(pairs=make_pairs(64, 1), eval_pairs=make_pairs(32, 2), model=tiny_model_path))
     result = run_cli("run", path, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
-    return root, path, result.stdout
+    return root, path, result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -120,6 +121,20 @@ def test_pruned_infeasible_and_front(ran):
     assert f"Pareto front: {len(pareto)} of {len(complete)} complete trials" in summary
     header = (out_dir / "reports" / "trials.csv").read_text().splitlines()[0].split(",")
     assert header[2:4] == [f"values_{METRIC}", "values_cost.embedding_dim"]
+
+
+@pytest.mark.slow
+def test_the_run_says_which_complete_trials_broke_a_constraint(ran):
+    """A complete trial that broke a constraint is never on the front: its progress line says so, and why."""
+    root, _, out = ran
+    trials = load_trials(root / "st-hpo-runs" / "quality-vs-size", "quality-vs-size")
+    lines = {int(line.split()[1]): line for line in out.splitlines()
+             if line.startswith("trial ") and " COMPLETE " in line}
+    assert any(t.state.name == "COMPLETE" and t.values[1] > 16 for t in trials), "no trial broke the constraint"
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            broke = t.values[1] > 16
+            assert ("infeasible: cost.embedding_dim = 32 breaks <= 16" in lines[t.number]) == broke, lines[t.number]
 
 
 @pytest.mark.slow
@@ -233,6 +248,8 @@ def test_resume_refuses_other_objectives(make_study, tmp_path):
     with pytest.raises(StudyDefinitionError, match="objective") as info:
         st_hpo.run_study(study.replace(objective=[METRIC, "cost.parameters"]), output_dir=tmp_path, progress=False)
     assert "\n" not in str(info.value)
+    # another study name alone is refused in this folder (it holds this study): the fix names both
+    assert str(info.value).endswith("use another study_name= (and another output_dir=, if you give one)")
 
 
 @pytest.mark.parametrize(("dim", "pruned"), [(32, True), (8, False)])
@@ -322,3 +339,71 @@ def test_models_of_trials_that_leave_the_front_are_deleted(tmp_path):
     assert enters_front(study, [0.5, 4.0]) and not enters_front(study, [0.85, 16.0])
     keep_only_best(study, tmp_path)
     assert sorted(p.parent.name for p in (tmp_path / "trials").glob("trial-*/model")) == ["trial-0", "trial-3"]
+
+
+def test_a_trial_off_the_front_is_refused_naming_the_trial_that_dominates_it():
+    """A tie on quality and a lower cost dominate: the refusal says so (not "better on every objective") and
+    names the trial that does it."""
+    from st_hpo._results._pareto import chosen_trial
+    from st_hpo.exceptions import UsageError
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.6, 205.8], [0.6, 139.5], [0.4, 100.0]):
+        study.add_trial(optuna.trial.create_trial(values=values))
+    with pytest.raises(UsageError) as info:
+        chosen_trial(study, 0)
+    assert str(info.value) == ("trial=0 is not on the Pareto front: trial 1 is at least as good on every objective "
+                               "and better on one; the front: trials 1, 2")
+    assert chosen_trial(study, 2).number == 2
+
+
+def test_trial_picks_any_feasible_complete_trial_of_a_single_objective_study():
+    """The README's CLI section: ``--trial N`` picks trial N instead of the best one, with one objective too."""
+    from st_hpo._results._pareto import chosen_trial
+    from st_hpo.exceptions import UsageError
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    assert chosen_trial(study, None).number == 1 and chosen_trial(study, 0).number == 0
+    with pytest.raises(UsageError, match="no such trial"):
+        chosen_trial(study, 5)
+
+
+def test_an_empty_front_says_every_complete_trial_broke_a_constraint(capsys):
+    """Every complete trial infeasible: the front is empty, and the refusal and ``best`` say why, instead of
+    "none yet" and "pick one with --trial N"."""
+    from st_hpo._results._pareto import chosen_trial, pareto_answer
+    from st_hpo._tracking._schema import INFEASIBLE_ATTR, OBJECTIVES_ATTR
+    from st_hpo.cli._review import _print_front
+    from st_hpo.exceptions import UsageError
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr(OBJECTIVES_ATTR, [METRIC, "cost.embedding_dim"])
+    assert "trials none yet" in _refusal(chosen_trial, study, UsageError)
+    study.add_trial(optuna.trial.create_trial(values=[0.6, 32.0],
+                                              user_attrs={INFEASIBLE_ATTR: "cost.embedding_dim = 32 breaks <= 1"}))
+    assert _refusal(chosen_trial, study, UsageError).endswith(
+        "trials none (every complete trial broke a constraint; run more trials, or relax Study(constraints=...))")
+    _print_front(pareto_answer(study), as_json=False)
+    out = capsys.readouterr().out
+    assert "every complete trial broke a constraint of the study" in out and "--trial N" not in out
+
+
+def _refusal(chosen_trial, study, error) -> str:
+    with pytest.raises(error) as info:
+        chosen_trial(study, None)
+    return str(info.value)
+
+
+@pytest.mark.slow
+def test_a_run_whose_every_complete_trial_broke_a_constraint_says_so(tmp_path, tiny_model_path):
+    """No front and no best: the run's last lines say why instead of ending on the counts alone."""
+    text = STUDY.format(pairs=make_pairs(64, 1), eval_pairs=make_pairs(32, 2), model=tiny_model_path)
+    path = tmp_path / "never_feasible.py"
+    path.write_text(text.replace('"<= 16"', '"<= 1"').replace("n_trials=10", "n_trials=2"))
+    result = run_cli("run", path, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "study 'quality-vs-size': 2 complete" in result.stdout, result.stdout
+    assert ("no result: all 2 complete trial(s) broke a constraint of the study; run more trials, or relax "
+            "Study(constraints=...)") in result.stdout

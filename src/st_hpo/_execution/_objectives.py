@@ -33,8 +33,8 @@ def record_objectives(study: Any, definition: Any, where: str) -> None:
     if stored is not None and [_bare(n) for n in stored] != [_bare(n) for n in names]:
         raise StudyDefinitionError(
             f"study {definition.name!r} in {where} optimises {stored!r}, but the study file says objective="
-            f"{names!r}: the trials' values could not be compared; use another study_name=",
-            parameters=("study_name",))
+            f"{names!r}: the trials' values could not be compared; use another study_name= (and another "
+            f"output_dir=, if you give one)", parameters=("study_name", "output_dir"))
     if stored is None:
         study.set_user_attr(OBJECTIVES_ATTR, names)
     constraints = dict(definition.constraints or {})

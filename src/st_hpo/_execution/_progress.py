@@ -99,6 +99,8 @@ class Progress:
                 f"{_clock(time.monotonic() - self.started)}, ETA {self._eta()}]")
         if outcome.model_dir:
             line += "  [green]model kept[/green]"
+        if getattr(outcome, "infeasible", None):  # complete, never the best nor on the front: say why
+            line += f"  [yellow]infeasible: {_escape(outcome.infeasible[:160])}[/yellow]"
         if outcome.error and outcome.state == "PRUNED":  # e.g. "pruned at step 12 (12% of training)"
             line += f"  [dim]{_escape(outcome.error.split(' with ')[0][:120])}[/dim]"
         if outcome.error and outcome.state in ("FAIL", OUT_OF_MEMORY):

@@ -120,6 +120,8 @@ class TrialOutcome:
     #: the GPU raised when its memory was released after the trial (a device-side assert, say): the CUDA
     #: context of this process is unusable, so it must not run another trial
     device_error: str | None = None
+    #: the constraints a complete trial broke (``"cost.embedding_dim = 32 breaks <= 16"``), None when it kept them
+    infeasible: str | None = None
 
 
 class _RunLog:
@@ -264,7 +266,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         run = _start_run(ctx, trial, outcome.params, args)
         outcome.run_id = run.run_id
         outcome.value, outcome.step = _train(ctx, trial, params, args, loss_params, model_params, run, outcome)
-        outcome.state = "COMPLETE"
+        outcome.state, outcome.infeasible = "COMPLETE", trial.user_attrs.get(INFEASIBLE_ATTR) or None
     except optuna.TrialPruned as exc:
         outcome.state, outcome.error = "PRUNED", str(exc)
     except Diverged as exc:  # a failure, not a pruned trial: its value says nothing about the configuration

@@ -79,26 +79,44 @@ def chosen_trial(optuna_study: Any, trial: int | None) -> Any:
                                     "complete one broke a constraint of the study; run more trials, or relax "
                                     "Study(constraints=...)")
             return optuna_study.best_trial
-        numbers = ", ".join(str(t.number) for t in pareto_trials(optuna_study)) or "none yet"
         raise UsageError(
             f"study {optuna_study.study_name!r} has several objectives, so no one best trial; pick one of its "
-            f"Pareto front with trial=N: trials {numbers}", parameters=("trial",))
+            f"Pareto front with trial=N: trials {_front_numbers(optuna_study)}", parameters=("trial",))
     found = next((t for t in optuna_study.get_trials(deepcopy=False) if t.number == trial), None)
     if found is None or found.state.name != "COMPLETE" or not is_feasible(found):
         what = "no such trial" if found is None else (
             "it is infeasible" if found.state.name == "COMPLETE" else f"it is {found.state.name}")
         raise UsageError(f"trial={trial}: {what}; pick a feasible complete trial" + _front_hint(optuna_study),
                          parameters=("trial",))
-    if is_multi_objective(optuna_study) and trial not in {t.number for t in pareto_trials(optuna_study)}:
-        raise UsageError(f"trial={trial} is not on the Pareto front (another trial is better on every objective)"
-                         f"{_front_hint(optuna_study)}", parameters=("trial",))
+    front = pareto_trials(optuna_study) if is_multi_objective(optuna_study) else None
+    if front is not None and trial not in {t.number for t in front}:
+        better = next((t.number for t in front if _dominates(optuna_study, t, found)), None)
+        raise UsageError(f"trial={trial} is not on the Pareto front: trial {better} is at least as good on every "
+                         f"objective and better on one{_front_hint(optuna_study)}", parameters=("trial",))
     return found
+
+
+def _dominates(optuna_study: Any, one: Any, other: Any) -> bool:
+    """True when trial ``one`` is at least as good as ``other`` on every objective and better on one."""
+    signs = [1.0 if d.name == "MAXIMIZE" else -1.0 for d in optuna_study.directions]
+    ahead = [s * (a - b) for s, a, b in zip(signs, trial_values(one) or [], trial_values(other) or [], strict=True)]
+    return all(x >= 0 for x in ahead) and any(x > 0 for x in ahead)
 
 
 def _front_hint(optuna_study: Any) -> str:
     if not is_multi_objective(optuna_study):
         return ""
-    return f"; the front: trials {', '.join(str(t.number) for t in pareto_trials(optuna_study)) or 'none yet'}"
+    return f"; the front: trials {_front_numbers(optuna_study)}"
+
+
+def _front_numbers(optuna_study: Any) -> str:
+    """The front's trial numbers, or why it is empty: no complete trial yet, or every one broke a constraint."""
+    numbers = ", ".join(str(t.number) for t in pareto_trials(optuna_study))
+    if numbers:
+        return numbers
+    if any(t.state.name == "COMPLETE" for t in optuna_study.get_trials(deepcopy=False)):
+        return "none (every complete trial broke a constraint; run more trials, or relax Study(constraints=...))"
+    return "none yet"
 
 
 def pareto_answer(optuna_study: Any) -> dict[str, Any] | None:

@@ -139,6 +139,9 @@ def _print_run(out: Any, ns: argparse.Namespace, study: Any, result: Any) -> Non
             out.print(f"best model: {result.best_model_dir}")
     if result.pareto_numbers:
         out.print(f"Pareto front: trial {', '.join(map(str, result.pareto_numbers))} (st-hpo best shows them)")
+    elif result.n_complete and result.best_value is None:  # complete trials, none feasible: no answer, say why
+        out.print(f"no result: all {result.n_complete} complete trial(s) broke a constraint of the study; run "
+                  "more trials, or relax Study(constraints=...)")
     if result.tracking_uri:
         for line in _review_lines(ns, result):
             out.print(escape(line))

@@ -122,7 +122,12 @@ def _print_front(answer: dict[str, Any], as_json: bool) -> int:
         costs = ", ".join(f"{n} = {v:.4g}" for n, v in row["costs"].items() if n not in row["objectives"])
         kept = f"; model: {row['model_dir']}" if row["model_dir"] else ""
         _print(f"  trial {row['number']}: {values}" + (f"; costs: {costs}" if costs else "") + kept)
-    _print("pick one with --trial N (export, retrain, register, confirm, test)")
+    if answer["pareto"]:
+        _print("pick one with --trial N (export, retrain, register, confirm, test)")
+    elif answer["n_complete"]:
+        _print("every complete trial broke a constraint of the study; run more trials, or relax Study(constraints=...)")
+    else:
+        _print("no trial has completed yet")
     return 0
 
 
