@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from st_hpo._definition._costs import STATIC_COSTS, TIMED_BEFORE_TRAINING, is_cost, parse_constraints
+from st_hpo._execution._costs import static_costs
 from st_hpo._tracking._schema import CONSTRAINTS_ATTR, COSTS_ATTR, INFEASIBLE_ATTR, OBJECTIVES_ATTR
 from st_hpo.exceptions import StudyDefinitionError, TrialError
 
@@ -102,29 +103,6 @@ def known_before_training(trial: Any, model: Any, objectives: tuple[str, ...],
             costs["cost.encode_ms"] = round(timed, 3)
     if costs:
         trial.set_user_attr(COSTS_ATTR, {**(trial.user_attrs.get(COSTS_ATTR) or {}), **costs})
-    return costs
-
-
-def static_costs(model: Any) -> dict[str, float]:
-    """``static_costs(model)`` of :mod:`st_hpo._execution._costs` (the costs' module)."""
-    import importlib
-
-    try:  # FALLBACK (multi branch): at the merge, `from st_hpo._execution._costs import static_costs`
-        costs = importlib.import_module("st_hpo._execution._costs")
-    except ImportError:  # until the costs module is merged; same names and units
-        return _static_costs_fallback(model)
-    return costs.static_costs(model)
-
-
-def _static_costs_fallback(model: Any) -> dict[str, float]:
-    """FALLBACK until ``st_hpo._execution._costs`` is merged: the embedding size and parameters (millions)."""
-    costs: dict[str, float] = {}
-    get_dim = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
-    dim = get_dim() if get_dim is not None else None
-    if dim is not None:
-        costs["cost.embedding_dim"] = float(dim)
-    if hasattr(model, "parameters"):
-        costs["cost.parameters"] = sum(p.numel() for p in model.parameters()) / 1e6
     return costs
 
 
