@@ -134,11 +134,15 @@ def _start_ui(path, out, port):
                             env=env)
     lines = []
     deadline = time.monotonic() + 120
-    while not lines or "press Ctrl-C" not in lines[-1]:
-        line = proc.stdout.readline()
-        assert line or proc.poll() is None, "st-hpo ui exited early: " + "".join(lines)
-        assert time.monotonic() < deadline, "st-hpo ui printed no URL: " + "".join(lines)
-        lines.append(line)
+    try:
+        while not lines or "press Ctrl-C" not in lines[-1]:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "st-hpo ui exited early: " + "".join(lines)
+            assert time.monotonic() < deadline, "st-hpo ui printed no URL: " + "".join(lines)
+            lines.append(line)
+    except BaseException:  # a failed start still stops the mlflow server it may have started (its own session)
+        _stop_ui(proc)
+        raise
     return proc, [line.rsplit(": ", 1)[1].strip() for line in lines if ": http" in line]
 
 
