@@ -12,12 +12,14 @@ falls into on transformers 5 is a ``setattr`` after validation, which the schedu
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import enum
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from st_hpo._definition._compat import batch_sampler_enums
@@ -27,6 +29,7 @@ __all__ = [
     "FACTORY_PREFIXES",
     "RESERVED_ARGS",
     "args_to_dict",
+    "arguments_off_the_gpu",
     "build_base_args",
     "check_arg_value",
     "clone_args",
@@ -164,7 +167,7 @@ def build_base_args(args: Any, *, output_dir: str, args_class: type | None = Non
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                return cls(**fields)
+                return _construct(cls, fields)
         except (ValueError, TypeError) as exc:
             raise StudyDefinitionError(f"Study(args=...) is not valid: {exc}") from None
     if not isinstance(args, cls):
@@ -190,7 +193,7 @@ def clone_args(base: Any, overrides: Mapping[str, Any], *, output_dir: str, run_
         # the deprecated-alias warning is about how the ratio is stored, which clone_args handles
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message=".*warmup_ratio.*")
-        args = dataclasses.replace(base, **changes)
+        args = _construct(lambda **kw: dataclasses.replace(base, **kw), changes, template=base)
     for name, wanted in changes.items():  # a value the arguments' own post-init overrode is never trained with
         if name in ("output_dir", "run_name", "report_to") or not isinstance(wanted, (bool, int, float, str)):
             continue
@@ -288,6 +291,41 @@ def check_base_values(base: Any) -> None:
         problem = check_precision(base, name, getattr(base, name, False))
         if problem:
             raise StudyDefinitionError(f"Study(args=...): {problem}")
+
+
+#: True while a process that never trains (a supervisor whose workers own the GPUs) builds arguments.
+_OFF_THE_GPU: contextvars.ContextVar[bool] = contextvars.ContextVar("st_hpo_arguments_off_the_gpu", default=False)
+#: What transformers changes when ``use_cpu=True``: given back after an off-the-GPU build.
+_CPU_SET = ("use_cpu", "dataloader_pin_memory")
+
+
+@contextlib.contextmanager
+def arguments_off_the_gpu(on: bool = True) -> Iterator[None]:
+    """Within this, the training arguments built here never touch the GPU (``on``; for a process that never
+    trains). transformers resolves the device while it builds the arguments, and on a GPU machine that calls
+    ``torch.cuda.set_device``, which creates a CUDA context the process then holds for good: measured on an
+    H200, a supervisor listed by nvidia-smi beside its two workers. The arguments read back as asked
+    (``use_cpu``, ``dataloader_pin_memory``); only the device they resolved, which nothing here trains on,
+    is the CPU."""
+    token = _OFF_THE_GPU.set(bool(on) or _OFF_THE_GPU.get())
+    try:
+        yield
+    finally:
+        _OFF_THE_GPU.reset(token)
+
+
+def _construct(make: Callable[..., Any], fields: dict[str, Any], *, template: Any = None) -> Any:
+    """``make(**fields)``; off the GPU (:func:`arguments_off_the_gpu`), built with ``use_cpu=True`` and then
+    given back the ``use_cpu`` and ``dataloader_pin_memory`` asked for (from ``fields``, else ``template``,
+    else the class defaults)."""
+    if not _OFF_THE_GPU.get() or fields.get("use_cpu"):
+        return make(**fields)
+    args = make(**{**fields, "use_cpu": True})
+    defaults = {f.name: f.default for f in dataclasses.fields(args)}
+    for name in _CPU_SET:
+        wanted = fields[name] if name in fields else getattr(template, name, defaults.get(name))
+        object.__setattr__(args, name, wanted)
+    return args
 
 
 def pick_device(args: Any = None) -> str:

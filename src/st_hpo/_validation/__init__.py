@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from st_hpo._definition._args import arguments_off_the_gpu
 from st_hpo._definition._resources import StudyResources
 from st_hpo._definition._study import Study
 from st_hpo._validation._arguments import check_base_args, check_best_metric, check_checkpoints, check_space
@@ -53,12 +54,14 @@ def validate_study(study: Study, resources: StudyResources, *, output_dir: str,
                    on_cpu: bool = False) -> ValidatedStudy:
     """Check everything about ``study`` that can be checked without training; raise on the first problem.
 
-    ``on_cpu``: run the loss probe on the CPU, for a process that never trains (a supervisor whose
-    workers own the GPUs), so that it holds no GPU memory.
+    ``on_cpu``: for a process that never trains (a supervisor whose workers own the GPUs): the loss probe
+    runs on the CPU and no training arguments built here touch the GPU, so that the process holds no CUDA
+    context (:func:`~st_hpo._definition._args.arguments_off_the_gpu`).
     """
     state = Validation(study, resources, output_dir, on_cpu)
-    for check in CHECKS:
-        check(state)
-    validated = state.validated()
+    with arguments_off_the_gpu(on_cpu):  # a supervisor's validation holds no CUDA context
+        for check in CHECKS:
+            check(state)
+        validated = state.validated()
     state.probe = None  # the probe's model goes before any trial trains
     return validated

@@ -4,6 +4,7 @@ and ranges, and one loss evaluation on two rows of each training dataset."""
 from __future__ import annotations
 
 import inspect
+import logging
 import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from st_hpo._validation._state import Validation
 
 __all__ = ["check_loss_keys", "check_loss_on_rows", "check_loss_params"]
+
+logger = logging.getLogger(__name__)
 
 #: Losses that regress a similarity score and need a 'score' or 'label' column.
 LABELLED_LOSSES = {"CoSENTLoss", "CosineSimilarityLoss", "AnglELoss", "SoftmaxLoss", "ContrastiveLoss",
@@ -154,6 +157,12 @@ def _probe_loss(resources: StudyResources, model: Any, base_args: TrainingArgume
     """One training batch of ``rows`` through the kind's trainer and ``loss``, under the base arguments with
     the ``sampled`` training-argument values."""
     name, where, columns = what
+    if on_cpu and _args.pick_device() != "cpu":
+        # Building any trainer on a GPU machine creates a CUDA context (sentence-transformers' trainer builds
+        # default arguments, which resolve their device with torch.cuda.set_device), which a process that never
+        # trains would hold for the whole study. Its workers run this probe before their first trial.
+        logger.info("%s on 2 rows of %s: probed by the workers, on their GPUs", name, where)
+        return
     with tempfile.TemporaryDirectory(prefix="st-hpo-validate-") as tmp:
         # the probe runs on the trials' device: `use_cpu=True` here would pin accelerate's process-wide
         # state to the CPU, and every later trial in this process with it (harmless where none trains).
