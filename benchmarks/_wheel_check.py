@@ -25,15 +25,33 @@ DEVICE_HAS = {
     "six", "joblib", "threadpoolctl", "triton", "setuptools", "hf-xet", "click", "protobuf", "aiohttp", "xxhash",
     "httpx", "httpcore", "anyio", "sniffio", "h11", "typer", "shellingham", "aiosignal", "aiohappyeyeballs", "attrs", "frozenlist", "multidict", "propcache", "yarl",
 }
+#: st-hpo requirements that a leaner wheel serves there (the MLflow client and its SQL store, without the server).
+SERVED_BY = {"mlflow": "mlflow-skinny"}
+#: Also in the GPU image (KINDS.md's package list).
+DEVICE_HAS |= {"matplotlib", "narwhals", "rich", "pygments", "markdown-it-py", "mdurl", "zipp", "cloudpickle",
+               "annotated-doc", "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing", "pillow"}
 ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
        "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
        "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+
+
+def project_requirements() -> list[str]:
+    """st-hpo's own ``[project] dependencies`` (pyproject.toml): what the study runner imports there."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    return list(tomllib.loads(pyproject.read_text())["project"]["dependencies"])
 
 
 def main(folder: str) -> int:
     wheels = sorted(Path(folder).glob("*.whl"))
     have = {canonicalize_name(w.name.split("-")[0]) for w in wheels} | DEVICE_HAS
     missing: dict[str, set[str]] = {}
+    for line in project_requirements():  # st-hpo's own (plotly went missing there once: no study reports)
+        req = Requirement(line)
+        name = SERVED_BY.get(canonicalize_name(req.name), canonicalize_name(req.name))
+        if (req.marker is None or req.marker.evaluate(ENV)) and name not in have:
+            missing.setdefault(canonicalize_name(req.name), set()).add("st-hpo")
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as zf:
             meta = next(n for n in zf.namelist() if re.match(r"[^/]+\.dist-info/METADATA$", n))

@@ -127,6 +127,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-rows", type=int)
     p.add_argument("--data", help="folder with train.csv and dev.csv, or 'synthetic'")
     p.add_argument("--name", help="results file name (default: memory_drift, memory_drift-quick or -gpu)")
+    p.add_argument("--time-limit", type=float, default=float(os.environ.get("STHPO_BENCH_TIME_LIMIT", 0)) or None,
+                   help="stop starting trials after S seconds (run_study's timeout) and report the trials that ran "
+                        "(default: $STHPO_BENCH_TIME_LIMIT, else none)")
     return p.parse_args(argv)
 
 
@@ -147,7 +150,8 @@ def configure(ns: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return cfg, mode
 
 
-def run(cfg: dict[str, Any], work: Path) -> tuple[MemoryLog, dict[str, int], dict[str, Any]]:
+def run(cfg: dict[str, Any], work: Path, time_limit: float | None = None
+        ) -> tuple[MemoryLog, dict[str, int], dict[str, Any]]:
     import st_hpo
 
     log = MemoryLog("memory-drift")
@@ -163,10 +167,12 @@ def run(cfg: dict[str, Any], work: Path) -> tuple[MemoryLog, dict[str, int], dic
     # so that memory after trial N is read at the start of trial N+1
     n = cfg["n_trials"]
     finished = sum(not fails(k) for k in range(n))
-    st_hpo.run_study(study, n_trials=finished + 1, output_dir=work / "study", progress=False)
+    st_hpo.run_study(study, n_trials=finished + 1, output_dir=work / "study", progress=False, timeout=time_limit)
     gc.collect()
     log.read(after_trial=-1)
     after_run = log.samples.pop()
+    # a time limit may end the run early: trial N is measured when trial N+1 starts
+    n = min(n, max((s["after_trial"] for s in log.samples), default=0))
     log.samples = [s for s in log.samples if s["after_trial"] <= n]
     import optuna
 
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     name = ns.name or {"quick": "memory_drift-quick", "device-check": "memory_drift-gpu"}.get(mode, "memory_drift")
     work = Path(tempfile.mkdtemp(prefix="st-hpo-memory-"))
     try:
-        log, counts, after_run = run(cfg, work)
+        log, counts, after_run = run(cfg, work, ns.time_limit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n = sum(counts.values())

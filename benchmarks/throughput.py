@@ -68,13 +68,15 @@ class GpuSampler:
         return round(statistics.mean(window) / 100, 3) if window else None
 
 
-def run_one(workers: int, *, gpu: bool, n_trials: int, root: Path) -> dict[str, Any]:
+def run_one(workers: int, *, gpu: bool, n_trials: int, root: Path, time_limit: float | None = None) -> dict[str, Any]:
     import optuna
 
     out = root / f"w{workers}"
     cmd = [sys.executable, "-m", "st_hpo", "-q", "run", str(STUDY), "--output-dir", str(out),
            "--n-trials", str(n_trials), "--no-baseline", "--pruner", "none"]
     cmd += ["--gpus", "0", "--trials-per-gpu", str(workers)] if gpu else ["--workers", str(workers)]
+    if time_limit:  # stop starting trials then: trials per hour are counted over the trials that ran
+        cmd += ["--timeout", str(round(time_limit))]
     started = time.time()
     with GpuSampler() as sampler:
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "STHPO_BENCH_N_TRIALS": str(n_trials)})
@@ -113,7 +115,9 @@ def main() -> None:
         os.environ.setdefault("STHPO_BENCH_TRAIN_ROWS", "64" if ns.quick else "256")
         os.environ.setdefault("STHPO_BENCH_EVAL_ROWS", "32" if ns.quick else "100")
     with tempfile.TemporaryDirectory(prefix="st-hpo-throughput-") as tmp:
-        rows = [run_one(k, gpu=ns.device_check, n_trials=n_trials, root=Path(tmp)) for k in counts]
+        # $STHPO_BENCH_TIME_LIMIT (seconds, for all configurations): each stops starting trials after its share
+        share = float(os.environ.get("STHPO_BENCH_TIME_LIMIT", 0)) / len(counts) or None
+        rows = [run_one(k, gpu=ns.device_check, n_trials=n_trials, root=Path(tmp), time_limit=share) for k in counts]
     base = rows[0]["trials_per_hour"]
     lines = ["| workers | trials | trial phase s | trials/hour | vs 1 worker | best | mean | GPU busy | whole command s |",
              "|---|---|---|---|---|---|---|---|---|"]
