@@ -92,6 +92,31 @@ def test_gpu_trials_quick(tmp_path):
     assert trained and all(t["device"] == {"model": "cpu", "optimizer_state": "cpu"} for t in trained)
 
 
+def test_gpu_memory_quick(tmp_path):
+    data = _run("gpu_memory.py", tmp_path)
+    figures = data["figures"]
+    # the simulated out of memory above 8 rows: the GradCache loss came down from 32 to 8 and completed
+    cached = figures["cached_mini_batch"]
+    assert cached["state"] == "COMPLETE" and cached["mini_batch_size_given"] == 32
+    assert cached["mini_batch_size_trained"] == 8
+    costs = figures["multi_objective_costs"]
+    assert len(costs) == 2 and all(c["encode_ms"] > 0 and c["peak_memory_mb"] is not None for c in costs)
+    assert figures["probe_memory"]["exit_code"] == 0 and any("nothing to probe" in line for line in data["probe"]["lines"])
+    assert not (tmp_path / "results" / "gpu-check.json").exists()
+
+
+def test_gpu_check_parts_run_every_step_once(tmp_path):
+    """The device calls' parts: part1 and part2 together run each of the five steps once (a dry run)."""
+    env = dict(os.environ, PYTHON="echo", OUT=str(tmp_path))
+    ran = []
+    for part in ("part1", "part2"):
+        out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), part], env=env, capture_output=True,
+                             text=True, timeout=60).stdout
+        ran += [line.split()[0] for line in out.splitlines() if line.startswith("benchmarks/")]
+    assert sorted(ran) == sorted(f"benchmarks/{s}.py" for s in ("gpu_trials", "gpu_memory", "overhead",
+                                                               "memory_drift", "throughput"))
+
+
 def test_checkpoint_cost_quick(tmp_path):
     data = _run("checkpoint_cost.py", tmp_path)
     figures = data["figures"]
