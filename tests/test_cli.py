@@ -131,6 +131,15 @@ def test_unreachable_postgres_is_one_clear_line(tmp_path, study_file):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_storage_whose_driver_is_not_installed_says_what_to_install(make_study, tmp_path):
+    import st_hpo as library
+
+    handle = library.open_study(make_study(), output_dir=tmp_path, storage="mysql+pymysql://u@localhost/db")
+    with pytest.raises(library.StorageError, match=r"pymysql is not installed; install the driver the URL names, "
+                                                   r"e\.g\. `pip install pymysql`"):
+        handle.status()
+
+
 def test_a_tracking_uri_mlflow_cannot_use_is_one_clear_line(tmp_path, study_file):
     proc = st_hpo("run", str(study_file()), "--tracking-uri", "foo://bar", "--output-dir", str(tmp_path / "out"),
                   cwd=tmp_path)

@@ -83,8 +83,25 @@ def _rdb(url: str, *, heartbeat: bool, engine_kwargs: dict[str, Any]) -> Any:
             if racing and attempt < SCHEMA_RACE_RETRIES:
                 time.sleep(0.5 + random.random())  # another worker is creating the schema: use theirs
                 continue
+            if isinstance(exc, ImportError):  # SQLAlchemy found no driver for the URL's dialect
+                missing = getattr(exc.__cause__, "name", None) or "its driver"
+                raise StorageError(f"could not open the Optuna storage {_redact(url)}: {missing} is not installed; "
+                                   f"{_driver_hint(url, missing)}") from None
             raise StorageError(f"could not open the Optuna storage {_redact(url)}: {reason}") from None
     raise AssertionError("unreachable")
+
+
+def _driver_hint(url: str, missing: str) -> str:
+    """How to install the database driver a storage URL needs."""
+    if url.startswith(("postgresql://", "postgresql+psycopg://")):
+        return "install PostgreSQL's driver with `pip install 'st-hpo[postgres]'` (psycopg 3)"
+    if url.startswith("postgresql"):
+        return (f"install {missing}, the driver the URL names, or use postgresql:// with "
+                "`pip install 'st-hpo[postgres]'` (psycopg 3)")
+    if url.startswith("mysql"):
+        return ("install the driver the URL names, e.g. `pip install pymysql` for mysql+pymysql:// (st-hpo is tested "
+                "on PostgreSQL, SQLite and journal files)")
+    return "install the database driver the URL's dialect needs"
 
 
 def _redact(url: str) -> str:
