@@ -407,3 +407,19 @@ def test_a_run_whose_every_complete_trial_broke_a_constraint_says_so(tmp_path, t
     assert "study 'quality-vs-size': 2 complete" in result.stdout, result.stdout
     assert ("no result: all 2 complete trial(s) broke a constraint of the study; run more trials, or relax "
             "Study(constraints=...)") in result.stdout
+
+
+def test_sync_recreates_a_lost_trial_run_with_its_objectives(make_study, tmp_path):
+    """A trial whose MLflow run is gone gets it back from `sync`, with each objective under its own name."""
+    import st_hpo
+
+    study = make_study(objective=[METRIC, "cost.embedding_dim"], n_trials=1, pruner="none")
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    client, _, (run,) = mlflow_runs(tmp_path, "tiny")
+    logged = {k: v for k, v in run.data.metrics.items() if k.startswith("objective.")}
+    assert set(logged) == {f"objective.{METRIC}", "objective.cost.embedding_dim"}
+    client.delete_run(run.info.run_id)
+    st_hpo.open_study(study, output_dir=tmp_path).sync()
+    _, _, (again,) = mlflow_runs(tmp_path, "tiny")
+    assert again.info.run_id != run.info.run_id and again.data.tags["st_hpo.trial_state"] == "COMPLETE"
+    assert {k: v for k, v in again.data.metrics.items() if k.startswith("objective.")} == logged

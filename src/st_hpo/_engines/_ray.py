@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from st_hpo._engines._base import SupervisingEngine, unreachable_from_other_nodes
 from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._tracking._census import study_census
+from st_hpo._tracking._mlflow_sync import sync_runs
 from st_hpo.exceptions import StHpoError
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ class RayEngine(SupervisingEngine):
                     progress.message(f"[red]{ended[refs[slot]]} ({refs[slot]})[/red]"
                                      + (f"; trial(s) {failed} marked FAIL" if failed else ""))
                     if session.tracker is not None:
-                        session.tracker.sync(session.study, session.definition.objective)
+                        sync_runs(session.tracker, session.study, session.definition.objective)
 
     @staticmethod
     def _stop(session: StudySession, actors: dict[str, Any], running: dict[Any, Any]) -> None:

@@ -29,6 +29,7 @@ from st_hpo._execution._recovery import current_host, record_runner, recover_sta
 from st_hpo._execution._resume import record_policy
 from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._tracking._census import take_census
+from st_hpo._tracking._mlflow_sync import sync_runs
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
     BASELINE_ATTR,
@@ -243,7 +244,7 @@ class StudySession:
             record_runner(self.study)
         if self.tracker is not None and sync:
             self.tracker.set_parent_status("RUNNING")
-            fixed = self.tracker.sync(self.study, self.definition.objective)
+            fixed = sync_runs(self.tracker, self.study, self.definition.objective)
             if fixed:
                 logger.info("brought %d MLflow run(s) up to date with the storage", fixed)
         if not self.study.user_attrs.get(QUEUED_KEY):
@@ -322,7 +323,7 @@ class StudySession:
         if self.tracker is None:
             return
         try:
-            self.tracker.sync(self.study, self.definition.objective)
+            sync_runs(self.tracker, self.study, self.definition.objective)
             self.update_parent()
             self.tracker.show_trials(self.definition.space, self.study)  # a define-by-run space's names by now
         except TrackingError as exc:

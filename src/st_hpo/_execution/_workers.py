@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from st_hpo._execution._recovery import SUPERVISOR_ENV, pid_alive, recover_stale_trials
 from st_hpo._tracking._census import is_cancelled, take_census
+from st_hpo._tracking._mlflow_sync import sync_runs
 from st_hpo._tracking._schema import ERROR_ATTR, PID_KEY
 from st_hpo.exceptions import UsageError
 
@@ -225,7 +226,7 @@ def _watch(session: StudySession, slots: list[_Slot], study_file: str, budget: i
             progress.message(f"[red]worker {slot.spec.name} (pid {slot.proc.pid}) {how}[/red]"
                              + (f"; trial(s) {failed} marked FAIL" if failed else ""))
             if session.tracker is not None:
-                session.tracker.sync(session.study, session.definition.objective)
+                sync_runs(session.tracker, session.study, session.definition.objective)
             out_of_time = deadline is not None and time.monotonic() >= deadline
             if _finished(session.study) >= budget or slot.restarts >= MAX_RESTARTS or out_of_time:
                 slot.done = True

@@ -58,6 +58,7 @@ from st_hpo.exceptions import TrialError
 if TYPE_CHECKING:
     from st_hpo._execution._session import StudySession
 
+from st_hpo._tracking._mlflow_sync import sync_runs
 from st_hpo.exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def confirm_at(handle: StudyHandle, *, top: int = 3, seeds: int = 3, progress: b
     result = _summarize(session.study, best, configs, seed_list, trials_run, interrupted)
     main.set_user_attr(CONFIRMED_ATTR, result.to_dict())
     if session.tracker is not None:
-        session.tracker.sync(session.study, study.objective)
+        sync_runs(session.tracker, session.study, study.objective)
     return result
 
 

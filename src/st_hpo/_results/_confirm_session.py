@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from st_hpo._execution._recovery import recover_stale_trials
 from st_hpo._execution._session import StudySession
+from st_hpo._tracking._mlflow_sync import sync_runs
 
 __all__ = ["ConfirmSession"]
 
@@ -17,7 +18,7 @@ class ConfirmSession(StudySession):
         if self.tracker is not None:
             self.tracker.run_kind = "confirm"
             if sync:  # the process that runs the confirmation; its workers leave MLflow's catch-up to it
-                self.tracker.sync(self.study, self.definition.objective)
+                sync_runs(self.tracker, self.study, self.definition.objective)
 
     def update_parent(self) -> None:
         """The parent run's figures are the study's, not the confirmation's."""

@@ -18,6 +18,7 @@ from st_hpo._definition._study import Study
 from st_hpo._execution._recovery import recover_stale_trials, runner_gone
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._census import take_census
+from st_hpo._tracking._mlflow_sync import sync_runs
 from st_hpo._tracking._schema import (
     KILLED_ATTR,
     LAST_SEEN_ATTR,
@@ -68,7 +69,7 @@ def sync_at(handle: StudyHandle) -> SyncResult:
     tracker = handle.tracker()
     before = optuna_study.user_attrs.get(PARENT_ATTR)
     tracker.ensure_parent(optuna_study, {"study": study.name})
-    fixed = tracker.sync(optuna_study, study.objective)
+    fixed = sync_runs(tracker, optuna_study, study.objective)
     fixed += _sync_confirmation(optuna_study, tracker, study.objective)
     ended = _end_parent(optuna_study, tracker, study, made_here=tracker.parent_run_id != before)
     return SyncResult(tracking_uri=handle.tracking_uri, fixed=fixed + (ended is not None), parent_ended=ended)
@@ -86,7 +87,7 @@ def _sync_confirmation(optuna_study: optuna.Study, tracker: MlflowTracker, objec
     recover_stale_trials(companion)
     tracker.run_kind = "confirm"
     try:
-        return tracker.sync(companion, objective)
+        return sync_runs(tracker, companion, objective)
     finally:
         tracker.run_kind = "trial"
 

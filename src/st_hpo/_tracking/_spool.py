@@ -2,8 +2,9 @@
 
 A trial whose MLflow write failed (the server went away mid-trial) appends every later write to
 ``<output>/trials/trial-N/mlflow-spool.jsonl``, one JSON record a line, and records the file's path on the
-trial (``st_hpo.mlflow_spool``). :meth:`MlflowTracker.sync` replays the records into the trial's run (made
-again if it was never created) and deletes the file: params, ``training_args.json``, every curve and metric.
+trial (``st_hpo.mlflow_spool``). :func:`~st_hpo._tracking._mlflow_sync.sync_runs` replays the records into the
+trial's run (made again if it was never created) and deletes the file: params, ``training_args.json``, every
+curve and metric.
 """
 
 from __future__ import annotations
