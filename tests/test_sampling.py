@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from st_hpo._execution._session import SessionOptions, _sampler_salt, make_sampler
+from st_hpo._execution._sampling import make_sampler
+from st_hpo._execution._session import SessionOptions, _sampler_salt
 from st_hpo._execution._storage import open_storage
 
 

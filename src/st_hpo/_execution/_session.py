@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +20,13 @@ from st_hpo._definition import _args
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._identity import check_unchanged, definition_record, record_on_parent
 from st_hpo._definition._resources import StudyResources, pick_device
-from st_hpo._definition._schedule import PROGRESS_SCALE, RUNG_MIN_RESOURCE, RUNG_REDUCTION_FACTOR
 from st_hpo._definition._study import DEFAULT_PRUNER, Study, is_model_factory
 from st_hpo._execution._best_model import best_number
 from st_hpo._execution._objectives import record_objectives
+from st_hpo._execution._pruners import make_pruner
 from st_hpo._execution._recovery import current_host, record_runner, recover_stale_trials
 from st_hpo._execution._resume import record_policy
+from st_hpo._execution._sampling import make_sampler
 from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._tracking._census import take_census
 from st_hpo._tracking._mlflow_sync import sync_runs
@@ -52,7 +52,7 @@ from st_hpo.exceptions import StorageError, StudyDefinitionError, TrackingError
 if TYPE_CHECKING:
     from st_hpo._tracking._mlflow import MlflowTracker
 
-__all__ = ["SessionOptions", "StudySession", "log_study_figures", "make_pruner", "make_sampler", "worker_seed"]
+__all__ = ["SessionOptions", "StudySession", "log_study_figures"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,69 +88,6 @@ class SessionOptions:
     trains_here: bool = True
     #: the study file, when there is one: the parent run records the git commit of its repository
     study_file: str | Path | None = None
-
-
-def worker_seed(seed: int | None, salt: str | None) -> int | None:
-    """The sampler seed of one worker: the study's seed mixed with the worker's identity (host/name), so
-    that workers sharing a seeded study draw different values, and the same worker draws the same ones."""
-    if seed is None or not salt:
-        return seed
-    return (seed + zlib.crc32(salt.encode())) % 2**32
-
-
-def make_sampler(spec: Any, seed: int | None, salt: str | None = None, *, parallel: bool = False) -> Any:
-    """The study's sampler in this process.
-
-    ``salt`` says who samples and when (the worker's host/name, the number of trials already there): given
-    where the study's seed alone would repeat configurations, because several processes sample the same
-    study or a resumed study would draw its first trials' values again. ``parallel``: other processes
-    sample the same study at the same time.
-    """
-    import optuna
-
-    if spec is None or spec == "tpe":
-        # with several workers, the constant liar counts running trials as bad results, so that workers
-        # asking at the same time do not all propose the neighbourhood of the current best (Optuna's advice)
-        return optuna.samplers.TPESampler(seed=worker_seed(seed, salt), constant_liar=parallel)
-    if spec == "random":
-        return optuna.samplers.RandomSampler(seed=worker_seed(seed, salt))
-    if spec == "qmc":  # one scrambled sequence for all workers: Optuna hands each trial the next point
-        return optuna.samplers.QMCSampler(seed=seed)
-    if salt:  # a sampler object from the study file, seeded alike in every worker: draw apart
-        spec.reseed_rng()
-    return spec
-
-
-def make_pruner(spec: Any, storage: Any = None) -> Any:
-    """The Optuna pruner of a study's ``pruner`` field (None: :data:`st_hpo._definition._study.DEFAULT_PRUNER`);
-    given the study's ``storage``, it decides without the failed trials (:mod:`st_hpo._execution._pruners`).
-
-    st-hpo reports at per-mille of training done (0..1000), on a grid shared by every trial of the study
-    (:func:`st_hpo._execution._callbacks.evaluation_fractions`). Successive halving and hyperband have their first rung
-    at 111 (1/9 of training) and each next one 3 times further: 333, then 999, the end of training, where
-    st-hpo never prunes. A base-args cadence need not hit the rungs: a trial's rung value is its first
-    report at or past the rung, the same grid point for every trial (eval_steps=0.125: 12.5%, 37.5%).
-    """
-    import optuna
-
-    spec = DEFAULT_PRUNER if spec is None else spec
-    if storage is not None:
-        from st_hpo._execution._pruners import WithoutFailedTrials
-
-        return WithoutFailedTrials(make_pruner(spec), storage)
-    if spec == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    if spec == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=RUNG_MIN_RESOURCE,
-                                                      reduction_factor=RUNG_REDUCTION_FACTOR)
-    if spec == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=RUNG_MIN_RESOURCE, max_resource=PROGRESS_SCALE,
-                                              reduction_factor=RUNG_REDUCTION_FACTOR)
-    if spec == "patient":
-        return optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(n_startup_trials=4), patience=1)
-    if spec == "none":
-        return optuna.pruners.NopPruner()
-    return spec
 
 
 def _describe(value: Any) -> str:
