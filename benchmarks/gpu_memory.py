@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
+import gpu_trials  # noqa: E402 - the same settings for --quick and --device-check
 
 PROBE_STUDY = Path(__file__).resolve().parent / "gpu_trials_study.py"
 #: --quick: a forward pass with gradients over more rows than this raises torch's OutOfMemoryError
@@ -148,18 +148,6 @@ def run_multi_objective(root: Path) -> dict[str, Any]:
     return {"trials": rows, "seconds": round(time.time() - started, 1)}
 
 
-def configure(quick: bool) -> None:
-    if quick:
-        os.environ.update({"STHPO_GPU_TRIALS_MODE": "quick", "STHPO_BENCH_MODEL": "tiny", "STHPO_BENCH_DATA": "synthetic",
-                           "STHPO_BENCH_TRAIN_ROWS": "32", "STHPO_BENCH_EVAL_ROWS": "32"})
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-    else:
-        os.environ["STHPO_GPU_TRIALS_MODE"] = "device"
-        os.environ.setdefault("STHPO_BENCH_MODEL", "minilm")
-        os.environ.setdefault("STHPO_BENCH_TRAIN_ROWS", "256")
-        os.environ.setdefault("STHPO_BENCH_EVAL_ROWS", "200")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group(required=True)
@@ -177,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.device_check and not gpu:
         print("[gpu_memory] no CUDA device here (torch.cuda.is_available() is False): nothing measured, nothing written")
         return 1
-    configure(ns.quick)
+    gpu_trials.configure(ns)
     steps = ns.only or ["costs", "cached", "probe"]  # the cheapest first: each step's figures are written as it ends
     device = torch.cuda.get_device_name(0) if gpu else "cpu"
     data: dict[str, Any] = {"device": device}
