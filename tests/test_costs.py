@@ -1,6 +1,6 @@
-"""The costs st-hpo measures for every complete trial: kept with the trial, logged on its MLflow run, shown by
-``status``; the embedding size follows ``truncate_dim``; a sparse model's active dimensions and FLOPS; the
-encoding time repeats."""
+"""The costs st-hpo measures for complete trials: kept with the trial, logged on its MLflow run, shown by
+``status``; the encoding time only for a study that weighs it; the embedding size follows ``truncate_dim``; a
+sparse model's active dimensions and FLOPS; the encoding time repeats."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 import st_hpo
 from st_hpo._definition._costs import COST_NAMES
-from st_hpo._tracking._schema import COSTS_ATTR, OBJECTIVES_ATTR
+from st_hpo._tracking._schema import CONSTRAINTS_ATTR, COSTS_ATTR
 from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
 from tests.helpers import load_trials, mlflow_runs, run_cli
 
@@ -27,12 +27,13 @@ PRUNER = textwrap.dedent('''
 
 
 def _study_file(tmp_path, tiny_model_path):
-    """A study file of 3 trials on the tiny model whose trial 1 is pruned at its first evaluation."""
+    """A study file of 3 trials on the tiny model whose trial 1 is pruned at its first evaluation; it weighs
+    ``cost.encode_ms`` (a constraint every trial keeps), so its trials measure every cost."""
     text = STUDY_FILE_TEMPLATE.format(pairs=make_pairs(64, 1), eval_pairs=make_pairs(32, 2), name="costs",
                                       model=tiny_model_path, n_trials=3, epochs=1, baseline=False)
     text = text.replace("study = st_hpo.Study(", PRUNER + "\nstudy = st_hpo.Study(")
     path = tmp_path / "costs.py"
-    path.write_text(text.replace('pruner="median"', "pruner=PruneTrialOne()"))
+    path.write_text(text.replace('pruner="median"', "pruner=PruneTrialOne(), constraints={'cost.encode_ms': '> 0'}"))
     return path
 
 
@@ -66,16 +67,58 @@ def test_every_complete_trial_has_its_costs_in_storage_mlflow_and_status(tmp_pat
     for t in trials:
         attrs = t.user_attrs
         assert attrs["st_hpo.train_seconds"] + attrs["st_hpo.eval_seconds"] <= attrs["st_hpo.trial_seconds"]
-    # a study that does not mention costs keeps its table; one that weighs them shows encode ms and dim
-    table = run_cli("status", path, "--output-dir", out, cwd=tmp_path).stdout
-    assert "encode ms" not in table and "dim" not in table
-    from st_hpo._execution._storage import open_storage
-
-    optuna.load_study(study_name="costs", storage=open_storage(str(out / "optuna.journal"))).set_user_attr(
-        OBJECTIVES_ATTR, ["sts-dev_spearman_cosine", "cost.encode_ms"])
+    # a study that weighs costs shows encode ms and dim; one that does not mention costs keeps its table
     table = run_cli("status", path, "--output-dir", out, cwd=tmp_path).stdout
     assert "encode ms" in table and "dim" in table
     assert f"{trials[0].user_attrs[COSTS_ATTR]['cost.encode_ms']:.1f}" in table
+    from st_hpo._execution._storage import open_storage
+
+    optuna.load_study(study_name="costs", storage=open_storage(str(out / "optuna.journal"))).set_user_attr(
+        CONSTRAINTS_ATTR, None)
+    table = run_cli("status", path, "--output-dir", out, cwd=tmp_path).stdout
+    assert "encode ms" not in table and "dim" not in table
+
+
+@pytest.mark.slow
+def test_encode_ms_is_measured_only_for_a_study_that_weighs_it(make_study, tmp_path, monkeypatch):
+    """cost.encode_ms takes a warm-up and 3 timed passes of the model over up to 1,000 eval sentences (seconds
+    each with MiniLM on a CPU): a study that neither optimises nor constrains it does not pay them, and gets
+    every other cost; one that constrains it pays them."""
+    from st_hpo._execution._costs import TIMED_PASSES
+    from st_hpo._kinds import kind_named
+
+    kind_class, passes = type(kind_named("sentence-transformer")), []
+    pass_over = kind_class.encode_for_cost
+    monkeypatch.setattr(kind_class, "encode_for_cost",
+                        lambda self, model, inputs, batch_size: passes.append(len(inputs))
+                        or pass_over(self, model, inputs, batch_size))
+    st_hpo.run_study(make_study(n_trials=2, pruner="none"), output_dir=tmp_path / "quality", progress=False)
+    trials = load_trials(tmp_path / "quality", "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [set(t.user_attrs[COSTS_ATTR]) for t in trials] == [DENSE - {"cost.encode_ms"}] * 2
+    assert passes == [], "no pass of the model over the eval sentences for a cost the study does not weigh"
+    _, _, runs = mlflow_runs(tmp_path / "quality", "tiny")
+    assert not any("encode_ms" in name for run in runs for name in run.data.metrics)
+
+    st_hpo.run_study(make_study(name="weighs", n_trials=1, pruner="none", constraints={"cost.encode_ms": "> 0"}),
+                     output_dir=tmp_path / "weighs", progress=False)
+    costs = load_trials(tmp_path / "weighs", "weighs")[0].user_attrs[COSTS_ATTR]
+    assert set(costs) == DENSE and costs["cost.encode_ms"] > 0
+    assert passes == [32 * 2] * (1 + TIMED_PASSES), "a warm-up and the timed passes over both eval columns"
+
+
+def test_status_shows_encode_ms_only_where_a_trial_measured_it():
+    from types import SimpleNamespace
+
+    from st_hpo.cli._commands import _cost_cells, _cost_columns
+
+    rows = [{"costs": {"cost.embedding_dim": 32.0}}, {"costs": None}]
+    assert _cost_columns(SimpleNamespace(shows_costs=False, rows=rows)) == ()
+    columns = _cost_columns(SimpleNamespace(shows_costs=True, rows=rows))  # a constraint on the embedding size
+    assert [c[0] for c in columns] == ["dim"] and _cost_cells(rows[0]["costs"], columns) == ["32"]
+    rows.append({"costs": {"cost.encode_ms": 12.34, "cost.embedding_dim": 16.0}})
+    columns = _cost_columns(SimpleNamespace(shows_costs=True, rows=rows))
+    assert [c[0] for c in columns] == ["encode ms", "dim"] and _cost_cells(rows[2]["costs"], columns) == ["12.3", "16"]
 
 
 @pytest.mark.slow
@@ -113,13 +156,17 @@ def test_a_sparse_model_has_active_dims_and_flops_and_a_reranker_no_embedding_di
                                                                                    tmp_path):
     from tests.test_kinds import LR, _cross_encoder, _sparse_encoder
 
-    for name, parts in (("sparse", _sparse_encoder(tiny_model_path)), ("rerank", _cross_encoder(tiny_model_path))):
-        study = make_study(**{"space": LR, "n_trials": 1, "pruner": "none", **parts, "name": name})
+    # each weighs the cost measured from passes of its model: FLOPS and the encoding (predict) time
+    for name, parts, weighs in (("sparse", _sparse_encoder(tiny_model_path), "cost.flops"),
+                                ("rerank", _cross_encoder(tiny_model_path), "cost.encode_ms")):
+        study = make_study(**{"space": LR, "n_trials": 1, "pruner": "none", **parts, "name": name,
+                              "constraints": {weighs: ">= 0"}})
         st_hpo.run_study(study, output_dir=tmp_path / name, progress=False)
     sparse = load_trials(tmp_path / "sparse", "sparse")[0]
     costs = sparse.user_attrs[COSTS_ATTR]
-    assert set(costs) == DENSE | {"cost.active_dims", "cost.flops"}
+    assert set(costs) == DENSE - {"cost.encode_ms"} | {"cost.active_dims", "cost.flops"}
     # the evaluator's active dimensions; FLOPS (which a similarity evaluator does not report) from the embeddings
+    # of one untimed pass (the study weighs FLOPS, not the encoding time)
     assert costs["cost.active_dims"] == pytest.approx(sparse.user_attrs["st_hpo.side_metrics"]["sts-dev_active_dims"],
                                                       rel=1e-3)
     assert 0 < costs["cost.flops"] <= costs["cost.active_dims"]

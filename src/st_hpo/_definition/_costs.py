@@ -1,15 +1,22 @@
-"""The costs st-hpo measures for every complete trial, and the constraints a study may put on them.
+"""The costs st-hpo measures for complete trials, and the constraints a study may put on them.
 
 Names (all ``cost.*``; any metric the evaluator reports may also be an objective or be constrained):
 
 - ``cost.encode_ms``: milliseconds to encode 1,000 sentences of the eval set with the trained model on the
-  trial's device (the median of 3 timed passes after a warm-up pass).
+  trial's device (the median of 3 timed passes after a warm-up pass). Measured only for a study that weighs
+  it (:data:`MEASURED_WHEN_WEIGHED`).
 - ``cost.embedding_dim``: the embedding size the model returns (after ``truncate_dim``).
 - ``cost.parameters``: the model's parameters, in millions.
 - ``cost.train_seconds``: seconds of training steps (evaluations left out; see ``_tracking/_times.py``).
 - ``cost.peak_memory_mb``: the peak GPU memory the trial reserved, or the growth of the process's resident
   memory on the CPU, in MB.
-- ``cost.active_dims`` and ``cost.flops``: for a sparse model, the evaluator's active dimensions and FLOPS.
+- ``cost.active_dims`` and ``cost.flops``: for a sparse model, the evaluator's active dimensions and FLOPS
+  (what the evaluator does not report is computed from the model's embeddings of the eval sentences, only
+  for a study that weighs it).
+
+Every complete trial gets the costs that take no measurement worth counting; the ones that take passes of
+the model over the eval sentences (seconds each on a CPU) only when the study weighs them: an objective or a
+constraint names them (:func:`weighed_costs`).
 
 A constraint is a comparison written as text, ``"<= 256"``, ``"< 20.5"``, ``">= 0.8"`` or ``"> 0"``: the
 trial is feasible when its value satisfies it.
@@ -23,13 +30,13 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["COST_NAMES", "COST_PREFIX", "KNOWN_BEFORE_TRAINING", "STATIC_COSTS", "TIMED_BEFORE_TRAINING", "Constraint", "is_cost", "parse_constraint",
-           "parse_constraints"]
+__all__ = ["COST_NAMES", "COST_PREFIX", "KNOWN_BEFORE_TRAINING", "MEASURED_WHEN_WEIGHED", "STATIC_COSTS",
+           "TIMED_BEFORE_TRAINING", "Constraint", "is_cost", "parse_constraint", "parse_constraints", "weighed_costs"]
 
 COST_PREFIX = "cost."
 
@@ -51,6 +58,11 @@ STATIC_COSTS = ("cost.embedding_dim", "cost.parameters")
 TIMED_BEFORE_TRAINING = ("cost.encode_ms",)
 #: Every cost a multi-objective study's pruning can compare trials on while they train.
 KNOWN_BEFORE_TRAINING = STATIC_COSTS + TIMED_BEFORE_TRAINING
+#: Costs that take passes of the trained model over the eval sentences to measure: a trial measures them only
+#: when its study weighs them (:func:`weighed_costs`); a study that does not would pay seconds per trial on a
+#: CPU for a figure it never reads. (A sparse model's ``cost.active_dims`` and ``cost.flops`` need a pass only
+#: where its evaluator does not report them, so they are measured from the embeddings on the same terms.)
+MEASURED_WHEN_WEIGHED = ("cost.encode_ms", "cost.active_dims", "cost.flops")
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
@@ -60,6 +72,11 @@ _PATTERN = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\
 def is_cost(name: str) -> bool:
     """True when ``name`` is in the ``cost.`` namespace (known or not)."""
     return name.startswith(COST_PREFIX)
+
+
+def weighed_costs(objectives: Iterable[str], constraints: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The costs a study weighs: those its objectives or its constraints name."""
+    return frozenset(name for name in (*objectives, *(constraints or {})) if is_cost(name))
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 :func:`measure_costs` runs once per complete trial, after its final evaluation, on the trained model where it
 trained (the trial's device). What it measures:
 
-- ``cost.encode_ms``: the median of 3 timed passes (after one warm-up pass) of the model over up to 1,000
-  inputs of the eval set (the train set when the study has none), in batches of 32, scaled to 1,000 inputs
-  when the set has fewer. What an input is belongs to the model kind (:meth:`ModelKind.cost_inputs`): a
+- ``cost.encode_ms``, only when the study weighs it (an objective or a constraint names it:
+  :data:`~st_hpo._definition._costs.MEASURED_WHEN_WEIGHED`): the median of 3 timed passes (after one warm-up
+  pass) of the model over up to 1,000 inputs of the eval set (the train set when the study has none), in
+  batches of 32, scaled to 1,000 inputs when the set has fewer. What an input is belongs to the model kind (:meth:`ModelKind.cost_inputs`): a
   sentence for an embedding model (a pair's two sentences count as two), a (query, document) pair for a
   CrossEncoder, whose ``predict`` is timed instead of ``encode``. On a GPU, CUDA is synchronised around each
   pass. Its time is counted in the trial's ``trial_seconds`` only: it is neither training
@@ -18,7 +19,9 @@ trained (the trial's device). What it measures:
   trial's start by writing 5 to ``/proc/self/clear_refs``) less its resident memory at the start. Where
   ``/proc`` cannot do that (not Linux), the process's lifetime peak (``resource.getrusage``'s ``ru_maxrss``)
   is used instead: it may then include an earlier trial's peak.
-- ``cost.active_dims`` and ``cost.flops`` for a sparse model (:meth:`ModelKind.sparsity_costs`).
+- ``cost.active_dims`` and ``cost.flops`` for a sparse model (:meth:`ModelKind.sparsity_costs`): as its
+  evaluator reported them; one it did not report is computed from the model's embeddings of those inputs
+  (the warm-up pass's, or one untimed pass) when the study weighs it.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from st_hpo._definition._costs import COST_PREFIX
+from st_hpo._definition._costs import COST_PREFIX, MEASURED_WHEN_WEIGHED
 from st_hpo._definition._datasets import dataset_parts
 from st_hpo._kinds import kind_named, kind_of_model
 from st_hpo._kinds._base import ModelKind
@@ -157,24 +161,36 @@ def _max_rss_kb() -> int | None:
     return peak // 1024 if sys.platform == "darwin" else peak
 
 
-def measure_costs(kind: ModelKind, model: Any, inputs: list[Any], *, train_seconds: float,
-                  memory: PeakMemory, metrics: dict[str, Any]) -> dict[str, float]:
-    """Every cost of a trained trial model (see the module docstring): ``{"cost.encode_ms": ..., ...}``.
+def measure_costs(kind: ModelKind, model: Any, inputs: Callable[[], list[Any]], *, train_seconds: float,
+                  memory: PeakMemory, metrics: dict[str, Any], weighed: Collection[str] = ()) -> dict[str, float]:
+    """The costs of a trained trial model (see the module docstring): ``{"cost.parameters": ..., ...}``.
 
-    ``inputs``: from :func:`cost_inputs` (none: no ``cost.encode_ms``); ``metrics``: the final
-    evaluation's, where a sparse model's evaluator reports its active dimensions and FLOPS. The peak memory
-    is read first, so that the timed passes do not count in it.
+    ``inputs``: makes the inputs to pass the model over (:func:`cost_inputs`; none: no ``cost.encode_ms``),
+    called only when a cost in ``weighed`` (the study's: :func:`~st_hpo._definition._costs.weighed_costs`)
+    needs a pass; ``metrics``: the final evaluation's, where a sparse model's evaluator reports its active
+    dimensions and FLOPS. The peak memory is read first, so that the passes do not count in it.
     """
     costs = {**static_costs(model, kind), f"{COST_PREFIX}train_seconds": round(float(train_seconds), 3)}
     peak = memory.peak_mb(model)
     if peak is not None:
         costs[f"{COST_PREFIX}peak_memory_mb"] = round(peak, 1)
-    output = None
-    if inputs:
-        ms, output = encode_ms(kind, model, inputs)
+    passes = {name for name in weighed if name in MEASURED_WHEN_WEIGHED}
+    sparsity = kind.sparsity_costs(metrics, None)  # as the evaluator reported them: no pass
+    if not passes - {f"{COST_PREFIX}{name}" for name in sparsity}:
+        return {**costs, **_rounded(sparsity)}
+    texts, output = inputs(), None
+    if not texts:
+        logger.warning("no text in the eval set to pass the model over: the trial has no %s",
+                       " or ".join(sorted(passes)))
+    elif f"{COST_PREFIX}encode_ms" in passes:
+        ms, output = encode_ms(kind, model, texts)
         costs[f"{COST_PREFIX}encode_ms"] = round(ms, 3)
-    else:
-        logger.warning("no text in the eval set to time the model on: the trial has no cost.encode_ms")
-    for name, value in kind.sparsity_costs(metrics, output).items():
-        costs[f"{COST_PREFIX}{name}"] = round(float(value), 4)
-    return costs
+    else:  # a sparse model's active dimensions or FLOPS, which its evaluator did not report: one untimed pass
+        output = kind.encode_for_cost(model, texts, ENCODE_BATCH_SIZE)
+    if output is not None:
+        sparsity = kind.sparsity_costs(metrics, output)
+    return {**costs, **_rounded(sparsity)}
+
+
+def _rounded(sparsity: dict[str, float]) -> dict[str, float]:
+    return {f"{COST_PREFIX}{name}": round(float(value), 4) for name, value in sparsity.items()}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args, _space
 from st_hpo._definition._baseline import baseline_values
+from st_hpo._definition._costs import weighed_costs
 from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._schedule import evaluation_fractions
@@ -383,12 +384,14 @@ def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, los
 
 def _measure_costs(ctx: TrialContext, trial: Any, model: Any, metrics: dict[str, Any], memory: PeakMemory,
                    outcome: TrialOutcome) -> dict[str, float]:
-    """The trained model's costs, kept with the trial (``st_hpo.costs``); the time it takes is in the trial's
+    """The trained model's costs, kept with the trial (``st_hpo.costs``): those the study weighs that take
+    passes of the model (``cost.encode_ms``) and every cheap one; the time it takes is in the trial's
     ``trial_seconds`` only (after the final evaluation, outside ``train_seconds`` and ``eval_seconds``)."""
-    kind, resources = ctx.validated.kind, ctx.resources
-    inputs = cost_inputs(kind, resources.eval_dataset if resources.eval_dataset is not None
-                         else resources.train_dataset)
-    costs = measure_costs(kind, model, inputs, train_seconds=outcome.train_seconds, memory=memory, metrics=metrics)
+    kind, resources, study = ctx.validated.kind, ctx.resources, ctx.validated.study
+    costs = measure_costs(kind, model, lambda: cost_inputs(kind, resources.eval_dataset if resources.eval_dataset
+                                                           is not None else resources.train_dataset),
+                          train_seconds=outcome.train_seconds, memory=memory, metrics=metrics,
+                          weighed=weighed_costs(study.objectives, study.constraints))
     trial.set_user_attr(COSTS_ATTR, costs)
     return costs
 

@@ -4,8 +4,8 @@ Each trial records three figures (user attributes ``st_hpo.<name>``, and metrics
 complete, pruned and failed trials alike, an interrupted one included:
 
 - ``trial_seconds``: the whole trial, from its start in the worker to its end: model and loss built,
-  training, evaluations, its costs measured (a complete trial's ``cost.encode_ms`` passes: see
-  :mod:`st_hpo._execution._costs`), its model kept, its run written;
+  training, evaluations, its costs measured (a complete trial's ``cost.encode_ms`` passes, in a study that
+  weighs it: see :mod:`st_hpo._execution._costs`), its model kept, its run written;
 - ``train_seconds``: the time in the trainer's ``train()`` less the evaluations made during it: the
   training steps alone;
 - ``eval_seconds``: the time in the objective's evaluations, those during training and the final one.

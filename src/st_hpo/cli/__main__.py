@@ -1,5 +1,5 @@
 import sys
 
-from st_hpo.cli import main
+from st_hpo.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -263,10 +263,22 @@ def _confirm_worker(ns: argparse.Namespace, study: Any) -> int:
     return 0
 
 
-def _cost_cells(costs: dict[str, float]) -> tuple[str, str]:
-    """The status table's ``encode ms`` and ``dim`` cells of a trial (empty where it has none)."""
-    encode, dim = costs.get("cost.encode_ms"), costs.get("cost.embedding_dim")
-    return ("" if encode is None else f"{encode:.1f}", "" if dim is None else f"{dim:.0f}")
+#: The status table's cost columns: (header, cost, format), for a study that weighs costs.
+_COST_COLUMNS = (("encode ms", "cost.encode_ms", "{:.1f}"), ("dim", "cost.embedding_dim", "{:.0f}"))
+
+
+def _cost_columns(status: Any) -> tuple[tuple[str, str, str], ...]:
+    """The cost columns of ``status``'s table: none unless the study weighs costs; ``encode ms`` only where a
+    trial measured it (a study measures ``cost.encode_ms`` only when it weighs it)."""
+    if not status.shows_costs:
+        return ()
+    return tuple(c for c in _COST_COLUMNS if c[1] != "cost.encode_ms"
+                 or any(c[1] in (r["costs"] or {}) for r in status.rows))
+
+
+def _cost_cells(costs: dict[str, float], columns: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """A trial's cells in the cost ``columns`` (empty where it has none)."""
+    return ["" if costs.get(name) is None else form.format(costs[name]) for _, name, form in columns]
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
@@ -281,8 +293,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
     from st_hpo._results._status import trial_note
 
     table = Table(title=status.headline())
-    costs = ("encode ms", "dim") if status.shows_costs else ()  # a study that weighs quality against cost
-    for col in ("#", "state", "value", "params", "seconds", *costs, "ran on", "note"):
+    costs = _cost_columns(status)  # a study that weighs quality against cost
+    for col in ("#", "state", "value", "params", "seconds", *(c[0] for c in costs), "ran on", "note"):
         table.add_column(col)
     for r in status.rows:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
@@ -294,7 +306,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
         label = f"{r['number']}{' (baseline)' if r['baseline'] else ''}"
         state = f"{r['state']} (infeasible)" if r.get("infeasible") else r["state"]
         table.add_row(label, state, value, escape(params or ("(base arguments)" if r["baseline"] else "")),
-                      secs, *_cost_cells(r["costs"] or {})[:len(costs)], escape(r["engine_ref"] or ""),
+                      secs, *_cost_cells(r["costs"] or {}, costs), escape(r["engine_ref"] or ""),
                       escape(trial_note(r)))
     console = _console()
     if not console.is_terminal:  # piped or logged: a wide table (status has 7 columns, an error note up to 160 characters)

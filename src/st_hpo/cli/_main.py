@@ -7,6 +7,7 @@ that need them, so ``st-hpo --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -286,6 +287,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop(VERBOSITY_ENV, None)
         else:
             os.environ[VERBOSITY_ENV] = saved
+
+
+def console_main() -> int:
+    """Entry point of an ``st-hpo`` process (the console script, ``python -m st_hpo``, the worker processes):
+    :func:`main`, then the process ends.
+
+    Before it ends, the objects alive then are frozen (``gc.freeze()``): the interpreter's collections at
+    shutdown would otherwise scan the ~10^6 objects that torch, transformers and mlflow leave, for garbage
+    that nobody waits for: 2 s of every command that trained (a tiny model's study on a 2-core CPU), 0.2 s
+    frozen. Everything st-hpo writes is closed or flushed by then, and ``atexit`` handlers still run.
+    :func:`main` itself, called in-process, never freezes anything.
+    """
+    try:
+        return main()
+    finally:
+        gc.freeze()
 
 
 def _main(argv: Sequence[str] | None) -> int:
