@@ -107,6 +107,25 @@ def test_encode_ms_is_measured_only_for_a_study_that_weighs_it(make_study, tmp_p
     assert passes == [32 * 2] * (1 + TIMED_PASSES), "a warm-up and the timed passes over both eval columns"
 
 
+def test_encode_ms_as_an_objective_is_timed_once_per_trial(make_study, tmp_path, monkeypatch):
+    """Optimised, cost.encode_ms is timed on the freshly built model (for pruning: the architecture and input
+    length set it, not the weights) and that figure is the trial's: its passes are not paid again after
+    training."""
+    from st_hpo._execution._costs import TIMED_PASSES
+    from st_hpo._kinds import kind_named
+
+    kind_class, passes = type(kind_named("sentence-transformer")), []
+    pass_over = kind_class.encode_for_cost
+    monkeypatch.setattr(kind_class, "encode_for_cost",
+                        lambda self, model, inputs, batch_size: passes.append(len(inputs))
+                        or pass_over(self, model, inputs, batch_size))
+    study = make_study(name="fast", n_trials=1, pruner="none", objective=["sts-dev_spearman_cosine", "cost.encode_ms"])
+    st_hpo.run_study(study, output_dir=tmp_path, progress=False)
+    (trial,) = load_trials(tmp_path, "fast")
+    assert trial.state.name == "COMPLETE" and trial.values[1] == trial.user_attrs[COSTS_ATTR]["cost.encode_ms"] > 0
+    assert passes == [32 * 2] * (1 + TIMED_PASSES), "one warm-up and the timed passes, before training only"
+
+
 def test_status_shows_encode_ms_only_where_a_trial_measured_it():
     from types import SimpleNamespace
 

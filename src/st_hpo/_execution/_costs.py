@@ -32,7 +32,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,19 +162,23 @@ def _max_rss_kb() -> int | None:
 
 
 def measure_costs(kind: ModelKind, model: Any, inputs: Callable[[], list[Any]], *, train_seconds: float,
-                  memory: PeakMemory, metrics: dict[str, Any], weighed: Collection[str] = ()) -> dict[str, float]:
+                  memory: PeakMemory, metrics: dict[str, Any], weighed: Collection[str] = (),
+                  timed: Mapping[str, float] | None = None) -> dict[str, float]:
     """The costs of a trained trial model (see the module docstring): ``{"cost.parameters": ..., ...}``.
 
     ``inputs``: makes the inputs to pass the model over (:func:`cost_inputs`; none: no ``cost.encode_ms``),
     called only when a cost in ``weighed`` (the study's: :func:`~st_hpo._definition._costs.weighed_costs`)
     needs a pass; ``metrics``: the final evaluation's, where a sparse model's evaluator reports its active
-    dimensions and FLOPS. The peak memory is read first, so that the passes do not count in it.
+    dimensions and FLOPS; ``timed``: what was timed on the trial's model before it trained (its
+    ``cost.encode_ms``, which the architecture and input length set, not the weights), kept rather than timed
+    again. The peak memory is read first, so that the passes do not count in it.
     """
     costs = {**static_costs(model, kind), f"{COST_PREFIX}train_seconds": round(float(train_seconds), 3)}
     peak = memory.peak_mb(model)
     if peak is not None:
         costs[f"{COST_PREFIX}peak_memory_mb"] = round(peak, 1)
-    passes = {name for name in weighed if name in MEASURED_WHEN_WEIGHED}
+    costs.update(timed or {})
+    passes = {name for name in weighed if name in MEASURED_WHEN_WEIGHED} - set(timed or {})
     sparsity = kind.sparsity_costs(metrics, None)  # as the evaluator reported them: no pass
     if not passes - {f"{COST_PREFIX}{name}" for name in sparsity}:
         return {**costs, **_rounded(sparsity)}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from st_hpo._definition import _args, _space
 from st_hpo._definition._baseline import baseline_values
-from st_hpo._definition._costs import weighed_costs
+from st_hpo._definition._costs import TIMED_BEFORE_TRAINING, weighed_costs
 from st_hpo._definition._datasets import for_one_trainer
 from st_hpo._definition._resources import StudyResources, pick_device
 from st_hpo._definition._schedule import evaluation_fractions
@@ -391,7 +391,9 @@ def _measure_costs(ctx: TrialContext, trial: Any, model: Any, metrics: dict[str,
     costs = measure_costs(kind, model, lambda: cost_inputs(kind, resources.eval_dataset if resources.eval_dataset
                                                            is not None else resources.train_dataset),
                           train_seconds=outcome.train_seconds, memory=memory, metrics=metrics,
-                          weighed=weighed_costs(study.objectives, study.constraints))
+                          weighed=weighed_costs(study.objectives, study.constraints),
+                          timed={k: v for k, v in (trial.user_attrs.get(COSTS_ATTR) or {}).items()
+                                 if k in TIMED_BEFORE_TRAINING})  # timed on the fresh model: not again
     trial.set_user_attr(COSTS_ATTR, costs)
     return costs
 
