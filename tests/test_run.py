@@ -337,7 +337,7 @@ def test_a_gpu_in_an_error_state_ends_the_process_after_its_trial_is_recorded(ma
 
     study = make_study(pruner="none")
     with monkeypatch.context() as patch:
-        patch.setattr("st_hpo._execution._trial._cuda_in_use", lambda: type("Cuda", (), {
+        patch.setattr("st_hpo._execution._memory.cuda_in_use", lambda: type("Cuda", (), {
             "empty_cache": staticmethod(sticky_error), "reset_peak_memory_stats": staticmethod(lambda: None)}))
         with pytest.raises(st_hpo.TrialError, match="device-side assert triggered.*run the same command again"):
             st_hpo.run_study(study, n_trials=3, output_dir=tmp_path, progress=False)

@@ -11,6 +11,9 @@ gradients nor the result. When a training step runs out of memory, :class:`MiniB
 step's starting point (RNG state and accumulated gradients), halves the mini-batch (down to 1) and runs
 the step again at the sampled batch size. The worker remembers the size that fitted per
 (batch size, sequence length), so later trials start there.
+
+Between trials, :func:`release_memory` gives the CUDA caching allocator's blocks back (and says when the GPU
+is in an error state), and :func:`reset_gpu_peak` / :func:`peak_gpu_memory` measure each trial's peak.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any
 
 from st_hpo._tracking._schema import MINI_BATCH_ATTR, OUT_OF_MEMORY_ATTR
 
-__all__ = ["OUT_OF_MEMORY_ATTR", "MiniBatchFitter", "cached_losses", "free_memory", "is_out_of_memory_error",
-           "mark_out_of_memory", "nothing_fits", "out_of_memory_text", "shape_key"]
+__all__ = ["OUT_OF_MEMORY_ATTR", "MiniBatchFitter", "cached_losses", "cuda_in_use", "free_memory",
+           "is_out_of_memory_error", "mark_out_of_memory", "nothing_fits", "out_of_memory_text", "peak_gpu_memory",
+           "release_memory", "reset_gpu_peak", "shape_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,3 +185,45 @@ def shape_key(args: Any, model: Any) -> tuple[Any, Any]:
     length)."""
     length = getattr(model, "max_seq_length", None) or getattr(model, "max_length", None)
     return int(args.per_device_train_batch_size), length
+
+
+def cuda_in_use() -> Any:
+    """``torch.cuda`` when this process has initialised CUDA (it trains on a GPU), else None."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_initialized() else None
+
+
+def release_memory(*, unfreeze: bool = False) -> str | None:
+    """Free what the trial allocated, the CUDA cache included; returns the GPU's error if it has one.
+
+    After a device-side assert (an index out of range in a CUDA kernel) the CUDA context of the process
+    is broken for good, and ``empty_cache`` raises the sticky error.
+    """
+    gc.collect()  # the trial's cycles (trainer, model copy, optimizer): allocated after freeze_for_trial()
+    if unfreeze:
+        gc.unfreeze()
+    cuda = cuda_in_use()
+    if cuda is None:
+        return None
+    try:
+        cuda.empty_cache()
+    except RuntimeError as exc:  # torch.AcceleratorError is one
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def reset_gpu_peak() -> None:
+    """Start the trial's peak GPU memory from what the process holds now (not validation's or the last trial's)."""
+    cuda = cuda_in_use()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def peak_gpu_memory() -> dict[str, float]:
+    """The trial's peak GPU memory in MiB: allocated by tensors, and reserved by PyTorch's caching allocator
+    (what the GPU really had to hold: the figure to size ``--trials-per-gpu`` by)."""
+    cuda = cuda_in_use()
+    if cuda is None:
+        return {}
+    return {"peak_gpu_memory_mb": cuda.max_memory_allocated() / 2**20,
+            "peak_gpu_reserved_mb": cuda.max_memory_reserved() / 2**20}

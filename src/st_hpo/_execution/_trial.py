@@ -9,10 +9,8 @@ or failed.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -22,7 +20,7 @@ from st_hpo._definition import _args, _space
 from st_hpo._definition._baseline import baseline_values
 from st_hpo._definition._costs import TIMED_BEFORE_TRAINING, weighed_costs
 from st_hpo._definition._datasets import for_one_trainer
-from st_hpo._definition._resources import StudyResources, pick_device
+from st_hpo._definition._resources import StudyResources
 from st_hpo._definition._schedule import evaluation_fractions
 from st_hpo._execution import _best_model, _memory
 from st_hpo._execution._callbacks import Diverged, TrialReporter
@@ -30,7 +28,7 @@ from st_hpo._execution._costs import PeakMemory, cost_inputs, encode_ms, measure
 from st_hpo._execution._objectives import pruning_for, read_values
 from st_hpo._execution._recovery import current_host
 from st_hpo._execution._resume import prepare_resume, remove_checkpoints
-from st_hpo._tracking import _spool
+from st_hpo._execution._trial_run import TrialRun, start_run
 from st_hpo._tracking._census import OUT_OF_MEMORY
 from st_hpo._tracking._record import shown_params, store_config
 from st_hpo._tracking._schema import (
@@ -39,24 +37,16 @@ from st_hpo._tracking._schema import (
     BASELINE_UNSAMPLED_ATTR,
     CHECKPOINT_SECONDS_KEY,
     COSTS_ATTR,
-    GPU_KEY,
-    HOST_KEY,
     INFEASIBLE_ATTR,
-    INTERMEDIATE_EVAL_KEY,
-    KIND_ATTR,
-    LAST_SEEN_ATTR,
     PREFIX,
-    RUN_ATTR,
     SCORE_TEST_ATTR,
     SIDE_METRICS_ATTR,
-    TAG_PREFIX,
     TEST_VALUE_ATTR,
     UNSAMPLED_ATTR,
-    WORKER_KEY,
 )
 from st_hpo._validation import ValidatedStudy
 from st_hpo._validation._test_objective import test_metric
-from st_hpo.exceptions import TrackingError, TrialError
+from st_hpo.exceptions import TrialError
 
 if TYPE_CHECKING:
     from st_hpo._tracking._mlflow import MlflowTracker
@@ -65,8 +55,6 @@ __all__ = ["BASELINE_ATTR", "UNSAMPLED_ATTR", "TrialContext", "TrialOutcome", "W
 
 logger = logging.getLogger(__name__)
 
-#: Fields that differ between trials by construction, left out of the "differs from base" params.
-_PER_TRIAL_FIELDS = {"output_dir", "run_name", "logging_dir", "report_to"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,52 +113,6 @@ class TrialOutcome:
     infeasible: str | None = None
 
 
-class _RunLog:
-    """The trial's MLflow run; what MLflow could not take is kept in the trial's spool for ``st-hpo sync``.
-
-    After the first failed write every later write goes to the spool (``mlflow-spool.jsonl`` in the trial's
-    folder), so that the run, made again or completed by ``sync``, gets all of it. Every write also records
-    when the trial was last seen working (``st_hpo.last_seen``, seconds since the epoch): a trial whose
-    worker dies is ended at that time, not when its death is noticed.
-    """
-
-    def __init__(self, tracker: MlflowTracker, run_id: str | None, *, trial: Any = None,
-                 spool: Path | None = None) -> None:
-        self.tracker, self.run_id, self.failed = tracker, run_id, False
-        self.trial, self.spool = trial, spool
-
-    def metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.series([(metrics, step)])
-
-    def series(self, entries: list[tuple[dict[str, float], int]]) -> None:
-        self._seen()
-        if self.tracker is None:
-            return
-        if self.run_id is not None and not self.failed:
-            try:
-                self.tracker.log_series(self.run_id, entries)
-                return
-            except TrackingError as exc:
-                logger.warning("%s; the trial goes on and `st-hpo sync` will fill MLflow in later", exc)
-        self.keep({"kind": "series", "entries": entries})
-
-    def keep(self, record: dict[str, Any]) -> None:
-        """Spool ``record``: from now on MLflow gets this trial's writes from ``st-hpo sync``."""
-        if self.spool is None:
-            return
-        if not self.failed and self.trial is not None:
-            self.trial.set_user_attr(_spool.SPOOL_ATTR, str(self.spool))
-        self.failed = True
-        _spool.append(self.spool, record)
-
-    def _seen(self) -> None:
-        if self.trial is not None:
-            try:
-                self.trial.set_user_attr(LAST_SEEN_ATTR, round(time.time(), 3))
-            except Exception as exc:  # noqa: BLE001 - a storage hiccup must not fail the trial here
-                logger.debug("could not record trial %d as seen: %s", self.trial.number, exc)
-
-
 def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
     """The values the trial trains with, recorded with the trial (``st_hpo.config``, see :mod:`st_hpo._tracking._record`)
     for every reader: MLflow, ``status``, ``best``, ``export``, ``retrain``, the reports."""
@@ -193,53 +135,6 @@ def _trial_params(ctx: TrialContext, trial: Any) -> dict[str, Any]:
     return values
 
 
-def _start_run(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any) -> _RunLog:
-    baseline = str(bool(trial.user_attrs.get(BASELINE_ATTR))).lower()
-    tags = {WORKER_KEY: ctx.worker.name, HOST_KEY: ctx.worker.host,
-            GPU_KEY: ctx.worker.gpu or ("all visible" if pick_device(args) == "cuda" else "none"),
-            BASELINE_ATTR: baseline, KIND_ATTR: ctx.validated.kind.name}
-    tags = {**{k.replace(TAG_PREFIX, PREFIX): str(v) for k, v in trial.user_attrs.items()
-               if k.startswith(TAG_PREFIX)}, **tags}  # set when enqueued
-    rows = ctx.resources.subset_rows
-    if rows is not None and ctx.validated.evaluates_during_training:
-        # which values are which: intermediate (pruning) ones on the subset, `objective` on all eval rows
-        tags[INTERMEDIATE_EVAL_KEY] = f"{rows} of {ctx.resources.eval_rows} eval rows"
-    for key, value in tags.items():
-        trial.set_user_attr(key.replace(PREFIX, TAG_PREFIX), value)
-    if ctx.tracker is None:
-        return _RunLog(None, None, trial=trial)
-    if not params:
-        params = shown_params(trial)  # an unsampled baseline: the values it trains with
-    base = _args.args_to_dict(ctx.validated.base_args)
-    effective = _args.args_to_dict(args)
-    differs = {k: v for k, v in effective.items() if k not in _PER_TRIAL_FIELDS and base.get(k) != v}
-    if "warmup_ratio" in params:
-        differs.pop("warmup_steps", None)  # transformers 5 stores the sampled ratio there
-
-    spool = ctx.output_dir / "trials" / f"trial-{trial.number}" / _spool.SPOOL_NAME
-    # written ahead: a process killed between making the run and logging its training arguments leaves them
-    # in the spool, and `sync` (run by whoever resumes the study) writes them into the run
-    _spool.append(spool, {"kind": "dict", "data": effective, "path": "training_args.json"})
-    trial.set_user_attr(_spool.SPOOL_ATTR, str(spool))
-    run_id = None
-    try:
-        run_id = ctx.tracker.start_trial(trial.study.study_name, trial.number, params, differs, tags)
-        trial.set_user_attr(RUN_ATTR, run_id)
-        ctx.tracker.log_dict(run_id, effective, "training_args.json")
-    except TrackingError as exc:
-        logger.warning("%s; the trial goes on and `st-hpo sync` will write its run later", exc)
-        run = _RunLog(ctx.tracker, run_id, trial=trial, spool=spool)
-        run.failed = True  # the spool holds the training arguments already; later writes go there too
-        if run_id is None:  # no run: its params too; `sync` makes the run and writes them
-            from st_hpo._tracking._mlflow import _param_value
-
-            run.keep({"kind": "params", "params": {k: _param_value(v) for k, v in {**differs, **params}.items()}})
-        return run
-    spool.unlink(missing_ok=True)  # MLflow has them: nothing is spooled for this trial (yet)
-    trial.set_user_attr(_spool.SPOOL_ATTR, None)
-    return _RunLog(ctx.tracker, run_id, trial=trial, spool=spool)
-
-
 def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
     """Run one asked trial to its end and return how it ended (the caller tells Optuna).
 
@@ -249,9 +144,9 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
 
     started = time.perf_counter()
     froze = ctx.resources.freeze_for_trial()
-    _reset_gpu_peak()
+    _memory.reset_gpu_peak()
     outcome = TrialOutcome(number=trial.number, state="FAIL")
-    run = _RunLog(None, None)
+    run = TrialRun(None, None)
     interrupted = False
     try:
         params = _trial_params(ctx, trial)
@@ -264,7 +159,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         args = _args.clone_args(ctx.validated.base_args, overrides,
                                 output_dir=str(ctx.output_dir / "trials" / f"trial-{trial.number}"),
                                 run_name=f"trial-{trial.number}")
-        run = _start_run(ctx, trial, outcome.params, args)
+        run = start_run(ctx, trial, outcome.params, args)
         outcome.run_id = run.run_id
         outcome.value, outcome.step = _train(ctx, trial, params, args, loss_params, model_params, run, outcome)
         outcome.state, outcome.infeasible = "COMPLETE", trial.user_attrs.get(INFEASIBLE_ATTR) or None
@@ -287,11 +182,11 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
         if not (interrupted and ctx.validated.study.resume_interrupted):  # else kept for the trial's retry
             remove_checkpoints(trial, ctx.output_dir / "trials" / f"trial-{trial.number}")
         outcome.seconds = time.perf_counter() - started
-        outcome.device_error = _release_memory(unfreeze=froze)
+        outcome.device_error = _memory.release_memory(unfreeze=froze)
         timings = {"trial_seconds": outcome.seconds, "train_seconds": outcome.train_seconds,
                    "eval_seconds": outcome.eval_seconds}
         if outcome.device_error is None:
-            timings.update(_peak_gpu_memory())
+            timings.update(_memory.peak_gpu_memory())
         for name in ("trial_seconds", "train_seconds", "eval_seconds"):  # an interrupted trial's too
             trial.set_user_attr(f"{PREFIX}{name}", round(timings[name], 3))
         for name, value in timings.items():
@@ -302,7 +197,7 @@ def run_trial(ctx: TrialContext, trial: Any) -> TrialOutcome:
 
 
 def _train(ctx: TrialContext, trial: Any, params: dict[str, Any], args: Any, loss_params: dict[str, Any],
-           model_params: dict[str, Any], run: _RunLog, outcome: TrialOutcome) -> tuple[float, int]:
+           model_params: dict[str, Any], run: TrialRun, outcome: TrialOutcome) -> tuple[float, int]:
     """Build model, loss and trainer; train; keep the model if it is the best so far (``outcome.model_dir``);
     return (objective, final step). ``outcome.train_seconds`` (in train(), its evaluations left out) and
     ``outcome.eval_seconds`` (every evaluation) are set however the trial ends."""
@@ -430,46 +325,3 @@ def _keep_model(ctx: TrialContext, trial: Any, model: Any, value: float, values:
         return None
     trial.set_user_attr(_best_model.MODEL_DIR_ATTR, str(path))
     return str(path)
-
-
-def _cuda_in_use() -> Any:
-    """``torch.cuda`` when this process has initialised CUDA (it trains on a GPU), else None."""
-    torch = sys.modules.get("torch")
-    return torch.cuda if torch is not None and torch.cuda.is_initialized() else None
-
-
-def _release_memory(*, unfreeze: bool = False) -> str | None:
-    """Free what the trial allocated, the CUDA cache included; returns the GPU's error if it has one.
-
-    After a device-side assert (an index out of range in a CUDA kernel) the CUDA context of the process
-    is broken for good, and ``empty_cache`` raises the sticky error.
-    """
-    gc.collect()  # the trial's cycles (trainer, model copy, optimizer): allocated after freeze_for_trial()
-    if unfreeze:
-        gc.unfreeze()
-    cuda = _cuda_in_use()
-    if cuda is None:
-        return None
-    try:
-        cuda.empty_cache()
-    except RuntimeError as exc:  # torch.AcceleratorError is one
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _reset_gpu_peak() -> None:
-    """Start the trial's peak GPU memory from what the process holds now (not validation's or the last trial's)."""
-    cuda = _cuda_in_use()
-    if cuda is not None:
-        cuda.reset_peak_memory_stats()
-
-
-def _peak_gpu_memory() -> dict[str, float]:
-    """The trial's peak GPU memory in MiB: allocated by tensors, and reserved by PyTorch's caching allocator
-    (what the GPU really had to hold: the figure to size ``--trials-per-gpu`` by)."""
-    cuda = _cuda_in_use()
-    if cuda is None:
-        return {}
-    return {"peak_gpu_memory_mb": cuda.max_memory_allocated() / 2**20,
-            "peak_gpu_reserved_mb": cuda.max_memory_reserved() / 2**20}
-

@@ -32,7 +32,7 @@ from st_hpo._tracking._view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from st_hpo.exceptions import TrackingError
 
 __all__ = ["ACCEPTED_STATUSES", "EFFECTIVE_PARAMS_ATTR", "MlflowTracker", "RUN_STATUS", "default_tracking_uri",
-           "error_line", "experiment_id", "seed_sqlite_store", "tracking_client"]
+           "error_line", "experiment_id", "param_value", "seed_sqlite_store", "tracking_client"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,7 +89,7 @@ def seed_sqlite_store(tracking_uri: str) -> None:
         logger.debug("could not seed %s from %s: %s", target, template, exc)
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]
 
@@ -217,7 +217,7 @@ class MlflowTracker:
             run = self._call("create the parent run", self.client.create_run, self.experiment_id, tags=tags,
                              run_name=study.study_name)
             found = run.info.run_id
-            params = {k: _param_value(v) for k, v in settings.items()}
+            params = {k: param_value(v) for k, v in settings.items()}
             self._log_params(found, params)
             again = self._find_parent(study.study_name)  # two workers may have raced: keep the oldest
             if again is not None and again != found:
@@ -297,8 +297,8 @@ class MlflowTracker:
         run = self._call("create a trial run", self.client.create_run, self.experiment_id,
                          tags=all_tags, run_name=f"{self.run_kind}-{number}")
         run_id = run.info.run_id
-        logged = {k: _param_value(v) for k, v in extra_params.items()}
-        logged.update({k: _param_value(v) for k, v in params.items()})
+        logged = {k: param_value(v) for k, v in extra_params.items()}
+        logged.update({k: param_value(v) for k, v in params.items()})
         self._log_params(run_id, logged)
         return run_id
 
