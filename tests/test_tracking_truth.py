@@ -16,7 +16,7 @@ import pytest
 import st_hpo
 from st_hpo.cli._main import main
 from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
-from tests.helpers import load_trials, mlflow_runs
+from tests.helpers import load_trials, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
 
@@ -124,8 +124,8 @@ def test_sync_after_kill_fails_the_trial_closes_its_run_and_keeps_the_time_it_ra
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = time.time()
-    time.sleep(4)  # dead for a while before anyone notices
-    sync = subprocess.run(_cmd("sync", str(path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    time.sleep(1)  # dead for a while before anyone notices: a sync that took its own time would be > 0.5 s late
+    sync = run_cli("sync", path, cwd=tmp_path)  # in this process: what it writes is the point
     assert sync.returncode == 0, sync.stderr[-2000:]
     trials = load_trials(out, "killed")
     assert [t.state.name for t in trials] == ["FAIL"]
@@ -160,7 +160,7 @@ def test_a_run_whose_process_died_as_it_was_made_gets_its_training_arguments_fro
     died = subprocess.run([sys.executable, str(script), str(path), str(out)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert died.returncode == 137, died.stderr[-2000:]
-    sync = subprocess.run(_cmd("sync", str(path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    sync = run_cli("sync", path, cwd=tmp_path)  # in this process: what it writes is the point
     assert sync.returncode == 0, sync.stderr[-2000:]
     trials = load_trials(out, "dies")
     assert [t.state.name for t in trials] == ["FAIL"]
