@@ -16,7 +16,9 @@ import pytest
 
 from tests.helpers import load_trials, mlflow_runs, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # real processes, real signals
+# real processes, real signals, yet not serial: each process signals itself at a forced moment (or is sent one
+# SIGINT by its pid once it said it was interrupted), nothing is timed, no port or process group is shared
+pytestmark = pytest.mark.slow
 
 #: An evaluator that signals its own process (SIGNAL_NAME) when it is called inside the function SIGNAL_IN:
 #: the moment is forced, not waited for.

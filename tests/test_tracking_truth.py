@@ -18,8 +18,6 @@ from st_hpo.cli._main import main
 from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
 from tests.helpers import load_trials, mlflow_runs, run_cli
 
-pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
-
 
 class _PruneTrialOne(optuna.pruners.BasePruner):
     """Prunes trial 1 at its first report: a trial that did not finish, deterministically."""
@@ -106,6 +104,7 @@ def _cmd(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a kill -9 timed against the trial's liveness beats: run alone (tests/run.sh)
 def test_sync_after_kill_fails_the_trial_closes_its_run_and_keeps_the_time_it_ran(tmp_path, study_file):
     path = study_file(name="killed", n_trials=1, epochs=400)
     proc = subprocess.Popen(_cmd("run", str(path)), cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -151,7 +150,7 @@ st_hpo.run_study(st_hpo.load_study_file(sys.argv[1]), output_dir=sys.argv[2], pr
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # not serial: the process ends itself at a forced point, nothing is timed
 def test_a_run_whose_process_died_as_it_was_made_gets_its_training_arguments_from_sync(tmp_path, study_file):
     path = study_file(name="dies", n_trials=1)
     out = tmp_path / "st-hpo-runs" / "dies"
