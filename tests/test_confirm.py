@@ -18,8 +18,6 @@ import st_hpo
 from st_hpo._results._confirm import confirmed_line
 from tests.helpers import load_trials, mlflow_runs
 
-pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
-
 
 def _confirm_runs(out: Path, experiment: str) -> tuple[object, list, list, list]:
     client, parents, trials = mlflow_runs(out, experiment)
@@ -52,7 +50,7 @@ def _wait_for_complete(out: Path, name: str, proc: subprocess.Popen, timeout: fl
     raise AssertionError(f"no confirmation trial completed (exit code {proc.poll()})")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # not serial: the kill -9 is of its own child's pid, once a pair is done (polled, not timed)
 def test_confirm_trains_each_configuration_with_new_seeds_and_a_killed_one_resumes(study_file, tmp_path):
     path = study_file(name="confk", n_trials=2, baseline=True)
     out = tmp_path / "st-hpo-runs" / "confk"

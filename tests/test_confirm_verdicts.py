@@ -15,8 +15,6 @@ from st_hpo.cli._main import main
 from tests.conftest import make_pairs
 from tests.helpers import load_trials
 
-pytestmark = pytest.mark.serial  # several processes: run alone (tests/run.sh)
-
 STUDY = textwrap.dedent('''
     import optuna
     from datasets import Dataset

@@ -13,7 +13,7 @@ import pytest
 from tests.engines import RayCluster, ray_available, trials_so_far, wait_for
 from tests.helpers import mlflow_runs
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow  # the refusals are not serial: one process each, nothing timed
 
 
 @pytest.fixture
@@ -25,6 +25,7 @@ def ray_cluster():
         cluster.stop()
 
 
+@pytest.mark.serial  # a cluster in namespaces of its own, a worker killed mid-trial
 @pytest.mark.skipif(ray_available() is not None, reason=f"Ray: {ray_available()}")
 def test_ray_actors_run_the_study_survive_a_killed_worker_and_the_driver_ends_it(tmp_path, study_file, ray_cluster):
     path = study_file(name="ray-e2e", n_trials=4, epochs=3)

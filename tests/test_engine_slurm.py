@@ -16,7 +16,7 @@ import pytest
 from tests.engines import SlurmCluster, slurm_available, trials_so_far, wait_for
 from tests.helpers import mlflow_runs
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow  # the refusals are not serial: one process each, nothing timed
 needs_slurm = pytest.mark.skipif(slurm_available() is not None, reason=f"SLURM: {slurm_available()}")
 
 
@@ -29,6 +29,7 @@ def slurm():
         cluster.stop()
 
 
+@pytest.mark.serial  # a cluster in namespaces of its own, a worker killed mid-trial
 @needs_slurm
 def test_a_slurm_array_runs_the_study_survives_a_killed_task_and_ends_it(tmp_path, study_file, slurm):
     path = study_file(name="slurm-e2e", n_trials=4, epochs=3)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import load_trials, mlflow_runs
+from tests.helpers import load_trials, mlflow_runs, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # real processes, real signals
+# real processes, real signals, yet not serial: each process signals itself at a forced moment (or is sent one
+# SIGINT by its pid once it said it was interrupted), nothing is timed, no port or process group is shared
+pytestmark = pytest.mark.slow
 
 #: An evaluator that signals its own process (SIGNAL_NAME) when it is called inside the function SIGNAL_IN:
 #: the moment is forced, not waited for.
@@ -100,7 +102,7 @@ def test_ctrl_c_while_the_best_model_is_scored_on_the_test_set_ends_the_run_kill
     parent = _parent(out, "test-int")
     assert parent.info.status == "KILLED" and parent.info.end_time is not None
     assert "test_objective" not in parent.data.metrics
-    sync = _run(["sync", str(path)], tmp_path)
+    sync = run_cli("sync", path, cwd=tmp_path)  # in this process: what it writes is the point
     assert sync.returncode == 0 and "0 run(s) created or closed" in sync.stdout, "nothing was left open"
 
 
@@ -110,12 +112,12 @@ def test_sync_ends_and_counts_the_run_of_a_process_killed_while_it_scored_the_ba
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     out = tmp_path / "st-hpo-runs" / "base-kill"
     assert _parent(out, "base-kill").info.status == "RUNNING", "kill -9: nothing could end it"
-    sync = _run(["sync", str(path)], tmp_path)
+    sync = run_cli("sync", path, cwd=tmp_path)  # in this process: what it writes is the point
     assert sync.returncode == 0, sync.stderr[-2000:]
     assert "1 run(s) created or closed (the study's run ended KILLED)" in sync.stdout
     parent = _parent(out, "base-kill")
     assert parent.info.status == "KILLED" and parent.info.end_time is not None
-    assert "0 run(s) created or closed" in _run(["sync", str(path)], tmp_path).stdout, "once"
+    assert "0 run(s) created or closed" in run_cli("sync", path, cwd=tmp_path).stdout, "once"
 
 
 #: A loss that, once SECOND_CTRL_C_MARK exists, collects garbage whose finalizer presses Ctrl-C (once): the

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import load_trials, mlflow_runs
+from tests.helpers import load_trials, mlflow_runs, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # real processes killed with real signals
 
@@ -24,8 +24,9 @@ def _cmd(*args: str) -> list[str]:
 
 
 def _sync(path, cwd) -> int:
-    """Run `st-hpo sync`; the number of runs it says it created or closed."""
-    proc = subprocess.run(_cmd("sync", str(path)), cwd=cwd, capture_output=True, text=True, timeout=300)
+    """Run `st-hpo sync` (in this process: what it writes is the point, not its process); the number of runs
+    it says it created or closed."""
+    proc = run_cli("sync", path, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return int(re.search(r"(\d+) run\(s\) created or closed", proc.stdout).group(1))
 
@@ -62,7 +63,7 @@ def test_sync_ends_a_killed_trial_that_reported_nothing_at_its_last_sign_of_life
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = time.time()
-    time.sleep(5)  # dead for a while before anyone notices
+    time.sleep(1)  # dead for a while before anyone notices: a sync that took its own time would be > 0.5 s late
     assert _sync(path, tmp_path) == 2, "the trial's run and the parent run"
     trial = load_trials(out, "quiet")[0]
     assert trial.state.name == "FAIL"
@@ -115,7 +116,7 @@ def test_sync_closes_a_confirm_run_left_running_by_kill_9(tmp_path, study_file):
         return [r for r in client.search_runs([experiment]) if r.data.tags.get("st_hpo.kind") == "confirm"]
 
     assert [r.info.status for r in confirm_runs()] == ["RUNNING"]
-    time.sleep(3)
+    time.sleep(1)  # a sync that took its own time would be > 0.5 s late
     assert _sync(path, tmp_path) == 1, "the confirm run it closed"
     [run] = confirm_runs()
     assert run.info.status == "FAILED" and "died" in run.data.tags["st_hpo.error"]

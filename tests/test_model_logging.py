@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import load_trials, mlflow_runs
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # several processes
+pytestmark = pytest.mark.slow  # several processes, one after the other: nothing timed or signalled, not serial
 
 
 def _st_hpo(*args: str, cwd, env) -> subprocess.CompletedProcess:

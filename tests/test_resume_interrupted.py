@@ -15,10 +15,12 @@ import sys
 import pytest
 
 from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
-from tests.helpers import load_trials, mlflow_runs
+from tests.helpers import load_trials, mlflow_runs, run_cli
 from tests.test_workers import _invariants
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+# not serial: each stop is forced by the study's own evaluator at a fixed step, not timed, and signals only its own
+# process (no process group, no port): two tests at a time only slow each other
+pytestmark = pytest.mark.slow
 
 FLAG_ENV = "ST_HPO_TEST_INTERRUPT_FLAG"
 STEPS, STOP_AT, LAST_CHECKPOINT = 8, 6, 4
@@ -62,16 +64,29 @@ def _run(path, cwd, *args, flag=None):
                           capture_output=True, text=True, timeout=600)
 
 
+#: reference trials by configuration: the tests' interrupted trials mostly share one, trained once
+_REFERENCES: dict[tuple, object] = {}
+
+
 def _uninterrupted(tmp_path, model, params):
-    """The same configuration trained without interruption, in one process (same seed and arguments)."""
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    path = _study_file(ref, model, name="reference", signal_name="SIGINT", extra=repr({"enqueue": [params]}))
-    proc = _run(path, ref)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (trial,) = load_trials(ref / "st-hpo-runs" / "reference", "reference")
-    assert trial.params == params
-    return trial
+    """The same configuration trained without interruption, in one process (same seed and arguments): in
+    this one (``st_hpo.run_study``, as `st-hpo run` does with one worker; the process is not the point), once
+    per configuration in this module."""
+    import st_hpo
+
+    key = tuple(sorted(params.items()))
+    if key not in _REFERENCES:
+        assert not os.environ.get(FLAG_ENV), "the reference is never interrupted"
+        ref = tmp_path / "reference"
+        ref.mkdir()
+        path = _study_file(ref, model, name="reference", signal_name="SIGINT", extra=repr({"enqueue": [params]}))
+        result = st_hpo.run_study(st_hpo.load_study_file(path), output_dir=ref / "st-hpo-runs" / "reference",
+                                  progress=False)
+        assert result.n_complete == 1
+        (trial,) = load_trials(ref / "st-hpo-runs" / "reference", "reference")
+        assert trial.params == params
+        _REFERENCES[key] = trial
+    return _REFERENCES[key]
 
 
 def _check_resumed(tmp_path, name, model):
@@ -104,13 +119,12 @@ def _check_resumed(tmp_path, name, model):
     # no checkpoint is left once the retry ended
     assert not list((out_dir / "trials").glob("trial-*/checkpoint-*"))
     assert not list((out_dir / "trials").glob("trial-*/resume-*"))
-    status = subprocess.run([sys.executable, "-m", "st_hpo", "status", str(tmp_path / f"{name}.py"), "--json"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # what `st-hpo status` shows (in this process: its output is the point, not the process)
+    status = run_cli("status", tmp_path / f"{name}.py", "--json", cwd=tmp_path)
     rows = {r["number"]: r for r in json.loads(status.stdout)}
     assert rows[retry.number]["resumed_from"] == {"trial": stopped.number, "step": LAST_CHECKPOINT}
     assert rows[stopped.number]["resumed_from"] is None
-    table = subprocess.run([sys.executable, "-m", "st_hpo", "status", str(tmp_path / f"{name}.py")],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    table = run_cli("status", tmp_path / f"{name}.py", cwd=tmp_path)
     assert f"resumed from trial {stopped.number} at step {LAST_CHECKPOINT}" in table.stdout
     return stopped, retry
 

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from st_hpo._execution._storage import open_storage
 from tests.servers import MlflowServer, mlflow_server, postgres_available, postgres_database
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 needs_pg = pytest.mark.skipif(not postgres_available(), reason="needs PostgreSQL on 127.0.0.1:5432")
 
 
@@ -38,7 +38,7 @@ def _server_runs(uri: str, experiment: str) -> tuple[list, list]:
     return parents, trials
 
 
-@needs_pg
+@needs_pg  # not serial: its own database and a server on a free port; nothing is timed or signalled
 def test_two_machines_share_a_postgres_study_and_an_mlflow_server(tmp_path, study_file):
     path = study_file(name="pg-shared", n_trials=4)
     with postgres_database() as storage, mlflow_server(tmp_path / "mlflow") as server:
@@ -64,6 +64,7 @@ def test_two_machines_share_a_postgres_study_and_an_mlflow_server(tmp_path, stud
 
 
 @needs_pg
+@pytest.mark.serial  # a heartbeat grace period of 4 s: alone, so that a slowed live machine is not taken for dead
 def test_heartbeat_fails_a_vanished_machines_trial_and_retries_its_params(tmp_path, study_file):
     path = study_file(name="pg-heartbeat", n_trials=2, epochs=3)  # the same definition on both machines
     env = {**os.environ, "ST_HPO_HEARTBEAT_INTERVAL": "1", "ST_HPO_GRACE_PERIOD": "4"}
@@ -103,6 +104,7 @@ def test_mlflow_unreachable_at_start_refuses_to_start(tmp_path, study_file):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.serial  # the server is killed and started again on the same port, which must stay free meanwhile
 def test_mlflow_outage_mid_run_then_sync_writes_what_was_missed(tmp_path, study_file):
     path = study_file(name="outage", n_trials=3, epochs=2)
     server = MlflowServer(tmp_path / "mlflow").start()

@@ -16,9 +16,7 @@ import pytest
 import st_hpo
 from st_hpo.cli._main import main
 from tests.conftest import STUDY_FILE_TEMPLATE, make_pairs
-from tests.helpers import load_trials, mlflow_runs
-
-pytestmark = pytest.mark.serial  # signals, kills or several processes: run alone (tests/run.sh)
+from tests.helpers import load_trials, mlflow_runs, run_cli
 
 
 class _PruneTrialOne(optuna.pruners.BasePruner):
@@ -106,6 +104,7 @@ def _cmd(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a kill -9 timed against the trial's liveness beats: run alone (tests/run.sh)
 def test_sync_after_kill_fails_the_trial_closes_its_run_and_keeps_the_time_it_ran(tmp_path, study_file):
     path = study_file(name="killed", n_trials=1, epochs=400)
     proc = subprocess.Popen(_cmd("run", str(path)), cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -124,8 +123,8 @@ def test_sync_after_kill_fails_the_trial_closes_its_run_and_keeps_the_time_it_ra
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = time.time()
-    time.sleep(4)  # dead for a while before anyone notices
-    sync = subprocess.run(_cmd("sync", str(path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    time.sleep(1)  # dead for a while before anyone notices: a sync that took its own time would be > 0.5 s late
+    sync = run_cli("sync", path, cwd=tmp_path)  # in this process: what it writes is the point
     assert sync.returncode == 0, sync.stderr[-2000:]
     trials = load_trials(out, "killed")
     assert [t.state.name for t in trials] == ["FAIL"]
@@ -151,7 +150,7 @@ st_hpo.run_study(st_hpo.load_study_file(sys.argv[1]), output_dir=sys.argv[2], pr
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # not serial: the process ends itself at a forced point, nothing is timed
 def test_a_run_whose_process_died_as_it_was_made_gets_its_training_arguments_from_sync(tmp_path, study_file):
     path = study_file(name="dies", n_trials=1)
     out = tmp_path / "st-hpo-runs" / "dies"
@@ -160,7 +159,7 @@ def test_a_run_whose_process_died_as_it_was_made_gets_its_training_arguments_fro
     died = subprocess.run([sys.executable, str(script), str(path), str(out)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert died.returncode == 137, died.stderr[-2000:]
-    sync = subprocess.run(_cmd("sync", str(path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    sync = run_cli("sync", path, cwd=tmp_path)  # in this process: what it writes is the point
     assert sync.returncode == 0, sync.stderr[-2000:]
     trials = load_trials(out, "dies")
     assert [t.state.name for t in trials] == ["FAIL"]

@@ -13,7 +13,9 @@ import pytest
 from tests.helpers import load_trials, mlflow_runs
 from tests.test_cli import _wait_for_running_trial
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+# the tests that kill a worker at a moment found by polling, signal a process group, or time the run are marked
+# serial; the others (each stop forced by the study's own code, nothing timed) run two at a time
+pytestmark = pytest.mark.slow
 
 
 def _invariants(out_dir, name, budget):
@@ -60,6 +62,7 @@ def test_four_workers_meet_the_global_budget_exactly(tmp_path, study_file):
     assert f"best model: {out_dir / 'trials' / f'trial-{best.number}' / 'model'}" in proc.stdout
 
 
+@pytest.mark.serial  # kill -9 of a worker while its trial trains: a slowed trial could end first
 def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path, study_file):
     path = study_file(name="killw", n_trials=3, epochs=30)
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
@@ -79,6 +82,7 @@ def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path,
     assert runs[number].data.tags["st_hpo.error"] == "worker killed by signal 9"
 
 
+@pytest.mark.serial  # kill -9 of a process group between two trials
 def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, study_file):
     path = study_file(name="killall", n_trials=3, epochs=15)
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path)], cwd=tmp_path,
@@ -110,6 +114,7 @@ def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, 
     assert len(started) == 3 - len(done_before), "only the missing trials ran"
 
 
+@pytest.mark.serial  # SIGTERM a second into a trial
 def test_sigterm_stops_the_workers_cleanly_and_says_how_to_resume(tmp_path, study_file):
     path = study_file(name="term", n_trials=4, epochs=400)
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
@@ -198,9 +203,12 @@ def test_a_stop_whose_interrupt_python_drops_in_a_finalizer_still_ends_the_trial
 
 
 #: A study's sampler that asks the supervisor to stop while a worker takes its third trial (inside
-#: `study.ask()`, between two trials of that worker or of the other one).
+#: `study.ask()`, between two trials of that worker or of the other one). The worker holds signals while it
+#: takes a trial, so the sampler waits there until the supervisor's SIGTERM has come (at most 30 s), not 30 s.
 STOPS_WHILE_ASKED = """
 import os, signal, time
+
+from st_hpo._interrupts import stop_requested
 
 
 class StopsWhileAsked(optuna.samplers.RandomSampler):
@@ -209,7 +217,9 @@ class StopsWhileAsked(optuna.samplers.RandomSampler):
             with open(MARKER, "w") as f:
                 f.write(str(time.time()))
             os.kill(os.getppid(), signal.SIGTERM)
-            time.sleep(30)  # the supervisor's SIGTERM reaches this worker here
+            waited = time.monotonic() + 30
+            while not stop_requested() and time.monotonic() < waited:
+                time.sleep(0.05)  # the supervisor's SIGTERM reaches this worker here
         super().before_trial(study, trial)
 """
 
@@ -235,6 +245,7 @@ def test_a_stop_while_a_worker_takes_its_next_trial_starts_nothing_and_leaves_no
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
+@pytest.mark.serial  # timed: --timeout 30 and how long the run took
 def test_timeout_reaches_every_worker(tmp_path, study_file):
     """`--timeout` with workers: each stops starting trials when the command's time is up (and -q quiets them)."""
     path = study_file(name="timed", n_trials=500)
@@ -300,6 +311,7 @@ def test_workers_that_keep_dying_before_any_trial_fail_the_run_with_their_error(
     assert runs == [] and parents[0].info.status == "FAILED"
 
 
+@pytest.mark.serial  # Ctrl-C to a process group
 def test_ctrl_c_before_any_trial_started_says_no_trial_was_running(tmp_path, study_file):
     path = study_file(name="early", n_trials=2)
     marker = tmp_path / "worker-loading"
