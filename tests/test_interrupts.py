@@ -59,7 +59,16 @@ def test_signals_held_in_a_write_come_once_each_after_it(sigterm_raises):
     assert got == [signal.SIGTERM]
 
 
-def test_a_second_ctrl_c_is_not_held():
+@pytest.fixture
+def python_ctrl_c():
+    """Ctrl-C handled as Python handles it by default, whatever this process started with (a process started
+    in the background by a non-interactive shell ignores SIGINT, and Python then leaves it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_ctrl_c_is_not_held(python_ctrl_c):
     reached = []
     with pytest.raises(KeyboardInterrupt):
         with uninterrupted():
@@ -68,6 +77,19 @@ def test_a_second_ctrl_c_is_not_held():
             signal.raise_signal(signal.SIGINT)
             reached.append("second held")
     assert reached == ["first held"]
+
+
+def test_the_cli_called_in_process_gives_ctrl_c_and_sigterm_back(python_ctrl_c, tmp_path, capsys):
+    """`st-hpo run` turns SIGTERM and Ctrl-C into recorded stops; called from Python (a notebook) that ends
+    with the command: a Ctrl-C at the prompt afterwards is Python's again, not a stop a later run acts on."""
+    import sys
+
+    from st_hpo.cli import main
+
+    term, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    assert main(["run", str(tmp_path / "missing.py")]) == 1  # the handlers are installed before it fails
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is term and sys.unraisablehook is hook
 
 
 def test_an_ignored_signal_stays_ignored():

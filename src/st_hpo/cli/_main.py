@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -277,9 +278,11 @@ def _sigterm_as_interrupt() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``st-hpo``; returns the exit code. Called in-process (from Python, a notebook), it
-    leaves the process's environment as it found it: the verbosity it hands to worker processes
-    (``ST_HPO_VERBOSITY``) holds for this command only."""
+    leaves the process as it found it: the verbosity it hands to worker processes (``ST_HPO_VERBOSITY``) and
+    its handling of Ctrl-C and SIGTERM hold for this command only."""
     saved = os.environ.get(VERBOSITY_ENV)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
     try:
         return _main(argv)
     finally:
@@ -287,6 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop(VERBOSITY_ENV, None)
         else:
             os.environ[VERBOSITY_ENV] = saved
+        # the Ctrl-C and SIGTERM handling a command installs (see _sigterm_as_interrupt) ends with it: a Ctrl-C
+        # at a notebook's prompt afterwards must not be recorded as a stop that a later run would act on
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+        sys.unraisablehook = hook
 
 
 def console_main() -> int:
