@@ -194,12 +194,23 @@ def trials_so_far(out, name):
         return []
 
 
-def wait_for(what, condition, timeout: float):
-    """``condition()``'s first true value, polled every 0.5 s; AssertionError naming ``what`` after ``timeout``."""
+def wait_for(what, condition, timeout: float, explain=None):
+    """``condition()``'s first true value, polled every 0.5 s; AssertionError naming ``what`` after ``timeout``,
+    with what ``explain()`` says of the state then (the queue, the trials, the workers' logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
+
+
+def engine_state(out, name, queue=None) -> str:
+    """What a failed wait should show: the queue, every trial (number, state, engine ref, reports), and the tail
+    of each worker's log in ``out``."""
+    trials = [(t.number, t.state.name, t.user_attrs.get("st_hpo.tag.engine_ref"), len(t.intermediate_values))
+              for t in trials_so_far(out, name)]
+    logs = "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
+                   for log in sorted(Path(out).rglob("*.log")) if log.is_file())
+    return f"queue: {queue() if queue else '-'}\ntrials (number, state, engine ref, reports): {trials}{logs}"

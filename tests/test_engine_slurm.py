@@ -13,7 +13,7 @@ import time
 import optuna
 import pytest
 
-from tests.engines import SlurmCluster, slurm_available, trials_so_far, wait_for
+from tests.engines import SlurmCluster, engine_state, slurm_available, trials_so_far, wait_for
 from tests.helpers import mlflow_runs
 
 pytestmark = pytest.mark.slow  # the refusals are not serial: one process each, nothing timed
@@ -49,11 +49,13 @@ def test_a_slurm_array_runs_the_study_survives_a_killed_task_and_ends_it(tmp_pat
     # (`scancel -s KILL` would not do: SLURM sends SIGTERM first, and the worker ends its trial cleanly)
     victim = wait_for("a trial of task 1 in training", lambda: next(
         (t for t in trials_so_far(out, "slurm-e2e") if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2
-         and t.user_attrs.get("st_hpo.tag.engine_ref") == f"slurm:{array_id}_1"), None), timeout=240)
+         and t.user_attrs.get("st_hpo.tag.engine_ref") == f"slurm:{array_id}_1"), None), timeout=240,
+        explain=lambda: engine_state(out, "slurm-e2e", slurm.squeue))
     killed = slurm.run("kill", "-9", str(victim.user_attrs["st_hpo.pid"]))  # a pid in the cluster's namespace
     assert killed.returncode == 0, killed.stderr
 
-    wait_for("every job to leave the queue", lambda: not slurm.squeue(), timeout=300)
+    wait_for("every job to leave the queue", lambda: not slurm.squeue(), timeout=300,
+             explain=lambda: engine_state(out, "slurm-e2e", slurm.squeue))
     trials = [t for t in trials_so_far(out, "slurm-e2e") if not t.user_attrs.get("st_hpo.cancelled")]
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 4
     assert not [t.number for t in trials if t.state.name == "RUNNING"]
