@@ -214,3 +214,56 @@ def engine_state(out, name, queue=None) -> str:
     logs = "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
                    for log in sorted(Path(out).rglob("*.log")) if log.is_file())
     return f"queue: {queue() if queue else '-'}\ntrials (number, state, engine ref, reports): {trials}{logs}"
+
+
+#: The evaluator that :func:`hold_one_trial` puts in a study file. The first worker to evaluate in training
+#: claims the hold: its trial's third evaluation (after two reports) writes its pid to ``held`` beside the study
+#: file and sleeps until the test kills that worker (:func:`held_trial` finds that trial). Every other worker waits for the mark before its evaluations go on.
+_HOLD_ONE_TRIAL = '''
+import os as _os, pathlib as _pathlib, time as _time
+
+_MARKS = _pathlib.Path(__file__).parent
+
+
+class HoldOneTrial(EmbeddingSimilarityEvaluator):
+    holder = None
+
+    def __call__(self, model, output_path=None, epoch=-1, steps=-1):
+        if steps > 0 and HoldOneTrial.holder is None:
+            try:
+                _os.close(_os.open(_MARKS / "holder", _os.O_CREAT | _os.O_EXCL))
+                HoldOneTrial.holder = True
+            except FileExistsError:
+                HoldOneTrial.holder = False
+        if HoldOneTrial.holder and steps == 6:
+            (_MARKS / "held.tmp").write_text(str(_os.getpid()))
+            _os.replace(_MARKS / "held.tmp", _MARKS / "held")
+            _time.sleep(3600)
+        if HoldOneTrial.holder is False:
+            deadline = _time.monotonic() + 240
+            while not (_MARKS / "held").exists() and _time.monotonic() < deadline:
+                _time.sleep(0.2)
+        return super().__call__(model, output_path=output_path, epoch=epoch, steps=steps)
+'''
+
+
+def hold_one_trial(path: Path) -> Path:
+    """Make a study file from ``tests.conftest.study_file`` hold one trial in training until it is killed, and
+    hold the other workers' evaluations until then. Its trials (12 steps) last under a second on a fast CPU:
+    without this, the other worker could finish the whole budget before any trial was caught in training (as
+    on an Intel Xeon, where the SLURM test timed out)."""
+    text = path.read_text()
+    assert "return EmbeddingSimilarityEvaluator(" in text and "def evaluator(ds):" in text
+    path.write_text(text.replace("return EmbeddingSimilarityEvaluator(", "return HoldOneTrial(")
+                    .replace("def evaluator(ds):", _HOLD_ONE_TRIAL + "\n\ndef evaluator(ds):"))
+    return path
+
+
+def held_trial(path: Path, out, name: str, timeout: float = 240, explain=None):
+    """The trial that a study file made by :func:`hold_one_trial` at ``path`` holds in training, once it holds it
+    (the other workers' trials may be in training too: this is the one that stays there)."""
+    held = path.parent / "held"
+    pid = wait_for("a trial held in training", lambda: held.exists() and held.read_text(), timeout, explain)
+    return wait_for(f"the running trial of pid {pid}", lambda: next(
+        (t for t in trials_so_far(out, name) if t.state.name == "RUNNING" and str(t.user_attrs.get("st_hpo.pid")) == pid
+         and len(t.intermediate_values) >= 2), None), 60, explain)

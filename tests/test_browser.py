@@ -185,8 +185,10 @@ def test_the_printed_url_opens_on_the_trials_best_first_with_objective_and_param
         assert "tiny-file\n" not in page.split("3 matching runs")[0].split("Run Name")[-1], "the parent run is not listed"
         for value in values:
             assert value in page, f"objective {value} is not on screen"
-        assert _row_order(driver, [r.info.run_name for r in ranked]) == [r.info.run_name for r in ranked], \
-            "the trials are listed best first"
+        objective = {r.info.run_name: r.data.metrics["objective"] for r in ranked}
+        shown = _row_order(driver, list(objective))
+        assert [objective[name] for name in shown] == sorted(objective.values(), reverse=True), \
+            f"the trials are listed best first (equal objectives in either order): {shown}, {objective}"
         assert "Judges" not in page and "Sessions" not in page, "MLflow's GenAI view"
         shot = tmp_path / "trials.png"
         driver.save_screenshot(str(shot))

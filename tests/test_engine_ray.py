@@ -10,7 +10,7 @@ import time
 import optuna
 import pytest
 
-from tests.engines import RayCluster, ray_available, trials_so_far, wait_for
+from tests.engines import RayCluster, held_trial, hold_one_trial, ray_available, trials_so_far
 from tests.helpers import mlflow_runs
 
 pytestmark = pytest.mark.slow  # the refusals are not serial: one process each, nothing timed
@@ -28,7 +28,7 @@ def ray_cluster():
 @pytest.mark.serial  # a cluster in namespaces of its own, a worker killed mid-trial
 @pytest.mark.skipif(ray_available() is not None, reason=f"Ray: {ray_available()}")
 def test_ray_actors_run_the_study_survive_a_killed_worker_and_the_driver_ends_it(tmp_path, study_file, ray_cluster):
-    path = study_file(name="ray-e2e", n_trials=4, epochs=3)
+    path = hold_one_trial(study_file(name="ray-e2e", n_trials=4, epochs=3))
     out = tmp_path / "out"
     started = time.time()
     driver = subprocess.Popen(ray_cluster.command(
@@ -36,9 +36,7 @@ def test_ray_actors_run_the_study_survive_a_killed_worker_and_the_driver_ends_it
         "--workers", "2", "--cpus-per-worker", "1", "--shared-dir", "--output-dir", str(out)),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        victim = wait_for("a trial in training", lambda: next(
-            (t for t in trials_so_far(out, "ray-e2e") if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2),
-            None), timeout=300)
+        victim = held_trial(path, out, "ray-e2e", timeout=300)
         first_trial = min(t.datetime_start for t in trials_so_far(out, "ray-e2e")).timestamp()
         # the Ray worker process (the actor) that runs this trial's st-hpo worker: kill it with -9
         stat = ray_cluster.run("cat", f"/proc/{victim.user_attrs['st_hpo.pid']}/stat").stdout

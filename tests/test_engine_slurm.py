@@ -13,7 +13,15 @@ import time
 import optuna
 import pytest
 
-from tests.engines import SlurmCluster, engine_state, slurm_available, trials_so_far, wait_for
+from tests.engines import (
+    SlurmCluster,
+    engine_state,
+    held_trial,
+    hold_one_trial,
+    slurm_available,
+    trials_so_far,
+    wait_for,
+)
 from tests.helpers import mlflow_runs
 
 pytestmark = pytest.mark.slow  # the refusals are not serial: one process each, nothing timed
@@ -32,7 +40,7 @@ def slurm():
 @pytest.mark.serial  # a cluster in namespaces of its own, a worker killed mid-trial
 @needs_slurm
 def test_a_slurm_array_runs_the_study_survives_a_killed_task_and_ends_it(tmp_path, study_file, slurm):
-    path = study_file(name="slurm-e2e", n_trials=4, epochs=3)
+    path = hold_one_trial(study_file(name="slurm-e2e", n_trials=4, epochs=3))
     out = tmp_path / "out"
     submitted = time.time()
     run = slurm.run(sys.executable, "-m", "st_hpo", "run", str(path), "--engine", "slurm", "--workers", "2",
@@ -45,12 +53,12 @@ def test_a_slurm_array_runs_the_study_survives_a_killed_task_and_ends_it(tmp_pat
     script = (out / "slurm" / "workers.sbatch").read_text()
     assert "#SBATCH --array=0-1" in script and "#SBATCH --gres=gpu:1" in script and "--plan" in script
 
-    # a trial of task 1 well into training: its worker dies at once, as on a lost node or the OOM killer
-    # (`scancel -s KILL` would not do: SLURM sends SIGTERM first, and the worker ends its trial cleanly)
-    victim = wait_for("a trial of task 1 in training", lambda: next(
-        (t for t in trials_so_far(out, "slurm-e2e") if t.state.name == "RUNNING" and len(t.intermediate_values) >= 2
-         and t.user_attrs.get("st_hpo.tag.engine_ref") == f"slurm:{array_id}_1"), None), timeout=240,
-        explain=lambda: engine_state(out, "slurm-e2e", slurm.squeue))
+    # a trial well into training (the one the study file holds): its worker dies at once, as on a lost node or
+    # the OOM killer (`scancel -s KILL` would not do: SLURM sends SIGTERM first, and the worker ends its trial
+    # cleanly)
+    victim = held_trial(path, out, "slurm-e2e", explain=lambda: engine_state(out, "slurm-e2e", slurm.squeue))
+    victim_ref = victim.user_attrs["st_hpo.tag.engine_ref"]
+    other_ref = {f"slurm:{array_id}_0": f"slurm:{array_id}_1", f"slurm:{array_id}_1": f"slurm:{array_id}_0"}[victim_ref]
     killed = slurm.run("kill", "-9", str(victim.user_attrs["st_hpo.pid"]))  # a pid in the cluster's namespace
     assert killed.returncode == 0, killed.stderr
 
@@ -61,9 +69,9 @@ def test_a_slurm_array_runs_the_study_survives_a_killed_task_and_ends_it(tmp_pat
     assert not [t.number for t in trials if t.state.name == "RUNNING"]
     victim_now = next(t for t in trials if t.number == victim.number)
     assert victim_now.state == optuna.trial.TrialState.FAIL
-    assert victim_now.user_attrs["st_hpo.error"] == f"slurm job {array_id}_1 ended: FAILED"
+    assert victim_now.user_attrs["st_hpo.error"] == f"slurm job {victim_ref.removeprefix('slurm:')} ended: FAILED"
     refs = {t.user_attrs.get("st_hpo.tag.engine_ref") for t in trials}
-    assert refs <= {f"slurm:{array_id}_0", f"slurm:{array_id}_1"} and f"slurm:{array_id}_0" in refs
+    assert refs == {victim_ref, other_ref}
     assert {t.user_attrs.get("st_hpo.tag.gpu") for t in trials} <= {"0", "1"}  # each task got its own GPU
 
     _, parents, runs = mlflow_runs(out, "slurm-e2e")
