@@ -25,6 +25,6 @@ phase() {  # pytest's exit code 5 is "no test selected": a test path given here 
   [ "$rc" = 0 ] || [ "$rc" = 5 ]
 }
 failed=0
-phase -n "${TEST_WORKERS:-2}" -m "not serial$select" "$@" || failed=1
+phase -n "${TEST_WORKERS:-2}" --dist worksteal -m "not serial$select" "$@" || failed=1
 phase -m "serial$select" "$@" || failed=1
 exit "$failed"

@@ -50,7 +50,7 @@ def test_studies_stsb_retrieval_runs(tmp_path, tiny_model_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_retrieval.py"),
                            "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
-                          env=_env(tiny_model_path, STHPO_EVAL_ROWS="96", STHPO_INTERMEDIATE_EVAL_ROWS="8"),
+                          env=_env(tiny_model_path, STHPO_EVAL_ROWS="48", STHPO_INTERMEDIATE_EVAL_ROWS="8"),
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_trials(out, "stsb-retrieval")
@@ -113,7 +113,7 @@ def test_studies_stsb_sparse_runs(tmp_path, tiny_model_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "st_hpo", "run", str(REPO / "studies/stsb_sparse.py"),
                            "--output-dir", str(out)], capture_output=True, text=True, timeout=600,
-                          env=_env(tiny_model_path, STHPO_EVAL_ROWS="96", STHPO_INTERMEDIATE_EVAL_ROWS="8"),
+                          env=_env(tiny_model_path, STHPO_EVAL_ROWS="48", STHPO_INTERMEDIATE_EVAL_ROWS="8"),
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_trials(out, "stsb-sparse")
