@@ -217,8 +217,8 @@ def engine_state(out, name, queue=None) -> str:
 
 
 #: The evaluator that :func:`hold_one_trial` puts in a study file. The first worker to evaluate in training
-#: claims the hold: its trial's third evaluation (after two reports) writes its pid to ``held`` beside the study
-#: file and sleeps until the test kills that worker (:func:`held_trial` finds that trial). Every other worker waits for the mark before its evaluations go on.
+#: claims the hold: its ``nth`` trial's third evaluation (after two reports) writes its pid to ``held`` beside
+#: the study file and sleeps until the test kills that worker (:func:`held_trial` finds that trial). Every other worker waits for the mark before its evaluations go on.
 _HOLD_ONE_TRIAL = '''
 import os as _os, pathlib as _pathlib, time as _time
 
@@ -227,6 +227,7 @@ _MARKS = _pathlib.Path(__file__).parent
 
 class HoldOneTrial(EmbeddingSimilarityEvaluator):
     holder = None
+    trials_seen = 0
 
     def __call__(self, model, output_path=None, epoch=-1, steps=-1):
         if steps > 0 and HoldOneTrial.holder is None:
@@ -236,6 +237,8 @@ class HoldOneTrial(EmbeddingSimilarityEvaluator):
             except FileExistsError:
                 HoldOneTrial.holder = False
         if HoldOneTrial.holder and steps == 6:
+            HoldOneTrial.trials_seen += 1
+        if HoldOneTrial.holder and steps == 6 and HoldOneTrial.trials_seen == {nth}:
             (_MARKS / "held.tmp").write_text(str(_os.getpid()))
             _os.replace(_MARKS / "held.tmp", _MARKS / "held")
             _time.sleep(3600)
@@ -247,15 +250,18 @@ class HoldOneTrial(EmbeddingSimilarityEvaluator):
 '''
 
 
-def hold_one_trial(path: Path) -> Path:
-    """Make a study file from ``tests.conftest.study_file`` hold one trial in training until it is killed, and
-    hold the other workers' evaluations until then. Its trials (12 steps) last under a second on a fast CPU:
-    without this, the other worker could finish the whole budget before any trial was caught in training (as
-    on an Intel Xeon, where the SLURM test timed out)."""
+def hold_one_trial(path: Path, nth: int = 1) -> Path:
+    """Make a study file from ``tests.conftest.study_file`` hold one trial in training until it is killed (the
+    ``nth`` trial of the first worker to train), and hold the other workers' evaluations until then. A kill
+    then lands where the test means it to on any machine, loaded or not. Its trials (12 steps) last under a
+    second on a fast CPU: without this, a poll could see a trial in training that ended before the kill, or the
+    other worker finish the whole budget before any trial was caught in training (as on an Intel Xeon, where
+    the SLURM test timed out)."""
     text = path.read_text()
     assert "return EmbeddingSimilarityEvaluator(" in text and "def evaluator(ds):" in text
+    hold = _HOLD_ONE_TRIAL.replace("{nth}", str(int(nth)))
     path.write_text(text.replace("return EmbeddingSimilarityEvaluator(", "return HoldOneTrial(")
-                    .replace("def evaluator(ds):", _HOLD_ONE_TRIAL + "\n\ndef evaluator(ds):"))
+                    .replace("def evaluator(ds):", hold + "\n\ndef evaluator(ds):"))
     return path
 
 

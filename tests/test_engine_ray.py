@@ -13,7 +13,7 @@ import pytest
 from tests.engines import RayCluster, held_trial, hold_one_trial, ray_available, trials_so_far
 from tests.helpers import mlflow_runs
 
-pytestmark = pytest.mark.slow  # the refusals are not serial: one process each, nothing timed
+pytestmark = pytest.mark.slow  # none serial: the refusals are one process each, nothing timed
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def ray_cluster():
         cluster.stop()
 
 
-@pytest.mark.serial  # a cluster in namespaces of its own, a worker killed mid-trial
+# not serial: the cluster is in namespaces of its own, and the worker is killed in a trial the study file holds
 @pytest.mark.skipif(ray_available() is not None, reason=f"Ray: {ray_available()}")
 def test_ray_actors_run_the_study_survive_a_killed_worker_and_the_driver_ends_it(tmp_path, study_file, ray_cluster):
     path = hold_one_trial(study_file(name="ray-e2e", n_trials=4, epochs=3))

@@ -24,7 +24,7 @@ from tests.engines import (
 )
 from tests.helpers import mlflow_runs
 
-pytestmark = pytest.mark.slow  # the refusals are not serial: one process each, nothing timed
+pytestmark = pytest.mark.slow  # none serial: the refusals are one process each, nothing timed
 needs_slurm = pytest.mark.skipif(slurm_available() is not None, reason=f"SLURM: {slurm_available()}")
 
 
@@ -37,7 +37,7 @@ def slurm():
         cluster.stop()
 
 
-@pytest.mark.serial  # a cluster in namespaces of its own, a worker killed mid-trial
+# not serial: the cluster is in namespaces of its own, and the worker is killed in a trial the study file holds
 @needs_slurm
 def test_a_slurm_array_runs_the_study_survives_a_killed_task_and_ends_it(tmp_path, study_file, slurm):
     path = hold_one_trial(study_file(name="slurm-e2e", n_trials=4, epochs=3))

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from tests.engines import held_trial, hold_one_trial
 from tests.helpers import load_trials, mlflow_runs
-from tests.test_cli import _wait_for_running_trial
 
-# the tests that kill a worker at a moment found by polling, signal a process group, or time the run are marked
-# serial; the others (each stop forced by the study's own code, nothing timed) run two at a time
+# the tests that signal a process group at a polled moment or time the run are marked serial; the others (each
+# stop forced by the study's own code, or a kill of a trial the study file holds in training) run two at a time
 pytestmark = pytest.mark.slow
 
 
@@ -62,14 +62,14 @@ def test_four_workers_meet_the_global_budget_exactly(tmp_path, study_file):
     assert f"best model: {out_dir / 'trials' / f'trial-{best.number}' / 'model'}" in proc.stdout
 
 
-@pytest.mark.serial  # kill -9 of a worker while its trial trains: a slowed trial could end first
 def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path, study_file):
-    path = study_file(name="killw", n_trials=3, epochs=30)
+    # the study file holds one trial in training until it is killed: not serial, the kill lands there on any load
+    path = hold_one_trial(study_file(name="killw", n_trials=3, epochs=3))
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_dir = tmp_path / "st-hpo-runs" / "killw"
-    number = _wait_for_running_trial(out_dir, "killw")
-    victim = next(t for t in load_trials(out_dir, "killw") if t.number == number)
+    victim = held_trial(path, out_dir, "killw")
+    number = victim.number
     os.kill(int(victim.user_attrs["st_hpo.pid"]), signal.SIGKILL)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
@@ -82,21 +82,14 @@ def test_kill_9_of_a_worker_fails_its_trial_and_a_replacement_finishes(tmp_path,
     assert runs[number].data.tags["st_hpo.error"] == "worker killed by signal 9"
 
 
-@pytest.mark.serial  # kill -9 of a process group between two trials
 def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, study_file):
-    path = study_file(name="killall", n_trials=3, epochs=15)
+    # the study file holds the second trial in training: one trial finished and the next one runs when the
+    # process group is killed, on any load (not serial)
+    path = hold_one_trial(study_file(name="killall", n_trials=3, epochs=3), nth=2)
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     out_dir = tmp_path / "st-hpo-runs" / "killall"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until one trial finished and the next one runs
-        try:
-            states = [t.state.name for t in load_trials(out_dir, "killall")]
-        except (KeyError, FileNotFoundError):
-            states = []
-        if "COMPLETE" in states and states[-1] == "RUNNING":
-            break
-        time.sleep(0.3)
+    held_trial(path, out_dir, "killall")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = load_trials(out_dir, "killall")
@@ -114,14 +107,14 @@ def test_kill_9_of_the_whole_run_then_rerun_runs_only_what_is_missing(tmp_path, 
     assert len(started) == 3 - len(done_before), "only the missing trials ran"
 
 
-@pytest.mark.serial  # SIGTERM a second into a trial
 def test_sigterm_stops_the_workers_cleanly_and_says_how_to_resume(tmp_path, study_file):
-    path = study_file(name="term", n_trials=4, epochs=400)
+    # SIGTERM while one trial is held in training by the study file and the other worker's trial is long: on
+    # any load, no trial has finished when it comes (not serial)
+    path = hold_one_trial(study_file(name="term", n_trials=4, epochs=400))
     proc = subprocess.Popen([sys.executable, "-m", "st_hpo", "run", str(path), "--workers", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_dir = tmp_path / "st-hpo-runs" / "term"
-    _wait_for_running_trial(out_dir, "term")
-    time.sleep(1)
+    held_trial(path, out_dir, "term")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-3000:]
