@@ -244,8 +244,7 @@ def test_ui_on_a_tracking_server_that_is_down_is_one_clear_line_soon(tmp_path, s
     assert elapsed < 60, f"st-hpo ui took {elapsed:.0f} s to give up"
 
 
-@pytest.mark.serial
-@pytest.mark.slow
+@pytest.mark.slow  # not serial: one process; its trials last a second and its bound leaves 45 s for ending
 def test_timeout_counts_from_the_start_of_the_command(tmp_path, study_file):
     path = study_file(name="timed-here", n_trials=500)
     started = time.monotonic()
