@@ -218,7 +218,8 @@ def engine_state(out, name, queue=None) -> str:
 
 #: The evaluator that :func:`hold_one_trial` puts in a study file. The first worker to evaluate in training
 #: claims the hold: its ``nth`` trial's third evaluation (after two reports) writes its pid to ``held`` beside
-#: the study file and sleeps until the test kills that worker (:func:`held_trial` finds that trial). Every other worker waits for the mark before its evaluations go on.
+#: the study file and sleeps until the test kills that worker (:func:`held_trial` finds that trial). Every
+#: other worker waits for the mark before its evaluations go on.
 _HOLD_ONE_TRIAL = '''
 import os as _os, pathlib as _pathlib, time as _time
 
