@@ -95,6 +95,19 @@ def test_export_writes_by_suffix_into_a_folder_or_refuses_in_one_line(ran, tmp_p
     assert json.loads((folder / "tiny-file.json").read_text())["study"] == "tiny-file"
 
 
+def test_export_to_a_path_it_cannot_write_refuses_in_one_line(ran, tmp_path, capsys):
+    """A folder on the way that is a file (or one without permission): one line that says what to do, exit 1."""
+    path, out = ran
+    blocker = tmp_path / "taken.json"
+    blocker.write_text("{}")
+    assert main(["export", str(path), "--output-dir", str(out), "--to", str(blocker / "best.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "folder you can write" in err, err
+    with pytest.raises(st_hpo.UsageError, match="cannot write"):
+        st_hpo.open_study(st_hpo.load_study_file(path), output_dir=out).export(blocker / "best.json")
+    assert blocker.read_text() == "{}"
+
+
 def test_best_on_a_study_that_never_ran_says_to_run_it(ran, tmp_path, capsys):
     path, _ = ran
     assert main(["best", str(path), "--output-dir", str(tmp_path / "nowhere")]) == 1
