@@ -108,6 +108,16 @@ def test_export_to_a_path_it_cannot_write_refuses_in_one_line(ran, tmp_path, cap
     assert blocker.read_text() == "{}"
 
 
+def test_open_study_on_a_study_files_path_says_to_load_it(ran):
+    """The CLI takes the file's path; the API a Study: given the path, one error that says how to load it."""
+    path, out = ran
+    for given in (path, str(path)):
+        with pytest.raises(st_hpo.UsageError, match=r"load_study_file"):
+            st_hpo.open_study(given, output_dir=out).status()
+    with pytest.raises(st_hpo.UsageError, match=r"load_study_file"):
+        st_hpo.best_trial(str(path), output_dir=out)
+
+
 def test_best_on_a_study_that_never_ran_says_to_run_it(ran, tmp_path, capsys):
     path, _ = ran
     assert main(["best", str(path), "--output-dir", str(tmp_path / "nowhere")]) == 1
