@@ -125,6 +125,25 @@ def test_best_on_a_study_that_never_ran_says_to_run_it(ran, tmp_path, capsys):
     assert "run it first" in err and "Traceback" not in err
 
 
+def test_a_registry_name_mlflow_refuses_is_refused_before_anything_is_logged_or_trained(ran, tmp_path, capsys):
+    """register --name / retrain --register-as with '/' or ':': one line, exit 1, no logged model left on the
+    run (register) and no training (retrain: refused before minutes of it, not after)."""
+    path, out = ran
+    client, parents, _ = mlflow_runs(out, "tiny-file")
+    experiment_ids = [parents[0].info.experiment_id]
+    before = len(client.search_logged_models(experiment_ids))
+    assert main(["register", str(path), "--output-dir", str(out), "--name", "team/model:v1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--name 'team/model:v1'" in err and "Traceback" not in err, err
+    assert len(client.search_logged_models(experiment_ids)) == before, "nothing logged when refused"
+    target = tmp_path / "retrained"
+    assert main(["retrain", str(path), "--output-dir", str(out), "--model-dir", str(target),
+                 "--register-as", "a:b"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--register-as 'a:b'" in err, err
+    assert not target.exists() and not (out / "retrain").exists(), "refused before training"
+
+
 def test_register_logs_the_kept_model_on_the_best_trials_run(ran, capsys):
     import mlflow
     import numpy as np
