@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -142,6 +143,27 @@ def test_a_registry_name_mlflow_refuses_is_refused_before_anything_is_logged_or_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--register-as 'a:b'" in err, err
     assert not target.exists() and not (out / "retrain").exists(), "refused before training"
+
+
+def test_a_lost_mlflow_store_report_says_to_sync_and_register_uses_the_synced_run(tmp_path, tiny_model_path, capsys):
+    """mlflow.db replaced (lost, or only the journal copied): report refuses in one line that says to sync;
+    after `st-hpo sync`, report and register work on the runs sync re-created (the trial's stored run id is
+    the lost one: Optuna keeps a finished trial's attributes as they were)."""
+    path, ran_in = run_file_study(tmp_path, tiny_model_path, name="tiny-lost", n_trials=2)
+    out = tmp_path / "journal-only"  # a new path: this process's MLflow client still holds the old store open
+    shutil.copytree(ran_in, out, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    capsys.readouterr()  # what the run logged
+    assert main(["report", str(path), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "st-hpo sync" in err, err
+    assert main(["sync", str(path), "--output-dir", str(out)]) == 0
+    assert main(["report", str(path), "--output-dir", str(out)]) == 0
+    assert main(["register", str(path), "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+    _, _, runs = mlflow_runs(out, "tiny-lost")
+    best = st_hpo.best_trial(st_hpo.load_study_file(path), output_dir=out)
+    run = next(r for r in runs if r.data.tags["st_hpo.trial_number"] == str(best.number))
+    assert run.data.tags.get("st_hpo.registered_model") == "tiny-lost v1"
 
 
 def test_register_logs_the_kept_model_on_the_best_trials_run(ran, capsys):

@@ -77,6 +77,13 @@ def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_vers
         raise TrackingError(f"trial {best.number} has no MLflow run yet; run `st-hpo sync STUDY_FILE` first")
     name = name or study.name
     tracker = handle.tracker()
+    if not tracker.run_exists(best.mlflow_run_id):  # the store was replaced: `sync` made the trial a new run
+        found = tracker.trial_runs(optuna_study.study_name).get(best.number)
+        if found is None:
+            raise TrackingError(f"trial {best.number}'s MLflow run {best.mlflow_run_id} is not in the store at "
+                                f"{handle.tracking_uri}; run `st-hpo sync STUDY_FILE` first (it re-creates "
+                                "missing runs)")
+        best = dataclasses.replace(best, mlflow_run_id=found.info.run_id)
     existing = None if new_version else _registered_version(tracker, name, best.mlflow_run_id)
     if existing is not None:
         return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
