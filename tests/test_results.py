@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -95,11 +96,74 @@ def test_export_writes_by_suffix_into_a_folder_or_refuses_in_one_line(ran, tmp_p
     assert json.loads((folder / "tiny-file.json").read_text())["study"] == "tiny-file"
 
 
+def test_export_to_a_path_it_cannot_write_refuses_in_one_line(ran, tmp_path, capsys):
+    """A folder on the way that is a file (or one without permission): one line that says what to do, exit 1."""
+    path, out = ran
+    blocker = tmp_path / "taken.json"
+    blocker.write_text("{}")
+    assert main(["export", str(path), "--output-dir", str(out), "--to", str(blocker / "best.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "folder you can write" in err, err
+    with pytest.raises(st_hpo.UsageError, match="cannot write"):
+        st_hpo.open_study(st_hpo.load_study_file(path), output_dir=out).export(blocker / "best.json")
+    assert blocker.read_text() == "{}"
+
+
+def test_open_study_on_a_study_files_path_says_to_load_it(ran):
+    """The CLI takes the file's path; the API a Study: given the path, one error that says how to load it."""
+    path, out = ran
+    for given in (path, str(path)):
+        with pytest.raises(st_hpo.UsageError, match=r"load_study_file"):
+            st_hpo.open_study(given, output_dir=out).status()
+    with pytest.raises(st_hpo.UsageError, match=r"load_study_file"):
+        st_hpo.best_trial(str(path), output_dir=out)
+
+
 def test_best_on_a_study_that_never_ran_says_to_run_it(ran, tmp_path, capsys):
     path, _ = ran
     assert main(["best", str(path), "--output-dir", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert "run it first" in err and "Traceback" not in err
+
+
+def test_a_registry_name_mlflow_refuses_is_refused_before_anything_is_logged_or_trained(ran, tmp_path, capsys):
+    """register --name / retrain --register-as with '/' or ':': one line, exit 1, no logged model left on the
+    run (register) and no training (retrain: refused before minutes of it, not after)."""
+    path, out = ran
+    client, parents, _ = mlflow_runs(out, "tiny-file")
+    experiment_ids = [parents[0].info.experiment_id]
+    before = len(client.search_logged_models(experiment_ids))
+    assert main(["register", str(path), "--output-dir", str(out), "--name", "team/model:v1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--name 'team/model:v1'" in err and "Traceback" not in err, err
+    assert len(client.search_logged_models(experiment_ids)) == before, "nothing logged when refused"
+    target = tmp_path / "retrained"
+    assert main(["retrain", str(path), "--output-dir", str(out), "--model-dir", str(target),
+                 "--register-as", "a:b"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--register-as 'a:b'" in err, err
+    assert not target.exists() and not (out / "retrain").exists(), "refused before training"
+
+
+def test_a_lost_mlflow_store_report_says_to_sync_and_register_uses_the_synced_run(tmp_path, tiny_model_path, capsys):
+    """mlflow.db replaced (lost, or only the journal copied): report refuses in one line that says to sync;
+    after `st-hpo sync`, report and register work on the runs sync re-created (the trial's stored run id is
+    the lost one: Optuna keeps a finished trial's attributes as they were)."""
+    path, ran_in = run_file_study(tmp_path, tiny_model_path, name="tiny-lost", n_trials=2)
+    out = tmp_path / "journal-only"  # a new path: this process's MLflow client still holds the old store open
+    shutil.copytree(ran_in, out, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    capsys.readouterr()  # what the run logged
+    assert main(["report", str(path), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "st-hpo sync" in err, err
+    assert main(["sync", str(path), "--output-dir", str(out)]) == 0
+    assert main(["report", str(path), "--output-dir", str(out)]) == 0
+    assert main(["register", str(path), "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+    _, _, runs = mlflow_runs(out, "tiny-lost")
+    best = st_hpo.best_trial(st_hpo.load_study_file(path), output_dir=out)
+    run = next(r for r in runs if r.data.tags["st_hpo.trial_number"] == str(best.number))
+    assert run.data.tags.get("st_hpo.registered_model") == "tiny-lost v1"
 
 
 def test_register_logs_the_kept_model_on_the_best_trials_run(ran, capsys):

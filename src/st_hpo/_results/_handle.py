@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from st_hpo._definition._study import Study
 from st_hpo._results._read import StudyLocation, best_of, load_study
 from st_hpo._results._status import study_status
+from st_hpo.exceptions import UsageError
 
 if TYPE_CHECKING:
     import optuna
@@ -42,6 +43,9 @@ def open_study(study: Study, *, output_dir: str | Path | None = None, storage: s
     """A handle on the stored ``study``: the location arguments are those it ran with (``run_study`` or
     ``st-hpo run``), each defaulting as there. Nothing is opened until a method needs it; a study that was
     never run raises :class:`~st_hpo.StorageError` (saying to run it first) at that point."""
+    if not isinstance(study, Study):  # a study file's path, most often: say how to load it
+        raise UsageError(f"study={str(study)!r}: pass a Study, not a {type(study).__name__}; for a study file, "
+                         "study=st_hpo.load_study_file(PATH)")
     if study_name:
         study = study.replace(name=study_name)
     location = StudyLocation.resolve(study, output_dir=output_dir, storage=storage, tracking_uri=tracking_uri)

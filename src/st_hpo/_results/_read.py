@@ -352,13 +352,19 @@ def export_target(path: str | Path, study_name: str) -> Path:
 def write_config(config: dict[str, Any], path: str | Path) -> Path:
     """Write an exported configuration to ``path`` (its folders created): YAML for ``.yaml``/``.yml``, else JSON."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        text = yaml.safe_dump(config, sort_keys=False)
     else:
-        path.write_text(json.dumps(config, indent=2) + "\n")
+        text = json.dumps(config, indent=2) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:  # a folder on the way is a file, no permission, a read-only disk
+        raise UsageError(f"cannot write {str(path)!r}: {exc.strerror or exc}"
+                         f"{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}; "
+                         "export to a file in a folder you can write") from exc
     return path
 
 

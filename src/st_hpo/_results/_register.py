@@ -19,7 +19,7 @@ from st_hpo._kinds import stored_kind
 from st_hpo._results._read import best_of
 from st_hpo._tracking import MlflowTracker
 from st_hpo._tracking._schema import REGISTERED_MODEL_KEY
-from st_hpo.exceptions import NoResultError, TrackingError
+from st_hpo.exceptions import NoResultError, TrackingError, UsageError
 
 if TYPE_CHECKING:
     from st_hpo._results._handle import StudyHandle
@@ -65,6 +65,8 @@ def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_vers
     """Log and register the kept best model (``trial``: that trial's) of the study ``handle`` holds (see
     :func:`register_best`)."""
     study, optuna_study = handle.study, handle.optuna_study
+    if name is not None:
+        check_registry_name(name, "name")
     best = best_of(optuna_study, study.objective, trial)
     if not best.model_dir:
         raise NoResultError(
@@ -75,6 +77,13 @@ def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_vers
         raise TrackingError(f"trial {best.number} has no MLflow run yet; run `st-hpo sync STUDY_FILE` first")
     name = name or study.name
     tracker = handle.tracker()
+    if not tracker.run_exists(best.mlflow_run_id):  # the store was replaced: `sync` made the trial a new run
+        found = tracker.trial_runs(optuna_study.study_name).get(best.number)
+        if found is None:
+            raise TrackingError(f"trial {best.number}'s MLflow run {best.mlflow_run_id} is not in the store at "
+                                f"{handle.tracking_uri}; run `st-hpo sync STUDY_FILE` first (it re-creates "
+                                "missing runs)")
+        best = dataclasses.replace(best, mlflow_run_id=found.info.run_id)
     existing = None if new_version else _registered_version(tracker, name, best.mlflow_run_id)
     if existing is not None:
         return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
@@ -86,6 +95,19 @@ def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_vers
     tracker.client.set_tag(best.mlflow_run_id, REGISTERED_MODEL_KEY, label)
     return RegisterResult(trial_number=best.number, value=best.value, model_dir=Path(best.model_dir),
                           run_id=best.mlflow_run_id, model_uri=model_uri, name=name, version=version)
+
+
+def check_registry_name(name: str, parameter: str) -> None:
+    """Refuse a Model Registry name MLflow would refuse (empty, or with '/' or ':'), before anything is logged
+    or trained; ``parameter`` names the argument it came in (``name``, ``register_as``)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise UsageError(f"{parameter}={name!r}: MLflow refuses this registered model name ({exc.message}); "
+                         f"pass another {parameter}=", parameters=(parameter,)) from exc
 
 
 def _registered_version(tracker: MlflowTracker, name: str, run_id: str) -> Any:

@@ -53,6 +53,7 @@ from st_hpo._tracking._schema import (
     TRIAL_SECONDS_KEY,
 )
 from st_hpo._tracking._times import time_totals
+from st_hpo.exceptions import TrackingError
 
 __all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "REPORTS_DIR", "report_at", "report_study", "write_reports"]
 
@@ -130,6 +131,10 @@ def report_at(handle: StudyHandle, *, track: bool = True) -> list[Path]:
     if track:
         tracker = handle.tracker()
         tracker.parent_run_id = optuna_study.user_attrs.get(PARENT_ATTR)
+        if tracker.parent_run_id and not tracker.run_exists(tracker.parent_run_id):
+            raise TrackingError(f"the study's MLflow run {tracker.parent_run_id} is not in the store at "
+                                f"{handle.tracking_uri}; run `st-hpo sync STUDY_FILE` first (it re-creates "
+                                "missing runs)")
     folder = handle.output_dir / REPORTS_DIR
     written = write_reports(optuna_study, tracker, handle.study.objective, local_dir=folder)
     return [folder / Path(name).name for name in written]

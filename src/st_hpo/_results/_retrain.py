@@ -90,6 +90,10 @@ def retrain_from(handle: StudyHandle, *, model_dir: str | Path | None = None, ep
                  register_as: str | None = None, track: bool = True, trial: int | None = None) -> RetrainResult:
     """Train the best configuration (``trial``: that trial's) of the study ``handle`` holds again (see
     :func:`retrain_best`)."""
+    if register_as is not None:  # refused before minutes of training, not after
+        from st_hpo._results._register import check_registry_name
+
+        check_registry_name(register_as, "register_as")
     study, location, optuna_study = handle.study, handle.location, handle.optuna_study
     best = best_of(optuna_study, study.objective, trial)
     chosen = next(t for t in optuna_study.get_trials(deepcopy=False) if t.number == best.number)

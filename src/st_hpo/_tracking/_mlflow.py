@@ -227,6 +227,10 @@ class MlflowTracker:
         self.parent_run_id = found
         return found
 
+    def run_exists(self, run_id: str) -> bool:
+        """Whether run ``run_id`` is an active run of the study's experiment in this store."""
+        return self._run_exists(run_id)
+
     def _run_exists(self, run_id: str) -> bool:
         try:
             run = self.client.get_run(run_id)
