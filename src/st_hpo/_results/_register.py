@@ -97,17 +97,23 @@ def register_kept_best(handle: StudyHandle, *, name: str | None = None, new_vers
                           run_id=best.mlflow_run_id, model_uri=model_uri, name=name, version=version)
 
 
-def check_registry_name(name: str, parameter: str) -> None:
-    """Refuse a Model Registry name MLflow would refuse (empty, or with '/' or ':'), before anything is logged
-    or trained; ``parameter`` names the argument it came in (``name``, ``register_as``)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_name
+#: What MLflow's Model Registry refuses in a registered model's name (its own check is private).
+_REFUSED_IN_REGISTRY_NAMES = ("/", ":")
 
-    try:
-        _validate_model_name(name)
-    except MlflowException as exc:
-        raise UsageError(f"{parameter}={name!r}: MLflow refuses this registered model name ({exc.message}); "
-                         f"pass another {parameter}=", parameters=(parameter,)) from exc
+
+def check_registry_name(name: str, parameter: str) -> None:
+    """Refuse a Model Registry name MLflow would refuse (blank, ``.`` or ``..``, or with '/' or ':'), before
+    anything is logged or trained; ``parameter`` names the argument it came in (``name``, ``register_as``)."""
+    if not name.strip():
+        why = "a name is needed"
+    elif any(c in name for c in _REFUSED_IN_REGISTRY_NAMES):
+        why = "names cannot contain '/' or ':'"
+    elif name.strip() in (".", ".."):
+        why = "a name cannot be a path like '.' or '..'"
+    else:
+        return
+    raise UsageError(f"{parameter}={name!r}: MLflow refuses this registered model name ({why}); "
+                     f"pass another {parameter}=", parameters=(parameter,))
 
 
 def _registered_version(tracker: MlflowTracker, name: str, run_id: str) -> Any:

@@ -208,7 +208,7 @@ class MlflowTracker:
     def ensure_parent(self, study: Any, settings: Mapping[str, Any]) -> str:
         """The study's parent run, created once and its id kept in the Optuna study's user attrs."""
         run_id = study.user_attrs.get(PARENT_ATTR)
-        if run_id and self._run_exists(run_id):
+        if run_id and self.run_exists(run_id):
             self.parent_run_id = run_id
             return run_id
         found = self._find_parent(study.study_name)
@@ -228,10 +228,6 @@ class MlflowTracker:
         return found
 
     def run_exists(self, run_id: str) -> bool:
-        """Whether run ``run_id`` is an active run of the study's experiment in this store."""
-        return self._run_exists(run_id)
-
-    def _run_exists(self, run_id: str) -> bool:
         try:
             run = self.client.get_run(run_id)
         except Exception:  # noqa: BLE001 - not found, or another store
