@@ -145,7 +145,7 @@ def test_a_registry_name_mlflow_refuses_is_refused_before_anything_is_logged_or_
     assert not target.exists() and not (out / "retrain").exists(), "refused before training"
 
 
-def test_a_lost_mlflow_store_report_says_to_sync_and_register_uses_the_synced_run(tmp_path, tiny_model_path, capsys):
+def test_a_lost_mlflow_store_report_says_to_sync_and_status_best_register_use_the_synced_runs(tmp_path, tiny_model_path, capsys):
     """mlflow.db replaced (lost, or only the journal copied): report refuses in one line that says to sync;
     after `st-hpo sync`, report and register work on the runs sync re-created (the trial's stored run id is
     the lost one: Optuna keeps a finished trial's attributes as they were)."""
@@ -157,11 +157,21 @@ def test_a_lost_mlflow_store_report_says_to_sync_and_register_uses_the_synced_ru
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "st-hpo sync" in err, err
     assert main(["sync", str(path), "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+    # status and best name the runs sync made, not the lost ones the trials recorded
+    _, _, runs = mlflow_runs(out, "tiny-lost")
+    run_of = {int(r.data.tags["st_hpo.trial_number"]): r.info.run_id for r in runs}
+    assert main(["status", str(path), "--output-dir", str(out), "--json"]) == 0
+    assert {row["number"]: row["mlflow_run_id"] for row in json.loads(capsys.readouterr().out)} == run_of
+    assert main(["best", str(path), "--output-dir", str(out), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["mlflow_run_id"] == run_of[shown["number"]]
     assert main(["report", str(path), "--output-dir", str(out)]) == 0
     assert main(["register", str(path), "--output-dir", str(out)]) == 0
     capsys.readouterr()
     _, _, runs = mlflow_runs(out, "tiny-lost")
     best = st_hpo.best_trial(st_hpo.load_study_file(path), output_dir=out)
+    assert best.mlflow_run_id == run_of[best.number]
     run = next(r for r in runs if r.data.tags["st_hpo.trial_number"] == str(best.number))
     assert run.data.tags.get("st_hpo.registered_model") == "tiny-lost v1"
 

@@ -50,7 +50,7 @@ from st_hpo._execution._storage import default_storage_url, open_storage
 from st_hpo._execution._test_score import recorded_test_values
 from st_hpo._kinds import stored_kind
 from st_hpo._results._confirm_verdict import confirmed_line
-from st_hpo._tracking._record import shown_params, trained_values
+from st_hpo._tracking._record import run_id_of, shown_params, trained_values
 from st_hpo._tracking._schema import (
     BASE_MODEL_VALUE_KEY,
     BASELINE_ATTR,
@@ -58,7 +58,7 @@ from st_hpo._tracking._schema import (
     CONFIRMED_ATTR,
     KIND_ATTR,
     OBJECTIVE_KEY,
-    RUN_ATTR,
+    SYNCED_RUNS_ATTR,
     TRIAL_SECONDS_KEY,
     UNSAMPLED_ATTR,
 )
@@ -221,7 +221,7 @@ def best_of(optuna_study: optuna.Study, objective: Any, trial: int | None = None
         number=best.number,
         value=float(best.values[0]),
         params=shown_params(best),
-        mlflow_run_id=best.user_attrs.get(RUN_ATTR),
+        mlflow_run_id=run_id_of(best, optuna_study.user_attrs.get(SYNCED_RUNS_ATTR, {})),
         is_baseline=bool(best.user_attrs.get(BASELINE_ATTR)),
         n_complete=len(complete),
         baseline_number=baseline.number if baseline else None,

@@ -29,7 +29,7 @@ from st_hpo._execution._recovery import current_host, worker_alive
 from st_hpo._results._read import trial_duration
 from st_hpo._tracking._census import Census, is_cancelled, shown_state, take_census
 from st_hpo._tracking._front import intermediate_values, study_front, trial_values
-from st_hpo._tracking._record import shown_params
+from st_hpo._tracking._record import run_id_of, shown_params
 from st_hpo._tracking._schema import (
     BASELINE_ATTR,
     CONSTRAINTS_ATTR,
@@ -45,8 +45,8 @@ from st_hpo._tracking._schema import (
     PEAK_GPU_RESERVED_MB_KEY,
     PID_KEY,
     RESUMED_FROM_ATTR,
-    RUN_ATTR,
     SIDE_METRICS_ATTR,
+    SYNCED_RUNS_ATTR,
     TAG_GPU_KEY,
     TAG_HOST_KEY,
     TAG_WORKER_KEY,
@@ -88,6 +88,7 @@ def study_status(study: Any, n_trials: int) -> StudyStatus:
     front = {t.number for t in study_front(study, trials)} if len(study.directions) > 1 else set()
     now = datetime.datetime.now()
     rows = []
+    synced_runs = study.user_attrs.get(SYNCED_RUNS_ATTR, {})
     for t in trials:
         if is_cancelled(t):
             continue  # asked by a worker when others had filled the budget; it never ran
@@ -99,7 +100,7 @@ def study_status(study: Any, n_trials: int) -> StudyStatus:
             "number": t.number, "state": shown_state(t), "params": shown_params(t),
             "value": values[0] if values else None,
             "duration_seconds": duration, "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
-            "error": t.user_attrs.get(ERROR_ATTR), "mlflow_run_id": t.user_attrs.get(RUN_ATTR),
+            "error": t.user_attrs.get(ERROR_ATTR), "mlflow_run_id": run_id_of(t, synced_runs),
             # how far training got: the last evaluation's step is per-mille of training done
             "progress": max(steps) / 1000 if (steps := intermediate_values(t)) else None,
             "worker": t.user_attrs.get(TAG_WORKER_KEY), "host": t.user_attrs.get(TAG_HOST_KEY),

@@ -25,6 +25,7 @@ from st_hpo._tracking._schema import (
     MAX_STEPS_KEY,
     PREFIX,
     SYNCED_KEY,
+    SYNCED_RUNS_ATTR,
     TAG_PREFIX,
     TRIAL_STATE_KEY,
 )
@@ -40,6 +41,7 @@ def sync_runs(tracker: MlflowTracker, study: Any, objective_name: str) -> int:
     if not isinstance(objective_name, str):  # a multi-objective study's objectives: curves are the first's
         objective_name = names[0]
     fixed = 0
+    made: dict[str, str] = {}
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get(CANCELLED_ATTR):
             continue
@@ -48,7 +50,7 @@ def sync_runs(tracker: MlflowTracker, study: Any, objective_name: str) -> int:
         if run is None:
             if state in ("WAITING", "RUNNING"):
                 continue  # a running trial's own worker creates its run
-            _recreate(tracker, study.study_name, trial, objective_name, names)
+            made[str(trial.number)] = _recreate(tracker, study.study_name, trial, objective_name, names)
             fixed += 1
             continue
         spooled = state != "RUNNING" and _replay_spool(tracker, run.info.run_id, trial)
@@ -61,6 +63,8 @@ def sync_runs(tracker: MlflowTracker, study: Any, objective_name: str) -> int:
             fixed += 1
         elif spooled:
             fixed += 1
+    if made:  # readers find a re-created run here: a finished trial's own run id cannot change
+        study.set_user_attr(SYNCED_RUNS_ATTR, {**study.user_attrs.get(SYNCED_RUNS_ATTR, {}), **made})
     return fixed
 
 def _end_as_stored(tracker: MlflowTracker, run_id: str, trial: Any, names: list[str]) -> None:
@@ -97,7 +101,8 @@ def _replay_spool(tracker: MlflowTracker, run_id: str, trial: Any) -> bool:
     Path(path).unlink(missing_ok=True)
     return True
 
-def _recreate(tracker: MlflowTracker, study_name: str, trial: Any, objective_name: str, names: list[str]) -> None:
+def _recreate(tracker: MlflowTracker, study_name: str, trial: Any, objective_name: str, names: list[str]) -> str:
+    """Make ``trial``'s run anew from the storage; returns its run id."""
     tags = {k: str(v) for k, v in trial.user_attrs.items() if k.startswith(TAG_PREFIX)}
     tags = {k.replace(TAG_PREFIX, PREFIX): v for k, v in tags.items()}
     tags[SYNCED_KEY] = "true"
@@ -109,7 +114,7 @@ def _recreate(tracker: MlflowTracker, study_name: str, trial: Any, objective_nam
     state = trial.state.name
     if state != "RUNNING" and _replay_spool(tracker, run_id, trial):  # everything the trial tried to write
         _end_as_stored(tracker, run_id, trial, names)
-        return
+        return run_id
     max_steps = int(trial.user_attrs.get(MAX_STEPS_KEY, 1000))
     # per-mille -> steps; values measured on the eval subset keep their subset names
     curve_names = (f"subset_{objective_name}", "objective_subset") if tags.get(INTERMEDIATE_EVAL_KEY) \
@@ -120,6 +125,7 @@ def _recreate(tracker: MlflowTracker, study_name: str, trial: Any, objective_nam
     if state != "RUNNING":
         _log_times(tracker, run_id, trial, {})
         _end_as_stored(tracker, run_id, trial, names)
+    return run_id
 
 
 def _accepted(trial: Any) -> set[str]:

@@ -27,11 +27,12 @@ from st_hpo._tracking._schema import (
     BASELINE_UNSAMPLED_ATTR,
     CONFIG_ATTR,
     EFFECTIVE_PARAMS_ATTR,
+    RUN_ATTR,
     UNSAMPLED_ATTR,
 )
 from st_hpo.exceptions import StudyDefinitionError
 
-__all__ = ["BASELINE_UNSAMPLED_ATTR", "CONFIG_ATTR", "UNSAMPLED_ATTR", "shown_params", "store_config",
+__all__ = ["BASELINE_UNSAMPLED_ATTR", "CONFIG_ATTR", "UNSAMPLED_ATTR", "run_id_of", "shown_params", "store_config",
            "trained_values"]
 
 #: What a baseline run unsampled recorded before ``st_hpo.config`` existed (read, never written).
@@ -62,6 +63,12 @@ def _text(value: Any) -> str:
     if isinstance(value, type):
         return value.__name__
     return getattr(value, "__qualname__", None) or str(value)
+
+
+def run_id_of(trial: Any, synced_runs: Mapping[str, str]) -> str | None:
+    """The MLflow run id of ``trial``'s run: the one ``st-hpo sync`` made anew, when it did
+    (``synced_runs``: the study's ``SYNCED_RUNS_ATTR``), else the one the trial recorded (None when untracked)."""
+    return synced_runs.get(str(trial.number)) or trial.user_attrs.get(RUN_ATTR)
 
 
 def shown_params(trial: Any) -> dict[str, Any]:

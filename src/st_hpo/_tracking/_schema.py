@@ -122,6 +122,9 @@ LAST_SEEN_ATTR = "st_hpo.last_seen"
 ENGINE_REF_ATTR = "st_hpo.tag.engine_ref"
 #: Trial attribute: the MLflow run id of the trial's run.
 RUN_ATTR = "st_hpo.mlflow_run_id"
+#: Study attribute: ``{trial number (a str): run id}`` of the trial runs ``st-hpo sync`` made anew (a lost or
+#: replaced MLflow store); a finished trial's own ``RUN_ATTR`` cannot change, and names the lost run.
+SYNCED_RUNS_ATTR = "st_hpo.mlflow_synced_runs"
 #: Trial attribute: MLflow writes held back during an outage, replayed by the next sync.
 SPOOL_ATTR = "st_hpo.mlflow_spool"
 
