@@ -59,6 +59,35 @@ def test_signals_held_in_a_write_come_once_each_after_it(sigterm_raises):
     assert got == [signal.SIGTERM]
 
 
+def test_a_repeated_sigterm_while_the_first_unwinds_is_recorded_not_raised():
+    """A dying supervisor's parent-death SIGTERM comes once per thread of it: the second, arriving while the
+    first's KeyboardInterrupt unwinds (a `with` block's exit, before the trial loop ignores SIGTERM), must
+    not raise again and cut the recording of the trial. A second Ctrl-C still raises."""
+    from st_hpo._interrupts import forget_stop, interrupt, stop_requested
+
+    forget_stop()  # what an earlier test in this process asked for
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    recorded = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:  # unwinding, as HeartbeatThread.__exit__ does
+                os.kill(os.getpid(), signal.SIGTERM)
+                recorded.append("unwound")
+        assert recorded == ["unwound"] and stop_requested()
+        recorded.append("trial recorded")  # the trial loop records the trial here
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        forget_stop()
+        with pytest.raises(KeyboardInterrupt):  # a stop acted on: the next SIGTERM stops again
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        forget_stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @pytest.fixture
 def python_ctrl_c():
     """Ctrl-C handled as Python handles it by default, whatever this process started with (a process started

@@ -52,9 +52,16 @@ def forget_stop() -> None:
 
 
 def interrupt(signum: int, frame: object) -> None:
-    """A signal handler: record the stop, then raise ``KeyboardInterrupt`` (Python's Ctrl-C)."""
+    """A signal handler: record the stop, then raise ``KeyboardInterrupt`` (Python's Ctrl-C).
+
+    A SIGTERM that comes while an earlier one is not yet acted on is recorded, not raised: a worker whose
+    supervisor dies gets its parent-death SIGTERM once per thread of the supervisor that exits, in quick
+    succession, and a second ``KeyboardInterrupt`` raised while the first unwinds (before the trial loop
+    ignores SIGTERM to record the trial) left the trial RUNNING. A second Ctrl-C (SIGINT) still raises."""
+    repeated = signum == signal.SIGTERM and signal.SIGTERM in _requested
     request_stop(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
+    if not repeated:
+        raise KeyboardInterrupt(f"signal {signum}")
 #: Seconds before an interrupt taken from a finalizer is raised again (the finalizer has returned by then).
 REDELIVERY_DELAY = 0.05
 
